@@ -1,0 +1,199 @@
+//! Piece bitfields: the BEP 3 wire layout (high bit of byte 0 is piece 0) and an atomic
+//! variant shared by worker cores.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A bitfield error: what a peer or a resume file sent does not fit the torrent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BitfieldError {
+    #[error("bitfield is {got} bytes, expected {want} for {pieces} pieces")]
+    WrongLength { got: usize, want: usize, pieces: u32 },
+    #[error("bitfield has spare bits set past piece {pieces}")]
+    SpareBitsSet { pieces: u32 },
+}
+
+/// A fixed-length set of piece indices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bitfield {
+    bytes: Vec<u8>,
+    len: u32,
+}
+
+impl Bitfield {
+    /// An empty bitfield for `len` pieces.
+    pub fn new(len: u32) -> Self {
+        Self { bytes: vec![0; len.div_ceil(8) as usize], len }
+    }
+
+    /// A bitfield with every piece set.
+    pub fn full(len: u32) -> Self {
+        let mut b = Self::new(len);
+        for i in 0..len {
+            b.set(i);
+        }
+        b
+    }
+
+    /// Parses the wire form; the length must match and spare bits must be clear (BEP 3).
+    pub fn from_bytes(bytes: &[u8], len: u32) -> Result<Self, BitfieldError> {
+        let want = len.div_ceil(8) as usize;
+        if bytes.len() != want {
+            return Err(BitfieldError::WrongLength { got: bytes.len(), want, pieces: len });
+        }
+        if len % 8 != 0 {
+            let spare_mask = 0xffu8 >> (len % 8);
+            if bytes[want - 1] & spare_mask != 0 {
+                return Err(BitfieldError::SpareBitsSet { pieces: len });
+            }
+        }
+        Ok(Self { bytes: bytes.to_vec(), len })
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, index: u32) -> bool {
+        index < self.len && self.bytes[(index / 8) as usize] & (0x80 >> (index % 8)) != 0
+    }
+
+    pub fn set(&mut self, index: u32) {
+        if index < self.len {
+            self.bytes[(index / 8) as usize] |= 0x80 >> (index % 8);
+        }
+    }
+
+    pub fn clear(&mut self, index: u32) {
+        if index < self.len {
+            self.bytes[(index / 8) as usize] &= !(0x80 >> (index % 8));
+        }
+    }
+
+    pub fn count_ones(&self) -> u32 {
+        self.bytes.iter().map(|b| b.count_ones()).sum()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.count_ones() == self.len
+    }
+
+    /// The wire form.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Indices of set pieces, ascending.
+    pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len).filter(move |&i| self.get(i))
+    }
+}
+
+/// A bitfield shared between cores; updates are lock-free.
+#[derive(Debug)]
+pub struct AtomicBitfield {
+    words: Box<[AtomicU64]>,
+    len: u32,
+}
+
+impl AtomicBitfield {
+    pub fn new(len: u32) -> Self {
+        let words = (0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Self { words, len }
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn slot(index: u32) -> (usize, u64) {
+        ((index / 64) as usize, 1u64 << (index % 64))
+    }
+
+    pub fn get(&self, index: u32) -> bool {
+        if index >= self.len {
+            return false;
+        }
+        let (w, m) = Self::slot(index);
+        self.words[w].load(Ordering::Acquire) & m != 0
+    }
+
+    /// Sets the bit; returns true when this call changed it (it was clear before).
+    pub fn set(&self, index: u32) -> bool {
+        if index >= self.len {
+            return false;
+        }
+        let (w, m) = Self::slot(index);
+        self.words[w].fetch_or(m, Ordering::AcqRel) & m == 0
+    }
+
+    /// Clears the bit; returns true when this call changed it.
+    pub fn clear(&self, index: u32) -> bool {
+        if index >= self.len {
+            return false;
+        }
+        let (w, m) = Self::slot(index);
+        self.words[w].fetch_and(!m, Ordering::AcqRel) & m != 0
+    }
+
+    pub fn count_ones(&self) -> u32 {
+        self.words.iter().map(|w| w.load(Ordering::Acquire).count_ones()).sum()
+    }
+
+    /// A snapshot in wire form.
+    pub fn snapshot(&self) -> Bitfield {
+        let mut b = Bitfield::new(self.len);
+        for i in 0..self.len {
+            if self.get(i) {
+                b.set(i);
+            }
+        }
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn wire_layout_is_high_bit_first() {
+        let mut b = Bitfield::new(10);
+        b.set(0);
+        b.set(9);
+        assert_eq!(b.as_bytes(), &[0x80, 0x40]);
+    }
+
+    #[test]
+    fn rejects_wrong_length_and_spare_bits() {
+        assert!(matches!(Bitfield::from_bytes(&[0], 10), Err(BitfieldError::WrongLength { .. })));
+        assert_eq!(
+            Bitfield::from_bytes(&[0, 0x20], 10),
+            Err(BitfieldError::SpareBitsSet { pieces: 10 })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(len in 0u32..300, seed in any::<u64>()) {
+            let mut b = Bitfield::new(len);
+            for i in 0..len {
+                if (seed.rotate_left(i % 64) ^ u64::from(i)) & 1 == 1 { b.set(i); }
+            }
+            let back = Bitfield::from_bytes(b.as_bytes(), len).unwrap();
+            prop_assert_eq!(&back, &b);
+            let a = AtomicBitfield::new(len);
+            for i in b.ones() { prop_assert!(a.set(i)); }
+            prop_assert_eq!(a.snapshot(), b.clone());
+            prop_assert_eq!(a.count_ones(), b.count_ones());
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Piece picking (sans-I/O). WORK IN PROGRESS.

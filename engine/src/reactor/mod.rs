@@ -1,0 +1,1 @@
+//! Thread-per-core io_uring reactor. WORK IN PROGRESS.
