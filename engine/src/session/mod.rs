@@ -1,11 +1,31 @@
 //! A session: one BitTorrent peer serving and fetching torrents on a thread-per-core
-//! io_uring engine. WORK IN PROGRESS — the public API below is the contract the CLI uses.
+//! io_uring engine.
+//!
+//! [`Session::start`] spawns one pinned worker per core (see [`worker`]), each with its own
+//! ring and, when listening, its own `SO_REUSEPORT` listener. A torrent is known to every
+//! worker; its connections live on whichever core accepted or opened them, and the cores
+//! share only the small lock-free state in [`torrent`].
+
+mod torrent;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
+use crate::reactor::{self, net, EventFd};
+use crate::storage::{resume, Layout, OpenMode, Storage};
+use torrent::TorrentShared;
+use worker::{Command, Worker, WorkerConfig, WorkerLink};
+
+/// Piece-buffer memory per worker core (pool of registered piece buffers).
+const PIECE_MEMORY_PER_CORE: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -92,56 +112,213 @@ pub struct TorrentStats {
 
 /// A running session.
 pub struct Session {
-    _private: (),
+    links: Arc<Vec<WorkerLink>>,
+    workers: Vec<JoinHandle<()>>,
+    listen_addr: Option<SocketAddr>,
+    torrents: Mutex<Vec<Arc<TorrentShared>>>,
+    next_worker: Arc<AtomicUsize>,
+    cores: usize,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionError {
+    let context = context.into();
+    move |source| SessionError::Io { context, source }
 }
 
 impl Session {
     pub fn start(config: SessionConfig) -> Result<Session, SessionError> {
-        let _ = config;
-        todo!()
+        let cores = if config.cores == 0 { reactor::online_cpus() } else { config.cores };
+        let online = reactor::online_cpus();
+        let mut listeners = Vec::new();
+        let mut listen_addr = None;
+        if let Some(addr) = config.listen {
+            let first = net::listener(addr).map_err(io_err(format!("listening on {addr}")))?;
+            let bound = net::local_addr(&first).map_err(io_err("reading the listen address"))?;
+            listeners.push(Some(first));
+            for _ in 1..cores {
+                let l = net::listener(bound).map_err(io_err(format!("listening on {bound}")))?;
+                listeners.push(Some(l));
+            }
+            listen_addr = Some(bound);
+        }
+        let mut receivers = Vec::new();
+        let mut links = Vec::new();
+        for _ in 0..cores {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let wake = Arc::new(EventFd::new().map_err(io_err("creating an eventfd"))?);
+            links.push(WorkerLink { tx, wake });
+            receivers.push(rx);
+        }
+        let links = Arc::new(links);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
+        let mut workers = Vec::new();
+        for (index, rx) in receivers.into_iter().enumerate() {
+            let cfg = WorkerConfig {
+                index,
+                cpu: (cores <= online).then_some(index),
+                peer_id: config.peer_id,
+                listener: listeners.get_mut(index).and_then(Option::take),
+                listen_port: listen_addr.map(|a| a.port()),
+                upload_slots: config.upload_slots as u32,
+                piece_memory: PIECE_MEMORY_PER_CORE,
+                links: links.clone(),
+                rx,
+                wake: links[index].wake.clone(),
+            };
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("rs-worker-{index}"))
+                .spawn(move || match Worker::new(cfg) {
+                    Ok(w) => {
+                        ready.send(Ok(())).ok();
+                        w.run();
+                    }
+                    Err(e) => {
+                        ready.send(Err(e)).ok();
+                    }
+                })
+                .map_err(io_err("spawning a worker thread"))?;
+            workers.push(handle);
+        }
+        let session = Session {
+            links,
+            workers,
+            listen_addr,
+            torrents: Mutex::new(Vec::new()),
+            next_worker: Arc::new(AtomicUsize::new(0)),
+            cores,
+        };
+        for _ in 0..cores {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(SessionError::Io {
+                        context: "setting up io_uring (is /proc/sys/kernel/io_uring_disabled 0?)".into(),
+                        source: e,
+                    })
+                }
+                Err(_) => return Err(SessionError::Config("a worker thread died at start".into())),
+            }
+        }
+        Ok(session)
     }
 
     /// The bound listening address (with the real port when 0 was asked for).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        todo!()
+        self.listen_addr
     }
 
     /// Adds a torrent: opens its storage (a `Seed` checks the data first) and starts
     /// connecting to its peers.
     pub fn add_torrent(&self, spec: TorrentSpec) -> Result<TorrentHandle, SessionError> {
-        let _ = spec;
-        todo!()
+        let meta = spec.metainfo;
+        let info_hash = meta.info_hash;
+        if self.torrents.lock().is_ok_and(|t| t.iter().any(|t| t.info_hash() == info_hash)) {
+            return Err(SessionError::Config(format!("torrent {} is already added", crate::hex(&info_hash))));
+        }
+        let layout = Layout::from_metainfo(&meta);
+        let had_data = layout
+            .files()
+            .iter()
+            .any(|f| !f.pad && std::fs::metadata(spec.dest.join(&f.path)).is_ok_and(|m| m.len() > 0));
+        let mode = match spec.mode {
+            TorrentMode::Download => OpenMode::Download,
+            TorrentMode::Seed => OpenMode::Seed,
+        };
+        let storage = Arc::new(Storage::open(&spec.dest, layout, mode)?);
+        let n = meta.piece_count();
+        let resume_file = resume::resume_path(&spec.dest, &info_hash);
+        let verified = match resume::load(&resume_file, &info_hash, n) {
+            Some(bits) => bits,
+            None if had_data || spec.mode == TorrentMode::Seed => {
+                storage.recheck(&meta.info.pieces, self.cores.max(1))?
+            }
+            None => Bitfield::new(n),
+        };
+        if spec.mode == TorrentMode::Seed && !verified.is_complete() {
+            return Err(SessionError::Config(format!(
+                "{}: the data does not match the torrent ({} of {} pieces verify)",
+                spec.dest.join(meta.relative_path(&meta.info.files[0])).display(),
+                verified.count_ones(),
+                n
+            )));
+        }
+        let shared = Arc::new(TorrentShared::new(meta, storage, spec.dest));
+        for i in verified.ones() {
+            shared.verified.set(i);
+        }
+        match spec.mode {
+            TorrentMode::Seed => shared.complete.store(true, Ordering::Release),
+            TorrentMode::Download => torrent::start_syncer(&shared),
+        }
+        if let Ok(mut t) = self.torrents.lock() {
+            t.push(shared.clone());
+        }
+        for link in self.links.iter() {
+            link.send(Command::AddTorrent(shared.clone()));
+        }
+        let handle = TorrentHandle { shared, links: self.links.clone(), next_worker: self.next_worker.clone() };
+        handle.add_peers(&spec.peers);
+        Ok(handle)
     }
 
-    /// Stops every worker and waits for them.
-    pub fn shutdown(self) {
-        todo!()
+    /// Stops every worker and waits for them; each torrent makes a last sync.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for link in self.links.iter() {
+            link.send(Command::Shutdown);
+        }
+        for w in self.workers.drain(..) {
+            w.join().ok();
+        }
+        if let Ok(torrents) = self.torrents.lock() {
+            for t in torrents.iter() {
+                t.stop_syncer();
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.stop();
+        }
     }
 }
 
 /// A handle on a torrent of a running session.
 #[derive(Clone)]
 pub struct TorrentHandle {
-    _private: Arc<()>,
+    shared: Arc<TorrentShared>,
+    links: Arc<Vec<WorkerLink>>,
+    next_worker: Arc<AtomicUsize>,
 }
 
 impl TorrentHandle {
     pub fn info_hash(&self) -> [u8; 20] {
-        todo!()
+        self.shared.info_hash()
     }
 
     pub fn stats(&self) -> TorrentStats {
-        todo!()
+        self.shared.stats()
     }
 
-    /// Connects to more peers.
+    /// Connects to more peers, spread over the worker cores.
     pub fn add_peers(&self, peers: &[SocketAddr]) {
-        let _ = peers;
-        todo!()
+        for &addr in peers {
+            let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.links.len().max(1);
+            if let Some(link) = self.links.get(w) {
+                link.send(Command::Connect { info_hash: self.info_hash(), addr });
+            }
+        }
     }
 
     /// Absolute paths of the torrent's files (for the mlock pass).
     pub fn file_paths(&self) -> Vec<PathBuf> {
-        todo!()
+        self.shared.storage.file_paths()
     }
 }

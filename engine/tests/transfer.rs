@@ -1,0 +1,363 @@
+//! End-to-end transfers between sessions on loopback: single and multi-file torrents with
+//! awkward sizes, resume, a peer that sends corrupt blocks, and peers that send garbage.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringswarm_engine::create::{create, CreateOptions};
+use ringswarm_engine::metainfo::Metainfo;
+use ringswarm_engine::session::{Session, SessionConfig, TorrentHandle, TorrentMode, TorrentSpec};
+use ringswarm_engine::wire::{Handshake, Message};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A directory on a real disk (O_DIRECT is refused by tmpfs).
+fn scratch() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tempfile::Builder::new().prefix("rs-transfer-").tempdir_in(base).unwrap()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn write_tree(root: &Path, files: &[(&str, usize)]) {
+    for (i, (name, len)) in files.iter().enumerate() {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, pattern(*len, i as u64 + 7)).unwrap();
+    }
+}
+
+fn make_torrent(path: &Path, piece_size: u64) -> Arc<Metainfo> {
+    let opts = CreateOptions { piece_size, ..CreateOptions::default() };
+    Arc::new(create(path, &opts).unwrap())
+}
+
+fn session(listen: bool, cores: usize) -> Session {
+    Session::start(SessionConfig {
+        cores,
+        listen: listen.then(|| "127.0.0.1:0".parse().unwrap()),
+        ..SessionConfig::default()
+    })
+    .unwrap()
+}
+
+fn wait_complete(h: &TorrentHandle) {
+    let start = Instant::now();
+    loop {
+        let s = h.stats();
+        assert!(s.error.is_none(), "torrent failed: {:?}", s.error);
+        if s.complete {
+            return;
+        }
+        assert!(start.elapsed() < TIMEOUT, "not complete after {TIMEOUT:?}: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_same_tree(a: &Path, b: &Path, files: &[(&str, usize)]) {
+    for (name, len) in files {
+        let x = std::fs::read(a.join(name)).unwrap();
+        let y = std::fs::read(b.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(y.len(), *len, "{name}: length");
+        assert!(x == y, "{name}: content differs");
+    }
+}
+
+/// Seeds `src/<name>` and fetches it into a fresh directory; returns that directory.
+fn transfer(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> (tempfile::TempDir, TorrentHandle) {
+    let seeder = session(true, cores);
+    let seed = seeder
+        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.to_path_buf(), mode: TorrentMode::Seed, peers: vec![] })
+        .unwrap();
+    assert!(seed.stats().complete);
+    let dest = scratch();
+    let leecher = session(false, cores);
+    let h = leecher
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: dest.path().to_path_buf(),
+            mode: TorrentMode::Download,
+            peers: vec![seeder.listen_addr().unwrap()],
+        })
+        .unwrap();
+    wait_complete(&h);
+    leecher.shutdown();
+    seeder.shutdown();
+    (dest, h)
+}
+
+#[test]
+fn single_file_not_a_multiple_of_4096() {
+    let src = scratch();
+    let files = [("blob.bin", 5 * 1024 * 1024 + 1234)];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("blob.bin"), 256 * 1024);
+    let (dest, h) = transfer(src.path(), &meta, 2);
+    assert_same_tree(src.path(), dest.path(), &files);
+    let s = h.stats();
+    assert_eq!(s.verified_bytes, s.total_bytes);
+    assert_eq!(s.hash_failures, 0);
+}
+
+#[test]
+fn multi_file_with_odd_sizes_and_an_empty_file() {
+    let src = scratch();
+    let files = [
+        ("tree/a.bin", 1_000_001),
+        ("tree/empty", 0),
+        ("tree/sub/b.bin", 4096),
+        ("tree/sub/c.bin", 3),
+        ("tree/z.bin", 2 * 1024 * 1024 + 17),
+    ];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("tree"), 64 * 1024);
+    let (dest, _) = transfer(src.path(), &meta, 1);
+    assert_same_tree(src.path(), dest.path(), &files);
+}
+
+#[test]
+fn foreign_torrent_without_pad_files() {
+    let src = scratch();
+    let files = [("t/a", 70_000), ("t/b", 5), ("t/c", 300_000)];
+    write_tree(src.path(), &files);
+    let opts = CreateOptions { piece_size: 32 * 1024, pad_files: false, ..CreateOptions::default() };
+    let meta = Arc::new(create(&src.path().join("t"), &opts).unwrap());
+    assert!(meta.info.files.iter().all(|f| !f.pad));
+    let (dest, _) = transfer(src.path(), &meta, 2);
+    assert_same_tree(src.path(), dest.path(), &files);
+}
+
+#[test]
+fn resume_continues_without_fetching_verified_pieces() {
+    let src = scratch();
+    let size = 24 * 1024 * 1024;
+    let files = [("r.bin", size)];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("r.bin"), 256 * 1024);
+    let seeder = session(true, 1);
+    seeder
+        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .unwrap();
+    let dest = scratch();
+    let spec = TorrentSpec {
+        metainfo: meta.clone(),
+        dest: dest.path().into(),
+        mode: TorrentMode::Download,
+        peers: vec![seeder.listen_addr().unwrap()],
+    };
+    // First run: stop part-way.
+    let first = session(false, 1);
+    let h = first.add_torrent(spec.clone()).unwrap();
+    let start = Instant::now();
+    while h.stats().verified_pieces < 8 {
+        assert!(start.elapsed() < TIMEOUT);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    first.shutdown();
+    let had = h.stats().verified_bytes;
+    assert!(had > 0);
+    // Second run: only the rest crosses the wire.
+    let second = session(false, 1);
+    let h2 = second.add_torrent(spec).unwrap();
+    wait_complete(&h2);
+    let fetched = h2.stats().downloaded_bytes;
+    assert!(fetched <= size as u64 - had, "fetched {fetched} bytes again; {had} were verified before");
+    second.shutdown();
+    seeder.shutdown();
+    assert_same_tree(src.path(), dest.path(), &files);
+}
+
+/// A peer that claims every piece and answers requests with garbage.
+fn corrupting_peer(listener: TcpListener, meta: Arc<Metainfo>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        let Ok((mut s, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut hs = [0u8; 68];
+        if s.read_exact(&mut hs).is_err() {
+            continue;
+        }
+        let mut out = Handshake::new(meta.info_hash, *b"-XX0000-evilpeer0001").encode().to_vec();
+        let mut bits = ringswarm_engine::bitfield::Bitfield::full(meta.piece_count());
+        Message::Bitfield { bits: bits.as_bytes() }.encode(&mut out);
+        Message::Unchoke.encode(&mut out);
+        if s.write_all(&out).is_err() {
+            continue;
+        }
+        bits.clear(0);
+        let mut len = [0u8; 4];
+        while s.read_exact(&mut len).is_ok() && Instant::now() < deadline {
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            if s.read_exact(&mut body).is_err() {
+                break;
+            }
+            if let Ok(Message::Request { index, begin, length }) = Message::decode(&body) {
+                let junk = vec![0xA5u8; length as usize];
+                let mut msg = Vec::new();
+                Message::Piece { index, begin, data: &junk }.encode(&mut msg);
+                if s.write_all(&msg).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupt_blocks_are_detected_the_peer_banned_and_the_data_correct() {
+    let src = scratch();
+    let files = [("c.bin", 8 * 1024 * 1024)];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("c.bin"), 256 * 1024);
+    // The liar lives on another loopback address, so banning it spares the honest seeder.
+    let evil = TcpListener::bind("127.0.0.2:0").unwrap();
+    let evil_addr = evil.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let evil_thread = {
+        let (meta, stop) = (meta.clone(), stop.clone());
+        std::thread::spawn(move || corrupting_peer(evil, meta, stop))
+    };
+    let seeder = session(true, 1);
+    seeder
+        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .unwrap();
+    let dest = scratch();
+    let leecher = session(false, 2);
+    let h = leecher
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: dest.path().into(),
+            mode: TorrentMode::Download,
+            peers: vec![evil_addr],
+        })
+        .unwrap();
+    // Let the liar serve first, then bring in the honest seeder.
+    let start = Instant::now();
+    while h.stats().banned_peers == 0 && start.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.add_peers(&[seeder.listen_addr().unwrap()]);
+    wait_complete(&h);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let s = h.stats();
+    assert!(s.hash_failures >= 1, "{s:?}");
+    assert_eq!(s.banned_peers, 1, "{s:?}");
+    leecher.shutdown();
+    seeder.shutdown();
+    evil_thread.join().unwrap();
+    assert_same_tree(src.path(), dest.path(), &files);
+}
+
+/// Sends `junk` after a valid handshake and says whether the seeder hung up on us.
+fn seeder_drops_peer_after(addr: SocketAddr, meta: &Metainfo, junk: &[u8]) -> bool {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&Handshake::new(meta.info_hash, *b"-XX0000-garbagepeer1").encode()).unwrap();
+    s.write_all(junk).unwrap();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+    false
+}
+
+#[test]
+fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
+    let src = scratch();
+    let files = [("m.bin", 300_000)];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("m.bin"), 64 * 1024);
+    let seeder = session(true, 1);
+    seeder
+        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .unwrap();
+    let addr = seeder.listen_addr().unwrap();
+    let mut wrong_bitfield = Vec::new();
+    Message::Bitfield { bits: &[0xff; 40] }.encode(&mut wrong_bitfield);
+    let oversized = (64u32 << 20).to_be_bytes();
+    let mut past_end = Vec::new();
+    Message::Request { index: 0, begin: 60 * 1024, length: 16 * 1024 }.encode(&mut past_end);
+    let mut bad_piece_index = Vec::new();
+    Message::Have { index: 1_000_000 }.encode(&mut bad_piece_index);
+    for (what, junk) in [
+        ("bitfield of the wrong length", wrong_bitfield),
+        ("length over the limit", oversized.to_vec()),
+        ("request past the piece end", past_end),
+        ("have past the last piece", bad_piece_index),
+    ] {
+        assert!(seeder_drops_peer_after(addr, &meta, &junk), "not dropped after {what}");
+    }
+    // Still serving.
+    let dest = scratch();
+    let leecher = session(false, 1);
+    let h = leecher
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: dest.path().into(),
+            mode: TorrentMode::Download,
+            peers: vec![addr],
+        })
+        .unwrap();
+    wait_complete(&h);
+    assert_same_tree(src.path(), dest.path(), &files);
+}
+
+#[test]
+fn seed_refuses_data_that_does_not_match() {
+    let src = scratch();
+    write_tree(src.path(), &[("x.bin", 200_000)]);
+    let meta = make_torrent(&src.path().join("x.bin"), 64 * 1024);
+    let mut data = std::fs::read(src.path().join("x.bin")).unwrap();
+    data[100_000] ^= 1;
+    std::fs::write(src.path().join("x.bin"), data).unwrap();
+    let seeder = session(true, 1);
+    let err = seeder
+        .add_torrent(TorrentSpec { metainfo: meta, dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .err()
+        .expect("seeding corrupt data must fail");
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+#[test]
+fn magnet_metadata_comes_from_a_peer() {
+    let src = scratch();
+    write_tree(src.path(), &[("meta.bin", 100_000)]);
+    let meta = make_torrent(&src.path().join("meta.bin"), 16 * 1024);
+    let seeder = session(true, 1);
+    seeder
+        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .unwrap();
+    let fetched = ringswarm_engine::metadata_fetch::fetch_metainfo(
+        meta.info_hash,
+        vec![],
+        &[seeder.listen_addr().unwrap()],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(fetched.info, meta.info);
+    assert_eq!(fetched.info_hash, meta.info_hash);
+}
