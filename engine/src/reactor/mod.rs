@@ -7,11 +7,13 @@
 //! read (socket addresses, send iovecs, pinned piece buffers) until the op completes.
 
 pub mod bufring;
+pub mod hasher;
 pub mod net;
 pub mod pool;
 mod ring;
 
 pub use bufring::BufRing;
+pub use hasher::{HashDone, HashPool};
 pub use net::EventFd;
 pub use pool::{PiecePool, SlotId};
 pub use ring::{Completion, Ring, SendBlock};

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
-use crate::reactor::{self, net, EventFd};
+use crate::reactor::{self, net, EventFd, HashPool};
 use crate::storage::{resume, Layout, OpenMode, Storage};
 use torrent::TorrentShared;
 use worker::{Command, Worker, WorkerConfig, WorkerLink};
@@ -150,6 +150,7 @@ impl Session {
             receivers.push(rx);
         }
         let links = Arc::new(links);
+        let hasher = Arc::new(HashPool::new(cores).map_err(io_err("spawning hashing threads"))?);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
         let mut workers = Vec::new();
         for (index, rx) in receivers.into_iter().enumerate() {
@@ -164,6 +165,7 @@ impl Session {
                 links: links.clone(),
                 rx,
                 wake: links[index].wake.clone(),
+                hasher: hasher.clone(),
             };
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()

@@ -23,13 +23,19 @@ use super::torrent::{TorrentShared, STRIKES_BEFORE_BAN};
 use crate::bitfield::Bitfield;
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::picker::{self, PickInput};
-use crate::reactor::{net, BufRing, Completion, EventFd, PiecePool, Ring, SendBlock, SlotId};
+use crate::reactor::{net, BufRing, Completion, EventFd, HashDone, HashPool, PiecePool, Ring, SendBlock, SlotId};
 use crate::storage::IoOp;
 use crate::wire::{self, Event, Framer, Handshake, Message, BLOCK_SIZE};
 
-/// Blocks requested and not yet received, per connection: enough to cover bandwidth ×
-/// delay on a 25 GbE link with sub-millisecond RTT (2 MiB in flight).
-const REQUEST_QUEUE_DEPTH: u32 = 128;
+/// Blocks requested and not yet received, per connection: 4 MiB in flight covers
+/// bandwidth × delay on a 25 GbE link with a millisecond of RTT, and keeps a seeder's view
+/// one piece ahead so its disk read overlaps the sending of the previous piece.
+const REQUEST_QUEUE_DEPTH: u32 = 256;
+/// Requests are topped up when this many have come back, so they leave in batches rather
+/// than one small send per block.
+const REQUEST_REFILL_BATCH: u32 = 32;
+/// Uncached pieces a connection's queue may start reading at once.
+const READ_AHEAD_PIECES: usize = 2;
 /// Requests a peer may queue with us before we refuse more.
 const MAX_PEER_REQUESTS: usize = 2048;
 /// Bytes gathered into one sendmsg.
@@ -117,6 +123,7 @@ pub(crate) struct WorkerConfig {
     pub links: Arc<Vec<WorkerLink>>,
     pub rx: Receiver<Command>,
     pub wake: Arc<EventFd>,
+    pub hasher: Arc<HashPool>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -206,6 +213,22 @@ struct Conn {
     attempt: u32,
 }
 
+/// A received piece waiting for its hash.
+struct Hashing {
+    torrent: usize,
+    piece: u32,
+    claimed: bool,
+    from: PieceSource,
+}
+
+/// The connection a piece came from, and its address (strikes outlive the connection).
+#[derive(Clone, Copy, Debug)]
+struct PieceSource {
+    index: usize,
+    gen: u32,
+    addr: SocketAddr,
+}
+
 struct RetryConnect {
     due: Instant,
     info_hash: [u8; 20],
@@ -253,6 +276,12 @@ struct Ctx {
     links: Arc<Vec<WorkerLink>>,
     rx: Receiver<Command>,
     wake: Arc<EventFd>,
+    hasher: Arc<HashPool>,
+    hash_tx: Sender<HashDone>,
+    hash_rx: Receiver<HashDone>,
+    /// Pieces out for hashing, by job tag.
+    hashing: HashMap<u64, Hashing>,
+    next_hash_tag: u64,
     clock: u64,
     shutting_down: bool,
     /// Connections whose send queue may have work (pumped once per loop turn).
@@ -266,7 +295,13 @@ impl Worker {
         }
         let ring = Ring::new(1024)?;
         let recv_bufs = BufRing::new(&ring, RECV_GROUP, 256, 64 * 1024)?;
+        let (hash_tx, hash_rx) = crossbeam_channel::unbounded();
         let ctx = Ctx {
+            hasher: cfg.hasher,
+            hash_tx,
+            hash_rx,
+            hashing: HashMap::new(),
+            next_hash_tag: 0,
             index: cfg.index,
             peer_id: cfg.peer_id,
             listen_port: cfg.listen_port,
@@ -310,6 +345,7 @@ impl Worker {
                 ctx.on_completion(ring, &mut self.recv_bufs, c);
             }
             ctx.drain_commands(ring);
+            ctx.drain_hashes(ring);
             ctx.pump_dirty(ring);
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
@@ -318,8 +354,9 @@ impl Worker {
             }
             if ctx.shutting_down {
                 let deadline = *shutdown_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
-                // The eventfd read and the multishot accept stay armed until cancelled.
-                if ring.in_flight() <= 2 || Instant::now() >= deadline {
+                // The eventfd read and the multishot accept stay armed until cancelled. Hash
+                // jobs read pool memory, so they are always waited for.
+                if ctx.hashing.is_empty() && (ring.in_flight() <= 2 || Instant::now() >= deadline) {
                     break;
                 }
             }
@@ -917,7 +954,10 @@ impl Ctx {
         if whole {
             self.on_piece_received(ring, t, piece, index);
         }
-        self.fill_requests(ring, index);
+        let low = self.conns[index].as_ref().is_some_and(|c| c.requests_out + REQUEST_REFILL_BATCH <= REQUEST_QUEUE_DEPTH);
+        if whole || low {
+            self.fill_requests(ring, index);
+        }
         Ok(())
     }
 
@@ -935,16 +975,57 @@ impl Ctx {
             self.pool.release(a.slot);
             return;
         }
-        let digest = crate::verify::sha1(&self.pool.data(a.slot)[..size]);
+        // Called while handling this connection's data, so it is alive.
+        let addr = self.conns[from].as_ref().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.addr);
+        let from_ref = PieceSource { index: from, gen: self.gens[from], addr };
+        let tag = self.next_hash_tag;
+        self.next_hash_tag += 1;
+        if self.hasher.submit(&mut self.pool, a.slot, size, tag, &self.hash_tx, &self.wake) {
+            self.hashing.insert(tag, Hashing { torrent: t, piece, claimed: a.claimed, from: from_ref });
+        } else {
+            let digest = crate::verify::sha1(&self.pool.data(a.slot)[..size]);
+            self.on_piece_hashed(ring, t, piece, a.slot, a.claimed, from_ref, digest);
+        }
+    }
+
+    fn drain_hashes(&mut self, ring: &mut Ring) {
+        while let Ok(done) = self.hash_rx.try_recv() {
+            HashPool::finished(&mut self.pool, &done);
+            if let Some(h) = self.hashing.remove(&done.tag) {
+                self.on_piece_hashed(ring, h.torrent, h.piece, done.slot, h.claimed, h.from, done.digest);
+            }
+        }
+    }
+
+    /// A received piece's hash is known: store it, or discard it and count a strike.
+    #[allow(clippy::too_many_arguments)]
+    fn on_piece_hashed(
+        &mut self,
+        ring: &mut Ring,
+        t: usize,
+        piece: u32,
+        slot: SlotId,
+        claimed: bool,
+        from: PieceSource,
+        digest: [u8; 20],
+    ) {
+        let shared = self.torrents[t].shared.clone();
+        if self.shutting_down || shared.verified.get(piece) || shared.failed() {
+            self.pool.release(slot);
+            if claimed && !shared.verified.get(piece) {
+                shared.claimed.clear(piece);
+            }
+            return;
+        }
         if digest != shared.meta.info.pieces[piece as usize] {
-            self.pool.release(a.slot);
-            if a.claimed {
+            self.pool.release(slot);
+            if claimed {
                 shared.claimed.clear(piece);
             }
             shared.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
-            let addr = self.conns[from].as_ref().map(|c| c.addr);
-            tracing::warn!(piece, peer = ?addr, "piece failed its hash check; fetching it again");
-            if let Some(addr) = addr {
+            tracing::warn!(piece, peer = %from.addr, "piece failed its hash check; fetching it again");
+            {
+                let addr = from.addr;
                 let banned = shared.peers.lock().is_ok_and(|mut book| {
                     let strikes = book.strikes.entry(addr.ip()).or_insert(0);
                     *strikes += 1;
@@ -955,15 +1036,16 @@ impl Ctx {
                         false
                     }
                 });
-                if banned {
+                let alive = matches!(self.conns.get(from.index), Some(Some(c)) if c.gen == from.gen);
+                if banned && alive {
                     tracing::warn!(%addr, "peer banned after repeated bad pieces");
-                    self.close(ring, from, "banned: sent corrupt data");
+                    self.close(ring, from.index, "banned: sent corrupt data");
                 }
             }
             return;
         }
         let ops = shared.storage.write_plan(piece);
-        self.start_disk_job(ring, t, piece, a.slot, DiskKind::Write, ops);
+        self.start_disk_job(ring, t, piece, slot, DiskKind::Write, ops);
     }
 
     // ---- disk --------------------------------------------------------------------------
@@ -1242,30 +1324,42 @@ impl Ctx {
         }
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
-        let mut need_read = None;
+        let mut need_read: Vec<(usize, u32)> = Vec::new();
         if let Some(t) = conn.torrent {
             self.clock += 1;
             let lt = &mut self.torrents[t];
-            for r in conn.upload_queue.iter() {
-                if bytes >= SEND_BATCH_BYTES || blocks.len() >= 256 {
-                    break;
-                }
-                match lt.cache.iter_mut().find(|e| e.piece == r.piece) {
-                    Some(e) => {
+            // Blocks leave in request order: the batch stops at the first block whose piece
+            // is not in memory. Further on, up to READ_AHEAD_PIECES uncached pieces start
+            // loading now, so the disk works while the socket drains.
+            let mut batching = true;
+            for r in conn.upload_queue.iter().take(4 * REQUEST_QUEUE_DEPTH as usize) {
+                let cached = lt.cache.iter_mut().find(|e| e.piece == r.piece);
+                if batching {
+                    if let Some(e) = cached.filter(|_| bytes < SEND_BATCH_BYTES && blocks.len() < 256) {
                         e.last_used = self.clock;
                         let counter = if e.downloaded { &lt.shared.counters.cache_hits } else { &lt.shared.counters.cache_misses };
                         counter.fetch_add(1, Ordering::Relaxed);
-                        blocks.push(SendBlock { header: wire::piece_header(r.piece, r.begin, r.len), slot: e.slot, offset: r.begin, len: r.len });
+                        let header = wire::piece_header(r.piece, r.begin, r.len);
+                        blocks.push(SendBlock { header, slot: e.slot, offset: r.begin, len: r.len });
                         bytes += r.len as usize;
+                        continue;
                     }
-                    None => {
-                        need_read = Some((t, r.piece));
+                    batching = false;
+                    if lt.cache.iter().any(|e| e.piece == r.piece) {
+                        continue;
+                    }
+                } else if cached.is_some() {
+                    continue;
+                }
+                if !need_read.iter().any(|&(_, p)| p == r.piece) {
+                    need_read.push((t, r.piece));
+                    if need_read.len() >= READ_AHEAD_PIECES {
                         break;
                     }
                 }
             }
         }
-        if let Some((t, piece)) = need_read {
+        for (t, piece) in need_read {
             if !self.torrents[t].reads.contains(&piece) {
                 let size = self.torrents[t].shared.meta.piece_size(piece) as usize;
                 if let Some(slot) = self.acquire_slot(ring, size) {
