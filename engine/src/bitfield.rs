@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BitfieldError {
     #[error("bitfield is {got} bytes, expected {want} for {pieces} pieces")]
-    WrongLength { got: usize, want: usize, pieces: u32 },
+    WrongLength {
+        got: usize,
+        want: usize,
+        pieces: u32,
+    },
     #[error("bitfield has spare bits set past piece {pieces}")]
     SpareBitsSet { pieces: u32 },
 }
@@ -22,7 +26,10 @@ pub struct Bitfield {
 impl Bitfield {
     /// An empty bitfield for `len` pieces.
     pub fn new(len: u32) -> Self {
-        Self { bytes: vec![0; len.div_ceil(8) as usize], len }
+        Self {
+            bytes: vec![0; len.div_ceil(8) as usize],
+            len,
+        }
     }
 
     /// A bitfield with every piece set.
@@ -38,7 +45,11 @@ impl Bitfield {
     pub fn from_bytes(bytes: &[u8], len: u32) -> Result<Self, BitfieldError> {
         let want = len.div_ceil(8) as usize;
         if bytes.len() != want {
-            return Err(BitfieldError::WrongLength { got: bytes.len(), want, pieces: len });
+            return Err(BitfieldError::WrongLength {
+                got: bytes.len(),
+                want,
+                pieces: len,
+            });
         }
         if len % 8 != 0 {
             let spare_mask = 0xffu8 >> (len % 8);
@@ -46,7 +57,10 @@ impl Bitfield {
                 return Err(BitfieldError::SpareBitsSet { pieces: len });
             }
         }
-        Ok(Self { bytes: bytes.to_vec(), len })
+        Ok(Self {
+            bytes: bytes.to_vec(),
+            len,
+        })
     }
 
     pub fn len(&self) -> u32 {
@@ -144,7 +158,10 @@ impl AtomicBitfield {
     }
 
     pub fn count_ones(&self) -> u32 {
-        self.words.iter().map(|w| w.load(Ordering::Acquire).count_ones()).sum()
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Acquire).count_ones())
+            .sum()
     }
 
     /// A snapshot in wire form.
@@ -174,7 +191,10 @@ mod tests {
 
     #[test]
     fn rejects_wrong_length_and_spare_bits() {
-        assert!(matches!(Bitfield::from_bytes(&[0], 10), Err(BitfieldError::WrongLength { .. })));
+        assert!(matches!(
+            Bitfield::from_bytes(&[0], 10),
+            Err(BitfieldError::WrongLength { .. })
+        ));
         assert_eq!(
             Bitfield::from_bytes(&[0, 0x20], 10),
             Err(BitfieldError::SpareBitsSet { pieces: 10 })

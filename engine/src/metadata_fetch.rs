@@ -41,16 +41,23 @@ pub fn fetch_metainfo(
             }
             match fetch_from(*addr, info_hash, deadline) {
                 Ok(info) => return Ok(Metainfo::from_info_bytes(&info, trackers)?),
-                Err(reason) => tracing::info!(peer = %addr, round, "metadata not fetched: {reason}"),
+                Err(reason) => {
+                    tracing::info!(peer = %addr, round, "metadata not fetched: {reason}")
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
+        );
     }
     Err(FetchError::NoPeerAnswered(timeout, peers.len()))
 }
 
 fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Result<Vec<u8>, String> {
-    let left = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let left = |d: Instant| {
+        d.saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
     let mut s = TcpStream::connect_timeout(&addr, left(deadline).min(Duration::from_secs(5)))
         .map_err(|e| format!("connect: {e}"))?;
     let io_timeout = Some(left(deadline).min(Duration::from_secs(10)));
@@ -59,9 +66,11 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
     s.set_nodelay(true).ok();
 
     let ours = Handshake::new(info_hash, crate::session::random_peer_id());
-    s.write_all(&ours.encode()).map_err(|e| format!("send handshake: {e}"))?;
+    s.write_all(&ours.encode())
+        .map_err(|e| format!("send handshake: {e}"))?;
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
-    s.read_exact(&mut hs).map_err(|e| format!("read handshake: {e}"))?;
+    s.read_exact(&mut hs)
+        .map_err(|e| format!("read handshake: {e}"))?;
     let theirs = Handshake::decode(&hs).map_err(|e| e.to_string())?;
     if theirs.info_hash != info_hash {
         return Err("peer answered for another torrent".into());
@@ -75,8 +84,13 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
         ..ExtHandshake::default()
     };
     let mut out = Vec::new();
-    Message::Extended { id: extension::HANDSHAKE_ID, payload: &ext.encode() }.encode(&mut out);
-    s.write_all(&out).map_err(|e| format!("send extension handshake: {e}"))?;
+    Message::Extended {
+        id: extension::HANDSHAKE_ID,
+        payload: &ext.encode(),
+    }
+    .encode(&mut out);
+    s.write_all(&out)
+        .map_err(|e| format!("send extension handshake: {e}"))?;
 
     let mut metadata: Option<(u8, Vec<u8>, Vec<bool>)> = None;
     let mut frame = Vec::new();
@@ -85,27 +99,41 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
             return Err("timed out".into());
         }
         read_frame(&mut s, &mut frame)?;
-        let Ok(Message::Extended { id, payload }) = Message::decode(&frame) else { continue };
+        let Ok(Message::Extended { id, payload }) = Message::decode(&frame) else {
+            continue;
+        };
         if id == extension::HANDSHAKE_ID {
             let hs = ExtHandshake::decode(payload).map_err(|e| e.to_string())?;
-            let their_id = hs.id_of("ut_metadata").ok_or("peer does not offer ut_metadata")?;
-            let size = hs.metadata_size.ok_or("peer did not say the metadata size")?;
+            let their_id = hs
+                .id_of("ut_metadata")
+                .ok_or("peer does not offer ut_metadata")?;
+            let size = hs
+                .metadata_size
+                .ok_or("peer did not say the metadata size")?;
             if size == 0 || size > extension::MAX_METADATA_SIZE {
                 return Err(format!("metadata size {size} out of range"));
             }
             let pieces = (size as usize).div_ceil(extension::METADATA_PIECE_SIZE);
             let mut req = Vec::new();
             for piece in 0..pieces as u32 {
-                Message::Extended { id: their_id, payload: &MetadataMsg::Request { piece }.encode() }.encode(&mut req);
+                Message::Extended {
+                    id: their_id,
+                    payload: &MetadataMsg::Request { piece }.encode(),
+                }
+                .encode(&mut req);
             }
-            s.write_all(&req).map_err(|e| format!("send metadata requests: {e}"))?;
+            s.write_all(&req)
+                .map_err(|e| format!("send metadata requests: {e}"))?;
             metadata = Some((their_id, vec![0; size as usize], vec![false; pieces]));
         } else if id == extension::OUR_UT_METADATA_ID {
-            let Some((_, buf, got)) = metadata.as_mut() else { continue };
+            let Some((_, buf, got)) = metadata.as_mut() else {
+                continue;
+            };
             match MetadataMsg::decode(payload).map_err(|e| e.to_string())? {
                 MetadataMsg::Data { piece, data, .. } => {
                     let start = piece as usize * extension::METADATA_PIECE_SIZE;
-                    let expected = (buf.len() - start.min(buf.len())).min(extension::METADATA_PIECE_SIZE);
+                    let expected =
+                        (buf.len() - start.min(buf.len())).min(extension::METADATA_PIECE_SIZE);
                     if start >= buf.len() || data.len() != expected {
                         return Err(format!("metadata piece {piece} has the wrong size"));
                     }
@@ -119,7 +147,9 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
                         return Ok(info);
                     }
                 }
-                MetadataMsg::Reject { piece } => return Err(format!("peer rejected metadata piece {piece}")),
+                MetadataMsg::Reject { piece } => {
+                    return Err(format!("peer rejected metadata piece {piece}"))
+                }
                 MetadataMsg::Request { .. } => {}
             }
         }

@@ -82,7 +82,13 @@ mod tests {
         let verified = AtomicBitfield::new(4);
         let claimed = AtomicBitfield::new(4);
         let a = avail(&[3, 2, 5, 2]);
-        let input = PickInput { peer_has: &has, verified: &verified, claimed: &claimed, availability: &a, start: 0 };
+        let input = PickInput {
+            peer_has: &has,
+            verified: &verified,
+            claimed: &claimed,
+            availability: &a,
+            start: 0,
+        };
         assert_eq!(pick_and_claim(&input), Some(1));
         assert_eq!(pick_and_claim(&input), Some(3));
         assert_eq!(pick_and_claim(&input), Some(0));
@@ -99,10 +105,19 @@ mod tests {
         verified.set(1);
         let claimed = AtomicBitfield::new(5);
         let a = avail(&[1; 5]);
-        let input = PickInput { peer_has: &has, verified: &verified, claimed: &claimed, availability: &a, start: 3 };
+        let input = PickInput {
+            peer_has: &has,
+            verified: &verified,
+            claimed: &claimed,
+            availability: &a,
+            start: 3,
+        };
         assert_eq!(pick_and_claim(&input), Some(2));
         assert_eq!(pick_and_claim(&input), None);
-        assert_eq!(pick_endgame(&has, &verified, &claimed, 0, |_| false), Some(2));
+        assert_eq!(
+            pick_endgame(&has, &verified, &claimed, 0, |_| false),
+            Some(2)
+        );
         assert_eq!(pick_endgame(&has, &verified, &claimed, 0, |p| p == 2), None);
     }
 }

@@ -17,7 +17,10 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// A directory on a real disk (O_DIRECT is refused by tmpfs).
 fn scratch() -> tempfile::TempDir {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tempfile::Builder::new().prefix("rs-transfer-").tempdir_in(base).unwrap()
+    tempfile::Builder::new()
+        .prefix("rs-transfer-")
+        .tempdir_in(base)
+        .unwrap()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
@@ -43,7 +46,10 @@ fn write_tree(root: &Path, files: &[(&str, usize)]) {
 }
 
 fn make_torrent(path: &Path, piece_size: u64) -> Arc<Metainfo> {
-    let opts = CreateOptions { piece_size, ..CreateOptions::default() };
+    let opts = CreateOptions {
+        piece_size,
+        ..CreateOptions::default()
+    };
     Arc::new(create(path, &opts).unwrap())
 }
 
@@ -64,7 +70,10 @@ fn wait_complete(h: &TorrentHandle) {
         if s.complete {
             return;
         }
-        assert!(start.elapsed() < TIMEOUT, "not complete after {TIMEOUT:?}: {s:?}");
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "not complete after {TIMEOUT:?}: {s:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -82,7 +91,12 @@ fn assert_same_tree(a: &Path, b: &Path, files: &[(&str, usize)]) {
 fn transfer(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> (tempfile::TempDir, TorrentHandle) {
     let seeder = session(true, cores);
     let seed = seeder
-        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.to_path_buf(), mode: TorrentMode::Seed, peers: vec![] })
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.to_path_buf(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
         .unwrap();
     assert!(seed.stats().complete);
     let dest = scratch();
@@ -135,7 +149,11 @@ fn foreign_torrent_without_pad_files() {
     let src = scratch();
     let files = [("t/a", 70_000), ("t/b", 5), ("t/c", 300_000)];
     write_tree(src.path(), &files);
-    let opts = CreateOptions { piece_size: 32 * 1024, pad_files: false, ..CreateOptions::default() };
+    let opts = CreateOptions {
+        piece_size: 32 * 1024,
+        pad_files: false,
+        ..CreateOptions::default()
+    };
     let meta = Arc::new(create(&src.path().join("t"), &opts).unwrap());
     assert!(meta.info.files.iter().all(|f| !f.pad));
     let (dest, _) = transfer(src.path(), &meta, 2);
@@ -151,7 +169,12 @@ fn resume_continues_without_fetching_verified_pieces() {
     let meta = make_torrent(&src.path().join("r.bin"), 256 * 1024);
     let seeder = session(true, 1);
     seeder
-        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
         .unwrap();
     let dest = scratch();
     let spec = TorrentSpec {
@@ -176,14 +199,21 @@ fn resume_continues_without_fetching_verified_pieces() {
     let h2 = second.add_torrent(spec).unwrap();
     wait_complete(&h2);
     let fetched = h2.stats().downloaded_bytes;
-    assert!(fetched <= size as u64 - had, "fetched {fetched} bytes again; {had} were verified before");
+    assert!(
+        fetched <= size as u64 - had,
+        "fetched {fetched} bytes again; {had} were verified before"
+    );
     second.shutdown();
     seeder.shutdown();
     assert_same_tree(src.path(), dest.path(), &files);
 }
 
 /// A peer that claims every piece and answers requests with garbage.
-fn corrupting_peer(listener: TcpListener, meta: Arc<Metainfo>, stop: Arc<std::sync::atomic::AtomicBool>) {
+fn corrupting_peer(
+    listener: TcpListener,
+    meta: Arc<Metainfo>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
     listener.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + TIMEOUT;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
@@ -197,9 +227,14 @@ fn corrupting_peer(listener: TcpListener, meta: Arc<Metainfo>, stop: Arc<std::sy
         if s.read_exact(&mut hs).is_err() {
             continue;
         }
-        let mut out = Handshake::new(meta.info_hash, *b"-XX0000-evilpeer0001").encode().to_vec();
+        let mut out = Handshake::new(meta.info_hash, *b"-XX0000-evilpeer0001")
+            .encode()
+            .to_vec();
         let mut bits = ringswarm_engine::bitfield::Bitfield::full(meta.piece_count());
-        Message::Bitfield { bits: bits.as_bytes() }.encode(&mut out);
+        Message::Bitfield {
+            bits: bits.as_bytes(),
+        }
+        .encode(&mut out);
         Message::Unchoke.encode(&mut out);
         if s.write_all(&out).is_err() {
             continue;
@@ -211,10 +246,20 @@ fn corrupting_peer(listener: TcpListener, meta: Arc<Metainfo>, stop: Arc<std::sy
             if s.read_exact(&mut body).is_err() {
                 break;
             }
-            if let Ok(Message::Request { index, begin, length }) = Message::decode(&body) {
+            if let Ok(Message::Request {
+                index,
+                begin,
+                length,
+            }) = Message::decode(&body)
+            {
                 let junk = vec![0xA5u8; length as usize];
                 let mut msg = Vec::new();
-                Message::Piece { index, begin, data: &junk }.encode(&mut msg);
+                Message::Piece {
+                    index,
+                    begin,
+                    data: &junk,
+                }
+                .encode(&mut msg);
                 if s.write_all(&msg).is_err() {
                     break;
                 }
@@ -239,7 +284,12 @@ fn corrupt_blocks_are_detected_the_peer_banned_and_the_data_correct() {
     };
     let seeder = session(true, 1);
     seeder
-        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
         .unwrap();
     let dest = scratch();
     let leecher = session(false, 2);
@@ -272,7 +322,8 @@ fn corrupt_blocks_are_detected_the_peer_banned_and_the_data_correct() {
 fn seeder_drops_peer_after(addr: SocketAddr, meta: &Metainfo, junk: &[u8]) -> bool {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&Handshake::new(meta.info_hash, *b"-XX0000-garbagepeer1").encode()).unwrap();
+    s.write_all(&Handshake::new(meta.info_hash, *b"-XX0000-garbagepeer1").encode())
+        .unwrap();
     s.write_all(junk).unwrap();
     let mut buf = [0u8; 65536];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -293,14 +344,24 @@ fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
     let meta = make_torrent(&src.path().join("m.bin"), 64 * 1024);
     let seeder = session(true, 1);
     seeder
-        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
         .unwrap();
     let addr = seeder.listen_addr().unwrap();
     let mut wrong_bitfield = Vec::new();
     Message::Bitfield { bits: &[0xff; 40] }.encode(&mut wrong_bitfield);
     let oversized = (64u32 << 20).to_be_bytes();
     let mut past_end = Vec::new();
-    Message::Request { index: 0, begin: 60 * 1024, length: 16 * 1024 }.encode(&mut past_end);
+    Message::Request {
+        index: 0,
+        begin: 60 * 1024,
+        length: 16 * 1024,
+    }
+    .encode(&mut past_end);
     let mut bad_piece_index = Vec::new();
     Message::Have { index: 1_000_000 }.encode(&mut bad_piece_index);
     for (what, junk) in [
@@ -309,7 +370,10 @@ fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
         ("request past the piece end", past_end),
         ("have past the last piece", bad_piece_index),
     ] {
-        assert!(seeder_drops_peer_after(addr, &meta, &junk), "not dropped after {what}");
+        assert!(
+            seeder_drops_peer_after(addr, &meta, &junk),
+            "not dropped after {what}"
+        );
     }
     // Still serving.
     let dest = scratch();
@@ -336,7 +400,12 @@ fn seed_refuses_data_that_does_not_match() {
     std::fs::write(src.path().join("x.bin"), data).unwrap();
     let seeder = session(true, 1);
     let err = seeder
-        .add_torrent(TorrentSpec { metainfo: meta, dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .add_torrent(TorrentSpec {
+            metainfo: meta,
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
         .err()
         .expect("seeding corrupt data must fail");
     assert!(err.to_string().contains("does not match"), "{err}");
@@ -349,7 +418,12 @@ fn magnet_metadata_comes_from_a_peer() {
     let meta = make_torrent(&src.path().join("meta.bin"), 16 * 1024);
     let seeder = session(true, 1);
     seeder
-        .add_torrent(TorrentSpec { metainfo: meta.clone(), dest: src.path().into(), mode: TorrentMode::Seed, peers: vec![] })
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
         .unwrap();
     let fetched = ringswarm_engine::metadata_fetch::fetch_metainfo(
         meta.info_hash,

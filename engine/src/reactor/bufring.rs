@@ -26,11 +26,21 @@ impl BufRing {
     /// Registers `count` (a power of two) buffers of `size` bytes as group `group`.
     pub fn new(ring: &Ring, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
         if !count.is_power_of_two() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer count must be a power of two"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two",
+            ));
         }
         let entries = AlignedBuf::new(usize::from(count) * std::mem::size_of::<BufRingEntry>());
         let data = AlignedBuf::new(usize::from(count) * size as usize);
-        let mut ring_bufs = BufRing { entries, data, count, size, group, tail: 0 };
+        let mut ring_bufs = BufRing {
+            entries,
+            data,
+            count,
+            size,
+            group,
+            tail: 0,
+        };
         // SAFETY: `entries` is a page-aligned allocation of `count` entries owned by this
         // BufRing, which the worker keeps alive for as long as the ring exists.
         unsafe {
@@ -62,7 +72,11 @@ impl BufRing {
         // entries between its head and our published tail, and this one is past the tail.
         let entry = unsafe { &mut *self.base().add(usize::from(index)) };
         // SAFETY: bid < count, so the address lies inside `data`.
-        let addr = unsafe { self.data.as_ptr().add(usize::from(bid) * self.size as usize) };
+        let addr = unsafe {
+            self.data
+                .as_ptr()
+                .add(usize::from(bid) * self.size as usize)
+        };
         entry.set_addr(addr as u64);
         entry.set_len(self.size);
         entry.set_bid(bid);

@@ -48,20 +48,33 @@ impl HashPool {
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let rx: Receiver<Job> = rx.clone();
-            let h = std::thread::Builder::new().name(format!("rs-hash-{i}")).spawn(move || {
-                for job in rx {
-                    // SAFETY: see `Job`: the range lies inside a pinned slot (checked by
-                    // `PiecePool::data_ptr` when the job was made).
-                    let data = unsafe { std::slice::from_raw_parts(job.ptr, job.len) };
-                    let digest = crate::verify::sha1(data);
-                    if job.reply.send(HashDone { tag: job.tag, slot: job.slot, digest }).is_ok() {
-                        job.wake.wake();
+            let h = std::thread::Builder::new()
+                .name(format!("rs-hash-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        // SAFETY: see `Job`: the range lies inside a pinned slot (checked by
+                        // `PiecePool::data_ptr` when the job was made).
+                        let data = unsafe { std::slice::from_raw_parts(job.ptr, job.len) };
+                        let digest = crate::verify::sha1(data);
+                        if job
+                            .reply
+                            .send(HashDone {
+                                tag: job.tag,
+                                slot: job.slot,
+                                digest,
+                            })
+                            .is_ok()
+                        {
+                            job.wake.wake();
+                        }
                     }
-                }
-            })?;
+                })?;
             handles.push(h);
         }
-        Ok(HashPool { tx: Some(tx), threads: handles })
+        Ok(HashPool {
+            tx: Some(tx),
+            threads: handles,
+        })
     }
 
     /// Hashes the first `len` bytes of `slot`, pinning it until the worker calls
@@ -75,12 +88,22 @@ impl HashPool {
         reply: &Sender<HashDone>,
         wake: &Arc<EventFd>,
     ) -> bool {
-        let Some(ptr) = u32::try_from(len).ok().and_then(|l| pool.data_ptr(slot, 0, l)) else {
+        let Some(ptr) = u32::try_from(len)
+            .ok()
+            .and_then(|l| pool.data_ptr(slot, 0, l))
+        else {
             return false;
         };
         let Some(tx) = &self.tx else { return false };
         pool.pin(slot);
-        let job = Job { ptr, len, tag, slot, reply: reply.clone(), wake: wake.clone() };
+        let job = Job {
+            ptr,
+            len,
+            tag,
+            slot,
+            reply: reply.clone(),
+            wake: wake.clone(),
+        };
         if tx.send(job).is_err() {
             pool.unpin(slot);
             return false;

@@ -10,7 +10,11 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 /// A listening TCP socket with SO_REUSEPORT, so each worker can have its own and the
 /// kernel spreads connections among them.
 pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -23,7 +27,11 @@ pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
 
 /// A TCP socket for connecting to `addr`.
 pub fn stream_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
-    let s = Socket::new(Domain::for_address(*addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let s = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     s.set_tcp_nodelay(true)?;
     Ok(s.into())
 }

@@ -25,7 +25,11 @@ pub struct PiecePool {
 
 impl PiecePool {
     pub fn new(budget_bytes: usize) -> PiecePool {
-        PiecePool { slots: Vec::new(), budget: budget_bytes, allocated: 0 }
+        PiecePool {
+            slots: Vec::new(),
+            budget: budget_bytes,
+            allocated: 0,
+        }
     }
 
     /// A free slot of at least `len` bytes (rounded up to 4096), or None when the budget is
@@ -33,7 +37,8 @@ impl PiecePool {
     pub fn acquire(&mut self, ring: &mut Ring, len: usize) -> Option<SlotId> {
         let size = len.div_ceil(4096) * 4096;
         if let Some(id) = self.slots.iter().position(|s| {
-            s.as_ref().is_some_and(|s| !s.in_use && s.pins == 0 && s.buf.len() == size)
+            s.as_ref()
+                .is_some_and(|s| !s.in_use && s.pins == 0 && s.buf.len() == size)
         }) {
             self.slots[id].as_mut()?.in_use = true;
             return Some(id as SlotId);
@@ -41,7 +46,8 @@ impl PiecePool {
         // Make room: free idle slots of other sizes first.
         while self.allocated + size > self.budget {
             let victim = self.slots.iter().position(|s| {
-                s.as_ref().is_some_and(|s| !s.in_use && s.pins == 0 && s.buf.len() != size)
+                s.as_ref()
+                    .is_some_and(|s| !s.in_use && s.pins == 0 && s.buf.len() != size)
             })?;
             if let Some(s) = self.slots[victim].take() {
                 self.allocated -= s.buf.len();
@@ -58,7 +64,12 @@ impl PiecePool {
         let buf = AlignedBuf::new(size);
         let registered = ring.fixed_buffers() && register(ring, id as SlotId, &buf);
         self.allocated += size;
-        self.slots[id] = Some(Slot { buf, pins: 0, in_use: true, registered });
+        self.slots[id] = Some(Slot {
+            buf,
+            pins: 0,
+            in_use: true,
+            registered,
+        });
         Some(id as SlotId)
     }
 
@@ -77,7 +88,10 @@ impl PiecePool {
     /// Whether a new slot of `len` bytes could be had now.
     pub fn can_acquire(&self, len: usize) -> bool {
         let size = len.div_ceil(4096) * 4096;
-        self.slots.iter().flatten().any(|s| !s.in_use && s.pins == 0)
+        self.slots
+            .iter()
+            .flatten()
+            .any(|s| !s.in_use && s.pins == 0)
             || self.allocated + size <= self.budget
     }
 
@@ -130,11 +144,17 @@ impl PiecePool {
 }
 
 fn register(ring: &mut Ring, id: SlotId, buf: &AlignedBuf) -> bool {
-    let iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut _,
+        iov_len: buf.len(),
+    };
     // SAFETY: the buffer is owned by the pool, which the worker keeps alive for as long as
     // the ring; a slot's buffer is only replaced (re-registered at the same index) when no
     // op is pinned on it.
-    match unsafe { ring.submitter().register_buffers_update(u32::from(id), &[iov], None) } {
+    match unsafe {
+        ring.submitter()
+            .register_buffers_update(u32::from(id), &[iov], None)
+    } {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(err = %e, "registering a piece buffer failed (RLIMIT_MEMLOCK?); using unregistered I/O");

@@ -108,11 +108,22 @@ impl Ring {
             .setup_cqsize(entries * 8)
             .build(entries)
             .or_else(|_| IoUring::builder().setup_cqsize(entries * 8).build(entries))?;
-        let fixed_buffers = uring.submitter().register_buffers_sparse(FIXED_TABLE_SIZE).is_ok();
+        let fixed_buffers = uring
+            .submitter()
+            .register_buffers_sparse(FIXED_TABLE_SIZE)
+            .is_ok();
         if !fixed_buffers {
-            tracing::warn!("io_uring buffer registration unavailable: using unregistered reads/writes");
+            tracing::warn!(
+                "io_uring buffer registration unavailable: using unregistered reads/writes"
+            );
         }
-        Ok(Ring { uring, backlog: VecDeque::new(), owned: HashMap::new(), in_flight: 0, fixed_buffers })
+        Ok(Ring {
+            uring,
+            backlog: VecDeque::new(),
+            owned: HashMap::new(),
+            in_flight: 0,
+            fixed_buffers,
+        })
     }
 
     pub(crate) fn submitter(&self) -> io_uring::Submitter<'_> {
@@ -176,7 +187,9 @@ impl Ring {
 
     /// Multishot receive into the provided-buffer group `group`.
     pub fn recv_multi(&mut self, fd: RawFd, group: u16, token: u64) {
-        let e = opcode::RecvMulti::new(types::Fd(fd), group).build().user_data(token);
+        let e = opcode::RecvMulti::new(types::Fd(fd), group)
+            .build()
+            .user_data(token);
         self.push(e);
     }
 
@@ -193,7 +206,10 @@ impl Ring {
         let headers: Vec<[u8; 13]> = blocks.iter().map(|b| b.header).collect();
         let mut iov = Vec::with_capacity(1 + 2 * blocks.len());
         if !ctrl.is_empty() {
-            iov.push(libc::iovec { iov_base: ctrl.as_ptr() as *mut _, iov_len: ctrl.len() });
+            iov.push(libc::iovec {
+                iov_base: ctrl.as_ptr() as *mut _,
+                iov_len: ctrl.len(),
+            });
         }
         let mut slots = Vec::with_capacity(blocks.len());
         let mut total = ctrl.len();
@@ -204,8 +220,14 @@ impl Ring {
             };
             pool.pin(b.slot);
             slots.push(b.slot);
-            iov.push(libc::iovec { iov_base: h.as_ptr() as *mut _, iov_len: h.len() });
-            iov.push(libc::iovec { iov_base: data as *mut _, iov_len: b.len as usize });
+            iov.push(libc::iovec {
+                iov_base: h.as_ptr() as *mut _,
+                iov_len: h.len(),
+            });
+            iov.push(libc::iovec {
+                iov_base: data as *mut _,
+                iov_len: b.len as usize,
+            });
             total += h.len() + b.len as usize;
         }
         // SAFETY: msghdr is plain data; all-zero is a valid empty header.
@@ -229,7 +251,14 @@ impl Ring {
     }
 
     /// Reads or writes part of a pool slot from or to a file, as a storage plan says.
-    pub fn file_io(&mut self, pool: &mut PiecePool, slot: SlotId, op: &IoOp, write: bool, token: u64) -> bool {
+    pub fn file_io(
+        &mut self,
+        pool: &mut PiecePool,
+        slot: SlotId,
+        op: &IoOp,
+        write: bool,
+        token: u64,
+    ) -> bool {
         let Some(ptr) = pool.data_ptr(slot, op.buf_offset, op.len) else {
             return false;
         };
@@ -237,10 +266,18 @@ impl Ring {
         let fd = types::Fd(op.fd);
         let fixed = self.fixed_buffers && pool.is_registered(slot);
         let e = match (write, fixed) {
-            (true, true) => opcode::WriteFixed::new(fd, ptr, op.len, slot).offset(op.file_offset).build(),
-            (true, false) => opcode::Write::new(fd, ptr, op.len).offset(op.file_offset).build(),
-            (false, true) => opcode::ReadFixed::new(fd, ptr as *mut u8, op.len, slot).offset(op.file_offset).build(),
-            (false, false) => opcode::Read::new(fd, ptr as *mut u8, op.len).offset(op.file_offset).build(),
+            (true, true) => opcode::WriteFixed::new(fd, ptr, op.len, slot)
+                .offset(op.file_offset)
+                .build(),
+            (true, false) => opcode::Write::new(fd, ptr, op.len)
+                .offset(op.file_offset)
+                .build(),
+            (false, true) => opcode::ReadFixed::new(fd, ptr as *mut u8, op.len, slot)
+                .offset(op.file_offset)
+                .build(),
+            (false, false) => opcode::Read::new(fd, ptr as *mut u8, op.len)
+                .offset(op.file_offset)
+                .build(),
         };
         self.owned.insert(token, Owned::File(slot));
         self.push(e.user_data(token));
@@ -250,7 +287,9 @@ impl Ring {
     /// Reads 8 bytes from an eventfd (a cross-thread wake-up).
     pub fn read_eventfd(&mut self, fd: RawFd, token: u64) {
         let mut buf = Box::new([0u8; 8]);
-        let e = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr(), 8).build().user_data(token);
+        let e = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(token);
         self.owned.insert(token, Owned::EventRead(buf));
         self.push(e);
     }
@@ -270,7 +309,14 @@ impl Ring {
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.uring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -308,14 +354,26 @@ impl Ring {
                         } else {
                             i32::try_from(state.total).unwrap_or(i32::MAX)
                         };
-                        out.push(Completion { token, result, flags });
+                        out.push(Completion {
+                            token,
+                            result,
+                            flags,
+                        });
                     }
                     Some(Owned::File(slot)) => {
                         pool.unpin(slot);
-                        out.push(Completion { token, result, flags });
+                        out.push(Completion {
+                            token,
+                            result,
+                            flags,
+                        });
                     }
                     Some(Owned::Connect(_)) | Some(Owned::EventRead(_)) | None => {
-                        out.push(Completion { token, result, flags })
+                        out.push(Completion {
+                            token,
+                            result,
+                            flags,
+                        })
                     }
                 }
             }

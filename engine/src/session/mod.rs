@@ -30,7 +30,10 @@ const PIECE_MEMORY_PER_CORE: usize = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
@@ -52,7 +55,12 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { cores: 0, listen: None, peer_id: random_peer_id(), upload_slots: 64 }
+        Self {
+            cores: 0,
+            listen: None,
+            peer_id: random_peer_id(),
+            upload_slots: 64,
+        }
     }
 }
 
@@ -127,7 +135,11 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionE
 
 impl Session {
     pub fn start(config: SessionConfig) -> Result<Session, SessionError> {
-        let cores = if config.cores == 0 { reactor::online_cpus() } else { config.cores };
+        let cores = if config.cores == 0 {
+            reactor::online_cpus()
+        } else {
+            config.cores
+        };
         let online = reactor::online_cpus();
         let mut listeners = Vec::new();
         let mut listen_addr = None;
@@ -195,7 +207,8 @@ impl Session {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     return Err(SessionError::Io {
-                        context: "setting up io_uring (is /proc/sys/kernel/io_uring_disabled 0?)".into(),
+                        context: "setting up io_uring (is /proc/sys/kernel/io_uring_disabled 0?)"
+                            .into(),
                         source: e,
                     })
                 }
@@ -215,14 +228,20 @@ impl Session {
     pub fn add_torrent(&self, spec: TorrentSpec) -> Result<TorrentHandle, SessionError> {
         let meta = spec.metainfo;
         let info_hash = meta.info_hash;
-        if self.torrents.lock().is_ok_and(|t| t.iter().any(|t| t.info_hash() == info_hash)) {
-            return Err(SessionError::Config(format!("torrent {} is already added", crate::hex(&info_hash))));
+        if self
+            .torrents
+            .lock()
+            .is_ok_and(|t| t.iter().any(|t| t.info_hash() == info_hash))
+        {
+            return Err(SessionError::Config(format!(
+                "torrent {} is already added",
+                crate::hex(&info_hash)
+            )));
         }
         let layout = Layout::from_metainfo(&meta);
-        let had_data = layout
-            .files()
-            .iter()
-            .any(|f| !f.pad && std::fs::metadata(spec.dest.join(&f.path)).is_ok_and(|m| m.len() > 0));
+        let had_data = layout.files().iter().any(|f| {
+            !f.pad && std::fs::metadata(spec.dest.join(&f.path)).is_ok_and(|m| m.len() > 0)
+        });
         let mode = match spec.mode {
             TorrentMode::Download => OpenMode::Download,
             TorrentMode::Seed => OpenMode::Seed,
@@ -240,7 +259,9 @@ impl Session {
         if spec.mode == TorrentMode::Seed && !verified.is_complete() {
             return Err(SessionError::Config(format!(
                 "{}: the data does not match the torrent ({} of {} pieces verify)",
-                spec.dest.join(meta.relative_path(&meta.info.files[0])).display(),
+                spec.dest
+                    .join(meta.relative_path(&meta.info.files[0]))
+                    .display(),
                 verified.count_ones(),
                 n
             )));
@@ -259,7 +280,11 @@ impl Session {
         for link in self.links.iter() {
             link.send(Command::AddTorrent(shared.clone()));
         }
-        let handle = TorrentHandle { shared, links: self.links.clone(), next_worker: self.next_worker.clone() };
+        let handle = TorrentHandle {
+            shared,
+            links: self.links.clone(),
+            next_worker: self.next_worker.clone(),
+        };
         handle.add_peers(&spec.peers);
         Ok(handle)
     }
@@ -314,7 +339,10 @@ impl TorrentHandle {
         for &addr in peers {
             let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.links.len().max(1);
             if let Some(link) = self.links.get(w) {
-                link.send(Command::Connect { info_hash: self.info_hash(), addr });
+                link.send(Command::Connect {
+                    info_hash: self.info_hash(),
+                    addr,
+                });
             }
         }
     }

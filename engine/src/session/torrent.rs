@@ -177,7 +177,10 @@ pub(crate) fn start_syncer(shared: &Arc<TorrentShared>) {
     }
     let weak = Arc::downgrade(shared);
     let name = format!("rs-sync-{}", &crate::hex(&shared.info_hash())[..8]);
-    match std::thread::Builder::new().name(name).spawn(move || syncer(weak, rx)) {
+    match std::thread::Builder::new()
+        .name(name)
+        .spawn(move || syncer(weak, rx))
+    {
         Ok(h) => {
             if let Ok(mut slot) = shared.syncer.lock() {
                 *slot = Some(h);

@@ -23,7 +23,9 @@ use super::torrent::{TorrentShared, STRIKES_BEFORE_BAN};
 use crate::bitfield::Bitfield;
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::picker::{self, PickInput};
-use crate::reactor::{net, BufRing, Completion, EventFd, HashDone, HashPool, PiecePool, Ring, SendBlock, SlotId};
+use crate::reactor::{
+    net, BufRing, Completion, EventFd, HashDone, HashPool, PiecePool, Ring, SendBlock, SlotId,
+};
 use crate::storage::IoOp;
 use crate::wire::{self, Event, Framer, Handshake, Message, BLOCK_SIZE};
 
@@ -70,9 +72,15 @@ fn token_parts(t: u64) -> (u64, u32, u32) {
 /// Messages from the session or other workers.
 pub(crate) enum Command {
     AddTorrent(Arc<TorrentShared>),
-    Connect { info_hash: [u8; 20], addr: SocketAddr },
+    Connect {
+        info_hash: [u8; 20],
+        addr: SocketAddr,
+    },
     /// Another core verified a piece.
-    Have { info_hash: [u8; 20], piece: u32 },
+    Have {
+        info_hash: [u8; 20],
+        piece: u32,
+    },
     Shutdown,
 }
 
@@ -321,7 +329,11 @@ impl Worker {
             shutting_down: false,
             dirty: Vec::new(),
         };
-        Ok(Worker { ring, recv_bufs, ctx })
+        Ok(Worker {
+            ring,
+            recv_bufs,
+            ctx,
+        })
     }
 
     pub fn run(mut self) {
@@ -353,7 +365,8 @@ impl Worker {
                 ctx.pump_dirty(ring);
             }
             if ctx.shutting_down {
-                let deadline = *shutdown_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+                let deadline = *shutdown_deadline
+                    .get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
                 // The eventfd read and the multishot accept stay armed until cancelled. Hash
                 // jobs read pool memory, so they are always waited for.
                 if ctx.hashing.is_empty() && (ring.in_flight() <= 2 || Instant::now() >= deadline) {
@@ -366,7 +379,9 @@ impl Worker {
 
 impl Ctx {
     fn torrent_index(&self, info_hash: &[u8; 20]) -> Option<usize> {
-        self.torrents.iter().position(|t| &t.shared.info_hash() == info_hash)
+        self.torrents
+            .iter()
+            .position(|t| &t.shared.info_hash() == info_hash)
     }
 
     fn on_completion(&mut self, ring: &mut Ring, recv_bufs: &mut BufRing, c: Completion) {
@@ -374,10 +389,8 @@ impl Ctx {
         let index = index as usize;
         match kind {
             K_ACCEPT => self.on_accept(ring, c),
-            K_EVENTFD => {
-                if !self.shutting_down {
-                    ring.read_eventfd(self.wake.fd(), token(K_EVENTFD, 0, 0));
-                }
+            K_EVENTFD if !self.shutting_down => {
+                ring.read_eventfd(self.wake.fd(), token(K_EVENTFD, 0, 0))
             }
             K_CONNECT => self.on_connected(ring, index, seq, c.result),
             K_RECV => {
@@ -483,21 +496,37 @@ impl Ctx {
         if self.shutting_down {
             return;
         }
-        let Ok(addr) = net::peer_addr(&fd) else { return };
-        if self.torrents.iter().any(|t| t.shared.peers.lock().is_ok_and(|p| p.banned.contains(&addr.ip()))) {
+        let Ok(addr) = net::peer_addr(&fd) else {
+            return;
+        };
+        if self.torrents.iter().any(|t| {
+            t.shared
+                .peers
+                .lock()
+                .is_ok_and(|p| p.banned.contains(&addr.ip()))
+        }) {
             tracing::debug!(%addr, "refused a banned peer");
             return;
         }
         net::tune_accepted(&fd);
         let raw = fd.as_raw_fd();
-        let index = self.new_conn(fd, addr, false, Phase::Handshaking { got: Vec::with_capacity(68) });
+        let index = self.new_conn(
+            fd,
+            addr,
+            false,
+            Phase::Handshaking {
+                got: Vec::with_capacity(68),
+            },
+        );
         let gen = self.gens[index];
         ring.recv_multi(raw, RECV_GROUP, token(K_RECV, gen, index as u32));
         tracing::debug!(worker = self.index, %addr, "accepted");
     }
 
     fn connect(&mut self, ring: &mut Ring, info_hash: [u8; 20], addr: SocketAddr, attempt: u32) {
-        let Some(t) = self.torrent_index(&info_hash) else { return };
+        let Some(t) = self.torrent_index(&info_hash) else {
+            return;
+        };
         let fd = match net::stream_for(&addr) {
             Ok(fd) => fd,
             Err(e) => {
@@ -516,7 +545,9 @@ impl Ctx {
     }
 
     fn on_connected(&mut self, ring: &mut Ring, index: usize, seq: u32, result: i32) {
-        let Some(Some(conn)) = self.conns.get_mut(index) else { return };
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return;
+        };
         if conn.gen != seq {
             return;
         }
@@ -533,22 +564,40 @@ impl Ctx {
         }
         let Some(t) = conn.torrent else { return };
         let info_hash = self.torrents[t].shared.info_hash();
-        conn.phase = Phase::Handshaking { got: Vec::with_capacity(68) };
-        conn.ctrl_out.extend_from_slice(&Handshake::new(info_hash, self.peer_id).encode());
+        conn.phase = Phase::Handshaking {
+            got: Vec::with_capacity(68),
+        };
+        conn.ctrl_out
+            .extend_from_slice(&Handshake::new(info_hash, self.peer_id).encode());
         let raw = conn.fd.as_raw_fd();
         ring.recv_multi(raw, RECV_GROUP, token(K_RECV, seq, index as u32));
         self.dirty.push(index);
     }
 
     fn schedule_retry(&mut self, t: usize, addr: SocketAddr, attempt: u32) {
-        let Some(lt) = self.torrents.get(t) else { return };
+        let Some(lt) = self.torrents.get(t) else {
+            return;
+        };
         let shared = &lt.shared;
-        let banned = shared.peers.lock().map_or(true, |p| p.banned.contains(&addr.ip()));
-        if self.shutting_down || banned || shared.all_verified() || shared.failed() || attempt > MAX_CONNECT_ATTEMPTS {
+        let banned = shared
+            .peers
+            .lock()
+            .map_or(true, |p| p.banned.contains(&addr.ip()));
+        if self.shutting_down
+            || banned
+            || shared.all_verified()
+            || shared.failed()
+            || attempt > MAX_CONNECT_ATTEMPTS
+        {
             return;
         }
         let backoff = Duration::from_millis(250 * u64::from(attempt.min(20)));
-        self.retries.push(RetryConnect { due: Instant::now() + backoff, info_hash: shared.info_hash(), addr, attempt });
+        self.retries.push(RetryConnect {
+            due: Instant::now() + backoff,
+            info_hash: shared.info_hash(),
+            addr,
+            attempt,
+        });
     }
 
     /// Drops a connection slot without protocol cleanup (used before the handshake).
@@ -560,7 +609,9 @@ impl Ctx {
     }
 
     fn close(&mut self, ring: &mut Ring, index: usize, reason: &str) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else { return };
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
+            return;
+        };
         tracing::debug!(worker = self.index, addr = %conn.addr, reason, "closing peer");
         net::shutdown(&conn.fd);
         ring.cancel_fd(conn.fd.as_raw_fd(), token(K_CANCEL, 0, index as u32));
@@ -584,13 +635,20 @@ impl Ctx {
                     }
                 }
             }
-            let owner = ConnRef { index, gen: conn.gen };
+            let owner = ConnRef {
+                index,
+                gen: conn.gen,
+            };
             for piece in conn.owned_pieces {
                 self.abandon(t, piece, owner);
             }
             if conn.outgoing {
                 // A peer that was serving us starts over; one that failed early backs off.
-                let attempt = if matches!(conn.phase, Phase::Active) { 1 } else { conn.attempt + 1 };
+                let attempt = if matches!(conn.phase, Phase::Active) {
+                    1
+                } else {
+                    conn.attempt + 1
+                };
                 self.schedule_retry(t, conn.addr, attempt);
             }
         }
@@ -602,7 +660,9 @@ impl Ctx {
     /// Gives up an assembly: its slot returns to the pool and its claim is released.
     fn abandon(&mut self, t: usize, piece: u32, owner: ConnRef) {
         let lt = &mut self.torrents[t];
-        let Some(a) = lt.assemblies.get(&piece) else { return };
+        let Some(a) = lt.assemblies.get(&piece) else {
+            return;
+        };
         if a.owner != owner {
             return;
         }
@@ -617,7 +677,9 @@ impl Ctx {
     // ---- receiving ---------------------------------------------------------------------
 
     fn on_data(&mut self, ring: &mut Ring, index: usize, mut data: &[u8]) {
-        let Some(conn) = self.conns[index].as_mut() else { return };
+        let Some(conn) = self.conns[index].as_mut() else {
+            return;
+        };
         conn.last_recv = Instant::now();
         if let Phase::Handshaking { got } = &mut conn.phase {
             let take = (wire::HANDSHAKE_LEN - got.len()).min(data.len());
@@ -643,7 +705,9 @@ impl Ctx {
         if data.is_empty() {
             return;
         }
-        let Some(mut framer) = self.conns[index].as_mut().and_then(|c| c.framer.take()) else { return };
+        let Some(mut framer) = self.conns[index].as_mut().and_then(|c| c.framer.take()) else {
+            return;
+        };
         let gen = self.gens[index];
         let result = framer.feed(data, |ev| self.on_event(ring, index, ev));
         match result {
@@ -663,14 +727,21 @@ impl Ctx {
     }
 
     fn on_handshake(&mut self, index: usize, hs: Handshake) -> Result<(), String> {
-        let t = self.torrent_index(&hs.info_hash).ok_or("handshake for a torrent we do not have")?;
+        let t = self
+            .torrent_index(&hs.info_hash)
+            .ok_or("handshake for a torrent we do not have")?;
         if hs.peer_id == self.peer_id {
             return Err("connected to ourselves".into());
         }
         let shared = self.torrents[t].shared.clone();
         {
             let mut book = shared.peers.lock().map_err(|_| "peer book poisoned")?;
-            if book.banned.contains(&self.conns[index].as_ref().map(|c| c.addr.ip()).ok_or("gone")?) {
+            if book.banned.contains(
+                &self.conns[index]
+                    .as_ref()
+                    .map(|c| c.addr.ip())
+                    .ok_or("gone")?,
+            ) {
                 return Err("banned peer".into());
             }
             if !book.connected.insert(hs.peer_id) {
@@ -707,7 +778,11 @@ impl Ctx {
                 dc: None,
                 rack: None,
             };
-            Message::Extended { id: extension::HANDSHAKE_ID, payload: &hs.encode() }.encode(&mut conn.ctrl_out);
+            Message::Extended {
+                id: extension::HANDSHAKE_ID,
+                payload: &hs.encode(),
+            }
+            .encode(&mut conn.ctrl_out);
         }
         let ours_have = shared.verified.snapshot();
         let count = ours_have.count_ones();
@@ -716,7 +791,10 @@ impl Ctx {
         } else if conn.fast && count == 0 {
             Message::HaveNone.encode(&mut conn.ctrl_out);
         } else if count > 0 {
-            Message::Bitfield { bits: ours_have.as_bytes() }.encode(&mut conn.ctrl_out);
+            Message::Bitfield {
+                bits: ours_have.as_bytes(),
+            }
+            .encode(&mut conn.ctrl_out);
         }
         self.torrents[t].conns.push(index);
         tracing::debug!(worker = self.index, addr = %conn.addr, "peer active");
@@ -727,20 +805,32 @@ impl Ctx {
     fn on_event(&mut self, ring: &mut Ring, index: usize, ev: Event<'_>) -> Result<(), DropPeer> {
         let result = match ev {
             Event::Message(m) => self.on_message(ring, index, m),
-            Event::Block { index: piece, begin, block_len, offset, data } => {
-                self.on_block(ring, index, piece, begin, block_len, offset, data)
-            }
+            Event::Block {
+                index: piece,
+                begin,
+                block_len,
+                offset,
+                data,
+            } => self.on_block(ring, index, piece, begin, block_len, offset, data),
         };
         result.map_err(DropPeer)
     }
 
-    fn on_message(&mut self, ring: &mut Ring, index: usize, msg: Message<'_>) -> Result<(), String> {
+    fn on_message(
+        &mut self,
+        ring: &mut Ring,
+        index: usize,
+        msg: Message<'_>,
+    ) -> Result<(), String> {
         let conn = self.conns[index].as_mut().ok_or("gone")?;
         let t = conn.torrent.ok_or("message before handshake")?;
         let shared = self.torrents[t].shared.clone();
         let n = shared.piece_count();
         match msg {
-            Message::KeepAlive | Message::Port { .. } | Message::Suggest { .. } | Message::AllowedFast { .. } => {}
+            Message::KeepAlive
+            | Message::Port { .. }
+            | Message::Suggest { .. }
+            | Message::AllowedFast { .. } => {}
             Message::Unknown { id } => tracing::trace!(id, "ignored unknown message"),
             Message::Choke => {
                 conn.peer_choking = true;
@@ -765,7 +855,9 @@ impl Ctx {
             }
             Message::Interested => {
                 conn.peer_interested = true;
-                if conn.am_choking && shared.counters.unchoked.load(Ordering::Relaxed) < self.upload_slots {
+                if conn.am_choking
+                    && shared.counters.unchoked.load(Ordering::Relaxed) < self.upload_slots
+                {
                     conn.am_choking = false;
                     shared.counters.unchoked.fetch_add(1, Ordering::Relaxed);
                     Message::Unchoke.encode(&mut conn.ctrl_out);
@@ -785,7 +877,8 @@ impl Ctx {
                 }
             }
             Message::Bitfield { bits } => {
-                let field = Bitfield::from_bytes(bits, n).map_err(|e| format!("bad bitfield: {e}"))?;
+                let field =
+                    Bitfield::from_bytes(bits, n).map_err(|e| format!("bad bitfield: {e}"))?;
                 self.set_peer_pieces(ring, index, t, field);
             }
             Message::HaveAll => {
@@ -799,18 +892,30 @@ impl Ctx {
                     return Err("HAVE NONE without the fast extension".into());
                 }
             }
-            Message::Request { index: piece, begin, length } => {
+            Message::Request {
+                index: piece,
+                begin,
+                length,
+            } => {
                 let ok = piece < n
                     && length > 0
                     && length <= wire::MAX_BLOCK_SIZE
-                    && u64::from(begin) + u64::from(length) <= u64::from(shared.meta.piece_size(piece));
+                    && u64::from(begin) + u64::from(length)
+                        <= u64::from(shared.meta.piece_size(piece));
                 if !ok {
-                    return Err(format!("bad request: piece {piece} begin {begin} length {length}"));
+                    return Err(format!(
+                        "bad request: piece {piece} begin {begin} length {length}"
+                    ));
                 }
                 let have = shared.verified.get(piece);
                 if conn.am_choking || !have {
                     if conn.fast {
-                        Message::Reject { index: piece, begin, length }.encode(&mut conn.ctrl_out);
+                        Message::Reject {
+                            index: piece,
+                            begin,
+                            length,
+                        }
+                        .encode(&mut conn.ctrl_out);
                         self.dirty.push(index);
                     }
                     return Ok(());
@@ -818,18 +923,37 @@ impl Ctx {
                 if conn.upload_queue.len() >= MAX_PEER_REQUESTS {
                     return Err("too many queued requests".into());
                 }
-                conn.upload_queue.push_back(BlockReq { piece, begin, len: length });
+                conn.upload_queue.push_back(BlockReq {
+                    piece,
+                    begin,
+                    len: length,
+                });
                 self.dirty.push(index);
             }
-            Message::Cancel { index: piece, begin, length } => {
-                let want = BlockReq { piece, begin, len: length };
+            Message::Cancel {
+                index: piece,
+                begin,
+                length,
+            } => {
+                let want = BlockReq {
+                    piece,
+                    begin,
+                    len: length,
+                };
                 conn.upload_queue.retain(|r| *r != want);
             }
-            Message::Reject { index: piece, begin, .. } => {
+            Message::Reject {
+                index: piece,
+                begin,
+                ..
+            } => {
                 if !conn.fast {
                     return Err("REJECT without the fast extension".into());
                 }
-                let me = ConnRef { index, gen: conn.gen };
+                let me = ConnRef {
+                    index,
+                    gen: conn.gen,
+                };
                 if let Some(a) = self.torrents[t].assemblies.get_mut(&piece) {
                     let b = (begin / BLOCK_SIZE) as usize;
                     if a.owner == me && a.blocks.get(b) == Some(&BlockState::Requested) {
@@ -844,34 +968,53 @@ impl Ctx {
         Ok(())
     }
 
-    fn on_extended(&mut self, index: usize, t: usize, id: u8, payload: &[u8]) -> Result<(), String> {
+    fn on_extended(
+        &mut self,
+        index: usize,
+        t: usize,
+        id: u8,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let conn = self.conns[index].as_mut().ok_or("gone")?;
         if id == extension::HANDSHAKE_ID {
-            let hs = ExtHandshake::decode(payload).map_err(|e| format!("bad extension handshake: {e}"))?;
+            let hs = ExtHandshake::decode(payload)
+                .map_err(|e| format!("bad extension handshake: {e}"))?;
             conn.their_metadata_id = hs.id_of("ut_metadata");
             return Ok(());
         }
         if id != extension::OUR_UT_METADATA_ID {
             return Ok(());
         }
-        let msg = MetadataMsg::decode(payload).map_err(|e| format!("bad ut_metadata message: {e}"))?;
+        let msg =
+            MetadataMsg::decode(payload).map_err(|e| format!("bad ut_metadata message: {e}"))?;
         if let (MetadataMsg::Request { piece }, Some(their_id)) = (msg, conn.their_metadata_id) {
             let info = &self.torrents[t].shared.meta.info_bytes;
             let start = piece as usize * extension::METADATA_PIECE_SIZE;
             let reply = if start < info.len() {
                 let end = (start + extension::METADATA_PIECE_SIZE).min(info.len());
-                MetadataMsg::Data { piece, total_size: info.len() as u64, data: &info[start..end] }.encode()
+                MetadataMsg::Data {
+                    piece,
+                    total_size: info.len() as u64,
+                    data: &info[start..end],
+                }
+                .encode()
             } else {
                 MetadataMsg::Reject { piece }.encode()
             };
-            Message::Extended { id: their_id, payload: &reply }.encode(&mut conn.ctrl_out);
+            Message::Extended {
+                id: their_id,
+                payload: &reply,
+            }
+            .encode(&mut conn.ctrl_out);
             self.dirty.push(index);
         }
         Ok(())
     }
 
     fn set_peer_pieces(&mut self, ring: &mut Ring, index: usize, t: usize, field: Bitfield) {
-        let Some(conn) = self.conns[index].as_mut() else { return };
+        let Some(conn) = self.conns[index].as_mut() else {
+            return;
+        };
         let shared = &self.torrents[t].shared;
         if conn.counted {
             for i in conn.have.ones() {
@@ -889,7 +1032,9 @@ impl Ctx {
     /// After the peer gained pieces: note a complete peer, become interested if it has
     /// something we lack, and ask for it.
     fn after_peer_has(&mut self, ring: &mut Ring, index: usize, t: usize) {
-        let Some(conn) = self.conns[index].as_mut() else { return };
+        let Some(conn) = self.conns[index].as_mut() else {
+            return;
+        };
         let shared = &self.torrents[t].shared;
         if conn.have.is_complete() {
             if let Ok(mut book) = shared.peers.lock() {
@@ -920,7 +1065,10 @@ impl Ctx {
     ) -> Result<(), String> {
         let conn = self.conns[index].as_ref().ok_or("gone")?;
         let t = conn.torrent.ok_or("block before handshake")?;
-        let me = ConnRef { index, gen: conn.gen };
+        let me = ConnRef {
+            index,
+            gen: conn.gen,
+        };
         let lt = &mut self.torrents[t];
         let n = lt.shared.piece_count();
         if piece >= n {
@@ -928,17 +1076,25 @@ impl Ctx {
         }
         let size = lt.shared.meta.piece_size(piece);
         if u64::from(begin) + u64::from(block_len) > u64::from(size) {
-            return Err(format!("block past the end of piece {piece}: begin {begin} length {block_len}"));
+            return Err(format!(
+                "block past the end of piece {piece}: begin {begin} length {block_len}"
+            ));
         }
         let Some(a) = lt.assemblies.get_mut(&piece) else {
             return Ok(()); // not (or no longer) wanted: a late block after a cancel
         };
         let b = (begin / BLOCK_SIZE) as usize;
         let expected_len = (size - begin).min(BLOCK_SIZE);
-        if a.owner != me || begin % BLOCK_SIZE != 0 || block_len != expected_len || a.blocks.get(b) != Some(&BlockState::Requested) {
+        if a.owner != me
+            || begin % BLOCK_SIZE != 0
+            || block_len != expected_len
+            || a.blocks.get(b) != Some(&BlockState::Requested)
+        {
             return Ok(()); // not requested from this peer: ignore the bytes
         }
-        let Some(buf) = self.pool.data_mut(a.slot) else { return Ok(()) };
+        let Some(buf) = self.pool.data_mut(a.slot) else {
+            return Ok(());
+        };
         let at = (begin + offset) as usize;
         buf[at..at + data.len()].copy_from_slice(data);
         if offset as usize + data.len() < block_len as usize {
@@ -946,7 +1102,10 @@ impl Ctx {
         }
         a.blocks[b] = BlockState::Received;
         a.received += 1;
-        lt.shared.counters.downloaded.fetch_add(u64::from(block_len), Ordering::Relaxed);
+        lt.shared
+            .counters
+            .downloaded
+            .fetch_add(u64::from(block_len), Ordering::Relaxed);
         let whole = a.received as usize == a.blocks.len();
         if let Some(conn) = self.conns[index].as_mut() {
             conn.requests_out = conn.requests_out.saturating_sub(1);
@@ -954,7 +1113,9 @@ impl Ctx {
         if whole {
             self.on_piece_received(ring, t, piece, index);
         }
-        let low = self.conns[index].as_ref().is_some_and(|c| c.requests_out + REQUEST_REFILL_BATCH <= REQUEST_QUEUE_DEPTH);
+        let low = self.conns[index]
+            .as_ref()
+            .is_some_and(|c| c.requests_out + REQUEST_REFILL_BATCH <= REQUEST_QUEUE_DEPTH);
         if whole || low {
             self.fill_requests(ring, index);
         }
@@ -964,7 +1125,9 @@ impl Ctx {
     /// Every block of a piece is in: verify it and write it.
     fn on_piece_received(&mut self, ring: &mut Ring, t: usize, piece: u32, from: usize) {
         let lt = &mut self.torrents[t];
-        let Some(a) = lt.assemblies.remove(&piece) else { return };
+        let Some(a) = lt.assemblies.remove(&piece) else {
+            return;
+        };
         if let Some(Some(conn)) = self.conns.get_mut(from) {
             conn.owned_pieces.retain(|&p| p != piece);
         }
@@ -976,12 +1139,29 @@ impl Ctx {
             return;
         }
         // Called while handling this connection's data, so it is alive.
-        let addr = self.conns[from].as_ref().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.addr);
-        let from_ref = PieceSource { index: from, gen: self.gens[from], addr };
+        let addr = self.conns[from]
+            .as_ref()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.addr);
+        let from_ref = PieceSource {
+            index: from,
+            gen: self.gens[from],
+            addr,
+        };
         let tag = self.next_hash_tag;
         self.next_hash_tag += 1;
-        if self.hasher.submit(&mut self.pool, a.slot, size, tag, &self.hash_tx, &self.wake) {
-            self.hashing.insert(tag, Hashing { torrent: t, piece, claimed: a.claimed, from: from_ref });
+        if self
+            .hasher
+            .submit(&mut self.pool, a.slot, size, tag, &self.hash_tx, &self.wake)
+        {
+            self.hashing.insert(
+                tag,
+                Hashing {
+                    torrent: t,
+                    piece,
+                    claimed: a.claimed,
+                    from: from_ref,
+                },
+            );
         } else {
             let digest = crate::verify::sha1(&self.pool.data(a.slot)[..size]);
             self.on_piece_hashed(ring, t, piece, a.slot, a.claimed, from_ref, digest);
@@ -992,7 +1172,15 @@ impl Ctx {
         while let Ok(done) = self.hash_rx.try_recv() {
             HashPool::finished(&mut self.pool, &done);
             if let Some(h) = self.hashing.remove(&done.tag) {
-                self.on_piece_hashed(ring, h.torrent, h.piece, done.slot, h.claimed, h.from, done.digest);
+                self.on_piece_hashed(
+                    ring,
+                    h.torrent,
+                    h.piece,
+                    done.slot,
+                    h.claimed,
+                    h.from,
+                    done.digest,
+                );
             }
         }
     }
@@ -1022,7 +1210,10 @@ impl Ctx {
             if claimed {
                 shared.claimed.clear(piece);
             }
-            shared.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .hash_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(piece, peer = %from.addr, "piece failed its hash check; fetching it again");
             {
                 let addr = from.addr;
@@ -1036,7 +1227,8 @@ impl Ctx {
                         false
                     }
                 });
-                let alive = matches!(self.conns.get(from.index), Some(Some(c)) if c.gen == from.gen);
+                let alive =
+                    matches!(self.conns.get(from.index), Some(Some(c)) if c.gen == from.gen);
                 if banned && alive {
                     tracing::warn!(%addr, "peer banned after repeated bad pieces");
                     self.close(ring, from.index, "banned: sent corrupt data");
@@ -1050,7 +1242,15 @@ impl Ctx {
 
     // ---- disk --------------------------------------------------------------------------
 
-    fn start_disk_job(&mut self, ring: &mut Ring, t: usize, piece: u32, slot: SlotId, kind: DiskKind, ops: Vec<IoOp>) {
+    fn start_disk_job(
+        &mut self,
+        ring: &mut Ring,
+        t: usize,
+        piece: u32,
+        slot: SlotId,
+        kind: DiskKind,
+        ops: Vec<IoOp>,
+    ) {
         let job_index = match self.disk_jobs.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
@@ -1062,20 +1262,36 @@ impl Ctx {
         let mut submitted = 0;
         let mut error = None;
         for (seq, op) in ops.iter().enumerate() {
-            if ring.file_io(&mut self.pool, slot, op, write, token(K_DISK, seq as u32, job_index as u32)) {
+            if ring.file_io(
+                &mut self.pool,
+                slot,
+                op,
+                write,
+                token(K_DISK, seq as u32, job_index as u32),
+            ) {
                 submitted += 1;
             } else {
                 error = Some(format!("piece {piece}: I/O plan outside the piece buffer"));
             }
         }
-        self.disk_jobs[job_index] = Some(DiskJob { torrent: t, piece, slot, kind, ops, pending: submitted, error });
+        self.disk_jobs[job_index] = Some(DiskJob {
+            torrent: t,
+            piece,
+            slot,
+            kind,
+            ops,
+            pending: submitted,
+            error,
+        });
         if submitted == 0 {
             self.finish_disk_job(ring, job_index);
         }
     }
 
     fn on_disk(&mut self, ring: &mut Ring, job_index: usize, op_index: usize, result: i32) {
-        let Some(Some(job)) = self.disk_jobs.get_mut(job_index) else { return };
+        let Some(Some(job)) = self.disk_jobs.get_mut(job_index) else {
+            return;
+        };
         job.pending = job.pending.saturating_sub(1);
         // A write must move its whole (aligned) length; a read of a padded tail may stop at
         // the end of the file, but must bring at least the file's real bytes.
@@ -1085,9 +1301,15 @@ impl Ctx {
         });
         if result < 0 {
             let err = std::io::Error::from_raw_os_error(-result);
-            job.error.get_or_insert_with(|| format!("piece {}: {err}", job.piece));
+            job.error
+                .get_or_insert_with(|| format!("piece {}: {err}", job.piece));
         } else if (result as u32) < need {
-            job.error.get_or_insert_with(|| format!("piece {}: short transfer ({result} of {need} bytes)", job.piece));
+            job.error.get_or_insert_with(|| {
+                format!(
+                    "piece {}: short transfer ({result} of {need} bytes)",
+                    job.piece
+                )
+            });
         }
         if job.pending == 0 {
             self.finish_disk_job(ring, job_index);
@@ -1095,7 +1317,9 @@ impl Ctx {
     }
 
     fn finish_disk_job(&mut self, ring: &mut Ring, job_index: usize) {
-        let Some(job) = self.disk_jobs.get_mut(job_index).and_then(Option::take) else { return };
+        let Some(job) = self.disk_jobs.get_mut(job_index).and_then(Option::take) else {
+            return;
+        };
         let lt = &mut self.torrents[job.torrent];
         let shared = lt.shared.clone();
         match (job.kind, job.error) {
@@ -1104,20 +1328,34 @@ impl Ctx {
                 let files: Vec<String> = job
                     .ops
                     .iter()
-                    .map(|op| shared.storage.layout().files()[op.file].path.display().to_string())
+                    .map(|op| {
+                        shared.storage.layout().files()[op.file]
+                            .path
+                            .display()
+                            .to_string()
+                    })
                     .collect();
                 shared.fail(format!("writing {}: {e}", files.join(", ")));
             }
             (DiskKind::Write, None) => {
                 for op in &job.ops {
-                    let _ = op; // TEMP shared.storage.note_written(op.file);
+                    shared.storage.note_written(op.file);
                 }
                 shared.verified.set(job.piece);
                 shared.note_piece_stored(u64::from(shared.meta.piece_size(job.piece)));
                 self.cache_insert(job.torrent, job.piece, job.slot, true);
                 self.announce_piece(job.torrent, job.piece);
-                for link in self.links.iter().enumerate().filter(|(i, _)| *i != self.index).map(|(_, l)| l) {
-                    link.send(Command::Have { info_hash: shared.info_hash(), piece: job.piece });
+                for link in self
+                    .links
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != self.index)
+                    .map(|(_, l)| l)
+                {
+                    link.send(Command::Have {
+                        info_hash: shared.info_hash(),
+                        piece: job.piece,
+                    });
                 }
             }
             (DiskKind::Read, Some(e)) => {
@@ -1126,7 +1364,9 @@ impl Ctx {
                 tracing::error!(piece = job.piece, err = %e, "reading a piece to upload failed");
                 let waiting: Vec<usize> = lt.conns.clone();
                 for c in waiting {
-                    let serves = self.conns[c].as_ref().is_some_and(|c| c.upload_queue.iter().any(|r| r.piece == job.piece));
+                    let serves = self.conns[c]
+                        .as_ref()
+                        .is_some_and(|c| c.upload_queue.iter().any(|r| r.piece == job.piece));
                     if serves {
                         self.close(ring, c, "cannot read the piece it asked for");
                     }
@@ -1134,6 +1374,10 @@ impl Ctx {
             }
             (DiskKind::Read, None) => {
                 lt.reads.remove(&job.piece);
+                // Pad-file ranges are never read; a padded tail read may have left bytes there.
+                if let Some(buf) = self.pool.data_mut(job.slot) {
+                    shared.storage.zero_gaps(job.piece, buf);
+                }
                 self.cache_insert(job.torrent, job.piece, job.slot, false);
                 let conns = self.torrents[job.torrent].conns.clone();
                 self.dirty.extend(conns);
@@ -1144,7 +1388,12 @@ impl Ctx {
     fn cache_insert(&mut self, t: usize, piece: u32, slot: SlotId, downloaded: bool) {
         self.clock += 1;
         let lt = &mut self.torrents[t];
-        lt.cache.push(CacheEntry { piece, slot, last_used: self.clock, downloaded });
+        lt.cache.push(CacheEntry {
+            piece,
+            slot,
+            last_used: self.clock,
+            downloaded,
+        });
         while lt.cache.len() > CACHE_PIECES {
             let victim = lt
                 .cache
@@ -1212,7 +1461,9 @@ impl Ctx {
 
     /// Keeps REQUEST_QUEUE_DEPTH blocks in flight from this peer.
     fn fill_requests(&mut self, ring: &mut Ring, index: usize) {
-        let Some(conn) = self.conns[index].as_ref() else { return };
+        let Some(conn) = self.conns[index].as_ref() else {
+            return;
+        };
         let Some(t) = conn.torrent else { return };
         if conn.peer_choking || !matches!(conn.phase, Phase::Active) || self.shutting_down {
             return;
@@ -1221,7 +1472,10 @@ impl Ctx {
         if shared.failed() || shared.all_verified() {
             return;
         }
-        let me = ConnRef { index, gen: conn.gen };
+        let me = ConnRef {
+            index,
+            gen: conn.gen,
+        };
         let mut budget = REQUEST_QUEUE_DEPTH.saturating_sub(conn.requests_out);
         let mut out = Vec::new();
         let mut owned = conn.owned_pieces.clone();
@@ -1239,7 +1493,12 @@ impl Ctx {
                             *state = BlockState::Requested;
                             let begin = b as u32 * BLOCK_SIZE;
                             let length = (size - begin).min(BLOCK_SIZE);
-                            Message::Request { index: piece, begin, length }.encode(&mut out);
+                            Message::Request {
+                                index: piece,
+                                begin,
+                                length,
+                            }
+                            .encode(&mut out);
                             budget -= 1;
                         }
                     }
@@ -1248,9 +1507,11 @@ impl Ctx {
                 continue;
             }
             // Start a new piece.
-            let Some((piece, claimed)) = self.pick(t, index) else { break };
+            let Some((piece, claimed)) = self.pick(t, index) else {
+                break;
+            };
             let size = shared.meta.piece_size(piece) as usize;
-            let Some(slot) = self.acquire_slot(ring, size) else {
+            let Some(slot) = self.acquire_slot(ring, shared.storage.piece_buffer_len()) else {
                 if claimed {
                     shared.claimed.clear(piece);
                 }
@@ -1259,7 +1520,13 @@ impl Ctx {
             let blocks = (size as u32).div_ceil(BLOCK_SIZE).max(1) as usize;
             self.torrents[t].assemblies.insert(
                 piece,
-                Assembly { slot, owner: me, blocks: vec![BlockState::Missing; blocks], received: 0, claimed },
+                Assembly {
+                    slot,
+                    owner: me,
+                    blocks: vec![BlockState::Missing; blocks],
+                    received: 0,
+                    claimed,
+                },
             );
             owned.push(piece);
         }
@@ -1275,8 +1542,8 @@ impl Ctx {
 
     /// A piece to fetch from this peer, and whether we hold its claim (false in endgame,
     /// where another peer is already fetching it).
-    fn pick(&mut self, t: usize, index: usize) -> Option<(u32, bool)> {
-        let conn = self.conns[index].as_mut()?;
+    fn pick(&self, t: usize, index: usize) -> Option<(u32, bool)> {
+        let conn = self.conns[index].as_ref()?;
         let lt = &self.torrents[t];
         let shared = &lt.shared;
         let input = PickInput {
@@ -1289,16 +1556,34 @@ impl Ctx {
         if let Some(p) = picker::pick_and_claim(&input) {
             return Some((p, true));
         }
-        // Endgame: once every missing piece is claimed, fetch the stragglers twice.
+        // Endgame: once every missing piece is claimed, fetch the stragglers another core
+        // is fetching (pieces in progress here, down to their write, are not duplicated).
         let missing = shared.piece_count() - shared.verified.count_ones();
         if missing as usize <= 4 * self.links.len().max(1) {
-            let assemblies = &lt.assemblies;
-            return picker::pick_endgame(&conn.have, &shared.verified, &shared.claimed, conn.pick_start, |p| {
-                assemblies.contains_key(&p)
-            })
+            return picker::pick_endgame(
+                &conn.have,
+                &shared.verified,
+                &shared.claimed,
+                conn.pick_start,
+                |p| self.in_progress(t, p),
+            )
             .map(|p| (p, false));
         }
         None
+    }
+
+    /// Whether this worker is receiving, hashing or writing piece `piece` of torrent `t`.
+    fn in_progress(&self, t: usize, piece: u32) -> bool {
+        self.torrents[t].assemblies.contains_key(&piece)
+            || self
+                .hashing
+                .values()
+                .any(|h| h.torrent == t && h.piece == piece)
+            || self
+                .disk_jobs
+                .iter()
+                .flatten()
+                .any(|j| j.torrent == t && j.piece == piece && matches!(j.kind, DiskKind::Write))
     }
 
     // ---- sending -----------------------------------------------------------------------
@@ -1318,7 +1603,9 @@ impl Ctx {
     /// Starts the next send on a connection: pending control bytes, then as many queued
     /// blocks as are in memory, in request order.
     fn pump(&mut self, ring: &mut Ring, index: usize) {
-        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else { return };
+        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
+            return;
+        };
         if conn.sending || matches!(conn.phase, Phase::Connecting) {
             return;
         }
@@ -1332,15 +1619,30 @@ impl Ctx {
             // is not in memory. Further on, up to READ_AHEAD_PIECES uncached pieces start
             // loading now, so the disk works while the socket drains.
             let mut batching = true;
-            for r in conn.upload_queue.iter().take(4 * REQUEST_QUEUE_DEPTH as usize) {
+            for r in conn
+                .upload_queue
+                .iter()
+                .take(4 * REQUEST_QUEUE_DEPTH as usize)
+            {
                 let cached = lt.cache.iter_mut().find(|e| e.piece == r.piece);
                 if batching {
-                    if let Some(e) = cached.filter(|_| bytes < SEND_BATCH_BYTES && blocks.len() < 256) {
+                    if let Some(e) =
+                        cached.filter(|_| bytes < SEND_BATCH_BYTES && blocks.len() < 256)
+                    {
                         e.last_used = self.clock;
-                        let counter = if e.downloaded { &lt.shared.counters.cache_hits } else { &lt.shared.counters.cache_misses };
+                        let counter = if e.downloaded {
+                            &lt.shared.counters.cache_hits
+                        } else {
+                            &lt.shared.counters.cache_misses
+                        };
                         counter.fetch_add(1, Ordering::Relaxed);
                         let header = wire::piece_header(r.piece, r.begin, r.len);
-                        blocks.push(SendBlock { header, slot: e.slot, offset: r.begin, len: r.len });
+                        blocks.push(SendBlock {
+                            header,
+                            slot: e.slot,
+                            offset: r.begin,
+                            len: r.len,
+                        });
                         bytes += r.len as usize;
                         continue;
                     }
@@ -1361,7 +1663,7 @@ impl Ctx {
         }
         for (t, piece) in need_read {
             if !self.torrents[t].reads.contains(&piece) {
-                let size = self.torrents[t].shared.meta.piece_size(piece) as usize;
+                let size = self.torrents[t].shared.storage.piece_buffer_len();
                 if let Some(slot) = self.acquire_slot(ring, size) {
                     self.torrents[t].reads.insert(piece);
                     let ops = self.torrents[t].shared.storage.read_plan(piece);
@@ -1370,19 +1672,31 @@ impl Ctx {
                 // With no free slot, the tick retries.
             }
         }
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
         if blocks.is_empty() && conn.ctrl_out.is_empty() {
             return;
         }
         conn.upload_queue.drain(..blocks.len());
         let uploaded: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
         if let Some(t) = conn.torrent {
-            self.torrents[t].shared.counters.uploaded.fetch_add(uploaded, Ordering::Relaxed);
+            self.torrents[t]
+                .shared
+                .counters
+                .uploaded
+                .fetch_add(uploaded, Ordering::Relaxed);
         }
         let ctrl = std::mem::take(&mut conn.ctrl_out);
         conn.sending = true;
         conn.last_send = Instant::now();
-        ring.send(&mut self.pool, conn.fd.as_raw_fd(), ctrl, &blocks, token(K_SEND, conn.gen, index as u32));
+        ring.send(
+            &mut self.pool,
+            conn.fd.as_raw_fd(),
+            ctrl,
+            &blocks,
+            token(K_SEND, conn.gen, index as u32),
+        );
     }
 
     // ---- commands and housekeeping -------------------------------------------------------
@@ -1420,7 +1734,9 @@ impl Ctx {
 
     fn begin_shutdown(&mut self, ring: &mut Ring) {
         self.shutting_down = true;
-        let live: Vec<usize> = (0..self.conns.len()).filter(|&i| self.conns[i].is_some()).collect();
+        let live: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].is_some())
+            .collect();
         for i in live {
             self.close(ring, i, "shutting down");
         }
@@ -1434,7 +1750,9 @@ impl Ctx {
         let now = Instant::now();
         // Reconnects that are due.
         let due: Vec<RetryConnect> = {
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retries).into_iter().partition(|r| r.due <= now);
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retries)
+                .into_iter()
+                .partition(|r| r.due <= now);
             self.retries = later;
             due
         };
@@ -1443,7 +1761,9 @@ impl Ctx {
         }
         // Timeouts and keep-alives.
         for i in 0..self.conns.len() {
-            let Some(conn) = self.conns[i].as_mut() else { continue };
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
             match conn.phase {
                 Phase::Connecting | Phase::Handshaking { .. } => {
                     if now.duration_since(conn.started) > HANDSHAKE_TIMEOUT {
@@ -1465,7 +1785,10 @@ impl Ctx {
         }
         // Keep every downloading peer busy (a slot may have freed up).
         for i in 0..self.conns.len() {
-            if self.conns[i].as_ref().is_some_and(|c| matches!(c.phase, Phase::Active) && !c.peer_choking) {
+            if self.conns[i]
+                .as_ref()
+                .is_some_and(|c| matches!(c.phase, Phase::Active) && !c.peer_choking)
+            {
                 self.fill_requests(ring, i);
             }
         }

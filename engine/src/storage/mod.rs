@@ -1,13 +1,54 @@
 //! Piece storage: piece → file spans, O_DIRECT I/O of whole verified pieces, unaligned
-//! tails, preallocation, durability, fast resume. CONTRACT STUB — owned by the storage
-//! helper; the reactor submits the [`IoOp`]s of a plan as `WriteFixed`/`ReadFixed`.
+//! tails, preallocation, durability, fast resume. The reactor submits the [`IoOp`]s of a
+//! plan as `WriteFixed`/`ReadFixed`; [`Storage::write_piece`]/[`Storage::read_piece`] run
+//! the same plans with blocking `pwrite`/`pread` (recheck, tests, tools).
+//!
+//! # Plans
+//!
+//! Every non-pad file is opened twice: with `O_DIRECT` (aligned I/O that never touches the
+//! page cache, so a running service keeps its hot pages) and plain (the buffered fallback).
+//! A span of a piece becomes:
+//!
+//! - one direct op when its file offset and piece offset are multiples of [`ALIGN`] and its
+//!   length is too;
+//! - one direct op rounded up to [`ALIGN`] when it is aligned and ends at its file's end:
+//!   the padding bytes land past the file's end and [`Storage::finish`] truncates them
+//!   (`data_len` is the real length; a read at EOF returns just the real bytes). A read
+//!   plan only pads when the padding lands on pad-file bytes or past the piece, never on
+//!   the next file's data in the buffer;
+//! - otherwise a direct aligned head plus a buffered remainder, or one buffered op when the
+//!   span starts unaligned (torrents without pad files, where a file starts mid-piece), the
+//!   piece length is not a multiple of [`ALIGN`], or the filesystem refused `O_DIRECT`.
+//!
+//! With aligned pieces, a file that starts on an [`ALIGN`] boundary of the torrent (every
+//! file of a torrent with BEP 47 pad files) is written direct in every piece; a file that
+//! starts elsewhere is written buffered in every piece. So no page is ever written both
+//! ways. (The head/remainder split only happens in read plans, at a file's last partial
+//! page.)
+//!
+//! Reads never write the bytes of pad files: after a read the caller zeroes
+//! [`Layout::gaps`] ([`Storage::zero_gaps`] does it; [`Storage::read_piece`] does it
+//! itself).
+//!
+//! # Durability
+//!
+//! Writes of either kind are not durable until `fdatasync`; [`Storage::sync`] syncs every
+//! file written since the previous call (the reactor reports its completed writes with
+//! [`Storage::note_written`]) and then drops the page-cache pages that buffered writes
+//! left (`POSIX_FADV_DONTNEED`). [`Storage::finish`] truncates padded tails and `fsync`s
+//! files and directories.
 
 pub mod aligned;
 pub mod layout;
 pub mod resume;
 
-use std::os::fd::RawFd;
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use aligned::AlignedBuf;
 pub use layout::{FileSpec, Layout, Span};
@@ -15,16 +56,35 @@ pub use layout::{FileSpec, Layout, Span};
 /// O_DIRECT alignment for offsets, lengths and buffer addresses.
 pub const ALIGN: usize = 4096;
 
+const ALIGN_U32: u32 = ALIGN as u32;
+const ALIGN_U64: u64 = ALIGN as u64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("not enough disk space for {path}: {needed} bytes needed")]
     NoSpace { path: PathBuf, needed: u64 },
     #[error("{path}: is {actual} bytes, the torrent says {expected}")]
-    WrongSize { path: PathBuf, expected: u64, actual: u64 },
+    WrongSize {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{path}: a file of the torrent is missing")]
     Missing { path: PathBuf },
+}
+
+impl StorageError {
+    fn io(path: &Path, source: io::Error) -> StorageError {
+        StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// How files are opened.
@@ -56,74 +116,784 @@ pub struct IoOp {
     pub data_len: u32,
 }
 
+/// One open non-pad file.
+#[derive(Debug)]
+struct OpenFile {
+    /// Absolute (below the root).
+    path: PathBuf,
+    length: u64,
+    /// Opened with `O_DIRECT`; None when the filesystem refused it.
+    direct: Option<File>,
+    /// Opened without `O_DIRECT`.
+    buffered: File,
+    /// Some plan for this file has a buffered write (see `buffered_prone`).
+    buffered_prone: bool,
+    /// Written (either way) since the last sync.
+    written: AtomicBool,
+    /// Written buffered since the last sync: its pages are dropped after the sync.
+    buffered_written: AtomicBool,
+    /// Read buffered by `read_piece` (recheck drops those pages afterwards).
+    buffered_read: AtomicBool,
+}
+
+impl OpenFile {
+    fn file_for(&self, direct: bool) -> &File {
+        match (&self.direct, direct) {
+            (Some(d), true) => d,
+            _ => &self.buffered,
+        }
+    }
+}
+
 /// The open files of one torrent.
 #[derive(Debug)]
 pub struct Storage {
-    _private: (),
+    root: PathBuf,
+    layout: Layout,
+    mode: OpenMode,
+    /// Indexed like `layout.files()`; None for pad files.
+    files: Vec<Option<OpenFile>>,
+    /// Directories holding the files (and their ancestors up to the root, and the root's
+    /// parent when the root was created): fsynced by `finish`.
+    dirs: Vec<PathBuf>,
 }
 
 impl Storage {
     /// Opens (and in `Download` mode creates and preallocates) every non-pad file below
     /// `root`. ENOSPC from `fallocate` is [`StorageError::NoSpace`].
+    ///
+    /// Every non-pad file takes two descriptors; when `RLIMIT_NOFILE`'s soft limit is too
+    /// low for that, it is raised towards the hard limit.
     pub fn open(root: &Path, layout: Layout, mode: OpenMode) -> Result<Storage, StorageError> {
-        let _ = (root, layout, mode);
-        todo!()
+        Storage::open_with(root, layout, mode, true)
+    }
+
+    /// [`Storage::open`]; `use_direct: false` behaves as if the filesystem refused
+    /// `O_DIRECT` (tests of the buffered fallback on filesystems that have it).
+    fn open_with(
+        root: &Path,
+        layout: Layout,
+        mode: OpenMode,
+        use_direct: bool,
+    ) -> Result<Storage, StorageError> {
+        let non_pad = layout.files().iter().filter(|f| !f.pad).count();
+        raise_nofile_limit(non_pad.saturating_mul(2) as u64);
+
+        let mut dirs = BTreeSet::new();
+        if mode == OpenMode::Download {
+            let root_existed = root.exists();
+            fs::create_dir_all(root).map_err(|e| StorageError::io(root, e))?;
+            dirs.insert(root.to_path_buf());
+            if !root_existed {
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    dirs.insert(parent.to_path_buf());
+                }
+            }
+        }
+
+        let piece_aligned = layout.piece_length() % ALIGN_U64 == 0;
+        let mut files = Vec::with_capacity(layout.files().len());
+        let mut refused_direct: Option<(PathBuf, io::Error)> = None;
+        let mut refused_count = 0usize;
+        for (i, spec) in layout.files().iter().enumerate() {
+            if spec.pad {
+                files.push(None);
+                continue;
+            }
+            let path = root.join(&spec.path);
+            let (direct, buffered) = match mode {
+                OpenMode::Download => open_for_download(&path, spec.length)?,
+                OpenMode::Seed => open_for_seed(&path, spec.length)?,
+            };
+            let direct = match direct {
+                Ok(_) if !use_direct => None,
+                Ok(f) => Some(f),
+                Err(e) => {
+                    refused_count += 1;
+                    refused_direct.get_or_insert((path.clone(), e));
+                    None
+                }
+            };
+            if mode == OpenMode::Download {
+                let mut dir = path.parent();
+                while let Some(d) = dir {
+                    if !d.starts_with(root) || !dirs.insert(d.to_path_buf()) {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+            }
+            // Write plans of this file are all direct exactly when it starts aligned in the
+            // torrent, pieces are aligned, and O_DIRECT is available (see the module docs).
+            let buffered_prone =
+                direct.is_none() || !piece_aligned || layout.file_start(i) % ALIGN_U64 != 0;
+            files.push(Some(OpenFile {
+                path,
+                length: spec.length,
+                direct,
+                buffered,
+                buffered_prone,
+                written: AtomicBool::new(false),
+                buffered_written: AtomicBool::new(false),
+                buffered_read: AtomicBool::new(false),
+            }));
+        }
+        if let Some((path, err)) = refused_direct {
+            tracing::warn!(
+                path = %path.display(),
+                %err,
+                files = refused_count,
+                "the filesystem refuses O_DIRECT; using buffered I/O (pages are dropped after \
+                 each sync) for these files"
+            );
+        }
+        Ok(Storage {
+            root: root.to_path_buf(),
+            layout,
+            mode,
+            files,
+            dirs: dirs.into_iter().collect(),
+        })
     }
 
     pub fn layout(&self) -> &Layout {
-        todo!()
+        &self.layout
+    }
+
+    pub fn mode(&self) -> OpenMode {
+        self.mode
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Absolute paths of the non-pad files, in layout order.
     pub fn file_paths(&self) -> Vec<PathBuf> {
-        todo!()
+        self.files
+            .iter()
+            .flatten()
+            .map(|f| f.path.clone())
+            .collect()
+    }
+
+    /// The absolute path of file `file` (None for a pad file or an index out of range).
+    pub fn file_path(&self, file: usize) -> Option<&Path> {
+        self.open_file(file).map(|f| f.path.as_path())
+    }
+
+    /// The `O_DIRECT` descriptor of file `file`; None for pad files and files on a
+    /// filesystem that refused `O_DIRECT`.
+    pub fn fd_direct(&self, file: usize) -> Option<RawFd> {
+        self.open_file(file)
+            .and_then(|f| f.direct.as_ref())
+            .map(AsRawFd::as_raw_fd)
+    }
+
+    /// The buffered descriptor of file `file`; None for pad files.
+    pub fn fd_buffered(&self, file: usize) -> Option<RawFd> {
+        self.open_file(file).map(|f| f.buffered.as_raw_fd())
+    }
+
+    /// Size of a piece buffer that every plan fits in: the piece length rounded up to
+    /// [`ALIGN`].
+    pub fn piece_buffer_len(&self) -> usize {
+        (self.layout.piece_length() as usize).next_multiple_of(ALIGN)
+    }
+
+    fn open_file(&self, file: usize) -> Option<&OpenFile> {
+        self.files.get(file).and_then(Option::as_ref)
     }
 
     /// The writes that store piece `index` from a piece buffer.
     pub fn write_plan(&self, index: u32) -> Vec<IoOp> {
-        let _ = index;
-        todo!()
+        self.plan(index, false)
     }
 
-    /// The reads that load piece `index` into a piece buffer.
+    /// The reads that load piece `index` into a piece buffer. Afterwards the pad-file
+    /// bytes of the buffer must be zeroed: [`Storage::zero_gaps`].
     pub fn read_plan(&self, index: u32) -> Vec<IoOp> {
-        let _ = index;
-        todo!()
+        self.plan(index, true)
+    }
+
+    fn plan(&self, index: u32, read: bool) -> Vec<IoOp> {
+        let spans = self.layout.spans(index);
+        let piece_aligned = self.layout.piece_length() % ALIGN_U64 == 0;
+        let mut ops = Vec::with_capacity(spans.len() + 1);
+        for (k, s) in spans.iter().enumerate() {
+            let Some(f) = self.open_file(s.file) else {
+                continue;
+            };
+            let buffered = |file_offset: u64, buf_offset: u32, len: u32| IoOp {
+                file: s.file,
+                fd: f.buffered.as_raw_fd(),
+                direct: false,
+                file_offset,
+                buf_offset,
+                len,
+                data_len: len,
+            };
+            let direct_fd = f
+                .direct
+                .as_ref()
+                .filter(|_| piece_aligned)
+                .map(AsRawFd::as_raw_fd);
+            let aligned = s.file_offset % ALIGN_U64 == 0 && s.piece_offset % ALIGN_U32 == 0;
+            let Some(dfd) = direct_fd.filter(|_| aligned) else {
+                ops.push(buffered(s.file_offset, s.piece_offset, s.len));
+                continue;
+            };
+            let direct = |file_offset: u64, buf_offset: u32, len: u32, data_len: u32| IoOp {
+                file: s.file,
+                fd: dfd,
+                direct: true,
+                file_offset,
+                buf_offset,
+                len,
+                data_len,
+            };
+            let head = s.len - s.len % ALIGN_U32;
+            let rest = s.len - head;
+            if rest == 0 {
+                ops.push(direct(s.file_offset, s.piece_offset, s.len, s.len));
+                continue;
+            }
+            let ends_file = s.file_offset + u64::from(s.len) == f.length;
+            // The padded end in the buffer; it cannot overflow: piece_offset + len is at most
+            // the piece length, a u32 that is a multiple of ALIGN here.
+            let padded_end = (s.piece_offset + s.len).next_multiple_of(ALIGN_U32);
+            // A read must not let the padding clobber the next file's bytes in the buffer.
+            let padding_free = !read
+                || spans
+                    .get(k + 1)
+                    .is_none_or(|n| n.piece_offset >= padded_end);
+            if ends_file && padding_free {
+                ops.push(direct(
+                    s.file_offset,
+                    s.piece_offset,
+                    padded_end - s.piece_offset,
+                    s.len,
+                ));
+            } else {
+                if head > 0 {
+                    ops.push(direct(s.file_offset, s.piece_offset, head, head));
+                }
+                ops.push(buffered(
+                    s.file_offset + u64::from(head),
+                    s.piece_offset + head,
+                    rest,
+                ));
+            }
+        }
+        ops
+    }
+
+    /// Zeroes the bytes of piece `index` that lie in pad files ([`Layout::gaps`]): reads
+    /// never write them, and a padded direct read may have left file-tail bytes there.
+    /// Call after every op of a read plan has completed. `buf` shorter than the piece is
+    /// zeroed as far as it goes.
+    pub fn zero_gaps(&self, index: u32, buf: &mut [u8]) {
+        for g in self.layout.gaps(index) {
+            let end = (g.end as usize).min(buf.len());
+            if let Some(part) = buf.get_mut(g.start as usize..end) {
+                part.fill(0);
+            }
+        }
+    }
+
+    /// Records that a write to file `file` completed (the reactor calls this for each op of
+    /// a write plan it ran): the next [`Storage::sync`] makes it durable. Unknown indices
+    /// are ignored.
+    pub fn note_written(&self, file: usize) {
+        if let Some(f) = self.open_file(file) {
+            if f.buffered_prone {
+                f.buffered_written.store(true, Ordering::Release);
+            }
+            f.written.store(true, Ordering::Release);
+        }
+    }
+
+    fn check_buffer(&self, index: u32, ops: &[IoOp], buf_len: usize) -> Result<(), StorageError> {
+        let need = ops
+            .iter()
+            .map(|op| op.buf_offset as usize + op.len as usize)
+            .max()
+            .unwrap_or(0)
+            .max(self.layout.piece_size(index) as usize);
+        if buf_len >= need {
+            return Ok(());
+        }
+        let path = ops
+            .first()
+            .and_then(|op| self.file_path(op.file))
+            .unwrap_or(&self.root);
+        Err(StorageError::io(
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("piece {index}: buffer of {buf_len} bytes is smaller than the {need} the piece needs"),
+            ),
+        ))
+    }
+
+    fn check_index(&self, index: u32) -> Result<(), StorageError> {
+        if index < self.layout.piece_count() {
+            return Ok(());
+        }
+        Err(StorageError::io(
+            &self.root,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "piece {index} is out of range ({} pieces)",
+                    self.layout.piece_count()
+                ),
+            ),
+        ))
     }
 
     /// Blocking write of a verified piece (the plan, with `pwrite`).
     pub fn write_piece(&self, index: u32, buf: &AlignedBuf) -> Result<(), StorageError> {
-        let _ = (index, buf);
-        todo!()
+        self.check_index(index)?;
+        let ops = self.write_plan(index);
+        if self.mode == OpenMode::Seed {
+            let path = ops
+                .first()
+                .and_then(|op| self.file_path(op.file))
+                .unwrap_or(&self.root);
+            return Err(StorageError::io(
+                path,
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "opened read-only for seeding",
+                ),
+            ));
+        }
+        self.check_buffer(index, &ops, buf.len())?;
+        let data = buf.as_slice();
+        for op in &ops {
+            let Some(f) = self.open_file(op.file) else {
+                continue;
+            };
+            write_op(f, op, data).map_err(|e| StorageError::io(&f.path, e))?;
+            if !op.direct {
+                f.buffered_written.store(true, Ordering::Release);
+            }
+            f.written.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
-    /// Blocking read of a piece (the plan, with `pread`).
+    /// Blocking read of a piece (the plan, with `pread`). Pad-file bytes are zeroed.
     pub fn read_piece(&self, index: u32, buf: &mut AlignedBuf) -> Result<(), StorageError> {
-        let _ = (index, buf);
-        todo!()
+        self.check_index(index)?;
+        let ops = self.read_plan(index);
+        self.check_buffer(index, &ops, buf.len())?;
+        let data = buf.as_mut_slice();
+        for op in &ops {
+            let Some(f) = self.open_file(op.file) else {
+                continue;
+            };
+            let got = read_op(f, op, data).map_err(|e| StorageError::io(&f.path, e))?;
+            if got < op.data_len as usize {
+                return Err(StorageError::io(
+                    &f.path,
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "short read: {got} of {} bytes at offset {}; the file is shorter \
+                             than the torrent says",
+                            op.data_len, op.file_offset
+                        ),
+                    ),
+                ));
+            }
+            if !op.direct {
+                f.buffered_read.store(true, Ordering::Release);
+            }
+        }
+        self.zero_gaps(index, data);
+        Ok(())
     }
 
     /// Makes everything written so far durable: `fdatasync` each file written since the
     /// last call, and drop the pages buffered writes left in the cache
     /// (`POSIX_FADV_DONTNEED`).
     pub fn sync(&self) -> Result<(), StorageError> {
-        todo!()
+        let mut first_err = None;
+        for f in self.files.iter().flatten() {
+            if !f.written.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            let buffered = f.buffered_written.swap(false, Ordering::AcqRel);
+            if let Err(e) = f.buffered.sync_data() {
+                // Keep the marks so a later sync retries.
+                if buffered {
+                    f.buffered_written.store(true, Ordering::Release);
+                }
+                f.written.store(true, Ordering::Release);
+                first_err.get_or_insert(StorageError::io(&f.path, e));
+                continue;
+            }
+            if buffered {
+                drop_cache(f);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// After the last piece: truncate padded tails to the true lengths, `fsync` files and
-    /// their directories.
+    /// their directories. In `Seed` mode nothing was written and this does nothing.
     pub fn finish(&self) -> Result<(), StorageError> {
-        todo!()
+        if self.mode == OpenMode::Seed {
+            return Ok(());
+        }
+        for f in self.files.iter().flatten() {
+            let size = f
+                .buffered
+                .metadata()
+                .map_err(|e| StorageError::io(&f.path, e))?
+                .len();
+            if size != f.length {
+                f.buffered
+                    .set_len(f.length)
+                    .map_err(|e| StorageError::io(&f.path, e))?;
+            }
+        }
+        for f in self.files.iter().flatten() {
+            f.written.store(false, Ordering::Release);
+            let buffered = f.buffered_written.swap(false, Ordering::AcqRel);
+            if let Err(e) = f.buffered.sync_all() {
+                f.written.store(true, Ordering::Release);
+                return Err(StorageError::io(&f.path, e));
+            }
+            if buffered {
+                drop_cache(f);
+            }
+        }
+        for dir in &self.dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StorageError::io(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the cached pages of every file (`POSIX_FADV_DONTNEED`), e.g. after a seed
+    /// served pieces with buffered reads. Dirty pages are not dropped (sync first).
+    pub fn mark_dont_need(&self) {
+        for f in self.files.iter().flatten() {
+            drop_cache(f);
+        }
     }
 
     /// Hashes the data on disk and returns which pieces match `hashes` (resume without a
     /// resume file, and `seed` start-up), on `threads` threads.
+    ///
+    /// Each thread reads whole pieces with [`Storage::read_piece`] into its own buffer, so
+    /// memory stays at one piece per thread. Pieces without a hash in `hashes` are not
+    /// verified. Pages that buffered reads brought in are dropped afterwards.
     pub fn recheck(
         &self,
         hashes: &[[u8; 20]],
         threads: usize,
     ) -> Result<crate::bitfield::Bitfield, StorageError> {
-        let _ = (hashes, threads);
-        todo!()
+        let n = self.layout.piece_count();
+        let count = n.min(u32::try_from(hashes.len()).unwrap_or(u32::MAX));
+        let mut verified = crate::bitfield::Bitfield::new(n);
+        if count == 0 {
+            return Ok(verified);
+        }
+        let threads = threads.clamp(1, count as usize).min(256);
+        let next = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let worker = || -> Result<Vec<u32>, StorageError> {
+            let mut buf = AlignedBuf::try_new(self.piece_buffer_len()).ok_or_else(|| {
+                StorageError::io(
+                    &self.root,
+                    io::Error::new(io::ErrorKind::OutOfMemory, "piece length too large"),
+                )
+            })?;
+            let mut good = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let p = next.fetch_add(1, Ordering::Relaxed);
+                let Ok(p) = u32::try_from(p) else { break };
+                if p >= count {
+                    break;
+                }
+                if let Err(e) = self.read_piece(p, &mut buf) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                let size = self.layout.piece_size(p) as usize;
+                if crate::verify::sha1(&buf[..size]) == hashes[p as usize] {
+                    good.push(p);
+                }
+            }
+            Ok(good)
+        };
+        let results: Vec<Result<Vec<u32>, StorageError>> = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for _ in 1..threads {
+                match std::thread::Builder::new()
+                    .name("recheck".into())
+                    .spawn_scoped(s, worker)
+                {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        tracing::debug!(err = %e, "could not start a recheck thread; using fewer");
+                        break;
+                    }
+                }
+            }
+            let mut results = vec![worker()];
+            for h in handles {
+                results.push(h.join().unwrap_or_else(|_| {
+                    Err(StorageError::io(
+                        &self.root,
+                        io::Error::other("a recheck thread panicked"),
+                    ))
+                }));
+            }
+            results
+        });
+        for f in self.files.iter().flatten() {
+            if f.buffered_read.swap(false, Ordering::AcqRel) {
+                drop_cache(f);
+            }
+        }
+        for r in results {
+            for p in r? {
+                verified.set(p);
+            }
+        }
+        Ok(verified)
     }
 }
+
+/// Opens one file for download: (direct or why not, buffered).
+fn open_for_download(path: &Path, length: u64) -> Result<(io::Result<File>, File), StorageError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
+    }
+    let buffered = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))?;
+    let meta = buffered.metadata().map_err(|e| StorageError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(StorageError::io(path, not_a_regular_file()));
+    }
+    let direct = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    let direct = refused_direct(path, direct)?;
+    // A padded tail written before a crash (finish never ran) leaves the file too long.
+    if meta.len() > length {
+        buffered
+            .set_len(length)
+            .map_err(|e| StorageError::io(path, e))?;
+    }
+    preallocate(&buffered, path, length, meta.blocks().saturating_mul(512))?;
+    Ok((direct, buffered))
+}
+
+/// Opens one file for seeding: it must exist with exactly `length` bytes.
+fn open_for_seed(path: &Path, length: u64) -> Result<(io::Result<File>, File), StorageError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StorageError::Missing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(StorageError::io(path, e)),
+    };
+    if !meta.is_file() {
+        return Err(StorageError::io(path, not_a_regular_file()));
+    }
+    if meta.len() != length {
+        return Err(StorageError::WrongSize {
+            path: path.to_path_buf(),
+            expected: length,
+            actual: meta.len(),
+        });
+    }
+    let buffered = File::open(path).map_err(|e| StorageError::io(path, e))?;
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    let direct = refused_direct(path, direct)?;
+    Ok((direct, buffered))
+}
+
+fn not_a_regular_file() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
+}
+
+/// EINVAL from an `O_DIRECT` open means the filesystem does not support it (tmpfs on older
+/// kernels, some FUSE and network filesystems): fall back. Other errors are real.
+fn refused_direct(path: &Path, r: io::Result<File>) -> Result<io::Result<File>, StorageError> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Err(e)),
+        Err(e) => Err(StorageError::io(path, e)),
+        ok => Ok(ok),
+    }
+}
+
+/// `fallocate(fd, 0, 0, length)`: reserves the blocks and keeps the size at `length`
+/// (mode 0 extends a shorter file). Filesystems without it get `set_len`.
+fn preallocate(file: &File, path: &Path, length: u64, allocated: u64) -> Result<(), StorageError> {
+    if length == 0 {
+        return Ok(());
+    }
+    let Ok(len) = libc::off_t::try_from(length) else {
+        return Err(StorageError::io(
+            path,
+            io::Error::from_raw_os_error(libc::EFBIG),
+        ));
+    };
+    loop {
+        // SAFETY: fallocate only reads its integer arguments; the descriptor is owned by
+        // `file`, which outlives the call.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSPC) => {
+                let needed = length.saturating_sub(allocated);
+                return Err(StorageError::NoSpace {
+                    path: path.to_path_buf(),
+                    needed: if needed == 0 { length } else { needed },
+                });
+            }
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                let size = file
+                    .metadata()
+                    .map_err(|e| StorageError::io(path, e))?
+                    .len();
+                if size < length {
+                    file.set_len(length)
+                        .map_err(|e| StorageError::io(path, e))?;
+                }
+                return Ok(());
+            }
+            _ => return Err(StorageError::io(path, e)),
+        }
+    }
+}
+
+/// Writes one op with `pwrite` until done. A direct op cut short at an unaligned point
+/// finishes its real bytes through the buffered descriptor.
+fn write_op(f: &OpenFile, op: &IoOp, buf: &[u8]) -> io::Result<()> {
+    let start = op.buf_offset as usize;
+    let mut direct = op.direct && f.direct.is_some();
+    let mut limit = if direct { op.len } else { op.data_len } as usize;
+    let mut done = 0usize;
+    while done < limit {
+        let data = &buf[start + done..start + limit];
+        match f
+            .file_for(direct)
+            .write_at(data, op.file_offset + done as u64)
+        {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if direct && done < limit && done % ALIGN != 0 {
+            direct = false;
+            limit = limit.min(op.data_len as usize);
+        }
+    }
+    Ok(())
+}
+
+/// Reads one op with `pread` until `len` bytes or end of file; returns the bytes read. A
+/// direct op cut short at an unaligned point (a padded tail at EOF) finishes its real
+/// bytes through the buffered descriptor.
+fn read_op(f: &OpenFile, op: &IoOp, buf: &mut [u8]) -> io::Result<usize> {
+    let start = op.buf_offset as usize;
+    let mut direct = op.direct && f.direct.is_some();
+    let mut limit = if direct { op.len } else { op.data_len } as usize;
+    let mut done = 0usize;
+    while done < limit {
+        let data = &mut buf[start + done..start + limit];
+        match f
+            .file_for(direct)
+            .read_at(data, op.file_offset + done as u64)
+        {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if direct && done < limit && done % ALIGN != 0 {
+            direct = false;
+            limit = limit.min(op.data_len as usize).max(done);
+        }
+    }
+    Ok(done)
+}
+
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file; failure only costs cache.
+fn drop_cache(f: &OpenFile) {
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is owned by
+    // `f.buffered`, which outlives the call.
+    let r = unsafe { libc::posix_fadvise(f.buffered.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r != 0 {
+        tracing::debug!(path = %f.path.display(), err = %io::Error::from_raw_os_error(r), "posix_fadvise(DONTNEED) failed");
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` so `needed` more descriptors fit (best effort, up to the
+/// hard limit).
+fn raise_nofile_limit(needed: u64) {
+    let want = needed.saturating_add(1024);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= want {
+        return;
+    }
+    let target = if lim.rlim_max == libc::RLIM_INFINITY {
+        want
+    } else {
+        want.min(lim.rlim_max)
+    };
+    if target > lim.rlim_cur {
+        let new = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one valid `rlimit`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            tracing::debug!(from = lim.rlim_cur, to = target, "raised RLIMIT_NOFILE");
+        }
+    }
+    if target < want {
+        tracing::warn!(
+            needed,
+            hard_limit = lim.rlim_max,
+            "RLIMIT_NOFILE's hard limit is low for this torrent's file count; opening may fail"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

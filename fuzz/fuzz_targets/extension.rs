@@ -1,0 +1,13 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringswarm_engine::extension::{ExtHandshake, MetadataMsg};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(hs) = ExtHandshake::decode(data) {
+        let _ = hs.encode();
+    }
+    if let Ok(msg) = MetadataMsg::decode(data) {
+        let _ = msg.encode();
+    }
+});
