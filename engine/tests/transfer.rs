@@ -435,3 +435,18 @@ fn magnet_metadata_comes_from_a_peer() {
     assert_eq!(fetched.info, meta.info);
     assert_eq!(fetched.info_hash, meta.info_hash);
 }
+
+#[test]
+fn a_taken_port_is_an_error_not_a_shared_socket() {
+    let first = session(true, 2);
+    let addr = first.listen_addr().unwrap();
+    let second = Session::start(SessionConfig {
+        cores: 1,
+        listen: Some(addr),
+        ..SessionConfig::default()
+    });
+    let err = second
+        .err()
+        .expect("a second session must not share the port");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}

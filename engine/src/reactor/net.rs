@@ -25,6 +25,25 @@ pub fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
     Ok(s.into())
 }
 
+/// Fails when another socket already holds `addr`. SO_REUSEPORT would otherwise let us
+/// silently share a port with an unrelated process of the same user; binding once
+/// without it first turns that into a clear "address in use".
+pub fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false).ok();
+    }
+    s.bind(&addr.into())
+}
+
 /// A TCP socket for connecting to `addr`.
 pub fn stream_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let s = Socket::new(

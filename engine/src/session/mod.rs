@@ -144,6 +144,7 @@ impl Session {
         let mut listeners = Vec::new();
         let mut listen_addr = None;
         if let Some(addr) = config.listen {
+            net::ensure_port_free(addr).map_err(io_err(format!("listening on {addr}")))?;
             let first = net::listener(addr).map_err(io_err(format!("listening on {addr}")))?;
             let bound = net::local_addr(&first).map_err(io_err("reading the listen address"))?;
             listeners.push(Some(first));

@@ -29,15 +29,16 @@ use crate::reactor::{
 use crate::storage::IoOp;
 use crate::wire::{self, Event, Framer, Handshake, Message, BLOCK_SIZE};
 
-/// Blocks requested and not yet received, per connection: 4 MiB in flight covers
-/// bandwidth × delay on a 25 GbE link with a millisecond of RTT, and keeps a seeder's view
-/// one piece ahead so its disk read overlaps the sending of the previous piece.
-const REQUEST_QUEUE_DEPTH: u32 = 256;
+/// Blocks requested and not yet received, per connection: 8 MiB in flight covers
+/// bandwidth × delay on a 25 GbE link with a couple of milliseconds of RTT, and keeps a
+/// seeder's view a piece or two ahead so its disk reads overlap the sending (measured on
+/// loopback, 1 GiB cold: 256 → 2.1 s, 512 → 1.5 s, 1024 → 1.55 s).
+const REQUEST_QUEUE_DEPTH: u32 = 512;
 /// Requests are topped up when this many have come back, so they leave in batches rather
 /// than one small send per block.
 const REQUEST_REFILL_BATCH: u32 = 32;
 /// Uncached pieces a connection's queue may start reading at once.
-const READ_AHEAD_PIECES: usize = 2;
+const READ_AHEAD_PIECES: usize = 4;
 /// Requests a peer may queue with us before we refuse more.
 const MAX_PEER_REQUESTS: usize = 2048;
 /// Bytes gathered into one sendmsg.
