@@ -1440,15 +1440,14 @@ impl Ctx {
         }
     }
 
-    /// Sends HAVE to this core's peers of the torrent that lack the piece.
+    /// Sends HAVE for a new piece to this core's peers of the torrent.
     fn announce_piece(&mut self, t: usize, piece: u32) {
         let lt = &self.torrents[t];
         let complete = lt.shared.all_verified();
         for &c in &lt.conns {
             if let Some(conn) = self.conns[c].as_mut() {
-                if !conn.have.get(piece) {
-                    Message::Have { index: piece }.encode(&mut conn.ctrl_out);
-                }
+                // Every peer hears it, seeds too: a sender counts finished receivers by them.
+                Message::Have { index: piece }.encode(&mut conn.ctrl_out);
                 if complete && conn.am_interested {
                     conn.am_interested = false;
                     Message::NotInterested.encode(&mut conn.ctrl_out);

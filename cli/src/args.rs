@@ -1,0 +1,253 @@
+//! Parsing of command-line values: sizes (`4M`, `4MiB`, `16K`, `1048576`), durations
+//! (`30s`, `1h 30m`, or bare seconds), listen addresses, and peer addresses.
+//!
+//! Size units are powers of two whatever their spelling: `K`, `KB`, `KiB` all mean 1024.
+//! Data sizes in this tool are always binary (piece sizes must be powers of two), and
+//! accepting `MB` as 10^6 would turn `--piece-size 4MB` into an error for no gain.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Smallest piece size a torrent may have (one 16 KiB block).
+pub const MIN_PIECE_SIZE: u64 = 16 << 10;
+/// Largest piece size we create (piece buffers are allocated whole).
+pub const MAX_PIECE_SIZE: u64 = 256 << 20;
+
+/// Parses a byte count: digits, then an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
+/// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (case-insensitive, powers of 1024). Spaces between the
+/// number and the unit are allowed.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!(
+            "`{s}` is not a size (expected a number with an optional unit, e.g. 4M, 16KiB, 1048576)"
+        ));
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}`: number too large"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use K, M, G or T, optionally followed by iB or B)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}`: size too large"))
+}
+
+/// A size that must not be zero (`demo --size`).
+pub fn parse_nonzero_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err(format!("`{s}`: size must be greater than zero")),
+        n => Ok(n),
+    }
+}
+
+/// A piece size: a power of two between 16 KiB and 256 MiB.
+pub fn parse_piece_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if !n.is_power_of_two() {
+        return Err(format!("`{s}` ({n} bytes) is not a power of two"));
+    }
+    if !(MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&n) {
+        return Err(format!(
+            "`{s}` is out of range: piece size must be between 16K and 256M"
+        ));
+    }
+    Ok(n)
+}
+
+/// A duration: humantime syntax (`30s`, `5m`, `1h 30m`, `250ms`), or a bare number of
+/// seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = t.parse().map_err(|_| format!("`{s}`: number too large"))?;
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); examples: 30s, 5m, 1h 30m"))
+}
+
+/// A listen address `IP:PORT` (port 0 picks a free port).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!("`{s}` is not a listen address (expected IP:PORT, e.g. 0.0.0.0:6881 or [::]:6881)")
+    })
+}
+
+/// Resolves a peer `HOST:PORT` (or `[v6]:PORT`) to its first address. Done at run time,
+/// not at argument parsing, so a name that does not resolve is reported like any error.
+pub fn resolve_peer(peer: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = peer.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !peer.contains(':') {
+        bail!("peer `{peer}`: expected HOST:PORT");
+    }
+    let mut addrs = peer
+        .to_socket_addrs()
+        .with_context(|| format!("resolving peer `{peer}`"))?;
+    addrs
+        .next()
+        .with_context(|| format!("resolving peer `{peer}`: no address found"))
+}
+
+/// Resolves every peer; the first failure is an error naming the peer.
+pub fn resolve_peers<S: AsRef<str>>(peers: &[S]) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::with_capacity(peers.len());
+    for p in peers {
+        let a = resolve_peer(p.as_ref())?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Formats a byte count with binary units: `0 B`, `1.50 KiB`, `256.00 MiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2} {}", UNITS[unit])
+}
+
+/// Formats a rate in bytes per second with binary units.
+pub fn format_rate(bytes_per_sec: f64) -> String {
+    if !bytes_per_sec.is_finite() || bytes_per_sec <= 0.0 {
+        return "0 B/s".into();
+    }
+    format!("{}/s", format_bytes(bytes_per_sec.round() as u64))
+}
+
+/// Bytes per second, 0 when no time has passed.
+pub fn rate(bytes: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        bytes as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("4mib"), Ok(4 << 20));
+        assert_eq!(parse_size("4MB"), Ok(4 << 20));
+        assert_eq!(parse_size("16K"), Ok(16 << 10));
+        assert_eq!(parse_size("16k"), Ok(16 << 10));
+        assert_eq!(parse_size("16 KiB"), Ok(16 << 10));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size(" 8M "), Ok(8 << 20));
+    }
+
+    #[test]
+    fn bad_sizes() {
+        for s in [
+            "", "M", "-1", "4X", "4MiBs", "1.5M", "4 M B", "0x10", "four",
+        ] {
+            assert!(parse_size(s).is_err(), "{s:?} should be rejected");
+        }
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("17179869184T").is_err(), "overflow");
+        assert!(parse_nonzero_size("0").is_err());
+        assert_eq!(parse_nonzero_size("1"), Ok(1));
+    }
+
+    #[test]
+    fn piece_sizes() {
+        assert_eq!(parse_piece_size("16K"), Ok(16 << 10));
+        assert_eq!(parse_piece_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_piece_size("4194304"), Ok(4 << 20));
+        assert_eq!(parse_piece_size("256M"), Ok(256 << 20));
+        assert!(parse_piece_size("3M").is_err(), "not a power of two");
+        assert!(parse_piece_size("1000000").is_err(), "not a power of two");
+        assert!(parse_piece_size("8K").is_err(), "too small");
+        assert!(parse_piece_size("512M").is_err(), "too large");
+        assert!(parse_piece_size("0").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for s in ["", "s", "forever", "-5s", "1x"] {
+            assert!(parse_duration(s).is_err(), "{s:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("0.0.0.0:6881"),
+            Ok("0.0.0.0:6881".parse().unwrap())
+        );
+        assert_eq!(parse_listen("[::1]:0"), Ok("[::1]:0".parse().unwrap()));
+        assert!(parse_listen("localhost:6881").is_err());
+        assert!(parse_listen("6881").is_err());
+        assert!(parse_listen("1.2.3.4:70000").is_err());
+    }
+
+    #[test]
+    fn peers() {
+        assert_eq!(
+            resolve_peer("127.0.0.1:6881").unwrap(),
+            "127.0.0.1:6881".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve_peer("[::1]:7").unwrap(),
+            "[::1]:7".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(resolve_peer("localhost:6881").unwrap().port(), 6881);
+        assert!(resolve_peer("localhost").is_err());
+        assert!(resolve_peer("127.0.0.1:notaport").is_err());
+        let all = resolve_peers(&["127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:2"]).unwrap();
+        assert_eq!(all.len(), 2, "duplicates dropped");
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.50 KiB");
+        assert_eq!(format_bytes(256 << 20), "256.00 MiB");
+        assert_eq!(format_rate(0.0), "0 B/s");
+        assert_eq!(format_rate(f64::NAN), "0 B/s");
+        assert_eq!(format_rate(2.0 * 1048576.0), "2.00 MiB/s");
+        assert_eq!(rate(10, Duration::ZERO), 0.0);
+        assert_eq!(rate(10, Duration::from_secs(2)), 5.0);
+    }
+}

@@ -1,0 +1,206 @@
+//! Helpers shared by the commands: loading torrents, starting sessions, waiting on a
+//! torrent, locking files, and naming this host.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ringswarm_engine::metainfo::Metainfo;
+use ringswarm_engine::residency::{lock_files, LockedFiles};
+use ringswarm_engine::session::{Session, SessionConfig, TorrentHandle, TorrentStats};
+
+use crate::interrupt::interrupted;
+use crate::progress::{poll_interval, Progress};
+
+/// A .torrent larger than this is surely not one (e.g. the blob given by mistake).
+const MAX_TORRENT_FILE: u64 = 64 << 20;
+
+/// Reads and parses a .torrent file; errors name the file.
+pub fn load_torrent(path: &Path) -> Result<Metainfo> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("reading torrent `{shown}`"))?;
+    if meta.is_dir() {
+        bail!("reading torrent `{shown}`: is a directory, not a .torrent file");
+    }
+    if meta.len() > MAX_TORRENT_FILE {
+        bail!(
+            "reading torrent `{shown}`: {} bytes is too large for a .torrent file",
+            meta.len()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading torrent `{shown}`"))?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("`{shown}` is not a valid torrent"))
+}
+
+/// Bytes of file data in the torrent (pad files left out).
+pub fn data_bytes(meta: &Metainfo) -> u64 {
+    meta.info
+        .files
+        .iter()
+        .filter(|f| !f.pad)
+        .map(|f| f.length)
+        .sum()
+}
+
+/// Starts a session with `cores` workers (0: all online CPUs) listening on `listen`.
+pub fn start_session(cores: usize, listen: Option<SocketAddr>) -> Result<Session> {
+    let config = SessionConfig {
+        cores,
+        listen,
+        ..SessionConfig::default()
+    };
+    Session::start(config).with_context(|| match listen {
+        Some(a) => format!("starting the engine (listening on {a})"),
+        None => "starting the engine".to_owned(),
+    })
+}
+
+/// How waiting for a download ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited {
+    Complete,
+    Interrupted,
+}
+
+/// Waits until the torrent is complete, showing progress; fails on a torrent error or
+/// when `deadline` passes.
+pub fn wait_complete(
+    handle: &TorrentHandle,
+    progress: &mut Progress,
+    stop: &AtomicBool,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+) -> Result<(Waited, TorrentStats)> {
+    loop {
+        let s = handle.stats();
+        progress.update_transfer(s.verified_bytes, s.total_bytes, s.connected_peers);
+        if let Some(e) = &s.error {
+            bail!("download failed: {e}");
+        }
+        if s.complete {
+            return Ok((Waited::Complete, s));
+        }
+        if interrupted(stop) {
+            return Ok((Waited::Interrupted, s));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            bail!(
+                "timed out after {} with {} of {} bytes verified ({} peers connected)",
+                humantime::format_duration(timeout.unwrap_or_default()),
+                s.verified_bytes,
+                s.total_bytes,
+                s.connected_peers
+            );
+        }
+        std::thread::sleep(poll_interval());
+    }
+}
+
+/// Keeps serving until `until` (None: until interrupted), showing seeding progress;
+/// fails on a torrent error. `done` may end it early (e.g. enough receivers completed).
+pub fn serve(
+    handle: &TorrentHandle,
+    progress: &mut Progress,
+    stop: &AtomicBool,
+    until: Option<Instant>,
+    mut done: impl FnMut(&TorrentStats) -> bool,
+) -> Result<TorrentStats> {
+    loop {
+        let s = handle.stats();
+        progress.update_seeding(&s);
+        if let Some(e) = &s.error {
+            bail!("seeding failed: {e}");
+        }
+        if done(&s) || interrupted(stop) || until.is_some_and(|u| Instant::now() >= u) {
+            return Ok(s);
+        }
+        std::thread::sleep(poll_interval());
+    }
+}
+
+/// Locks the torrent's files in memory (`--lock`).
+pub fn lock(handle: &TorrentHandle) -> Result<LockedFiles> {
+    let paths = handle.file_paths();
+    lock_files(&paths).context("locking the files in memory (--lock)")
+}
+
+/// The address receivers should dial to reach `bound`: the bound IP when it is a specific
+/// one, else (bound to 0.0.0.0 or ::) `advertise` if given, else this host's name.
+pub fn reachable_addr(bound: SocketAddr, advertise: Option<&str>) -> String {
+    let port = bound.port();
+    if let Some(host) = advertise {
+        return join_host_port(host, port);
+    }
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    match hostname() {
+        Some(h) => join_host_port(&h, port),
+        None => SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port).to_string(),
+    }
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// This host's name (Linux: /proc/sys/kernel/hostname; else $HOSTNAME).
+pub fn hostname() -> Option<String> {
+    let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let name = from_proc
+        .or_else(|| std::env::var("HOSTNAME").ok())?
+        .trim()
+        .to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// True when `host:port` resolves here (a hint that receivers can resolve it too).
+pub fn resolves(host_port: &str) -> bool {
+    host_port
+        .to_socket_addrs()
+        .map(|mut a| a.next().is_some())
+        .unwrap_or(false)
+}
+
+/// Makes `path` absolute without requiring it to exist.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Shared state for commands that stop on Ctrl-C.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    crate::interrupt::install_interrupt_handler()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reachable_address() {
+        let lo: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(reachable_addr(lo, None), "127.0.0.1:7000");
+        let any: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        assert_eq!(reachable_addr(any, Some("build1")), "build1:7000");
+        assert_eq!(reachable_addr(any, Some("fd00::1")), "[fd00::1]:7000");
+        assert!(reachable_addr(any, None).ends_with(":7000"));
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        assert_eq!(reachable_addr(v6, None), "[::1]:7000");
+    }
+
+    #[test]
+    fn torrent_errors_name_the_file() {
+        let dir = std::env::temp_dir();
+        let e = load_torrent(&dir.join("no-such-file.torrent")).unwrap_err();
+        assert!(format!("{e:#}").contains("no-such-file.torrent"), "{e:#}");
+        let e = load_torrent(&dir).unwrap_err();
+        assert!(format!("{e:#}").contains("is a directory"), "{e:#}");
+    }
+}

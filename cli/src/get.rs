@@ -1,0 +1,269 @@
+//! `ringswarm get`: download a torrent (from a .torrent file or a magnet link).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ringswarm_engine::magnet::Magnet;
+use ringswarm_engine::metadata_fetch::fetch_metainfo;
+use ringswarm_engine::metainfo::Metainfo;
+use ringswarm_engine::session::{TorrentMode, TorrentSpec};
+
+use crate::args::{format_bytes, format_rate, parse_duration, parse_listen, rate, resolve_peers};
+use crate::common::{
+    data_bytes, load_torrent, lock, serve, start_session, stop_flag, wait_complete, Waited,
+};
+use crate::output::Summary;
+use crate::progress::Progress;
+use crate::Ctx;
+
+/// How long to look for a magnet's metadata when no --timeout is given.
+const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Download a torrent into a directory.
+///
+/// SOURCE is a .torrent file or a magnet link (quote it in the shell). For a magnet, the
+/// torrent's metadata is first fetched from its peers (x.pe) and the --peer addresses.
+/// Files land at DEST/<name>. An interrupted download resumes where it stopped when run
+/// again with the same DEST: only pieces not yet verified on disk are fetched.
+///
+/// The command waits until every piece is verified and on disk (fsync), then:
+///   - with --seed-for D, keeps serving the data to other peers for D, then exits;
+///   - with --lock, locks the files in memory and holds the lock (and keeps serving)
+///     until Ctrl-C, or for --seed-for if given: a lock lasts only while the process runs;
+///   - otherwise exits at once.
+#[derive(Debug, clap::Args)]
+#[command(
+    verbatim_doc_comment,
+    about = "Download a torrent (a .torrent file or a magnet link) into a directory"
+)]
+pub struct Args {
+    /// A .torrent file or a magnet link.
+    #[arg(value_name = "FILE.torrent|MAGNET")]
+    pub source: String,
+
+    /// The directory to download into (created if missing).
+    #[arg(value_name = "DEST-DIR")]
+    pub dest: PathBuf,
+
+    /// A peer to fetch from, HOST:PORT (names are resolved); repeat for more.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+
+    /// Address to accept peers on, so other receivers can fetch from this one
+    /// (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// After the download, keep serving it for this long (e.g. 30s, 10m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub seed_for: Option<Duration>,
+
+    /// After the download, lock the files in memory (mlock) and hold them; see above.
+    #[arg(long)]
+    pub lock: bool,
+
+    /// Worker threads, one per core [default: all online CPUs].
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub cores: usize,
+
+    /// Give up if the download (metadata included) is not complete within this time
+    /// [default: no limit; a magnet's metadata is looked for 60s at most].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// True when `source` is a magnet link rather than a file name.
+pub fn is_magnet(source: &str) -> bool {
+    source
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+}
+
+/// The torrent and the peers to fetch it from.
+struct Source {
+    meta: Metainfo,
+    peers: Vec<SocketAddr>,
+    metadata_seconds: Option<f64>,
+}
+
+fn resolve_source(args: &Args, deadline: Option<Instant>) -> Result<Source> {
+    if is_magnet(&args.source) {
+        let magnet = Magnet::parse(&args.source).context("invalid magnet link")?;
+        let mut names = magnet.peers.clone();
+        names.extend(args.peers.iter().cloned());
+        let peers = resolve_peers(&names)?;
+        if peers.is_empty() {
+            bail!(
+                "the magnet link names no peer (x.pe): give one with --peer HOST:PORT \
+                 (trackers are not supported yet)"
+            );
+        }
+        let timeout = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => DEFAULT_METADATA_TIMEOUT,
+        };
+        let trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        let hash = ringswarm_engine::hex(&magnet.info_hash);
+        let started = Instant::now();
+        let meta = fetch_metainfo(magnet.info_hash, trackers, &peers, timeout)
+            .with_context(|| format!("fetching the metadata of {hash}"))?;
+        Ok(Source {
+            meta,
+            peers,
+            metadata_seconds: Some(started.elapsed().as_secs_f64()),
+        })
+    } else {
+        let meta = load_torrent(Path::new(&args.source))?;
+        let peers = resolve_peers(&args.peers)?;
+        if peers.is_empty() {
+            bail!("no peer to download from: give one with --peer HOST:PORT (trackers are not supported yet)");
+        }
+        Ok(Source {
+            meta,
+            peers,
+            metadata_seconds: None,
+        })
+    }
+}
+
+fn prepare_dest(dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)
+        .with_context(|| format!("creating destination directory `{}`", dest.display()))?;
+    let m = std::fs::metadata(dest).with_context(|| format!("destination `{}`", dest.display()))?;
+    if !m.is_dir() {
+        bail!("destination `{}` is not a directory", dest.display());
+    }
+    Ok(())
+}
+
+pub fn run(ctx: Ctx, args: Args) -> Result<()> {
+    let out = ctx.out;
+    let stop = stop_flag();
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+
+    let source = resolve_source(&args, deadline)?;
+    let meta = Arc::new(source.meta);
+    let hash = ringswarm_engine::hex(&meta.info_hash);
+    prepare_dest(&args.dest)?;
+    let root = args.dest.join(&meta.info.name);
+
+    let session = start_session(args.cores, Some(args.listen))?;
+    let started = Instant::now();
+    let handle = session
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: args.dest.clone(),
+            mode: TorrentMode::Download,
+            peers: source.peers.clone(),
+        })
+        .with_context(|| format!("downloading into `{}`", root.display()))?;
+    let resumed = handle.stats().verified_bytes;
+    let listen = session.listen_addr();
+    out.line(format!(
+        "getting {} ({}, {hash}) into {} from {} peer{}{}",
+        meta.info.name,
+        format_bytes(data_bytes(&meta)),
+        root.display(),
+        source.peers.len(),
+        if source.peers.len() == 1 { "" } else { "s" },
+        listen.map_or(String::new(), |a| format!("; listening on {a}"))
+    ));
+    if resumed > 0 {
+        out.line(format!(
+            "resuming: {} already verified",
+            format_bytes(resumed)
+        ));
+    }
+
+    let mut progress = Progress::transfer(
+        ctx.style,
+        &format!("get {}", meta.info.name),
+        meta.info.total_length,
+    );
+    let waited = wait_complete(&handle, &mut progress, &stop, deadline, args.timeout);
+    progress.finish();
+    let (how, stats) = waited?;
+    if how == Waited::Interrupted {
+        session.shutdown();
+        bail!(
+            "interrupted with {} of {} verified; run the same command again to resume",
+            format_bytes(stats.verified_bytes),
+            format_bytes(stats.total_bytes)
+        );
+    }
+    let took = started.elapsed();
+    out.line(format!(
+        "done: {} in {:.1}s ({}), {} received, {} hash failure{}",
+        root.display(),
+        took.as_secs_f64(),
+        format_rate(rate(stats.downloaded_bytes, took)),
+        format_bytes(stats.downloaded_bytes),
+        stats.hash_failures,
+        if stats.hash_failures == 1 { "" } else { "s" }
+    ));
+
+    let locked = if args.lock {
+        let l = lock(&handle)?;
+        out.line(format!(
+            "locked {} in memory",
+            format_bytes(l.locked_bytes())
+        ));
+        Some(l)
+    } else {
+        None
+    };
+
+    let mut final_stats = stats;
+    let seed_until = match (args.seed_for, args.lock) {
+        (Some(d), _) => Some(Some(Instant::now() + d)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    if let Some(until) = seed_until {
+        match args.seed_for {
+            Some(d) => out.line(format!("seeding for {}", humantime::format_duration(d))),
+            None => out.line("holding the lock and seeding until Ctrl-C"),
+        }
+        let mut progress = Progress::seeding(ctx.style, &format!("seed {}", meta.info.name));
+        let served = serve(&handle, &mut progress, &stop, until, |_| false);
+        progress.finish();
+        final_stats = served?;
+    }
+    session.shutdown();
+
+    let mut s = Summary::new("get");
+    s.ok = true;
+    s.info_hash = Some(hash);
+    s.name = Some(meta.info.name.clone());
+    s.piece_size = Some(meta.info.piece_length);
+    s.dest = Some(args.dest.display().to_string());
+    s.listen = listen.map(|a| a.to_string());
+    s.set_stats(&final_stats);
+    s.bytes = Some(data_bytes(&meta));
+    s.resumed_bytes = Some(resumed);
+    s.seconds = Some(took.as_secs_f64());
+    s.throughput_bytes_per_sec = Some(rate(final_stats.downloaded_bytes, took));
+    s.metadata_seconds = source.metadata_seconds;
+    s.locked_bytes = locked.as_ref().map(|l| l.locked_bytes());
+    out.summary(&s);
+    drop(locked);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magnet_detection() {
+        assert!(is_magnet("magnet:?xt=urn:btih:abc"));
+        assert!(is_magnet("MAGNET:?xt"));
+        assert!(!is_magnet("magnet.torrent"));
+        assert!(!is_magnet("./magnet:x"));
+        assert!(!is_magnet("m"));
+        assert!(!is_magnet("ma\u{e9}gnet:"), "non-ASCII must not panic");
+    }
+}

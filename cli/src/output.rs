@@ -1,0 +1,174 @@
+//! Output: human lines vs the `--json` summary.
+//!
+//! With `--json`, stdout carries exactly one JSON object (the [`Summary`], printed at the
+//! end, also on failure with `ok: false` and `error`), so the human lines that normally go
+//! to stdout (listen address, magnet, results) go to stderr instead.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// Where human-readable results go.
+#[derive(Clone, Copy, Debug)]
+pub struct Out {
+    pub json: bool,
+}
+
+impl Out {
+    /// Prints a result line: stdout normally, stderr under `--json`. Flushed at once, so
+    /// a script reading the pipe (e.g. for `listening on ...`) sees it immediately.
+    pub fn line(&self, msg: impl AsRef<str>) {
+        let msg = msg.as_ref();
+        if self.json {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{msg}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{msg}");
+            let _ = out.flush();
+        }
+    }
+
+    /// Prints the summary when `--json` is on; does nothing otherwise.
+    pub fn summary(&self, summary: &Summary) {
+        if self.json {
+            print_json(summary);
+        }
+    }
+}
+
+/// Prints one JSON object on its own line on stdout.
+pub fn print_json(summary: &Summary) {
+    let text = serde_json::to_string(summary)
+        .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"serializing summary: {e}\"}}"));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// The machine-readable summary of one command. Fields that do not apply to a command are
+/// left out.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// `create`, `seed`, `get`, `send` or `demo`.
+    pub command: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info_hash: Option<String>,
+    /// The torrent's root name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The torrent's total size (including pad files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piece_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piece_size: Option<u64>,
+    /// `create`: the .torrent file written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The directory holding the torrent's root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub magnet: Option<String>,
+    /// Wall time of the transfer (get: from adding the torrent to completion; seed/send:
+    /// time served; demo: until every receiver completed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// get: payload bytes received per second of `seconds`; send/seed: bytes sent per
+    /// second; demo: bytes delivered to all receivers per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput_bytes_per_sec: Option<f64>,
+    /// get: seconds spent fetching the metadata of a magnet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_seconds: Option<f64>,
+    /// Connected peers at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<u32>,
+    /// Distinct peers seen with a full copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers_completed: Option<u32>,
+    /// Payload bytes received by this run (a resumed run counts only what it fetched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downloaded_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_bytes: Option<u64>,
+    /// get: bytes already verified on disk when this run started (resume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_failures: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub banned_peers: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_hits: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_misses: Option<u64>,
+    /// Bytes locked in memory with `--lock`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_bytes: Option<u64>,
+    /// demo: one entry per receiver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receivers: Option<Vec<ReceiverSummary>>,
+}
+
+impl Summary {
+    pub fn new(command: &str) -> Summary {
+        Summary {
+            command: command.to_owned(),
+            ..Summary::default()
+        }
+    }
+
+    /// Copies the counters of a torrent's stats.
+    pub fn set_stats(&mut self, s: &ringswarm_engine::session::TorrentStats) {
+        self.bytes = Some(s.total_bytes);
+        self.piece_count = Some(s.piece_count);
+        self.peers = Some(s.connected_peers);
+        self.peers_completed = Some(s.peers_completed);
+        self.downloaded_bytes = Some(s.downloaded_bytes);
+        self.uploaded_bytes = Some(s.uploaded_bytes);
+        self.hash_failures = Some(s.hash_failures);
+        self.banned_peers = Some(s.banned_peers);
+        self.cache_hits = Some(s.cache_hits);
+        self.cache_misses = Some(s.cache_misses);
+    }
+}
+
+/// demo: how one receiver did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReceiverSummary {
+    pub index: usize,
+    pub seconds: f64,
+    pub throughput_bytes_per_sec: f64,
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+    pub hash_failures: u32,
+    /// The copy's SHA-1 equals the original's.
+    pub verified: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_leaves_out_what_does_not_apply() {
+        let mut s = Summary::new("get");
+        s.ok = true;
+        s.downloaded_bytes = Some(42);
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        let o = v.as_object().unwrap();
+        assert_eq!(o["command"], "get");
+        assert_eq!(o["ok"], true);
+        assert_eq!(o["downloaded_bytes"], 42);
+        assert!(!o.contains_key("locked_bytes"));
+        assert!(!o.contains_key("error"));
+    }
+}
