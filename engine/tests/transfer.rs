@@ -450,3 +450,32 @@ fn a_taken_port_is_an_error_not_a_shared_socket() {
         .expect("a second session must not share the port");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+#[test]
+fn a_recorded_verification_is_not_trusted_after_the_data_changes() {
+    let src = scratch();
+    write_tree(src.path(), &[("v.bin", 300_000)]);
+    let meta = make_torrent(&src.path().join("v.bin"), 64 * 1024);
+    let spec = TorrentSpec {
+        metainfo: meta.clone(),
+        dest: src.path().into(),
+        mode: TorrentMode::Seed,
+        peers: vec![],
+    };
+    // First start verifies and records it; the second trusts the record.
+    for _ in 0..2 {
+        let s = session(true, 1);
+        assert!(s.add_torrent(spec.clone()).unwrap().stats().complete);
+        s.shutdown();
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    let mut data = std::fs::read(src.path().join("v.bin")).unwrap();
+    data[1234] ^= 0x40;
+    std::fs::write(src.path().join("v.bin"), data).unwrap();
+    let s = session(true, 1);
+    let err = s
+        .add_torrent(spec)
+        .err()
+        .expect("changed data must be rechecked and refused");
+    assert!(err.to_string().contains("does not match"), "{err}");
+}

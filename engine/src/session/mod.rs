@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
 use crate::reactor::{self, net, EventFd, HashPool};
-use crate::storage::{resume, Layout, OpenMode, Storage};
+use crate::storage::{fingerprint, resume, Layout, OpenMode, Storage};
 use torrent::TorrentShared;
 use worker::{Command, Worker, WorkerConfig, WorkerLink};
 
@@ -250,10 +250,24 @@ impl Session {
         let storage = Arc::new(Storage::open(&spec.dest, layout, mode)?);
         let n = meta.piece_count();
         let resume_file = resume::resume_path(&spec.dest, &info_hash);
-        let verified = match resume::load(&resume_file, &info_hash, n) {
+        // A partial record is trusted as is (the files change while a download runs); a
+        // complete one only while the files are as they were when it was made.
+        let record = fingerprint::fingerprint_path(&spec.dest, &info_hash);
+        let trusted = resume::load(&resume_file, &info_hash, n).filter(|bits| {
+            !bits.is_complete() || fingerprint::matches(&record, &storage.file_paths())
+        });
+        let verified = match trusted {
             Some(bits) => bits,
             None if had_data || spec.mode == TorrentMode::Seed => {
-                storage.recheck(&meta.info.pieces, self.cores.max(1))?
+                let bits = storage.recheck(&meta.info.pieces, self.cores.max(1))?;
+                if bits.is_complete() {
+                    let saved = resume::save(&resume_file, &info_hash, &bits)
+                        .and_then(|()| fingerprint::save(&record, &storage.file_paths()));
+                    if let Err(e) = saved {
+                        tracing::debug!(err = %e, "no verification record (read-only data?)");
+                    }
+                }
+                bits
             }
             None => Bitfield::new(n),
         };

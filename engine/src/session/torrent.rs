@@ -222,6 +222,10 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
             saved = Some(count);
         }
         if complete {
+            let record = crate::storage::fingerprint::fingerprint_path(&t.dest, &t.info_hash());
+            if let Err(e) = crate::storage::fingerprint::save(&record, &t.storage.file_paths()) {
+                tracing::warn!(err = %e, "could not record the verified files; a restart rechecks them");
+            }
             t.complete.store(true, Ordering::Release);
             tracing::info!(torrent = %crate::hex(&t.info_hash()), "complete: verified and durable");
             return;

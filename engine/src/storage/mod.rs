@@ -39,6 +39,7 @@
 //! files and directories.
 
 pub mod aligned;
+pub mod fingerprint;
 pub mod layout;
 pub mod resume;
 
