@@ -51,8 +51,16 @@ fn require(ok: bool, test: &str, what: &str) -> bool {
     if in_ci() {
         panic!("{test}: {what} is missing, and CI=true forbids skipping (run scripts/test.sh to install)");
     }
-    eprintln!("skipped: {test}: {what} is not installed (run scripts/test.sh to install)");
+    skip_note(&format!(
+        "skipped: {test}: {what} is not installed (run scripts/test.sh to install)"
+    ));
     false
+}
+
+/// Writes straight to fd 2, past the test harness's output capture: a skip must be seen.
+fn skip_note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
 }
 
 fn runs_ok(prog: &str, args: &[&str]) -> bool {
@@ -392,6 +400,18 @@ fn ringswarm_create(content: &Path, out: &Path, logdir: &Path) {
 // ---------------------------------------------------------------------------------------
 // Scenarios.
 
+/// `ringswarm get TORRENT DST --peer ADDR`, itself listening on 127.0.0.1 only.
+fn ringswarm_get(torrent: &Path, dst: &Path, peer: SocketAddr) -> Command {
+    let mut c = Command::new(ringswarm());
+    c.arg("get").arg(torrent).arg(dst).args([
+        "--peer",
+        &peer.to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    c
+}
+
 /// libtorrent seeds `torrent` from `src`; `ringswarm get` downloads into a fresh dir.
 fn lt_seeds_ringswarm_gets(
     tag: &str,
@@ -417,12 +437,7 @@ fn lt_seeds_ringswarm_gets(
     let mut seed = Guard::spawn("lt-seed", seed_cmd, dir.path());
     let addr = seed.wait_listening(READY_TIMEOUT);
 
-    let mut get_cmd = Command::new(ringswarm());
-    get_cmd
-        .arg("get")
-        .arg(&torrent)
-        .arg(&dst)
-        .args(["--peer", &addr.to_string()]);
+    let get_cmd = ringswarm_get(&torrent, &dst, addr);
     let mut get = Guard::spawn("ringswarm-get", get_cmd, dir.path());
     get.expect_success(TRANSFER_TIMEOUT, &[&seed]);
     assert_same_tree(&src, &dst, files, &[&get, &seed]);
@@ -567,12 +582,7 @@ fn transmission_seeds_ringswarm_gets() {
     let mut seed = Guard::spawn("tr-seed", seed_cmd, dir.path());
     let addr = seed.wait_listening(READY_TIMEOUT);
 
-    let mut get_cmd = Command::new(ringswarm());
-    get_cmd
-        .arg("get")
-        .arg(&torrent)
-        .arg(&dst)
-        .args(["--peer", &addr.to_string()]);
+    let get_cmd = ringswarm_get(&torrent, &dst, addr);
     let mut get = Guard::spawn("ringswarm-get", get_cmd, dir.path());
     get.expect_success(TRANSFER_TIMEOUT, &[&seed]);
     assert_same_tree(&src, &dst, SMALL_MULTI, &[&get, &seed]);
@@ -623,7 +633,9 @@ fn ringswarm_seeds_transmission_gets_in_netns() {
     }
     if !is_root() || !runs_ok("ip", &["netns", "list"]) {
         // Not a missing tool: network namespaces need root (CI runs as root).
-        eprintln!("skipped: {t}: needs root and `ip netns` (Transmission never dials 127.0.0.0/8)");
+        skip_note(&format!(
+            "skipped: {t}: needs root and `ip netns` (Transmission never dials 127.0.0.0/8)"
+        ));
         return;
     }
     let dir = scratch("tr-get");

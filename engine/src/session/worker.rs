@@ -609,6 +609,14 @@ impl Ctx {
         }
     }
 
+    /// Closes a connection for breaking the protocol, saying why where operators see it.
+    fn drop_peer(&mut self, ring: &mut Ring, index: usize, reason: &str) {
+        if let Some(conn) = self.conns.get(index).and_then(Option::as_ref) {
+            tracing::info!(addr = %conn.addr, "dropping peer: {reason}");
+        }
+        self.close(ring, index, reason);
+    }
+
     fn close(&mut self, ring: &mut Ring, index: usize, reason: &str) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
@@ -693,12 +701,12 @@ impl Ctx {
             match hs {
                 Ok(hs) => {
                     if let Err(reason) = self.on_handshake(index, hs) {
-                        self.close(ring, index, &reason);
+                        self.drop_peer(ring, index, &reason);
                         return;
                     }
                 }
                 Err(e) => {
-                    self.close(ring, index, &format!("bad handshake: {e}"));
+                    self.drop_peer(ring, index, &format!("bad handshake: {e}"));
                     return;
                 }
             }
@@ -721,7 +729,7 @@ impl Ctx {
             }
             Err(DropPeer(reason)) => {
                 if matches!(self.conns.get(index), Some(Some(c)) if c.gen == gen) {
-                    self.close(ring, index, &reason);
+                    self.drop_peer(ring, index, &reason);
                 }
             }
         }
