@@ -479,3 +479,133 @@ fn a_recorded_verification_is_not_trusted_after_the_data_changes() {
         .expect("changed data must be rechecked and refused");
     assert!(err.to_string().contains("does not match"), "{err}");
 }
+
+/// A peer that claims every piece, unchokes, then chokes at the first request and stays
+/// connected without ever sending data.
+fn choking_peer(
+    listener: TcpListener,
+    meta: Arc<Metainfo>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut held = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        let Ok((mut s, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut hs = [0u8; 68];
+        if s.read_exact(&mut hs).is_err() {
+            continue;
+        }
+        // No fast extension: a choke silently voids the requests.
+        let mut out = Handshake {
+            reserved: [0; 8],
+            info_hash: meta.info_hash,
+            peer_id: *b"-XX0000-chokingpeer1",
+        }
+        .encode()
+        .to_vec();
+        let bits = ringswarm_engine::bitfield::Bitfield::full(meta.piece_count());
+        Message::Bitfield {
+            bits: bits.as_bytes(),
+        }
+        .encode(&mut out);
+        Message::Unchoke.encode(&mut out);
+        s.write_all(&out).unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf); // the first requests
+        let mut choke = Vec::new();
+        Message::Choke.encode(&mut choke);
+        s.write_all(&choke).unwrap();
+        held.push(s); // connected, silent
+    }
+}
+
+#[test]
+fn a_peer_that_chokes_us_does_not_keep_its_pieces() {
+    let src = scratch();
+    let files = [("k.bin", 4 * 1024 * 1024)];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("k.bin"), 256 * 1024);
+    let choker = TcpListener::bind("127.0.0.3:0").unwrap();
+    let choker_addr = choker.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let choker_thread = {
+        let (meta, stop) = (meta.clone(), stop.clone());
+        std::thread::spawn(move || choking_peer(choker, meta, stop))
+    };
+    let seeder = session(true, 1);
+    seeder
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
+        .unwrap();
+    let dest = scratch();
+    let leecher = session(false, 1);
+    let h = leecher
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: dest.path().into(),
+            mode: TorrentMode::Download,
+            peers: vec![choker_addr],
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the choker takes its pieces and chokes
+    h.add_peers(&[seeder.listen_addr().unwrap()]);
+    // Well before the 20 s stall timeout: the choked pieces went back to the pool.
+    let start = Instant::now();
+    while !h.stats().complete {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "stuck behind a choking peer: {:?}",
+            h.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    leecher.shutdown();
+    seeder.shutdown();
+    choker_thread.join().unwrap();
+    assert_same_tree(src.path(), dest.path(), &files);
+}
+
+#[test]
+fn a_resume_record_is_void_when_its_file_is_gone() {
+    let src = scratch();
+    let files = [("g.bin", 2 * 1024 * 1024)];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("g.bin"), 256 * 1024);
+    let (dest, _) = transfer(src.path(), &meta, 1);
+    std::fs::remove_file(dest.path().join("g.bin")).unwrap();
+    // The record says "all verified"; the data is gone. It must fetch everything again.
+    let seeder = session(true, 1);
+    seeder
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
+        .unwrap();
+    let leecher = session(false, 1);
+    let h = leecher
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: dest.path().into(),
+            mode: TorrentMode::Download,
+            peers: vec![seeder.listen_addr().unwrap()],
+        })
+        .unwrap();
+    assert_eq!(h.stats().verified_pieces, 0);
+    wait_complete(&h);
+    assert_eq!(h.stats().downloaded_bytes, 2 * 1024 * 1024);
+    assert_same_tree(src.path(), dest.path(), &files);
+}

@@ -4,14 +4,24 @@
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::BufRingEntry;
-
 use super::Ring;
 use crate::storage::AlignedBuf;
 
+/// The kernel's `struct io_uring_buf` (16 bytes). In entry 0 the last field is the ring's
+/// tail (the kernel's `io_uring_buf_ring` overlays it); in the others it is reserved.
+#[repr(C)]
+struct RingEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    tail: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RingEntry>() == 16);
+
 /// Receive buffers shared by every connection of one worker.
 pub struct BufRing {
-    /// The ring of `BufRingEntry` the kernel reads; page-aligned.
+    /// The ring of entries the kernel reads; page-aligned.
     entries: AlignedBuf,
     /// The buffers themselves, `count * size` bytes.
     data: AlignedBuf,
@@ -31,7 +41,7 @@ impl BufRing {
                 "buffer count must be a power of two",
             ));
         }
-        let entries = AlignedBuf::new(usize::from(count) * std::mem::size_of::<BufRingEntry>());
+        let entries = AlignedBuf::new(usize::from(count) * std::mem::size_of::<RingEntry>());
         let data = AlignedBuf::new(usize::from(count) * size as usize);
         let mut ring_bufs = BufRing {
             entries,
@@ -62,24 +72,28 @@ impl BufRing {
         self.group
     }
 
-    fn base(&self) -> *mut BufRingEntry {
-        self.entries.as_ptr() as *mut BufRingEntry
+    fn base(&self) -> *mut RingEntry {
+        self.entries.as_ptr() as *mut RingEntry
     }
 
     fn push_entry(&mut self, bid: u16) {
         let index = self.tail & (self.count - 1);
-        // SAFETY: index < count, inside the `entries` allocation; the kernel only reads
-        // entries between its head and our published tail, and this one is past the tail.
-        let entry = unsafe { &mut *self.base().add(usize::from(index)) };
         // SAFETY: bid < count, so the address lies inside `data`.
         let addr = unsafe {
             self.data
                 .as_ptr()
                 .add(usize::from(bid) * self.size as usize)
         };
-        entry.set_addr(addr as u64);
-        entry.set_len(self.size);
-        entry.set_bid(bid);
+        // SAFETY: index < count, inside the `entries` allocation. The fields are written
+        // through raw pointers, never a reference: entry 0's reserved word is the tail the
+        // kernel reads concurrently. The kernel reads only entries between its head and
+        // our published tail, and this one is past the tail.
+        unsafe {
+            let entry = self.base().add(usize::from(index));
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(self.size);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -87,7 +101,7 @@ impl BufRing {
         // SAFETY: the tail field lives in the first entry's reserved word, inside `entries`;
         // the kernel reads it concurrently, hence the atomic release store.
         unsafe {
-            let tail = BufRingEntry::tail(self.base()) as *const AtomicU16;
+            let tail = std::ptr::addr_of!((*self.base()).tail) as *const AtomicU16;
             (*tail).store(self.tail, Ordering::Release);
         }
     }
@@ -99,7 +113,10 @@ impl BufRing {
             return &[];
         }
         let start = usize::from(bid) * self.size as usize;
-        &self.data.as_slice()[start..start + len]
+        // SAFETY: [start, start + len) lies inside `data` (checked above) and is buffer
+        // `bid`, which the kernel handed to us and does not write until it is recycled.
+        // Only that range is borrowed: the kernel may be filling the other buffers.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(start), len) }
     }
 
     /// Gives buffer `bid` back to the kernel.

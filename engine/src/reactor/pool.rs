@@ -80,6 +80,11 @@ impl PiecePool {
         }
     }
 
+    /// Makes the budget at least `bytes` (a torrent with huge pieces needs a few of them).
+    pub fn raise_budget(&mut self, bytes: usize) {
+        self.budget = self.budget.max(bytes);
+    }
+
     /// Bytes allocated for piece buffers.
     pub fn allocated_bytes(&self) -> usize {
         self.allocated

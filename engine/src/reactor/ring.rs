@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -38,6 +38,9 @@ enum Owned {
     Send(Box<SendState>),
     File(SlotId),
     EventRead(#[allow(dead_code)] Box<[u8; 8]>),
+    /// A descriptor kept open until the cancel of its ops completes, so no op queued
+    /// before the cancel can reach a reused descriptor number.
+    Closing(#[allow(dead_code)] OwnedFd),
 }
 
 /// A gathered send: control bytes, then (header, block) pairs.
@@ -294,12 +297,22 @@ impl Ring {
         self.push(e);
     }
 
-    /// Cancels every op on `fd` (closing a connection).
-    pub fn cancel_fd(&mut self, fd: RawFd, token: u64) {
-        let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-            .build()
-            .user_data(token);
+    /// Cancels every op on `fd` and closes it once the cancel has completed. `token` must
+    /// be unique among ops in flight.
+    pub fn cancel_and_close(&mut self, fd: OwnedFd, token: u64) {
+        let e =
+            opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd.as_raw_fd())).all())
+                .build()
+                .user_data(token);
+        self.owned.insert(token, Owned::Closing(fd));
         self.push(e);
+    }
+
+    /// Keeps the memory of ops that will never be reaped alive for good. Used when a
+    /// worker must stop before the kernel has finished with its ops: leaking is the only
+    /// safe way to let go of buffers the kernel may still write.
+    pub fn leak_in_flight(self) {
+        std::mem::forget(self);
     }
 
     /// Submits what is queued and waits for at least one completion or `timeout`.
@@ -368,13 +381,14 @@ impl Ring {
                             flags,
                         });
                     }
-                    Some(Owned::Connect(_)) | Some(Owned::EventRead(_)) | None => {
-                        out.push(Completion {
-                            token,
-                            result,
-                            flags,
-                        })
-                    }
+                    Some(Owned::Connect(_))
+                    | Some(Owned::EventRead(_))
+                    | Some(Owned::Closing(_))
+                    | None => out.push(Completion {
+                        token,
+                        result,
+                        flags,
+                    }),
                 }
             }
         }

@@ -240,6 +240,12 @@ impl Session {
             )));
         }
         let layout = Layout::from_metainfo(&meta);
+        // A resume record speaks for files that are still there: one deleted or cut short
+        // since (recreated empty by `open`) voids it.
+        let files_intact =
+            layout.files().iter().filter(|f| !f.pad).all(|f| {
+                std::fs::metadata(spec.dest.join(&f.path)).is_ok_and(|m| m.len() >= f.length)
+            });
         let had_data = layout.files().iter().any(|f| {
             !f.pad && std::fs::metadata(spec.dest.join(&f.path)).is_ok_and(|m| m.len() > 0)
         });
@@ -254,7 +260,8 @@ impl Session {
         // complete one only while the files are as they were when it was made.
         let record = fingerprint::fingerprint_path(&spec.dest, &info_hash);
         let trusted = resume::load(&resume_file, &info_hash, n).filter(|bits| {
-            !bits.is_complete() || fingerprint::matches(&record, &storage.file_paths())
+            files_intact
+                && (!bits.is_complete() || fingerprint::matches(&record, &storage.file_paths()))
         });
         let verified = match trusted {
             Some(bits) => bits,

@@ -46,6 +46,13 @@ const SEND_BATCH_BYTES: usize = 1 << 20;
 /// Recent pieces kept per worker for uploads.
 const CACHE_PIECES: usize = 8;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A send that makes no progress this long means the peer stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Control bytes queued behind a stuck send before the peer is dropped (a peer that
+/// never reads must not make us buffer without bound).
+const MAX_CTRL_BACKLOG: usize = 1 << 20;
+/// Connections per worker core.
+const MAX_CONNS_PER_CORE: usize = 1024;
 const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
 const TICK: Duration = Duration::from_millis(100);
@@ -220,6 +227,14 @@ struct Conn {
     pick_start: u32,
     /// Which connection attempt this is (outgoing), for the reconnect back-off.
     attempt: u32,
+    /// When a requested block last arrived (stall detection; keep-alives do not count).
+    last_block: Instant,
+    /// A BITFIELD, HAVE ALL or HAVE NONE came already: one per connection.
+    got_bitfield: bool,
+    /// The last refill found no piece or no buffer: skip refills until the tick.
+    refill_blocked: bool,
+    /// Requests we keep outstanding with this peer (its `reqq`, at most our depth).
+    max_requests: u32,
 }
 
 /// A received piece waiting for its hash.
@@ -293,6 +308,8 @@ struct Ctx {
     next_hash_tag: u64,
     clock: u64,
     shutting_down: bool,
+    /// The multishot accept stopped for lack of descriptors; re-armed at the next tick.
+    accept_paused: bool,
     /// Connections whose send queue may have work (pumped once per loop turn).
     dirty: Vec<usize>,
 }
@@ -328,6 +345,7 @@ impl Worker {
             wake: cfg.wake,
             clock: 0,
             shutting_down: false,
+            accept_paused: false,
             dirty: Vec::new(),
         };
         Ok(Worker {
@@ -368,10 +386,30 @@ impl Worker {
             if ctx.shutting_down {
                 let deadline = *shutdown_deadline
                     .get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
-                // The eventfd read and the multishot accept stay armed until cancelled. Hash
-                // jobs read pool memory, so they are always waited for.
-                if ctx.hashing.is_empty() && (ring.in_flight() <= 2 || Instant::now() >= deadline) {
+                // Hash jobs read pool memory and always finish quickly: wait for them.
+                if !ctx.hashing.is_empty() {
+                    continue;
+                }
+                if ring.in_flight() == 0 {
                     break;
+                }
+                if Instant::now() >= deadline {
+                    // The kernel still has ops on our buffers: leak them rather than free
+                    // memory it may yet write.
+                    tracing::warn!(
+                        worker = ctx.index,
+                        ops = ring.in_flight(),
+                        "ops still in flight at exit; leaking their buffers"
+                    );
+                    let Worker {
+                        ring,
+                        recv_bufs,
+                        ctx,
+                    } = self;
+                    ring.leak_in_flight();
+                    std::mem::forget(recv_bufs);
+                    std::mem::forget(ctx.pool);
+                    return;
                 }
             }
         }
@@ -475,6 +513,10 @@ impl Ctx {
             started: now,
             pick_start: rand::random(),
             attempt: 1,
+            last_block: now,
+            got_bitfield: false,
+            refill_blocked: false,
+            max_requests: REQUEST_QUEUE_DEPTH,
         });
         index
     }
@@ -482,7 +524,14 @@ impl Ctx {
     fn on_accept(&mut self, ring: &mut Ring, c: Completion) {
         if c.result < 0 {
             if !self.shutting_down && !cqueue::more(c.flags) {
-                if let Some(l) = &self.listener {
+                if matches!(
+                    -c.result,
+                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+                ) {
+                    // Out of descriptors: try again at the next tick, not in a busy loop.
+                    tracing::warn!(err = %std::io::Error::from_raw_os_error(-c.result), "accept failed; pausing");
+                    self.accept_paused = true;
+                } else if let Some(l) = &self.listener {
                     ring.accept_multi(l.as_raw_fd(), token(K_ACCEPT, 0, 0));
                 }
             }
@@ -495,6 +544,10 @@ impl Ctx {
             }
         }
         if self.shutting_down {
+            return;
+        }
+        if self.conns.len() - self.free_conns.len() >= MAX_CONNS_PER_CORE {
+            tracing::debug!("connection limit reached; refusing a peer");
             return;
         }
         let Ok(addr) = net::peer_addr(&fd) else {
@@ -623,7 +676,6 @@ impl Ctx {
         };
         tracing::debug!(worker = self.index, addr = %conn.addr, reason, "closing peer");
         net::shutdown(&conn.fd);
-        ring.cancel_fd(conn.fd.as_raw_fd(), token(K_CANCEL, 0, index as u32));
         if let Some(t) = conn.torrent {
             let lt = &mut self.torrents[t];
             lt.conns.retain(|&c| c != index);
@@ -662,24 +714,70 @@ impl Ctx {
             }
         }
         self.free_conns.push(index);
-        // The descriptor closes here; the ring holds its own file references for ops still
-        // in flight, and their completions carry a stale generation.
+        // The descriptor stays open until the cancel of its ops completes, so nothing
+        // queued for it can reach a reused descriptor number; late completions carry a
+        // stale generation and are ignored.
+        ring.cancel_and_close(conn.fd, token(K_CANCEL, conn.gen, index as u32));
     }
 
     /// Gives up an assembly: its slot returns to the pool and its claim is released.
+    /// When the owning peer is still connected, its requests for the piece are cancelled.
     fn abandon(&mut self, t: usize, piece: u32, owner: ConnRef) {
         let lt = &mut self.torrents[t];
-        let Some(a) = lt.assemblies.get(&piece) else {
-            return;
-        };
-        if a.owner != owner {
+        if lt.assemblies.get(&piece).is_none_or(|a| a.owner != owner) {
             return;
         }
-        if let Some(a) = lt.assemblies.remove(&piece) {
-            self.pool.release(a.slot);
-            if a.claimed {
-                lt.shared.claimed.clear(piece);
+        let Some(a) = lt.assemblies.remove(&piece) else {
+            return;
+        };
+        self.pool.release(a.slot);
+        if a.claimed {
+            lt.shared.claimed.clear(piece);
+        }
+        let size = lt.shared.meta.piece_size(piece);
+        if let Some(Some(conn)) = self.conns.get_mut(owner.index) {
+            if conn.gen != owner.gen {
+                return;
             }
+            conn.owned_pieces.retain(|&p| p != piece);
+            for (b, state) in a.blocks.iter().enumerate() {
+                if *state == BlockState::Requested {
+                    let begin = b as u32 * BLOCK_SIZE;
+                    let length = (size - begin).min(BLOCK_SIZE);
+                    Message::Cancel {
+                        index: piece,
+                        begin,
+                        length,
+                    }
+                    .encode(&mut conn.ctrl_out);
+                    conn.requests_out = conn.requests_out.saturating_sub(1);
+                }
+            }
+            self.dirty.push(owner.index);
+        }
+    }
+
+    /// Unchokes an interested peer when an upload slot is free (slots are shared by the
+    /// torrent's peers on every core).
+    fn try_unchoke(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(t) = conn.torrent else { return };
+        if !conn.am_choking || !conn.peer_interested || !matches!(conn.phase, Phase::Active) {
+            return;
+        }
+        let slots = self.upload_slots;
+        let unchoked = &self.torrents[t].shared.counters.unchoked;
+        if unchoked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < slots).then_some(u + 1)
+            })
+            .is_ok()
+        {
+            conn.am_choking = false;
+            Message::Unchoke.encode(&mut conn.ctrl_out);
+            self.dirty.push(index);
         }
     }
 
@@ -842,20 +940,17 @@ impl Ctx {
             | Message::AllowedFast { .. } => {}
             Message::Unknown { id } => tracing::trace!(id, "ignored unknown message"),
             Message::Choke => {
+                // Our requests are void (dropped, or rejected under BEP 6): give the
+                // pieces back so other peers can fetch them.
                 conn.peer_choking = true;
-                if !conn.fast {
-                    // Without BEP 6, a choke silently drops our outstanding requests.
-                    let owned = conn.owned_pieces.clone();
-                    conn.requests_out = 0;
-                    for p in owned {
-                        if let Some(a) = self.torrents[t].assemblies.get_mut(&p) {
-                            for b in &mut a.blocks {
-                                if *b == BlockState::Requested {
-                                    *b = BlockState::Missing;
-                                }
-                            }
-                        }
-                    }
+                conn.requests_out = 0;
+                let owned = std::mem::take(&mut conn.owned_pieces);
+                let me = ConnRef {
+                    index,
+                    gen: conn.gen,
+                };
+                for p in owned {
+                    self.abandon(t, p, me);
                 }
             }
             Message::Unchoke => {
@@ -864,16 +959,17 @@ impl Ctx {
             }
             Message::Interested => {
                 conn.peer_interested = true;
-                if conn.am_choking
-                    && shared.counters.unchoked.load(Ordering::Relaxed) < self.upload_slots
-                {
-                    conn.am_choking = false;
-                    shared.counters.unchoked.fetch_add(1, Ordering::Relaxed);
-                    Message::Unchoke.encode(&mut conn.ctrl_out);
+                self.try_unchoke(index);
+            }
+            Message::NotInterested => {
+                conn.peer_interested = false;
+                if !conn.am_choking {
+                    conn.am_choking = true;
+                    shared.counters.unchoked.fetch_sub(1, Ordering::AcqRel);
+                    Message::Choke.encode(&mut conn.ctrl_out);
                     self.dirty.push(index);
                 }
             }
-            Message::NotInterested => conn.peer_interested = false,
             Message::Have { index: piece } => {
                 if piece >= n {
                     return Err(format!("HAVE for piece {piece} of {n}"));
@@ -882,10 +978,16 @@ impl Ctx {
                     conn.have.set(piece);
                     conn.counted = true;
                     shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
-                    self.after_peer_has(ring, index, t);
+                    self.after_peer_has(ring, index, t, Some(piece));
                 }
             }
+            Message::Bitfield { .. } | Message::HaveAll | Message::HaveNone
+                if conn.got_bitfield =>
+            {
+                return Err("a second BITFIELD / HAVE ALL / HAVE NONE".into());
+            }
             Message::Bitfield { bits } => {
+                conn.got_bitfield = true;
                 let field =
                     Bitfield::from_bytes(bits, n).map_err(|e| format!("bad bitfield: {e}"))?;
                 self.set_peer_pieces(ring, index, t, field);
@@ -894,12 +996,14 @@ impl Ctx {
                 if !conn.fast {
                     return Err("HAVE ALL without the fast extension".into());
                 }
+                conn.got_bitfield = true;
                 self.set_peer_pieces(ring, index, t, Bitfield::full(n));
             }
             Message::HaveNone => {
                 if !conn.fast {
                     return Err("HAVE NONE without the fast extension".into());
                 }
+                conn.got_bitfield = true;
             }
             Message::Request {
                 index: piece,
@@ -989,6 +1093,9 @@ impl Ctx {
             let hs = ExtHandshake::decode(payload)
                 .map_err(|e| format!("bad extension handshake: {e}"))?;
             conn.their_metadata_id = hs.id_of("ut_metadata");
+            conn.max_requests = hs
+                .request_queue
+                .map_or(REQUEST_QUEUE_DEPTH, |q| q.clamp(16, REQUEST_QUEUE_DEPTH));
             return Ok(());
         }
         if id != extension::OUR_UT_METADATA_ID {
@@ -997,6 +1104,9 @@ impl Ctx {
         let msg =
             MetadataMsg::decode(payload).map_err(|e| format!("bad ut_metadata message: {e}"))?;
         if let (MetadataMsg::Request { piece }, Some(their_id)) = (msg, conn.their_metadata_id) {
+            if conn.ctrl_out.len() > MAX_CTRL_BACKLOG {
+                return Err("metadata requests faster than it reads the answers".into());
+            }
             let info = &self.torrents[t].shared.meta.info_bytes;
             let start = piece as usize * extension::METADATA_PIECE_SIZE;
             let reply = if start < info.len() {
@@ -1035,12 +1145,13 @@ impl Ctx {
         }
         conn.have = field;
         conn.counted = true;
-        self.after_peer_has(ring, index, t);
+        self.after_peer_has(ring, index, t, None);
     }
 
     /// After the peer gained pieces: note a complete peer, become interested if it has
     /// something we lack, and ask for it.
-    fn after_peer_has(&mut self, ring: &mut Ring, index: usize, t: usize) {
+    /// `new` is the piece a HAVE announced; None after a whole bitfield.
+    fn after_peer_has(&mut self, ring: &mut Ring, index: usize, t: usize, new: Option<u32>) {
         let Some(conn) = self.conns[index].as_mut() else {
             return;
         };
@@ -1051,13 +1162,17 @@ impl Ctx {
             }
         }
         if !conn.am_interested && !shared.all_verified() {
-            let wants = conn.have.ones().any(|i| !shared.verified.get(i));
+            let wants = match new {
+                Some(i) => !shared.verified.get(i),
+                None => conn.have.ones().any(|i| !shared.verified.get(i)),
+            };
             if wants {
                 conn.am_interested = true;
                 Message::Interested.encode(&mut conn.ctrl_out);
                 self.dirty.push(index);
             }
         }
+        conn.refill_blocked = false;
         self.fill_requests(ring, index);
     }
 
@@ -1110,6 +1225,7 @@ impl Ctx {
             return Ok(());
         }
         a.blocks[b] = BlockState::Received;
+        let now = Instant::now();
         a.received += 1;
         lt.shared
             .counters
@@ -1118,13 +1234,14 @@ impl Ctx {
         let whole = a.received as usize == a.blocks.len();
         if let Some(conn) = self.conns[index].as_mut() {
             conn.requests_out = conn.requests_out.saturating_sub(1);
+            conn.last_block = now;
         }
         if whole {
             self.on_piece_received(ring, t, piece, index);
         }
-        let low = self.conns[index]
-            .as_ref()
-            .is_some_and(|c| c.requests_out + REQUEST_REFILL_BATCH <= REQUEST_QUEUE_DEPTH);
+        let low = self.conns[index].as_ref().is_some_and(|c| {
+            !c.refill_blocked && c.requests_out + REQUEST_REFILL_BATCH <= c.max_requests
+        });
         if whole || low {
             self.fill_requests(ring, index);
         }
@@ -1467,7 +1584,7 @@ impl Ctx {
 
     // ---- requesting ----------------------------------------------------------------------
 
-    /// Keeps REQUEST_QUEUE_DEPTH blocks in flight from this peer.
+    /// Keeps up to `max_requests` blocks in flight from this peer.
     fn fill_requests(&mut self, ring: &mut Ring, index: usize) {
         let Some(conn) = self.conns[index].as_ref() else {
             return;
@@ -1484,7 +1601,10 @@ impl Ctx {
             index,
             gen: conn.gen,
         };
-        let mut budget = REQUEST_QUEUE_DEPTH.saturating_sub(conn.requests_out);
+        let depth = conn.max_requests;
+        let was_idle = conn.requests_out == 0;
+        let mut budget = depth.saturating_sub(conn.requests_out);
+        let mut blocked = false;
         let mut out = Vec::new();
         let mut owned = conn.owned_pieces.clone();
         let mut i = 0;
@@ -1516,6 +1636,7 @@ impl Ctx {
             }
             // Start a new piece.
             let Some((piece, claimed)) = self.pick(t, index) else {
+                blocked = true;
                 break;
             };
             let size = shared.meta.piece_size(piece) as usize;
@@ -1523,6 +1644,7 @@ impl Ctx {
                 if claimed {
                     shared.claimed.clear(piece);
                 }
+                blocked = true;
                 break;
             };
             let blocks = (size as u32).div_ceil(BLOCK_SIZE).max(1) as usize;
@@ -1539,8 +1661,13 @@ impl Ctx {
             owned.push(piece);
         }
         if let Some(conn) = self.conns[index].as_mut() {
-            conn.requests_out = REQUEST_QUEUE_DEPTH - budget;
+            conn.requests_out = depth - budget;
             conn.owned_pieces = owned;
+            conn.refill_blocked = blocked;
+            if was_idle {
+                // The stall clock starts with the first request.
+                conn.last_block = Instant::now();
+            }
             if !out.is_empty() {
                 conn.ctrl_out.extend_from_slice(&out);
                 self.dirty.push(index);
@@ -1669,17 +1796,29 @@ impl Ctx {
                 }
             }
         }
+        self.send_batch(ring, index, &blocks);
+        // Only now, with the batch's slots pinned by the send, may a read evict cache.
         for (t, piece) in need_read {
-            if !self.torrents[t].reads.contains(&piece) {
-                let size = self.torrents[t].shared.storage.piece_buffer_len();
-                if let Some(slot) = self.acquire_slot(ring, size) {
-                    self.torrents[t].reads.insert(piece);
-                    let ops = self.torrents[t].shared.storage.read_plan(piece);
-                    self.start_disk_job(ring, t, piece, slot, DiskKind::Read, ops);
-                }
-                // With no free slot, the tick retries.
-            }
+            self.start_upload_read(ring, t, piece);
         }
+    }
+
+    /// Reads a piece from disk into the cache for uploads, unless that is under way. With
+    /// no free slot, the tick retries.
+    fn start_upload_read(&mut self, ring: &mut Ring, t: usize, piece: u32) {
+        if self.torrents[t].reads.contains(&piece) {
+            return;
+        }
+        let size = self.torrents[t].shared.storage.piece_buffer_len();
+        if let Some(slot) = self.acquire_slot(ring, size) {
+            self.torrents[t].reads.insert(piece);
+            let ops = self.torrents[t].shared.storage.read_plan(piece);
+            self.start_disk_job(ring, t, piece, slot, DiskKind::Read, ops);
+        }
+    }
+
+    /// Sends pending control bytes and `blocks` (taken from the front of the queue).
+    fn send_batch(&mut self, ring: &mut Ring, index: usize, blocks: &[SendBlock]) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
@@ -1702,7 +1841,7 @@ impl Ctx {
             &mut self.pool,
             conn.fd.as_raw_fd(),
             ctrl,
-            &blocks,
+            blocks,
             token(K_SEND, conn.gen, index as u32),
         );
     }
@@ -1713,6 +1852,9 @@ impl Ctx {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Command::AddTorrent(shared) => {
+                    // Room for a few pieces of this torrent however large they are.
+                    self.pool
+                        .raise_budget(8 * shared.storage.piece_buffer_len());
                     self.torrents.push(LocalTorrent {
                         shared,
                         assemblies: HashMap::new(),
@@ -1725,12 +1867,10 @@ impl Ctx {
                 Command::Have { info_hash, piece } => {
                     if let Some(t) = self.torrent_index(&info_hash) {
                         // An endgame duplicate of a piece another core finished is dropped.
-                        if let Some(a) = self.torrents[t].assemblies.get(&piece) {
-                            let owner = a.owner;
+                        if let Some(owner) =
+                            self.torrents[t].assemblies.get(&piece).map(|a| a.owner)
+                        {
                             self.abandon(t, piece, owner);
-                            if let Some(Some(c)) = self.conns.get_mut(owner.index) {
-                                c.owned_pieces.retain(|&p| p != piece);
-                            }
                         }
                         self.announce_piece(t, piece);
                     }
@@ -1749,9 +1889,12 @@ impl Ctx {
             self.close(ring, i, "shutting down");
         }
         if let Some(l) = self.listener.take() {
-            ring.cancel_fd(l.as_raw_fd(), token(K_CANCEL, 0, u32::MAX));
+            // Ends the multishot accept; the descriptor closes once that is confirmed.
+            net::shutdown(&l);
+            ring.cancel_and_close(l, token(K_CANCEL, 0xff_ffff, u32::MAX));
         }
-        ring.cancel_fd(self.wake.fd(), token(K_CANCEL, 0, u32::MAX));
+        // Completes our pending eventfd read; it is not re-armed while shutting down.
+        self.wake.wake();
     }
 
     fn tick(&mut self, ring: &mut Ring) {
@@ -1779,8 +1922,13 @@ impl Ctx {
                     }
                 }
                 Phase::Active => {
-                    if conn.requests_out > 0 && now.duration_since(conn.last_recv) > STALL_TIMEOUT {
-                        self.close(ring, i, "stalled: requests unanswered");
+                    if conn.requests_out > 0 && now.duration_since(conn.last_block) > STALL_TIMEOUT
+                    {
+                        self.drop_peer(ring, i, "stalled: no requested block for 20 s");
+                    } else if conn.sending && now.duration_since(conn.last_send) > SEND_TIMEOUT {
+                        self.drop_peer(ring, i, "not reading what we send");
+                    } else if conn.ctrl_out.len() > MAX_CTRL_BACKLOG {
+                        self.drop_peer(ring, i, "too much unsent data queued");
                     } else if now.duration_since(conn.last_send) > KEEPALIVE_EVERY {
                         Message::KeepAlive.encode(&mut conn.ctrl_out);
                         self.dirty.push(i);
@@ -1791,13 +1939,25 @@ impl Ctx {
                 }
             }
         }
-        // Keep every downloading peer busy (a slot may have freed up).
+        // Keep every downloading peer busy (a buffer may have freed up), and give free
+        // upload slots to interested peers still waiting.
         for i in 0..self.conns.len() {
-            if self.conns[i]
-                .as_ref()
-                .is_some_and(|c| matches!(c.phase, Phase::Active) && !c.peer_choking)
-            {
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if !matches!(conn.phase, Phase::Active) {
+                continue;
+            }
+            conn.refill_blocked = false;
+            if !conn.peer_choking {
                 self.fill_requests(ring, i);
+            }
+            self.try_unchoke(i);
+        }
+        if self.accept_paused && !self.shutting_down {
+            self.accept_paused = false;
+            if let Some(l) = &self.listener {
+                ring.accept_multi(l.as_raw_fd(), token(K_ACCEPT, 0, 0));
             }
         }
         // Stop a failed torrent's transfers.
