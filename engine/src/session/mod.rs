@@ -290,7 +290,7 @@ impl Session {
         }
         let shared = Arc::new(TorrentShared::new(meta, storage, spec.dest));
         for i in verified.ones() {
-            shared.verified.set(i);
+            shared.mark_verified(i);
         }
         match spec.mode {
             TorrentMode::Seed => shared.complete.store(true, Ordering::Release),

@@ -34,6 +34,8 @@ pub(crate) struct PeerBook {
 
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Bytes of verified pieces (kept here so `stats` is O(1)).
+    pub verified_bytes: AtomicU64,
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
     pub hash_failures: AtomicU32,
@@ -87,6 +89,18 @@ impl TorrentShared {
         self.meta.piece_count()
     }
 
+    /// Marks a piece verified; false when it already was.
+    pub fn mark_verified(&self, piece: u32) -> bool {
+        let new = self.verified.set(piece);
+        if new {
+            let size = u64::from(self.meta.piece_size(piece));
+            self.counters
+                .verified_bytes
+                .fetch_add(size, Ordering::Relaxed);
+        }
+        new
+    }
+
     pub fn all_verified(&self) -> bool {
         self.verified.count_ones() == self.piece_count()
     }
@@ -136,10 +150,7 @@ impl TorrentShared {
     pub fn stats(&self) -> TorrentStats {
         let meta = &self.meta;
         let verified_pieces = self.verified.count_ones();
-        let verified_bytes = (0..meta.piece_count())
-            .filter(|&i| self.verified.get(i))
-            .map(|i| u64::from(meta.piece_size(i)))
-            .sum();
+        let verified_bytes = self.counters.verified_bytes.load(Ordering::Relaxed);
         let c = &self.counters;
         let (banned, completed) = self
             .peers

@@ -1467,7 +1467,10 @@ impl Ctx {
                 for op in &job.ops {
                     shared.storage.note_written(op.file);
                 }
-                shared.verified.set(job.piece);
+                shared.mark_verified(job.piece);
+                if shared.all_verified() {
+                    tracing::info!(torrent = %crate::hex(&shared.info_hash()), "every piece verified and written; making it durable");
+                }
                 shared.note_piece_stored(u64::from(shared.meta.piece_size(job.piece)));
                 self.cache_insert(job.torrent, job.piece, job.slot, true);
                 self.announce_piece(job.torrent, job.piece);
