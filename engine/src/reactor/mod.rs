@@ -11,6 +11,7 @@ pub mod hasher;
 pub mod net;
 pub mod pool;
 mod ring;
+pub mod udp;
 
 pub use bufring::BufRing;
 pub use hasher::{HashDone, HashPool};

@@ -41,7 +41,23 @@ enum Owned {
     /// A descriptor kept open until the cancel of its ops completes, so no op queued
     /// before the cancel can reach a reused descriptor number.
     Closing(#[allow(dead_code)] OwnedFd),
+    /// The header template of a multishot recvmsg, read by the kernel for every datagram.
+    RecvMsg(#[allow(dead_code)] Box<libc::msghdr>),
+    /// One datagram to send: its header, address, iovec and bytes.
+    SendTo(#[allow(dead_code)] Box<SendTo>),
 }
+
+/// A datagram in flight: everything `sendmsg` reads.
+struct SendTo {
+    msg: libc::msghdr,
+    addr: socket2::SockAddr,
+    iov: libc::iovec,
+    _payload: Vec<u8>,
+}
+
+// SAFETY: the pointers in the header point into the same box or the payload it owns; only
+// the worker thread owning the ring touches it.
+unsafe impl Send for SendTo {}
 
 /// A gathered send: control bytes, then (header, block) pairs.
 struct SendState {
@@ -297,6 +313,43 @@ impl Ring {
         self.push(e);
     }
 
+    /// Multishot `recvmsg` of datagrams into the provided-buffer group `group`; parse each
+    /// completion's buffer with [`super::udp::parse_datagram`].
+    pub fn recvmsg_multi(&mut self, fd: RawFd, group: u16, token: u64) {
+        let msg = Box::new(super::udp::recvmsg_template());
+        let e = opcode::RecvMsgMulti::new(types::Fd(fd), &*msg, group)
+            .build()
+            .user_data(token);
+        self.owned.insert(token, Owned::RecvMsg(msg));
+        self.push(e);
+    }
+
+    /// Sends one datagram to `addr`; the many of one loop turn go in one submission.
+    pub fn send_to(&mut self, fd: RawFd, addr: SocketAddr, payload: Vec<u8>, token: u64) {
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let iov = libc::iovec {
+            iov_base: payload.as_ptr() as *mut _,
+            iov_len: payload.len(),
+        };
+        let addr = socket2::SockAddr::from(addr);
+        let mut d = Box::new(SendTo {
+            msg,
+            addr,
+            iov,
+            _payload: payload,
+        });
+        d.msg.msg_name = d.addr.as_ptr() as *mut _;
+        d.msg.msg_namelen = d.addr.len();
+        d.msg.msg_iov = &mut d.iov;
+        d.msg.msg_iovlen = 1;
+        let e = opcode::SendMsg::new(types::Fd(fd), &d.msg)
+            .build()
+            .user_data(token);
+        self.owned.insert(token, Owned::SendTo(d));
+        self.push(e);
+    }
+
     /// Cancels every op on `fd` and closes it once the cancel has completed. `token` must
     /// be unique among ops in flight.
     pub fn cancel_and_close(&mut self, fd: OwnedFd, token: u64) {
@@ -349,7 +402,13 @@ impl Ring {
                 if !multishot_continues {
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
-                match self.owned.remove(&token) {
+                // A multishot op keeps its memory until its last completion.
+                let owned = if multishot_continues {
+                    None
+                } else {
+                    self.owned.remove(&token)
+                };
+                match owned {
                     Some(Owned::Send(mut state)) => {
                         if result > 0 && state.sent + (result as usize) < state.total {
                             state.advance(result as usize);
@@ -384,6 +443,8 @@ impl Ring {
                     Some(Owned::Connect(_))
                     | Some(Owned::EventRead(_))
                     | Some(Owned::Closing(_))
+                    | Some(Owned::RecvMsg(_))
+                    | Some(Owned::SendTo(_))
                     | None => out.push(Completion {
                         token,
                         result,
