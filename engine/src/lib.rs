@@ -7,6 +7,7 @@
 //! - [`reactor`]: thread-per-core io_uring, the only code that talks to the kernel for sockets;
 //! - [`storage`] (O_DIRECT piece I/O, resume) and [`verify`] (SHA-1);
 //! - [`residency`]: the post-verify mlock pass;
+//! - [`tracker`]: the UDP tracker (BEP 15) with datacenter topology, and its client;
 //! - roles built from the layers: [`session`] (a peer serving and fetching torrents),
 //!   [`create`] (making metainfo), [`metadata_fetch`] (BEP 9 for magnets).
 //!
@@ -24,6 +25,7 @@ pub mod reactor;
 pub mod residency;
 pub mod session;
 pub mod storage;
+pub mod tracker;
 pub mod verify;
 pub mod wire;
 

@@ -44,6 +44,18 @@ pub fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
     s.bind(&addr.into())
 }
 
+/// The UDP twin of [`ensure_port_free`].
+pub fn ensure_udp_port_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false).ok();
+    }
+    s.bind(&addr.into())
+}
+
 /// A TCP socket for connecting to `addr`.
 pub fn stream_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let s = Socket::new(

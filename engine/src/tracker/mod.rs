@@ -1,0 +1,12 @@
+//! The fleet's own UDP tracker (BEP 15) and its client.
+//!
+//! - [`proto`]: BEP 15 packets and BEP 41 URL data; pure.
+//! - [`client`]: announcing to trackers (BEP 15 retry schedule, BEP 12 tiers).
+//! - [`topology`]: CIDR → datacenter/rack map from TOML.
+//! - [`store`]: the tracker's swarm state (sans-I/O): peers, expiry, bounds, scrape
+//!   counts, connection ids, and topology-ordered peer lists.
+
+pub mod client;
+pub mod proto;
+pub mod store;
+pub mod topology;
