@@ -62,6 +62,19 @@ fn session(listen: bool, cores: usize) -> Session {
     .unwrap()
 }
 
+/// A listening session seeding `meta` from `src`.
+fn seeding(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> Session {
+    let s = session(true, cores);
+    let spec = TorrentSpec {
+        metainfo: meta.clone(),
+        dest: src.into(),
+        mode: TorrentMode::Seed,
+        peers: vec![],
+    };
+    assert!(s.add_torrent(spec).unwrap().stats().complete);
+    s
+}
+
 fn wait_complete(h: &TorrentHandle) {
     let start = Instant::now();
     loop {
@@ -89,16 +102,7 @@ fn assert_same_tree(a: &Path, b: &Path, files: &[(&str, usize)]) {
 
 /// Seeds `src/<name>` and fetches it into a fresh directory; returns that directory.
 fn transfer(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> (tempfile::TempDir, TorrentHandle) {
-    let seeder = session(true, cores);
-    let seed = seeder
-        .add_torrent(TorrentSpec {
-            metainfo: meta.clone(),
-            dest: src.to_path_buf(),
-            mode: TorrentMode::Seed,
-            peers: vec![],
-        })
-        .unwrap();
-    assert!(seed.stats().complete);
+    let seeder = seeding(src, meta, cores);
     let dest = scratch();
     let leecher = session(false, cores);
     let h = leecher
@@ -167,15 +171,7 @@ fn resume_continues_without_fetching_verified_pieces() {
     let files = [("r.bin", size)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("r.bin"), 256 * 1024);
-    let seeder = session(true, 1);
-    seeder
-        .add_torrent(TorrentSpec {
-            metainfo: meta.clone(),
-            dest: src.path().into(),
-            mode: TorrentMode::Seed,
-            peers: vec![],
-        })
-        .unwrap();
+    let seeder = seeding(src.path(), &meta, 1);
     let dest = scratch();
     let spec = TorrentSpec {
         metainfo: meta.clone(),
@@ -208,14 +204,19 @@ fn resume_continues_without_fetching_verified_pieces() {
     assert_same_tree(src.path(), dest.path(), &files);
 }
 
-/// A peer that claims every piece and answers requests with garbage.
-fn corrupting_peer(
+/// Runs a hand-written peer on `listener` until `stop` (or the test timeout): for each
+/// connection it reads the handshake, answers with `reserved` bits, a full bitfield and an
+/// UNCHOKE, then hands the stream to `serve`. Streams `serve` returns are kept open.
+fn fake_peer(
     listener: TcpListener,
     meta: Arc<Metainfo>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    reserved: [u8; 8],
+    serve: impl Fn(&mut TcpStream, Instant) -> Option<()>,
 ) {
     listener.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + TIMEOUT;
+    let mut held = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
         let Ok((mut s, _)) = listener.accept() else {
             std::thread::sleep(Duration::from_millis(10));
@@ -227,10 +228,15 @@ fn corrupting_peer(
         if s.read_exact(&mut hs).is_err() {
             continue;
         }
-        let mut out = Handshake::new(meta.info_hash, *b"-XX0000-evilpeer0001")
-            .encode()
-            .to_vec();
-        let mut bits = ringswarm_engine::bitfield::Bitfield::full(meta.piece_count());
+        let peer_id = *b"-XX0000-fakepeer0001";
+        let mut out = Handshake {
+            reserved,
+            info_hash: meta.info_hash,
+            peer_id,
+        }
+        .encode()
+        .to_vec();
+        let bits = ringswarm_engine::bitfield::Bitfield::full(meta.piece_count());
         Message::Bitfield {
             bits: bits.as_bytes(),
         }
@@ -239,13 +245,24 @@ fn corrupting_peer(
         if s.write_all(&out).is_err() {
             continue;
         }
-        bits.clear(0);
+        if serve(&mut s, deadline).is_some() {
+            held.push(s);
+        }
+    }
+}
+
+/// Answers every request with garbage.
+fn corrupting_peer(
+    listener: TcpListener,
+    meta: Arc<Metainfo>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let reserved = Handshake::new([0; 20], [0; 20]).reserved;
+    fake_peer(listener, meta, stop, reserved, |s, deadline| {
         let mut len = [0u8; 4];
         while s.read_exact(&mut len).is_ok() && Instant::now() < deadline {
             let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-            if s.read_exact(&mut body).is_err() {
-                break;
-            }
+            s.read_exact(&mut body).ok()?;
             if let Ok(Message::Request {
                 index,
                 begin,
@@ -260,12 +277,11 @@ fn corrupting_peer(
                     data: &junk,
                 }
                 .encode(&mut msg);
-                if s.write_all(&msg).is_err() {
-                    break;
-                }
+                s.write_all(&msg).ok()?;
             }
         }
-    }
+        None
+    });
 }
 
 #[test]
@@ -282,15 +298,7 @@ fn corrupt_blocks_are_detected_the_peer_banned_and_the_data_correct() {
         let (meta, stop) = (meta.clone(), stop.clone());
         std::thread::spawn(move || corrupting_peer(evil, meta, stop))
     };
-    let seeder = session(true, 1);
-    seeder
-        .add_torrent(TorrentSpec {
-            metainfo: meta.clone(),
-            dest: src.path().into(),
-            mode: TorrentMode::Seed,
-            peers: vec![],
-        })
-        .unwrap();
+    let seeder = seeding(src.path(), &meta, 1);
     let dest = scratch();
     let leecher = session(false, 2);
     let h = leecher
@@ -342,15 +350,7 @@ fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
     let files = [("m.bin", 300_000)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("m.bin"), 64 * 1024);
-    let seeder = session(true, 1);
-    seeder
-        .add_torrent(TorrentSpec {
-            metainfo: meta.clone(),
-            dest: src.path().into(),
-            mode: TorrentMode::Seed,
-            peers: vec![],
-        })
-        .unwrap();
+    let seeder = seeding(src.path(), &meta, 1);
     let addr = seeder.listen_addr().unwrap();
     let mut wrong_bitfield = Vec::new();
     Message::Bitfield { bits: &[0xff; 40] }.encode(&mut wrong_bitfield);
@@ -416,15 +416,7 @@ fn magnet_metadata_comes_from_a_peer() {
     let src = scratch();
     write_tree(src.path(), &[("meta.bin", 100_000)]);
     let meta = make_torrent(&src.path().join("meta.bin"), 16 * 1024);
-    let seeder = session(true, 1);
-    seeder
-        .add_torrent(TorrentSpec {
-            metainfo: meta.clone(),
-            dest: src.path().into(),
-            mode: TorrentMode::Seed,
-            peers: vec![],
-        })
-        .unwrap();
+    let seeder = seeding(src.path(), &meta, 1);
     let fetched = ringswarm_engine::metadata_fetch::fetch_metainfo(
         meta.info_hash,
         vec![],
@@ -480,50 +472,22 @@ fn a_recorded_verification_is_not_trusted_after_the_data_changes() {
     assert!(err.to_string().contains("does not match"), "{err}");
 }
 
-/// A peer that claims every piece, unchokes, then chokes at the first request and stays
-/// connected without ever sending data.
+/// Chokes at the first requests and stays connected, silent. No fast extension, so the
+/// choke silently voids the requests.
 fn choking_peer(
     listener: TcpListener,
     meta: Arc<Metainfo>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    let mut held = Vec::new();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
-        let Ok((mut s, _)) = listener.accept() else {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        s.set_nonblocking(false).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let mut hs = [0u8; 68];
-        if s.read_exact(&mut hs).is_err() {
-            continue;
-        }
-        // No fast extension: a choke silently voids the requests.
-        let mut out = Handshake {
-            reserved: [0; 8],
-            info_hash: meta.info_hash,
-            peer_id: *b"-XX0000-chokingpeer1",
-        }
-        .encode()
-        .to_vec();
-        let bits = ringswarm_engine::bitfield::Bitfield::full(meta.piece_count());
-        Message::Bitfield {
-            bits: bits.as_bytes(),
-        }
-        .encode(&mut out);
-        Message::Unchoke.encode(&mut out);
-        s.write_all(&out).unwrap();
+    fake_peer(listener, meta, stop, [0; 8], |s, _| {
+        s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf); // the first requests
         let mut choke = Vec::new();
         Message::Choke.encode(&mut choke);
-        s.write_all(&choke).unwrap();
-        held.push(s); // connected, silent
-    }
+        s.write_all(&choke).ok()?;
+        Some(())
+    });
 }
 
 #[test]
@@ -539,15 +503,7 @@ fn a_peer_that_chokes_us_does_not_keep_its_pieces() {
         let (meta, stop) = (meta.clone(), stop.clone());
         std::thread::spawn(move || choking_peer(choker, meta, stop))
     };
-    let seeder = session(true, 1);
-    seeder
-        .add_torrent(TorrentSpec {
-            metainfo: meta.clone(),
-            dest: src.path().into(),
-            mode: TorrentMode::Seed,
-            peers: vec![],
-        })
-        .unwrap();
+    let seeder = seeding(src.path(), &meta, 1);
     let dest = scratch();
     let leecher = session(false, 1);
     let h = leecher
@@ -586,15 +542,7 @@ fn a_resume_record_is_void_when_its_file_is_gone() {
     let (dest, _) = transfer(src.path(), &meta, 1);
     std::fs::remove_file(dest.path().join("g.bin")).unwrap();
     // The record says "all verified"; the data is gone. It must fetch everything again.
-    let seeder = session(true, 1);
-    seeder
-        .add_torrent(TorrentSpec {
-            metainfo: meta.clone(),
-            dest: src.path().into(),
-            mode: TorrentMode::Seed,
-            peers: vec![],
-        })
-        .unwrap();
+    let seeder = seeding(src.path(), &meta, 1);
     let leecher = session(false, 1);
     let h = leecher
         .add_torrent(TorrentSpec {
