@@ -16,6 +16,7 @@ mod output;
 mod progress;
 mod seed;
 mod send;
+mod tracker;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +58,7 @@ enum Command {
     Get(get::Args),
     Send(send::Args),
     Demo(demo::Args),
+    Tracker(tracker::Args),
 }
 
 impl Command {
@@ -67,6 +69,7 @@ impl Command {
             Command::Get(_) => "get",
             Command::Send(_) => "send",
             Command::Demo(_) => "demo",
+            Command::Tracker(_) => "tracker",
         }
     }
 }
@@ -122,6 +125,7 @@ fn main() {
         Command::Get(a) => get::run(ctx, a),
         Command::Send(a) => send::run(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),
+        Command::Tracker(a) => tracker::run(ctx, a),
     };
     if let Err(e) = result {
         let line = error_line(&e);

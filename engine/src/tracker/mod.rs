@@ -3,10 +3,12 @@
 //! - [`proto`]: BEP 15 packets and BEP 41 URL data; pure.
 //! - [`client`]: announcing to trackers (BEP 15 retry schedule, BEP 12 tiers).
 //! - [`topology`]: CIDR → datacenter/rack map from TOML.
+//! - [`server`]: the tracker on the io_uring reactor, one worker per core.
 //! - [`store`]: the tracker's swarm state (sans-I/O): peers, expiry, bounds, scrape
 //!   counts, connection ids, and topology-ordered peer lists.
 
 pub mod client;
 pub mod proto;
+pub mod server;
 pub mod store;
 pub mod topology;
