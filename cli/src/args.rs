@@ -15,6 +15,13 @@ pub const MIN_PIECE_SIZE: u64 = 16 << 10;
 /// Largest piece size we create (piece buffers are allocated whole).
 pub const MAX_PIECE_SIZE: u64 = 256 << 20;
 
+/// Checks a `--tracker` URL: ringswarm speaks the UDP tracker protocol (BEP 15) only.
+pub fn parse_tracker_url(s: &str) -> Result<String, String> {
+    ringswarm_engine::tracker::proto::parse_udp_url(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{e} (only udp:// trackers are supported)"))
+}
+
 /// Parses a byte count: digits, then an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
 /// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (case-insensitive, powers of 1024). Spaces between the
 /// number and the unit are allowed.

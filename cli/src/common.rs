@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ringswarm_engine::metainfo::Metainfo;
 use ringswarm_engine::residency::{lock_files, LockedFiles};
-use ringswarm_engine::session::{Session, SessionConfig, TorrentHandle, TorrentStats};
+use ringswarm_engine::session::{
+    announce_torrent, tracker_tiers, Session, SessionConfig, TorrentHandle, TorrentStats,
+    TrackerPlace,
+};
+use ringswarm_engine::tracker::client::AnnouncerHandle;
 
 use crate::interrupt::interrupted;
+use crate::output::Out;
 use crate::progress::{poll_interval, Progress};
 
 /// A .torrent larger than this is surely not one (e.g. the blob given by mistake).
@@ -56,6 +61,48 @@ pub fn start_session(cores: usize, listen: Option<SocketAddr>) -> Result<Session
         Some(a) => format!("starting the engine (listening on {a})"),
         None => "starting the engine".to_owned(),
     })
+}
+
+/// Starts announcing the torrent to `--tracker` URLs and the metainfo's trackers (see
+/// [`tracker_tiers`]); None when there is none. Trackers that are not `udp://` are skipped
+/// with a warning; stop the handle (or drop it) to send `stopped`.
+pub fn start_announcing(
+    out: &Out,
+    session: &Session,
+    handle: &TorrentHandle,
+    meta: &Metainfo,
+    extra: &[String],
+) -> Option<AnnouncerHandle> {
+    let tiers = tracker_tiers(meta, extra);
+    if tiers.is_empty() {
+        return None;
+    }
+    let own = session.listen_addr()?;
+    let urls: Vec<String> = tiers.iter().flatten().cloned().collect();
+    let announcer = announce_torrent(
+        handle,
+        tiers,
+        session.peer_id(),
+        own,
+        &TrackerPlace::default(),
+    );
+    match announcer.tiers() {
+        0 => {
+            eprintln!(
+                "ringswarm: warning: no usable tracker among {} (only udp:// is supported)",
+                urls.join(", ")
+            );
+            None
+        }
+        n => {
+            out.line(format!(
+                "announcing to {} ({n} tier{})",
+                urls.join(", "),
+                if n == 1 { "" } else { "s" }
+            ));
+            Some(announcer)
+        }
+    }
 }
 
 /// How waiting for a download ended.

@@ -9,11 +9,16 @@ use anyhow::{bail, Context, Result};
 use ringswarm_engine::magnet::Magnet;
 use ringswarm_engine::metadata_fetch::fetch_metainfo;
 use ringswarm_engine::metainfo::Metainfo;
-use ringswarm_engine::session::{TorrentMode, TorrentSpec};
+use ringswarm_engine::session::{
+    find_peers, tracker_tiers, Session, TorrentMode, TorrentSpec, TrackerPlace,
+};
 
-use crate::args::{format_bytes, format_rate, parse_duration, parse_listen, rate, resolve_peers};
+use crate::args::{
+    format_bytes, format_rate, parse_duration, parse_listen, parse_tracker_url, rate, resolve_peers,
+};
 use crate::common::{
-    data_bytes, load_torrent, lock, serve, start_session, stop_flag, wait_complete, Waited,
+    data_bytes, load_torrent, lock, serve, start_announcing, start_session, stop_flag,
+    wait_complete, Waited,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -24,8 +29,10 @@ const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Download a torrent into a directory.
 ///
-/// SOURCE is a .torrent file or a magnet link (quote it in the shell). For a magnet, the
-/// torrent's metadata is first fetched from its peers (x.pe) and the --peer addresses.
+/// SOURCE is a .torrent file or a magnet link (quote it in the shell). Peers come from
+/// --peer, the magnet's x.pe addresses, and the trackers: --tracker and the torrent's (or
+/// magnet's) own, udp:// only, announced to until the command exits. For a magnet, the
+/// torrent's metadata is first fetched from those peers.
 /// Files land at DEST/<name>. An interrupted download resumes where it stopped when run
 /// again with the same DEST: only pieces not yet verified on disk are fetched.
 ///
@@ -56,6 +63,11 @@ pub struct Args {
     /// (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0", value_parser = parse_listen)]
     pub listen: SocketAddr,
+
+    /// A UDP tracker to find peers through, udp://HOST:PORT[/PATH], besides the torrent's
+    /// (or the magnet's) own; repeat for more (each is a tier of its own).
+    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
+    pub trackers: Vec<String>,
 
     /// After the download, keep serving it for this long (e.g. 30s, 10m, 1h).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -89,26 +101,44 @@ struct Source {
     metadata_seconds: Option<f64>,
 }
 
-fn resolve_source(args: &Args, deadline: Option<Instant>) -> Result<Source> {
+/// Finds the metainfo and the first peers. A magnet without peer addresses asks its
+/// trackers (and --tracker) for some first; a .torrent needs peers or a tracker.
+fn resolve_source(args: &Args, session: &Session, deadline: Option<Instant>) -> Result<Source> {
     if is_magnet(&args.source) {
         let magnet = Magnet::parse(&args.source).context("invalid magnet link")?;
         let mut names = magnet.peers.clone();
         names.extend(args.peers.iter().cloned());
-        let peers = resolve_peers(&names)?;
-        if peers.is_empty() {
-            bail!(
-                "the magnet link names no peer (x.pe): give one with --peer HOST:PORT \
-                 (trackers are not supported yet)"
-            );
-        }
+        let mut peers = resolve_peers(&names)?;
         let timeout = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
             None => DEFAULT_METADATA_TIMEOUT,
         };
-        let trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-        let hash = ringswarm_engine::hex(&magnet.info_hash);
         let started = Instant::now();
-        let meta = fetch_metainfo(magnet.info_hash, trackers, &peers, timeout)
+        let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        if peers.is_empty() {
+            let mut tiers: Vec<Vec<String>> =
+                args.trackers.iter().map(|t| vec![t.clone()]).collect();
+            tiers.extend(trackers.iter().cloned());
+            if tiers.is_empty() {
+                bail!(
+                    "the magnet link names no peer (x.pe) and no tracker (tr): \
+                     give one with --peer HOST:PORT or --tracker URL"
+                );
+            }
+            let port = session.listen_addr().map_or(0, |a| a.port());
+            peers = find_peers(
+                tiers,
+                magnet.info_hash,
+                session.peer_id(),
+                port,
+                &TrackerPlace::default(),
+                started + timeout,
+            )
+            .map_err(|e| anyhow::anyhow!("no peer to fetch the metadata from: {e}"))?;
+        }
+        let hash = ringswarm_engine::hex(&magnet.info_hash);
+        let left = timeout.saturating_sub(started.elapsed());
+        let meta = fetch_metainfo(magnet.info_hash, trackers, &peers, left)
             .with_context(|| format!("fetching the metadata of {hash}"))?;
         Ok(Source {
             meta,
@@ -118,8 +148,11 @@ fn resolve_source(args: &Args, deadline: Option<Instant>) -> Result<Source> {
     } else {
         let meta = load_torrent(Path::new(&args.source))?;
         let peers = resolve_peers(&args.peers)?;
-        if peers.is_empty() {
-            bail!("no peer to download from: give one with --peer HOST:PORT (trackers are not supported yet)");
+        if peers.is_empty() && tracker_tiers(&meta, &args.trackers).is_empty() {
+            bail!(
+                "no peer to download from: the torrent names no tracker; \
+                 give one with --peer HOST:PORT or --tracker URL"
+            );
         }
         Ok(Source {
             meta,
@@ -144,13 +177,14 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let stop = stop_flag();
     let deadline = args.timeout.map(|t| Instant::now() + t);
 
-    let source = resolve_source(&args, deadline)?;
+    // Listening first, so a magnet's tracker announce can give our real port.
+    let session = start_session(args.cores, Some(args.listen))?;
+    let source = resolve_source(&args, &session, deadline)?;
     let meta = Arc::new(source.meta);
     let hash = ringswarm_engine::hex(&meta.info_hash);
     prepare_dest(&args.dest)?;
     let root = args.dest.join(&meta.info.name);
 
-    let session = start_session(args.cores, Some(args.listen))?;
     let started = Instant::now();
     let handle = session
         .add_torrent(TorrentSpec {
@@ -171,6 +205,10 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         if source.peers.len() == 1 { "" } else { "s" },
         listen.map_or(String::new(), |a| format!("; listening on {a}"))
     ));
+    let announcer = start_announcing(&out, &session, &handle, &meta, &args.trackers);
+    if source.peers.is_empty() && announcer.is_none() {
+        bail!("no peer to download from: none of the torrent's trackers is usable (udp:// only); give a peer with --peer HOST:PORT");
+    }
     if resumed > 0 {
         out.line(format!(
             "resuming: {} already verified",
@@ -187,6 +225,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     progress.finish();
     let (how, stats) = waited?;
     if how == Waited::Interrupted {
+        drop(announcer);
         session.shutdown();
         bail!(
             "interrupted with {} of {} verified; run the same command again to resume",
@@ -231,6 +270,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         let served = serve(&handle, &mut progress, &stop, until, |_| false);
         progress.finish();
         final_stats = served?;
+    }
+    if let Some(a) = announcer {
+        a.stop();
     }
     session.shutdown();
 

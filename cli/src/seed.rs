@@ -9,8 +9,10 @@ use anyhow::{bail, Context, Result};
 use ringswarm_engine::metainfo::Metainfo;
 use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 
-use crate::args::{format_bytes, parse_listen, rate};
-use crate::common::{absolute, data_bytes, load_torrent, lock, serve, start_session, stop_flag};
+use crate::args::{format_bytes, parse_listen, parse_tracker_url, rate};
+use crate::common::{
+    absolute, data_bytes, load_torrent, lock, serve, start_announcing, start_session, stop_flag,
+};
 use crate::output::Summary;
 use crate::progress::Progress;
 use crate::Ctx;
@@ -22,7 +24,8 @@ use crate::Ctx;
 /// but PATH is named <name>, PATH's parent is used. The data is checked against the
 /// torrent before serving (skipped when a complete resume file from `get` vouches for it).
 ///
-/// Prints `listening on ADDR` once it serves.
+/// Prints `listening on ADDR` once it serves. Announces to each --tracker and to the
+/// torrent's own trackers (udp:// only), and dials the peers they return.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The .torrent file.
@@ -39,6 +42,11 @@ pub struct Args {
     /// Lock the files in memory (mlock) while seeding, like `vmtouch -l`.
     #[arg(long)]
     pub lock: bool,
+
+    /// A UDP tracker to announce to, udp://HOST:PORT[/PATH], besides the torrent's own;
+    /// repeat for more (each is a tier of its own).
+    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
+    pub trackers: Vec<String>,
 
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -109,6 +117,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         .listen_addr()
         .context("the engine did not report its listen address")?;
     out.line(format!("listening on {listen}"));
+    let announcer = start_announcing(&out, &session, &handle, &meta, &args.trackers);
 
     let locked = if args.lock {
         let l = lock(&handle)?;
@@ -127,6 +136,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     progress.finish();
     let stats = result?;
     let elapsed = started.elapsed();
+    if let Some(a) = announcer {
+        a.stop();
+    }
     session.shutdown();
 
     out.line(format!(

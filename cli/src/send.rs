@@ -9,8 +9,10 @@ use anyhow::{Context, Result};
 use ringswarm_engine::magnet::Magnet;
 use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 
-use crate::args::{format_bytes, parse_listen, parse_piece_size, rate};
-use crate::common::{data_bytes, reachable_addr, resolves, serve, start_session, stop_flag};
+use crate::args::{format_bytes, parse_listen, parse_piece_size, parse_tracker_url, rate};
+use crate::common::{
+    data_bytes, reachable_addr, resolves, serve, start_announcing, start_session, stop_flag,
+};
 use crate::create::make_metainfo;
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -43,6 +45,11 @@ pub struct Args {
     #[arg(long, value_name = "HOST")]
     pub advertise: Option<String>,
 
+    /// A UDP tracker, udp://HOST:PORT[/PATH], to put in the torrent and the magnet and to
+    /// announce to; repeat for more.
+    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
+    pub trackers: Vec<String>,
+
     /// Exit once this many peers hold a full copy; 0 serves until Ctrl-C.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub receivers: u32,
@@ -73,7 +80,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         .to_path_buf();
 
     out.line(format!("hashing {}", path.display()));
-    let meta = Arc::new(make_metainfo(&path, args.piece_size, &[])?);
+    let meta = Arc::new(make_metainfo(&path, args.piece_size, &args.trackers)?);
     let hash = ringswarm_engine::hex(&meta.info_hash);
 
     let session = start_session(args.cores, Some(args.listen))?;
@@ -95,12 +102,14 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let magnet = Magnet {
         info_hash: meta.info_hash,
         display_name: Some(meta.info.name.clone()),
-        trackers: Vec::new(),
+        trackers: args.trackers.clone(),
         peers: vec![reachable.clone()],
     }
     .to_uri();
 
     out.line(format!("listening on {listen}"));
+    // The trackers are in the metainfo already.
+    let announcer = start_announcing(&out, &session, &handle, &meta, &[]);
     out.line(format!(
         "sending {} ({}, {} pieces, {hash})",
         meta.info.name,
@@ -127,6 +136,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     progress.finish();
     let stats = served?;
     let elapsed = started.elapsed();
+    if let Some(a) = announcer {
+        a.stop();
+    }
     session.shutdown();
     out.line(format!(
         "done: {} peer{} with a full copy, sent {} in {:.1}s",

@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringswarm_engine::tracker::client::{Cancel, RetryPolicy, TrackerClient};
+use ringswarm_engine::tracker::proto::ScrapeEntry;
+
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn bin() -> &'static str {
@@ -687,4 +690,125 @@ fn resume_after_kill() {
     let b = std::fs::read(d.join("dl/big.bin")).unwrap();
     assert_eq!(a.len(), b.len());
     assert!(a == b, "content differs after resume");
+}
+
+/// `ringswarm tracker` on a free loopback port; returns it and its `udp://` URL.
+fn start_tracker(dir: &Path) -> (Proc, String) {
+    let mut tracker = Proc::spawn(
+        dir,
+        &[
+            "tracker",
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "1",
+            "--interval",
+            "30",
+        ],
+    );
+    let url = tracker.wait_line("`tracker listening on` line", |l| {
+        l.strip_prefix("tracker listening on ").map(str::to_owned)
+    });
+    (tracker, url)
+}
+
+/// The tracker's scrape entry for `info_hash` (hex), through the engine's client.
+fn scrape(url: &str, info_hash: &str) -> ScrapeEntry {
+    let mut hash = [0u8; 20];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&info_hash[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let policy = RetryPolicy {
+        base: Duration::from_millis(500),
+        max_n: 3,
+        ..RetryPolicy::default()
+    };
+    let mut client = TrackerClient::new(url, policy).unwrap();
+    client.scrape(&[hash], &Cancel::none()).unwrap()[0]
+}
+
+#[test]
+fn swarm_through_the_tracker_alone() {
+    let dir = scratch();
+    let d = dir.path();
+    write_tree(d, &[("blob", 3_000_001)]);
+    let (_tracker, url) = start_tracker(d);
+    let announce = format!("{url}/announce");
+    let out = run_ok(
+        d,
+        &[
+            "create",
+            "blob",
+            "--piece-size",
+            "256K",
+            "-o",
+            "t.torrent",
+            "--tracker",
+            &announce,
+        ],
+    );
+    let hash = out
+        .lines()
+        .find_map(|l| l.strip_prefix("info-hash: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // The seed learns the tracker from the torrent; nobody is told a peer address.
+    let (mut seed, _) = start_seed(d, "t.torrent", "blob");
+    seed.wait_line("`announcing to` line", |l| {
+        l.starts_with("announcing to udp://").then_some(())
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while scrape(&url, &hash).seeders < 1 {
+        assert!(Instant::now() < deadline, "the seed never announced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A .torrent with a tracker and no --peer.
+    let v = get_json(d, "t.torrent", "dl1", None);
+    assert_eq!(v["bytes"], 3_000_001, "{v}");
+    assert_same_tree(d, &d.join("dl1"), &[("blob", 3_000_001)]);
+    // A magnet naming only the tracker: the metadata comes from the peers it returns.
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&tr={announce}");
+    let v = get_json(d, &magnet, "dl2", None);
+    assert!(v["metadata_seconds"].is_number(), "{v}");
+    assert_same_tree(d, &d.join("dl2"), &[("blob", 3_000_001)]);
+
+    // Both downloads said `completed` and then `stopped`; the seed is still there.
+    let s = scrape(&url, &hash);
+    assert_eq!(
+        (s.seeders, s.completed, s.leechers),
+        (1, 2, 0),
+        "scrape after two downloads: {s:?}"
+    );
+    // Seed stops cleanly on SIGINT: `stopped` removes it.
+    let status = Command::new("kill")
+        .args(["-INT", &seed.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, _, err) = seed.wait();
+    assert!(status.success(), "seed: {status}\n{err}");
+    assert_eq!(scrape(&url, &hash).seeders, 0);
+}
+
+#[test]
+fn tracker_urls_are_checked() {
+    let dir = scratch();
+    let d = dir.path();
+    write_tree(d, &[("blob", 10_000)]);
+    create(d, "blob", "16K");
+    for bad in [
+        "http://127.0.0.1:1/announce",
+        "udp://127.0.0.1/announce",
+        "udp://",
+    ] {
+        let (status, _, err) = run(d, &["get", "t.torrent", "dl", "--tracker", bad]);
+        assert_eq!(status.code(), Some(2), "{bad}: usage error expected\n{err}");
+        assert!(err.contains("--tracker"), "{bad}: {err}");
+        assert_no_panic(&err);
+    }
+    // A torrent without trackers and no --peer: one clear line.
+    let e = run_err(d, &["get", "t.torrent", "dl"]);
+    assert!(e.contains("--peer") && e.contains("--tracker"), "{e}");
 }

@@ -6,8 +6,11 @@
 //! worker; its connections live on whichever core accepted or opened them, and the cores
 //! share only the small lock-free state in [`torrent`].
 
+mod announce;
 mod torrent;
 mod worker;
+
+pub use announce::{announce_torrent, find_peers, tracker_tiers, TrackerPlace};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +129,7 @@ pub struct Session {
     torrents: Mutex<Vec<Arc<TorrentShared>>>,
     next_worker: Arc<AtomicUsize>,
     cores: usize,
+    peer_id: [u8; 20],
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionError {
@@ -202,6 +206,7 @@ impl Session {
             torrents: Mutex::new(Vec::new()),
             next_worker: Arc::new(AtomicUsize::new(0)),
             cores,
+            peer_id: config.peer_id,
         };
         for _ in 0..cores {
             match ready_rx.recv() {
@@ -217,6 +222,11 @@ impl Session {
             }
         }
         Ok(session)
+    }
+
+    /// Our peer id, as sent in handshakes and announces.
+    pub fn peer_id(&self) -> [u8; 20] {
+        self.peer_id
     }
 
     /// The bound listening address (with the real port when 0 was asked for).
