@@ -2,7 +2,7 @@
 """python3-libtorrent driver for interop tests and loopback benchmarks.
 
     lt_peer.py seed --torrent F --data-dir D --port P [--seconds N] [--seed-mode]
-    lt_peer.py get  --torrent F --dest D --peer 127.0.0.1:PORT [--timeout N] [--recheck]
+    lt_peer.py get  --torrent F --dest D [--peer 127.0.0.1:PORT ...] [--timeout N] [--recheck]
     lt_peer.py create --path P -o F.torrent [--piece-size BYTES] [--pad] [--tracker URL]
 
 TCP only (uTP off), high_performance_seed() settings, listening on 127.0.0.1, no DHT, LSD,
@@ -12,6 +12,17 @@ to the given peers, prints a progress line a second, and ends with one JSON line
 {"seconds": ..., "bytes": ..., ...}; exit 0 once every piece has passed libtorrent's own
 hash check (with --recheck the finished files are checked again from disk), 1 on timeout,
 2 on any other error.
+
+Trackers: when the .torrent names trackers (announce / announce-list), both `seed` and `get`
+announce to all of them (HTTP or UDP, BEP 15), loopback trackers included (libtorrent's SSRF
+mitigation is off, so are tracker IP filters). Every tracker answer is logged as
+`tracker reply URL peers=N` (errors as `tracker error URL: ...`). `seed` then prints
+`listening on` only after a tracker has answered an announce made while seeding (so the
+swarm knows it as a seed; bounded by --announce-timeout, error exit 2 past it). `get`
+needs no --peer then (peers come from the trackers); once complete it waits for the tracker
+to acknowledge the `completed` announce (bounded by --announce-timeout, a warning past it)
+before it stops, and its JSON line counts "tracker_replies" and "tracker_peers" (the most
+peers one answer gave). --no-trackers ignores the .torrent's trackers in both.
 
 Runs under the system interpreter (/usr/bin/python3): Debian's python3-libtorrent is not
 visible to a pyenv or venv python.
@@ -61,17 +72,57 @@ def make_session(port, ip="127.0.0.1"):
             "enable_outgoing_tcp": True,
             "enable_incoming_tcp": True,
             "allow_multiple_connections_per_ip": True,
+            # Trackers (used only when the .torrent names some): announce to every tracker
+            # of every tier, allow trackers (and the peers they return) on loopback.
+            "announce_to_all_trackers": True,
+            "announce_to_all_tiers": True,
+            "apply_ip_filter_to_trackers": False,
             # Local peers are never rate limited, but be explicit.
             "upload_rate_limit": 0,
             "download_rate_limit": 0,
             "alert_mask": lt.alert.category_t.error_notification
             | lt.alert.category_t.status_notification
             | lt.alert.category_t.storage_notification
-            | lt.alert.category_t.peer_notification,
+            | lt.alert.category_t.peer_notification
+            | lt.alert.category_t.tracker_notification,
             "user_agent": "lt_peer.py/libtorrent-" + lt.__version__,
         }
     )
+    # libtorrent >= 1.2.13 / 2.0.3: "SSRF mitigation" refuses some requests to trackers on
+    # localhost; our test trackers live there.
+    if "ssrf_mitigation" in lt.default_settings():
+        s["ssrf_mitigation"] = False
     return lt.session(s)
+
+
+class Trackers:
+    """Tracker answers seen so far (fed from the alert stream)."""
+
+    def __init__(self):
+        self.replies = 0
+        self.errors = 0
+        self.max_peers = 0
+        self.last_reply = None  # time.monotonic() of the latest answer
+
+    def note(self, a):
+        """Logs and counts tracker alerts; returns True if `a` was one."""
+        if isinstance(a, lt.tracker_reply_alert):
+            self.replies += 1
+            self.max_peers = max(self.max_peers, a.num_peers)
+            self.last_reply = time.monotonic()
+            log("tracker reply %s peers=%d" % (a.tracker_url(), a.num_peers))
+            return True
+        if isinstance(a, lt.tracker_error_alert):
+            self.errors += 1
+            log("tracker error %s: %s" % (a.tracker_url(), a.message()))
+            return True
+        if isinstance(a, lt.tracker_warning_alert):
+            log("tracker warning %s: %s" % (a.tracker_url(), a.message()))
+            return True
+        return False
+
+
+TRACKERS = Trackers()
 
 
 def listen_port(ses, timeout=10.0):
@@ -88,19 +139,28 @@ def listen_port(ses, timeout=10.0):
     raise RuntimeError("no listen socket after %.0fs" % timeout)
 
 
-def add(ses, torrent, save_path, seed_mode=False):
+def add(ses, torrent, save_path, seed_mode=False, trackers=True):
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(torrent)
     atp.save_path = save_path
     if seed_mode:
         atp.flags |= lt.torrent_flags.seed_mode
-    return ses.add_torrent(atp)
+    h = ses.add_torrent(atp)
+    if not trackers:
+        h.replace_trackers([])
+    return h
+
+
+def tracker_urls(h):
+    return [t["url"] for t in h.trackers()]
 
 
 def drain_errors(ses, fatal=True):
     """Returns the number of hash failures seen; raises on storage/torrent errors."""
     fails = 0
     for a in ses.pop_alerts():
+        if TRACKERS.note(a):
+            continue
         if isinstance(a, lt.hash_failed_alert):
             fails += 1
             log("hash failed: %s" % a.message())
@@ -118,6 +178,8 @@ def wait_checked(ses, timeout):
     end = time.monotonic() + timeout
     while True:
         for al in ses.pop_alerts():
+            if TRACKERS.note(al):
+                continue
             if isinstance(al, lt.torrent_checked_alert):
                 return
             if isinstance(al, (lt.file_error_alert, lt.torrent_error_alert, lt.listen_failed_alert)):
@@ -134,9 +196,25 @@ def parse_peer(s):
     return (host.strip("[]"), int(port))
 
 
+def wait_announced(ses, h, since, timeout):
+    """Waits for a tracker answer received after `since` (time.monotonic()), asking for a
+    fresh announce when none comes; raises after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    next_ask = time.monotonic() + 5
+    while TRACKERS.last_reply is None or TRACKERS.last_reply <= since:
+        drain_errors(ses, fatal=False)
+        now = time.monotonic()
+        if now > end or STOP:
+            raise RuntimeError("no tracker of %s answered within %ds" % (tracker_urls(h), timeout))
+        if now >= next_ask:
+            h.force_reannounce()
+            next_ask = now + 5
+        time.sleep(0.02)
+
+
 def cmd_seed(a):
     ses = make_session(a.port, a.ip)
-    h = add(ses, a.torrent, a.data_dir, a.seed_mode)
+    h = add(ses, a.torrent, a.data_dir, a.seed_mode, trackers=not a.no_trackers)
     port = listen_port(ses)
     # Wait for libtorrent's own hash check of the data on disk.
     if not a.seed_mode:
@@ -144,6 +222,12 @@ def cmd_seed(a):
     st = h.status()
     if not st.is_seeding:
         raise RuntimeError("data in %s fails the hash check (%.1f%% present)" % (a.data_dir, st.progress * 100))
+    if tracker_urls(h):
+        # Announce as a seed (left = 0) and wait for the answer, so a leecher that starts
+        # after `listening on` finds this seed through the tracker.
+        since = time.monotonic()
+        h.force_reannounce()
+        wait_announced(ses, h, since, a.announce_timeout)
     log("listening on %s:%d" % (a.ip, port))
     end = time.monotonic() + a.seconds
     last = 0.0
@@ -156,15 +240,18 @@ def cmd_seed(a):
             last = now
         time.sleep(0.1)
     st = h.status()
-    log(json.dumps({"role": "seed", "uploaded": st.all_time_upload}))
+    log(json.dumps({"role": "seed", "uploaded": st.all_time_upload, "tracker_replies": TRACKERS.replies}))
     return 0
 
 
 def cmd_get(a):
     os.makedirs(a.dest, exist_ok=True)
     ses = make_session(a.port, a.ip)
-    h = add(ses, a.torrent, a.dest)
+    h = add(ses, a.torrent, a.dest, trackers=not a.no_trackers)
     listen_port(ses)
+    has_trackers = bool(tracker_urls(h))
+    if not a.peer and not has_trackers:
+        raise RuntimeError("no --peer given and the torrent names no tracker: no way to find peers")
     ti = h.torrent_file()
     total = ti.total_size()
     t0 = time.monotonic()
@@ -183,7 +270,7 @@ def cmd_get(a):
             if started is None:
                 started = now
             # (Re)connect while no peer is attached; bounded by the deadline.
-            if st.num_peers == 0 and now - last_connect >= 2.0:
+            if a.peer and st.num_peers == 0 and now - last_connect >= 2.0:
                 for p in a.peer:
                     h.connect_peer(p)
                 last_connect = now
@@ -200,6 +287,13 @@ def cmd_get(a):
             return 1
         time.sleep(0.02)
     t_done = time.monotonic()
+    if has_trackers:
+        # libtorrent announces `completed` when the download finishes; wait for the
+        # tracker's answer to it so the swarm's completed count includes this download.
+        try:
+            wait_announced(ses, h, t_done, a.announce_timeout)
+        except RuntimeError as e:
+            log("warning: %s" % e)
     # libtorrent 2 writes through mmap; flush so every byte is in the files before we exit.
     h.flush_cache()
     flush_end = time.monotonic() + 30
@@ -224,6 +318,8 @@ def cmd_get(a):
         "hash_failures": fails,
         "rechecked": bool(a.recheck),
         "ok": ok,
+        "tracker_replies": TRACKERS.replies,
+        "tracker_peers": TRACKERS.max_peers,
     }
     ses.remove_torrent(h)
     log(json.dumps(summary))
@@ -263,16 +359,26 @@ def main():
     s.add_argument("--check-timeout", type=int, default=600, help="limit for the initial hash check")
     s.add_argument("--seed-mode", action="store_true", help="skip the initial hash check")
     s.add_argument("--verbose", action="store_true", help="print a status line a second")
+    s.add_argument("--announce-timeout", type=int, default=60, help="limit for the first tracker answer")
+    s.add_argument("--no-trackers", action="store_true", help="ignore the .torrent's trackers")
     s.set_defaults(fn=cmd_seed)
 
     g = sub.add_parser("get", help="download a torrent from the given peers")
     g.add_argument("--torrent", required=True)
     g.add_argument("--dest", required=True)
-    g.add_argument("--peer", type=parse_peer, action="append", required=True, help="HOST:PORT (repeatable)")
+    g.add_argument(
+        "--peer",
+        type=parse_peer,
+        action="append",
+        default=[],
+        help="HOST:PORT (repeatable); optional when the torrent names a tracker",
+    )
     g.add_argument("--port", type=int, default=0, help="own listen port (default: any)")
     g.add_argument("--ip", default="127.0.0.1", help="own listen address (default 127.0.0.1)")
     g.add_argument("--timeout", type=float, default=600, help="give up after this many seconds (exit 1)")
     g.add_argument("--recheck", action="store_true", help="re-hash the finished files from disk")
+    g.add_argument("--announce-timeout", type=int, default=30, help="limit for the `completed` announce's answer")
+    g.add_argument("--no-trackers", action="store_true", help="ignore the .torrent's trackers")
     g.set_defaults(fn=cmd_get)
 
     c = sub.add_parser("create", help="make a v1 .torrent with libtorrent's create_torrent")
