@@ -7,7 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ringswarm_engine::session::{Session, TorrentHandle, TorrentMode, TorrentSpec};
+use ringswarm_engine::session::{
+    announce_torrent, tracker_tiers, Session, TorrentHandle, TorrentMode, TorrentSpec, TrackerPlace,
+};
+use ringswarm_engine::tracker::client::AnnouncerHandle;
+use ringswarm_engine::tracker::server::{TrackerConfig, TrackerServer};
+use ringswarm_engine::tracker::store::StoreConfig;
 use ringswarm_engine::verify::{Digest, Sha1Stream};
 
 use crate::args::{format_bytes, format_rate, parse_nonzero_size, parse_piece_size, rate};
@@ -25,12 +30,13 @@ const BLOB_NAME: &str = "demo.bin";
 /// Seed of the blob's generator: the same size always gives the same bytes.
 const BLOB_SEED: u64 = 0x5eed_b10b_2026_0001;
 
-/// Run a swarm on this machine: one seeder and N receivers, all in this process on
-/// 127.0.0.1.
+/// Run a swarm on this machine: a tracker, one seeder and N receivers, all in this process
+/// on 127.0.0.1.
 ///
-/// Writes a pseudo-random blob (deterministic), makes its torrent, starts a seeder and N
-/// receivers (each receiver also serves, and knows the seeder and every receiver started
-/// before it, so they share pieces with each other), waits for all, checks every copy
+/// Writes a pseudo-random blob (deterministic), starts a UDP tracker, makes the blob's
+/// torrent naming that tracker, starts a seeder and N receivers (each receiver also
+/// serves; all of them find each other through the tracker alone, so they share pieces
+/// with each other), waits for all, checks every copy
 /// against the original (SHA-1 of the whole file), prints each receiver's time and
 /// throughput and the total, and removes its working directory.
 ///
@@ -177,6 +183,7 @@ pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
 struct Receiver {
     session: Session,
     handle: TorrentHandle,
+    announcer: AnnouncerHandle,
     dest: PathBuf,
     done_after: Option<Duration>,
 }
@@ -199,8 +206,24 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         blob.display()
     ));
 
+    let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let tracker = TrackerServer::start(TrackerConfig {
+        listen: loopback,
+        topology: None,
+        cores: 1,
+        store: StoreConfig::default(),
+    })
+    .context("starting the demo's tracker")?;
+    let tracker_url = format!("udp://{}/announce", tracker.local_addr());
+    out.line(format!("tracker listening on {tracker_url}"));
+
     let t = Instant::now();
-    let meta = Arc::new(make_metainfo(&blob, args.piece_size, &[])?);
+    let meta = Arc::new(make_metainfo(
+        &blob,
+        args.piece_size,
+        std::slice::from_ref(&tracker_url),
+    )?);
+    let tiers = tracker_tiers(&meta, &[]);
     let hash = ringswarm_engine::hex(&meta.info_hash);
     out.line(format!(
         "made its torrent in {:.2}s: {} pieces of {}, info-hash {hash}",
@@ -209,7 +232,6 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         format_bytes(meta.info.piece_length)
     ));
 
-    let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let seeder = start_session(args.cores, Some(loopback))?;
     let seeder_handle = seeder
         .add_torrent(TorrentSpec {
@@ -223,9 +245,15 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         .listen_addr()
         .context("the seeder did not report its listen address")?;
     out.line(format!("seeder listening on {seeder_addr}"));
+    let seeder_announcer = announce_torrent(
+        &seeder_handle,
+        tiers.clone(),
+        seeder.peer_id(),
+        seeder_addr,
+        &TrackerPlace::default(),
+    );
 
     let started = Instant::now();
-    let mut peers = vec![seeder_addr];
     let mut receivers: Vec<Receiver> = Vec::new();
     for i in 0..args.receivers as usize {
         let dest = work.path.join(format!("receiver-{}", i + 1));
@@ -237,15 +265,23 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
                 metainfo: meta.clone(),
                 dest: dest.clone(),
                 mode: TorrentMode::Download,
-                peers: peers.clone(),
+                peers: Vec::new(),
             })
             .with_context(|| format!("starting receiver {}", i + 1))?;
-        if let Some(a) = session.listen_addr() {
-            peers.push(a);
-        }
+        let addr = session
+            .listen_addr()
+            .with_context(|| format!("receiver {} did not report its address", i + 1))?;
+        let announcer = announce_torrent(
+            &handle,
+            tiers.clone(),
+            session.peer_id(),
+            addr,
+            &TrackerPlace::default(),
+        );
         receivers.push(Receiver {
             session,
             handle,
+            announcer,
             dest,
             done_after: None,
         });
@@ -267,10 +303,13 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let seeder_stats = seeder_handle.stats();
     let mut dests = Vec::new();
     for r in receivers {
+        r.announcer.stop();
         r.session.shutdown();
         dests.push((r.dest, r.done_after.unwrap_or(elapsed)));
     }
+    seeder_announcer.stop();
     seeder.shutdown();
+    tracker.shutdown();
 
     let mut summaries = Vec::new();
     let mut bad = Vec::new();
