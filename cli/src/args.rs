@@ -22,6 +22,17 @@ pub fn parse_tracker_url(s: &str) -> Result<String, String> {
         .map_err(|e| format!("{e} (only udp:// trackers are supported)"))
 }
 
+/// Checks a `--dc` / `--rack` name: 1 to 64 bytes, no control characters.
+pub fn parse_place_name(s: &str) -> Result<String, String> {
+    let max = ringswarm_engine::tracker::topology::MAX_NAME_LEN;
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(format!(
+            "`{s}` is not a place name (1 to {max} bytes, no control characters)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// Parses a byte count: digits, then an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
 /// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (case-insensitive, powers of 1024). Spaces between the
 /// number and the unit are allowed.

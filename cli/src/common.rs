@@ -11,11 +11,13 @@ use anyhow::{bail, Context, Result};
 use ringswarm_engine::metainfo::Metainfo;
 use ringswarm_engine::residency::{lock_files, LockedFiles};
 use ringswarm_engine::session::{
-    announce_torrent, tracker_tiers, Session, SessionConfig, TorrentHandle, TorrentStats,
-    TrackerPlace,
+    announce_torrent, tracker_tiers, Locator, NamedPlace, Session, SessionConfig, TorrentHandle,
+    TorrentStats, TrackerPlace,
 };
 use ringswarm_engine::tracker::client::AnnouncerHandle;
+use ringswarm_engine::tracker::topology::Topology;
 
+use crate::args::parse_place_name;
 use crate::interrupt::interrupted;
 use crate::output::Out;
 use crate::progress::{poll_interval, Progress};
@@ -50,11 +52,65 @@ pub fn data_bytes(meta: &Metainfo) -> u64 {
         .sum()
 }
 
+/// Where this host stands, for rack-local preference (`--topology`, `--dc`, `--rack`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct PlaceArgs {
+    /// A topology file placing this host and its peers in racks: the tracker's TOML
+    /// (`[[subnet]]` tables with `cidr`, `dc`, `rack`). Peers in our rack are asked first;
+    /// peers outside it only for pieces no rack peer has.
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+
+    /// Our datacenter (wins over the topology); told to trackers (BEP 41) and peers.
+    #[arg(long, value_name = "NAME", value_parser = parse_place_name)]
+    pub dc: Option<String>,
+
+    /// Our rack (wins over the topology); told to trackers (BEP 41) and peers.
+    #[arg(long, value_name = "NAME", value_parser = parse_place_name)]
+    pub rack: Option<String>,
+}
+
+impl PlaceArgs {
+    pub fn locator(&self) -> Result<Locator> {
+        let topology = match &self.topology {
+            Some(path) => Some(
+                Topology::load(path).with_context(|| format!("--topology `{}`", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Locator::new(
+            topology,
+            NamedPlace {
+                dc: self.dc.clone(),
+                rack: self.rack.clone(),
+            },
+        ))
+    }
+
+    /// What the trackers are told in BEP 41 URL data.
+    pub fn tracker_place(&self) -> TrackerPlace {
+        TrackerPlace {
+            dc: self.dc.clone(),
+            rack: self.rack.clone(),
+        }
+    }
+}
+
 /// Starts a session with `cores` workers (0: all online CPUs) listening on `listen`.
 pub fn start_session(cores: usize, listen: Option<SocketAddr>) -> Result<Session> {
+    start_placed_session(cores, listen, Locator::default())
+}
+
+/// [`start_session`], placing us and our peers with `locator`.
+pub fn start_placed_session(
+    cores: usize,
+    listen: Option<SocketAddr>,
+    locator: Locator,
+) -> Result<Session> {
     let config = SessionConfig {
         cores,
         listen,
+        locator: Arc::new(locator),
         ..SessionConfig::default()
     };
     Session::start(config).with_context(|| match listen {
@@ -72,6 +128,7 @@ pub fn start_announcing(
     handle: &TorrentHandle,
     meta: &Metainfo,
     extra: &[String],
+    place: &TrackerPlace,
 ) -> Option<AnnouncerHandle> {
     let tiers = tracker_tiers(meta, extra);
     if tiers.is_empty() {
@@ -79,13 +136,7 @@ pub fn start_announcing(
     }
     let own = session.listen_addr()?;
     let urls: Vec<String> = tiers.iter().flatten().cloned().collect();
-    let announcer = announce_torrent(
-        handle,
-        tiers,
-        session.peer_id(),
-        own,
-        &TrackerPlace::default(),
-    );
+    let announcer = announce_torrent(handle, tiers, session.peer_id(), own, place);
     match announcer.tiers() {
         0 => {
             eprintln!(

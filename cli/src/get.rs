@@ -9,16 +9,14 @@ use anyhow::{bail, Context, Result};
 use ringswarm_engine::magnet::Magnet;
 use ringswarm_engine::metadata_fetch::fetch_metainfo;
 use ringswarm_engine::metainfo::Metainfo;
-use ringswarm_engine::session::{
-    find_peers, tracker_tiers, Session, TorrentMode, TorrentSpec, TrackerPlace,
-};
+use ringswarm_engine::session::{find_peers, tracker_tiers, Session, TorrentMode, TorrentSpec};
 
 use crate::args::{
     format_bytes, format_rate, parse_duration, parse_listen, parse_tracker_url, rate, resolve_peers,
 };
 use crate::common::{
-    data_bytes, load_torrent, lock, serve, start_announcing, start_session, stop_flag,
-    wait_complete, Waited,
+    data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session, stop_flag,
+    wait_complete, PlaceArgs, Waited,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -77,6 +75,9 @@ pub struct Args {
     #[arg(long)]
     pub lock: bool,
 
+    #[command(flatten)]
+    pub place: PlaceArgs,
+
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub cores: usize,
@@ -131,7 +132,7 @@ fn resolve_source(args: &Args, session: &Session, deadline: Option<Instant>) -> 
                 magnet.info_hash,
                 session.peer_id(),
                 port,
-                &TrackerPlace::default(),
+                &args.place.tracker_place(),
                 started + timeout,
             )
             .map_err(|e| anyhow::anyhow!("no peer to fetch the metadata from: {e}"))?;
@@ -178,7 +179,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let deadline = args.timeout.map(|t| Instant::now() + t);
 
     // Listening first, so a magnet's tracker announce can give our real port.
-    let session = start_session(args.cores, Some(args.listen))?;
+    let session = start_placed_session(args.cores, Some(args.listen), args.place.locator()?)?;
     let source = resolve_source(&args, &session, deadline)?;
     let meta = Arc::new(source.meta);
     let hash = ringswarm_engine::hex(&meta.info_hash);
@@ -205,7 +206,14 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         if source.peers.len() == 1 { "" } else { "s" },
         listen.map_or(String::new(), |a| format!("; listening on {a}"))
     ));
-    let announcer = start_announcing(&out, &session, &handle, &meta, &args.trackers);
+    let announcer = start_announcing(
+        &out,
+        &session,
+        &handle,
+        &meta,
+        &args.trackers,
+        &args.place.tracker_place(),
+    );
     if source.peers.is_empty() && announcer.is_none() {
         bail!("no peer to download from: none of the torrent's trackers is usable (udp:// only); give a peer with --peer HOST:PORT");
     }

@@ -110,6 +110,11 @@ pub struct Summary {
     pub cache_hits: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_misses: Option<u64>,
+    /// Payload bytes from / to peers outside our rack (known only with a place).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downloaded_outside_rack_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_outside_rack_bytes: Option<u64>,
     /// Bytes locked in memory with `--lock`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_bytes: Option<u64>,
@@ -138,6 +143,8 @@ impl Summary {
         self.banned_peers = Some(s.banned_peers);
         self.cache_hits = Some(s.cache_hits);
         self.cache_misses = Some(s.cache_misses);
+        self.downloaded_outside_rack_bytes = Some(s.downloaded_outside_rack_bytes);
+        self.uploaded_outside_rack_bytes = Some(s.uploaded_outside_rack_bytes);
     }
 }
 

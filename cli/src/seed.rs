@@ -11,7 +11,8 @@ use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 
 use crate::args::{format_bytes, parse_listen, parse_tracker_url, rate};
 use crate::common::{
-    absolute, data_bytes, load_torrent, lock, serve, start_announcing, start_session, stop_flag,
+    absolute, data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session,
+    stop_flag, PlaceArgs,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -47,6 +48,9 @@ pub struct Args {
     /// repeat for more (each is a tier of its own).
     #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
     pub trackers: Vec<String>,
+
+    #[command(flatten)]
+    pub place: PlaceArgs,
 
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -99,7 +103,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let out = ctx.out;
     let stop = stop_flag();
 
-    let session = start_session(args.cores, Some(args.listen))?;
+    let session = start_placed_session(args.cores, Some(args.listen), args.place.locator()?)?;
     out.line(format!(
         "checking {} ({}) against {hash}",
         root.display(),
@@ -117,7 +121,14 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         .listen_addr()
         .context("the engine did not report its listen address")?;
     out.line(format!("listening on {listen}"));
-    let announcer = start_announcing(&out, &session, &handle, &meta, &args.trackers);
+    let announcer = start_announcing(
+        &out,
+        &session,
+        &handle,
+        &meta,
+        &args.trackers,
+        &args.place.tracker_place(),
+    );
 
     let locked = if args.lock {
         let l = lock(&handle)?;

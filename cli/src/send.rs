@@ -11,7 +11,8 @@ use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 
 use crate::args::{format_bytes, parse_listen, parse_piece_size, parse_tracker_url, rate};
 use crate::common::{
-    data_bytes, reachable_addr, resolves, serve, start_announcing, start_session, stop_flag,
+    data_bytes, reachable_addr, resolves, serve, start_announcing, start_placed_session, stop_flag,
+    PlaceArgs,
 };
 use crate::create::make_metainfo;
 use crate::output::Summary;
@@ -58,6 +59,9 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_piece_size)]
     pub piece_size: u64,
 
+    #[command(flatten)]
+    pub place: PlaceArgs,
+
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub cores: usize,
@@ -83,7 +87,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let meta = Arc::new(make_metainfo(&path, args.piece_size, &args.trackers)?);
     let hash = ringswarm_engine::hex(&meta.info_hash);
 
-    let session = start_session(args.cores, Some(args.listen))?;
+    let session = start_placed_session(args.cores, Some(args.listen), args.place.locator()?)?;
     let handle = session
         .add_torrent(TorrentSpec {
             metainfo: meta.clone(),
@@ -109,7 +113,14 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
 
     out.line(format!("listening on {listen}"));
     // The trackers are in the metainfo already.
-    let announcer = start_announcing(&out, &session, &handle, &meta, &[]);
+    let announcer = start_announcing(
+        &out,
+        &session,
+        &handle,
+        &meta,
+        &[],
+        &args.place.tracker_place(),
+    );
     out.line(format!(
         "sending {} ({}, {} pieces, {hash})",
         meta.info.name,

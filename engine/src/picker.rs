@@ -1,9 +1,46 @@
 //! Piece picking, sans-I/O: rarest-first over the pieces a peer has, claimed atomically so
 //! that workers on different cores never fetch the same piece (outside endgame).
+//!
+//! Rack-local preference (DESIGN.md, "Topology and rack-local preference"): a peer in our
+//! rack is asked for the piece rarest *within the rack*; a peer outside it only for pieces
+//! no rack peer has ([`RemoteRule`]), and among those first for our [`Share`], so that the
+//! hosts of one rack fetch different pieces across the uplink and each piece enters the
+//! rack about once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
+
+/// Which of the pieces missing from the rack this host fetches from outside it: piece `i`
+/// when `i % members == rank`. `rank` is our position among the rack peers we know, by
+/// peer id, so every host of the rack computes the same split from the same membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub rank: u32,
+    pub members: u32,
+}
+
+impl Share {
+    /// Alone in the rack: every piece is ours.
+    pub const ALL: Share = Share {
+        rank: 0,
+        members: 1,
+    };
+
+    pub fn contains(self, piece: u32) -> bool {
+        self.members <= 1 || piece % self.members == self.rank
+    }
+}
+
+/// What a peer outside our rack may be asked for.
+pub struct RemoteRule<'a> {
+    /// How many rack peers have each piece: only pieces no rack peer has are eligible.
+    pub rack_availability: &'a [AtomicU32],
+    pub share: Share,
+    /// Pieces outside our share may be fetched too (after them): the rack is starved of
+    /// local blocks, or the download is at its tail.
+    pub beyond_share: bool,
+}
 
 /// What a pick looks at.
 pub struct PickInput<'a> {
@@ -13,34 +50,54 @@ pub struct PickInput<'a> {
     pub verified: &'a AtomicBitfield,
     /// Pieces some worker is fetching.
     pub claimed: &'a AtomicBitfield,
-    /// How many connected peers have each piece.
+    /// How many peers have each piece: the rarity a pick minimises (counted within the
+    /// rack for a rack peer, over every peer for a remote one).
     pub availability: &'a [AtomicU32],
     /// Where the scan starts, so peers with equal choices spread over the torrent.
     pub start: u32,
+    /// Set for a peer outside our rack.
+    pub remote: Option<RemoteRule<'a>>,
 }
 
-/// Claims the rarest piece the peer has that is neither verified nor claimed. Ties go to
-/// the first such piece at or after `start` (wrapping).
+/// Claims the best piece the peer has that is neither verified nor claimed (and, for a
+/// remote peer, that its [`RemoteRule`] allows): our share before the rest, then the
+/// rarest. Ties go to the first such piece at or after `start` (wrapping).
 pub fn pick_and_claim(input: &PickInput<'_>) -> Option<u32> {
     let n = input.peer_has.len();
     if n == 0 {
         return None;
     }
+    let load = |counts: &[AtomicU32], i: u32| {
+        counts
+            .get(i as usize)
+            .map_or(u32::MAX, |a| a.load(Ordering::Relaxed))
+    };
     // A claim can race with another core; retry a bounded number of times.
     for _ in 0..8 {
-        let mut best: Option<(u32, u32)> = None;
+        // (outside our share, availability): lower is better.
+        let mut best: Option<(u32, (bool, u32))> = None;
         for k in 0..n {
             let i = (input.start % n + k) % n;
             if !input.peer_has.get(i) || input.verified.get(i) || input.claimed.get(i) {
                 continue;
             }
-            let avail = input
-                .availability
-                .get(i as usize)
-                .map_or(u32::MAX, |a| a.load(Ordering::Relaxed));
-            if best.is_none_or(|(_, b)| avail < b) {
-                best = Some((i, avail));
-                if avail <= 1 {
+            let outside = match &input.remote {
+                None => false,
+                Some(rule) => {
+                    if load(rule.rack_availability, i) > 0 {
+                        continue;
+                    }
+                    let outside = !rule.share.contains(i);
+                    if outside && !rule.beyond_share {
+                        continue;
+                    }
+                    outside
+                }
+            };
+            let key = (outside, load(input.availability, i));
+            if best.is_none_or(|(_, b)| key < b) {
+                best = Some((i, key));
+                if key <= (false, 1) {
                     break;
                 }
             }
@@ -88,6 +145,7 @@ mod tests {
             claimed: &claimed,
             availability: &a,
             start: 0,
+            remote: None,
         };
         assert_eq!(pick_and_claim(&input), Some(1));
         assert_eq!(pick_and_claim(&input), Some(3));
@@ -111,6 +169,7 @@ mod tests {
             claimed: &claimed,
             availability: &a,
             start: 3,
+            remote: None,
         };
         assert_eq!(pick_and_claim(&input), Some(2));
         assert_eq!(pick_and_claim(&input), None);
@@ -119,5 +178,66 @@ mod tests {
             Some(2)
         );
         assert_eq!(pick_endgame(&has, &verified, &claimed, 0, |p| p == 2), None);
+    }
+
+    #[test]
+    fn remote_peers_get_only_what_the_rack_lacks_our_share_first() {
+        let has = Bitfield::full(8);
+        let verified = AtomicBitfield::new(8);
+        let claimed = AtomicBitfield::new(8);
+        let global = avail(&[1; 8]);
+        // Rack peers hold pieces 0 and 5.
+        let rack = avail(&[1, 0, 0, 0, 0, 1, 0, 0]);
+        let share = Share {
+            rank: 1,
+            members: 3,
+        }; // pieces 1, 4, 7
+        let remote = |beyond_share| PickInput {
+            peer_has: &has,
+            verified: &verified,
+            claimed: &claimed,
+            availability: &global,
+            start: 0,
+            remote: Some(RemoteRule {
+                rack_availability: &rack,
+                share,
+                beyond_share,
+            }),
+        };
+        assert_eq!(pick_and_claim(&remote(false)), Some(1));
+        assert_eq!(pick_and_claim(&remote(false)), Some(4));
+        assert_eq!(pick_and_claim(&remote(false)), Some(7));
+        assert_eq!(pick_and_claim(&remote(false)), None);
+        // Starved: the rest of what the rack lacks, never what it has.
+        let mut got = Vec::new();
+        while let Some(p) = pick_and_claim(&remote(true)) {
+            got.push(p);
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![2, 3, 6]);
+        // A rack peer is asked for pieces the rack has too.
+        let local = PickInput {
+            peer_has: &has,
+            verified: &verified,
+            claimed: &claimed,
+            availability: &rack,
+            start: 0,
+            remote: None,
+        };
+        let mut got = Vec::new();
+        while let Some(p) = pick_and_claim(&local) {
+            got.push(p);
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 5]);
+    }
+
+    #[test]
+    fn share_split() {
+        assert!((0..10).all(|p| Share::ALL.contains(p)));
+        let shares: Vec<Share> = (0..4).map(|rank| Share { rank, members: 4 }).collect();
+        for p in 0..100 {
+            assert_eq!(shares.iter().filter(|s| s.contains(p)).count(), 1);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! data moves through the ring.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -61,13 +61,18 @@ pub fn ensure_udp_port_free(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// A TCP socket for connecting to `addr`.
-pub fn stream_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
+pub fn stream_for(addr: &SocketAddr, source: Option<IpAddr>) -> io::Result<OwnedFd> {
     let s = Socket::new(
         Domain::for_address(*addr),
         Type::STREAM.cloexec(),
         Some(Protocol::TCP),
     )?;
     s.set_tcp_nodelay(true)?;
+    // Dial from the address we listen on, so peers (and their topology) see the address
+    // the tracker hands out for us, not whichever one the route picks.
+    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
     Ok(s.into())
 }
 

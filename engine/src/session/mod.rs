@@ -7,10 +7,12 @@
 //! share only the small lock-free state in [`torrent`].
 
 mod announce;
+mod locality;
 mod torrent;
 mod worker;
 
 pub use announce::{announce_torrent, find_peers, tracker_tiers, TrackerPlace};
+pub use locality::{Locality, Locator, NamedPlace};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,8 @@ pub struct SessionConfig {
     pub peer_id: [u8; 20],
     /// Peers unchoked at once per torrent (a trusted fleet: no tit-for-tat).
     pub upload_slots: usize,
+    /// Places us and our peers (rack-local preference); the default places nobody.
+    pub locator: Arc<Locator>,
 }
 
 impl Default for SessionConfig {
@@ -63,6 +67,7 @@ impl Default for SessionConfig {
             listen: None,
             peer_id: random_peer_id(),
             upload_slots: 64,
+            locator: Arc::new(Locator::default()),
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct TorrentStats {
     /// Payload bytes received, including any that failed verification.
     pub downloaded_bytes: u64,
     pub uploaded_bytes: u64,
+    /// Payload bytes from / to peers outside our rack (0 while we do not know our rack).
+    pub downloaded_outside_rack_bytes: u64,
+    pub uploaded_outside_rack_bytes: u64,
     pub connected_peers: u32,
     /// Every piece verified, written, and made durable (fsync).
     pub complete: bool,
@@ -177,12 +185,16 @@ impl Session {
                 peer_id: config.peer_id,
                 listener: listeners.get_mut(index).and_then(Option::take),
                 listen_port: listen_addr.map(|a| a.port()),
+                source_ip: listen_addr
+                    .map(|a| a.ip())
+                    .filter(|ip| !ip.is_unspecified()),
                 upload_slots: config.upload_slots as u32,
                 piece_memory: PIECE_MEMORY_PER_CORE,
                 links: links.clone(),
                 rx,
                 wake: links[index].wake.clone(),
                 hasher: hasher.clone(),
+                locator: config.locator.clone(),
             };
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()

@@ -4,18 +4,19 @@
 //! availability counters and statistics. The mutex-guarded peer book is touched only when a
 //! connection starts or ends, or a piece fails its hash.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::TorrentStats;
 use crate::bitfield::AtomicBitfield;
 use crate::metainfo::Metainfo;
+use crate::picker::Share;
 use crate::storage::{resume, Storage};
 
 /// Hash failures from one address before it is banned.
@@ -30,6 +31,8 @@ pub(crate) struct PeerBook {
     pub completed: HashSet<[u8; 20]>,
     pub strikes: HashMap<IpAddr, u32>,
     pub banned: HashSet<IpAddr>,
+    /// Connected peers of our rack, by peer id (only when we know our rack).
+    pub rack_peers: BTreeSet<[u8; 20]>,
 }
 
 #[derive(Default)]
@@ -38,6 +41,9 @@ pub(crate) struct Counters {
     pub verified_bytes: AtomicU64,
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
+    /// Of those, to or from peers outside our rack (bytes that crossed the rack uplink).
+    pub downloaded_outside_rack: AtomicU64,
+    pub uploaded_outside_rack: AtomicU64,
     pub hash_failures: AtomicU32,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
@@ -52,6 +58,13 @@ pub(crate) struct TorrentShared {
     pub verified: AtomicBitfield,
     pub claimed: AtomicBitfield,
     pub availability: Box<[AtomicU32]>,
+    /// Like `availability`, counting only peers of our rack.
+    pub rack_availability: Box<[AtomicU32]>,
+    /// Our [`Share`] of the pieces fetched from outside the rack: `members << 32 | rank`.
+    rack_share: AtomicU64,
+    /// When a block last came from a rack peer, in ms since `epoch`.
+    last_rack_block_ms: AtomicU64,
+    epoch: Instant,
     pub counters: Counters,
     pub peers: Mutex<PeerBook>,
     pub complete: AtomicBool,
@@ -68,6 +81,10 @@ impl TorrentShared {
             verified: AtomicBitfield::new(n),
             claimed: AtomicBitfield::new(n),
             availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            rack_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            rack_share: AtomicU64::new(1 << 32),
+            last_rack_block_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             counters: Counters::default(),
             peers: Mutex::new(PeerBook::default()),
             complete: AtomicBool::new(false),
@@ -99,6 +116,46 @@ impl TorrentShared {
                 .fetch_add(size, Ordering::Relaxed);
         }
         new
+    }
+
+    /// Our share of the pieces missing from the rack.
+    pub fn share(&self) -> Share {
+        let v = self.rack_share.load(Ordering::Relaxed);
+        Share {
+            rank: v as u32,
+            members: ((v >> 32) as u32).max(1),
+        }
+    }
+
+    /// Adds or removes a rack peer and recomputes our share: our rank among the rack's
+    /// peer ids and ours.
+    pub fn set_rack_peer(&self, peer_id: [u8; 20], present: bool, our_id: &[u8; 20]) {
+        let Ok(mut book) = self.peers.lock() else {
+            return;
+        };
+        let changed = if present {
+            book.rack_peers.insert(peer_id)
+        } else {
+            book.rack_peers.remove(&peer_id)
+        };
+        if changed {
+            let rank = book.rack_peers.range(..*our_id).count() as u64;
+            let members = book.rack_peers.len() as u64 + 1;
+            self.rack_share
+                .store((members << 32) | rank, Ordering::Relaxed);
+        }
+    }
+
+    pub fn note_rack_block(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_rack_block_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// No block from a rack peer for `quiet` (counted from the start at first).
+    pub fn rack_quiet_for(&self, quiet: Duration) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_rack_block_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= quiet.as_millis() as u64
     }
 
     pub fn all_verified(&self) -> bool {
@@ -164,6 +221,8 @@ impl TorrentShared {
             verified_bytes,
             downloaded_bytes: c.downloaded.load(Ordering::Relaxed),
             uploaded_bytes: c.uploaded.load(Ordering::Relaxed),
+            downloaded_outside_rack_bytes: c.downloaded_outside_rack.load(Ordering::Relaxed),
+            uploaded_outside_rack_bytes: c.uploaded_outside_rack.load(Ordering::Relaxed),
             connected_peers: c.connected.load(Ordering::Relaxed),
             complete: self.complete.load(Ordering::Acquire),
             error: self.error.lock().ok().and_then(|e| e.clone()),

@@ -10,7 +10,7 @@
 //! header/data iovecs straight from the slot.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::cqueue;
 
+use super::locality::{locality, Locality, Locator, NamedPlace};
 use super::torrent::{TorrentShared, STRIKES_BEFORE_BAN};
 use crate::bitfield::Bitfield;
 use crate::extension::{self, ExtHandshake, MetadataMsg};
-use crate::picker::{self, PickInput};
+use crate::picker::{self, PickInput, RemoteRule};
 use crate::reactor::{
     net, BufRing, Completion, EventFd, HashDone, HashPool, PiecePool, Ring, SendBlock, SlotId,
 };
@@ -57,6 +58,9 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
 const TICK: Duration = Duration::from_millis(100);
 const MAX_CONNECT_ATTEMPTS: u32 = 30;
+/// No block from any rack peer for this long: pieces outside our share may come from
+/// outside the rack (a rack-mate died or is slow, or the split views disagree).
+const RACK_QUIET: Duration = Duration::from_secs(5);
 
 const RECV_GROUP: u16 = 0;
 
@@ -134,12 +138,15 @@ pub(crate) struct WorkerConfig {
     pub peer_id: [u8; 20],
     pub listener: Option<OwnedFd>,
     pub listen_port: Option<u16>,
+    /// The specific IP we listen on (outgoing connections leave from it), if any.
+    pub source_ip: Option<IpAddr>,
     pub upload_slots: u32,
     pub piece_memory: usize,
     pub links: Arc<Vec<WorkerLink>>,
     pub rx: Receiver<Command>,
     pub wake: Arc<EventFd>,
     pub hasher: Arc<HashPool>,
+    pub locator: Arc<Locator>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -235,6 +242,10 @@ struct Conn {
     refill_blocked: bool,
     /// Requests we keep outstanding with this peer (its `reqq`, at most our depth).
     max_requests: u32,
+    /// How far the peer is; counted in the rack availability while `Rack`.
+    locality: Locality,
+    /// Our place as seen on this connection (None: unknown, no rack preference).
+    our_place: Option<Box<NamedPlace>>,
 }
 
 /// A received piece waiting for its hash.
@@ -288,6 +299,7 @@ struct Ctx {
     index: usize,
     peer_id: [u8; 20],
     listen_port: Option<u16>,
+    source_ip: Option<IpAddr>,
     upload_slots: u32,
     listener: Option<OwnedFd>,
     pool: PiecePool,
@@ -312,6 +324,7 @@ struct Ctx {
     accept_paused: bool,
     /// Connections whose send queue may have work (pumped once per loop turn).
     dirty: Vec<usize>,
+    locator: Arc<Locator>,
 }
 
 impl Worker {
@@ -331,6 +344,7 @@ impl Worker {
             index: cfg.index,
             peer_id: cfg.peer_id,
             listen_port: cfg.listen_port,
+            source_ip: cfg.source_ip,
             upload_slots: cfg.upload_slots,
             listener: cfg.listener,
             pool: PiecePool::new(cfg.piece_memory),
@@ -347,6 +361,7 @@ impl Worker {
             shutting_down: false,
             accept_paused: false,
             dirty: Vec::new(),
+            locator: cfg.locator,
         };
         Ok(Worker {
             ring,
@@ -517,6 +532,8 @@ impl Ctx {
             got_bitfield: false,
             refill_blocked: false,
             max_requests: REQUEST_QUEUE_DEPTH,
+            locality: Locality::Rack,
+            our_place: None,
         });
         index
     }
@@ -581,7 +598,7 @@ impl Ctx {
         let Some(t) = self.torrent_index(&info_hash) else {
             return;
         };
-        let fd = match net::stream_for(&addr) {
+        let fd = match net::stream_for(&addr, self.source_ip) {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::warn!(%addr, err = %e, "cannot create a socket");
@@ -690,11 +707,21 @@ impl Ctx {
                 }
             }
             if conn.counted {
+                let rack = conn.locality == Locality::Rack;
                 for i in conn.have.ones() {
                     if let Some(a) = shared.availability.get(i as usize) {
                         a.fetch_sub(1, Ordering::Relaxed);
                     }
+                    if let Some(a) = shared.rack_availability.get(i as usize).filter(|_| rack) {
+                        a.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
+            }
+            if conn.our_place.is_some()
+                && conn.locality == Locality::Rack
+                && matches!(conn.phase, Phase::Active)
+            {
+                shared.set_rack_peer(conn.peer_id, false, &self.peer_id);
             }
             let owner = ConnRef {
                 index,
@@ -768,6 +795,7 @@ impl Ctx {
             return;
         }
         let slots = self.upload_slots;
+        let locality = conn.locality;
         let unchoked = &self.torrents[t].shared.counters.unchoked;
         if unchoked
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -778,7 +806,62 @@ impl Ctx {
             conn.am_choking = false;
             Message::Unchoke.encode(&mut conn.ctrl_out);
             self.dirty.push(index);
+            return;
         }
+        // Slots full: a nearer peer takes the slot of the farthest unchoked one on this core.
+        let farthest = self.torrents[t]
+            .conns
+            .iter()
+            .copied()
+            .filter(|&i| i != index)
+            .filter_map(|i| Some((i, self.conns.get(i)?.as_ref()?)))
+            .filter(|(_, c)| !c.am_choking && c.locality > locality)
+            .max_by_key(|(_, c)| c.locality)
+            .map(|(i, _)| i);
+        if let Some(victim) = farthest {
+            self.choke(victim);
+            // The freed slot goes to the nearer peer at once.
+            if let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) {
+                conn.am_choking = false;
+                Message::Unchoke.encode(&mut conn.ctrl_out);
+                self.torrents[t]
+                    .shared
+                    .counters
+                    .unchoked
+                    .fetch_add(1, Ordering::AcqRel);
+                self.dirty.push(index);
+            }
+        }
+    }
+
+    /// Chokes an unchoked peer, freeing its upload slot; its queued requests are dropped
+    /// (with a REJECT each under the fast extension, as BEP 6 asks).
+    fn choke(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(t) = conn.torrent else { return };
+        if conn.am_choking {
+            return;
+        }
+        conn.am_choking = true;
+        Message::Choke.encode(&mut conn.ctrl_out);
+        for r in std::mem::take(&mut conn.upload_queue) {
+            if conn.fast {
+                Message::Reject {
+                    index: r.piece,
+                    begin: r.begin,
+                    length: r.len,
+                }
+                .encode(&mut conn.ctrl_out);
+            }
+        }
+        self.torrents[t]
+            .shared
+            .counters
+            .unchoked
+            .fetch_sub(1, Ordering::AcqRel);
+        self.dirty.push(index);
     }
 
     // ---- receiving ---------------------------------------------------------------------
@@ -875,6 +958,19 @@ impl Ctx {
         conn.phase = Phase::Active;
         conn.have = Bitfield::new(shared.piece_count());
         shared.counters.connected.fetch_add(1, Ordering::Relaxed);
+        let our_place = if self.locator.is_blind() {
+            NamedPlace::default()
+        } else {
+            let local = net::local_addr(&conn.fd).ok().map(|a| a.ip());
+            self.locator.our_place(local)
+        };
+        if !our_place.is_unknown() {
+            let theirs = self.locator.peer_place(conn.addr.ip(), None);
+            conn.locality = locality(&our_place, &theirs);
+            if conn.locality == Locality::Rack {
+                shared.set_rack_peer(hs.peer_id, true, &self.peer_id);
+            }
+        }
         if conn.ext {
             let hs = ExtHandshake {
                 extensions: vec![("ut_metadata".into(), extension::OUR_UT_METADATA_ID)],
@@ -882,8 +978,8 @@ impl Ctx {
                 listen_port: self.listen_port,
                 client: Some(concat!("ringswarm ", env!("CARGO_PKG_VERSION")).into()),
                 request_queue: Some(MAX_PEER_REQUESTS as u32),
-                dc: None,
-                rack: None,
+                dc: our_place.dc.clone(),
+                rack: our_place.rack.clone(),
             };
             Message::Extended {
                 id: extension::HANDSHAKE_ID,
@@ -903,8 +999,11 @@ impl Ctx {
             }
             .encode(&mut conn.ctrl_out);
         }
+        if !our_place.is_unknown() {
+            conn.our_place = Some(Box::new(our_place));
+        }
         self.torrents[t].conns.push(index);
-        tracing::debug!(worker = self.index, addr = %conn.addr, "peer active");
+        tracing::debug!(worker = self.index, addr = %conn.addr, locality = ?conn.locality, "peer active");
         self.dirty.push(index);
         Ok(())
     }
@@ -978,6 +1077,9 @@ impl Ctx {
                     conn.have.set(piece);
                     conn.counted = true;
                     shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
+                    if conn.locality == Locality::Rack {
+                        shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
+                    }
                     self.after_peer_has(ring, index, t, Some(piece));
                 }
             }
@@ -1096,6 +1198,17 @@ impl Ctx {
             conn.max_requests = hs
                 .request_queue
                 .map_or(REQUEST_QUEUE_DEPTH, |q| q.clamp(16, REQUEST_QUEUE_DEPTH));
+            // The place a peer states counts only where the topology does not place it.
+            if let Some(ours) = conn.our_place.as_deref() {
+                if !self.locator.places(conn.addr.ip()) {
+                    let stated = NamedPlace {
+                        dc: hs.dc.clone(),
+                        rack: hs.rack.clone(),
+                    };
+                    let now = locality(ours, &stated);
+                    self.set_locality(index, t, now);
+                }
+            }
             return Ok(());
         }
         if id != extension::OUR_UT_METADATA_ID {
@@ -1130,18 +1243,54 @@ impl Ctx {
         Ok(())
     }
 
+    /// Moves a peer to another locality (its BEP 10 handshake placed it): its pieces move in
+    /// or out of the rack availability, and the rack membership (our share) follows.
+    fn set_locality(&mut self, index: usize, t: usize, now: Locality) {
+        let Some(conn) = self.conns[index].as_mut() else {
+            return;
+        };
+        let was = conn.locality;
+        if was == now {
+            return;
+        }
+        let shared = &self.torrents[t].shared;
+        let into_rack = now == Locality::Rack;
+        if conn.counted && (was == Locality::Rack || into_rack) {
+            for i in conn.have.ones() {
+                let a = &shared.rack_availability[i as usize];
+                if into_rack {
+                    a.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    a.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if was == Locality::Rack || into_rack {
+            shared.set_rack_peer(conn.peer_id, into_rack, &self.peer_id);
+        }
+        conn.locality = now;
+        tracing::debug!(addr = %conn.addr, locality = ?now, "peer placed by its handshake");
+    }
+
     fn set_peer_pieces(&mut self, ring: &mut Ring, index: usize, t: usize, field: Bitfield) {
         let Some(conn) = self.conns[index].as_mut() else {
             return;
         };
         let shared = &self.torrents[t].shared;
+        let rack = conn.locality == Locality::Rack;
         if conn.counted {
             for i in conn.have.ones() {
                 shared.availability[i as usize].fetch_sub(1, Ordering::Relaxed);
+                if rack {
+                    shared.rack_availability[i as usize].fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
         for i in field.ones() {
             shared.availability[i as usize].fetch_add(1, Ordering::Relaxed);
+            if rack {
+                shared.rack_availability[i as usize].fetch_add(1, Ordering::Relaxed);
+            }
         }
         conn.have = field;
         conn.counted = true;
@@ -1235,6 +1384,14 @@ impl Ctx {
         if let Some(conn) = self.conns[index].as_mut() {
             conn.requests_out = conn.requests_out.saturating_sub(1);
             conn.last_block = now;
+            if conn.locality == Locality::Rack && conn.our_place.is_some() {
+                lt.shared.note_rack_block();
+            } else if conn.locality != Locality::Rack {
+                lt.shared
+                    .counters
+                    .downloaded_outside_rack
+                    .fetch_add(u64::from(block_len), Ordering::Relaxed);
+            }
         }
         if whole {
             self.on_piece_received(ring, t, piece, index);
@@ -1684,20 +1841,32 @@ impl Ctx {
         let conn = self.conns[index].as_ref()?;
         let lt = &self.torrents[t];
         let shared = &lt.shared;
+        let missing = shared.piece_count() - shared.verified.count_ones();
+        let tail = missing as usize <= 4 * self.links.len().max(1);
+        let rack = conn.locality == Locality::Rack;
         let input = PickInput {
             peer_has: &conn.have,
             verified: &shared.verified,
             claimed: &shared.claimed,
-            availability: &shared.availability,
+            // Rarest first counted within the rack for a rack peer.
+            availability: if rack {
+                &shared.rack_availability
+            } else {
+                &shared.availability
+            },
             start: conn.pick_start,
+            remote: (!rack).then(|| RemoteRule {
+                rack_availability: &shared.rack_availability,
+                share: shared.share(),
+                beyond_share: tail || shared.rack_quiet_for(RACK_QUIET),
+            }),
         };
         if let Some(p) = picker::pick_and_claim(&input) {
             return Some((p, true));
         }
         // Endgame: once every missing piece is claimed, fetch the stragglers another core
         // is fetching (pieces in progress here, down to their write, are not duplicated).
-        let missing = shared.piece_count() - shared.verified.count_ones();
-        if missing as usize <= 4 * self.links.len().max(1) {
+        if tail {
             return picker::pick_endgame(
                 &conn.have,
                 &shared.verified,
@@ -1831,11 +2000,12 @@ impl Ctx {
         conn.upload_queue.drain(..blocks.len());
         let uploaded: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
         if let Some(t) = conn.torrent {
-            self.torrents[t]
-                .shared
-                .counters
-                .uploaded
-                .fetch_add(uploaded, Ordering::Relaxed);
+            let c = &self.torrents[t].shared.counters;
+            c.uploaded.fetch_add(uploaded, Ordering::Relaxed);
+            if conn.locality != Locality::Rack {
+                c.uploaded_outside_rack
+                    .fetch_add(uploaded, Ordering::Relaxed);
+            }
         }
         let ctrl = std::mem::take(&mut conn.ctrl_out);
         conn.sending = true;

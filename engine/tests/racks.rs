@@ -1,0 +1,190 @@
+//! Rack-local preference on loopback: hosts on their own 127.0.x.y addresses, placed in
+//! racks by a topology file, fetch from one origin. Each piece should enter each rack
+//! about once: the bytes the hosts of a rack receive from outside it stay near one copy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringswarm_engine::create::{create, CreateOptions};
+use ringswarm_engine::metainfo::Metainfo;
+use ringswarm_engine::session::{
+    Locator, NamedPlace, Session, SessionConfig, TorrentHandle, TorrentMode, TorrentSpec,
+};
+use ringswarm_engine::tracker::topology::Topology;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+const TOPOLOGY: &str = r#"
+[[subnet]]
+cidr = "127.0.1.0/24"
+dc = "east"
+rack = "r1"
+
+[[subnet]]
+cidr = "127.0.2.0/24"
+dc = "east"
+rack = "r2"
+
+[[subnet]]
+cidr = "127.0.9.0/24"
+dc = "east"
+rack = "origin"
+"#;
+
+fn scratch() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tempfile::Builder::new()
+        .prefix("rs-racks-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn placed_session(ip: &str, locator: &Arc<Locator>) -> Session {
+    Session::start(SessionConfig {
+        cores: 1,
+        listen: Some(format!("{ip}:0").parse().unwrap()),
+        locator: locator.clone(),
+        ..SessionConfig::default()
+    })
+    .unwrap()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+struct Host {
+    rack: &'static str,
+    session: Session,
+    handle: TorrentHandle,
+    dir: tempfile::TempDir,
+}
+
+#[test]
+fn each_piece_enters_each_rack_about_once() {
+    let topology = Topology::from_toml_str(TOPOLOGY, "test topology").unwrap();
+    let locator = Arc::new(Locator::new(Some(topology), NamedPlace::default()));
+    let src = scratch();
+    let blob = pattern(24 << 20, 11);
+    std::fs::write(src.path().join("blob"), &blob).unwrap();
+    let meta: Arc<Metainfo> = Arc::new(
+        create(
+            &src.path().join("blob"),
+            &CreateOptions {
+                piece_size: 128 << 10,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+
+    // Hosts first, all connected to each other, with nothing to share yet.
+    let plan = [
+        ("127.0.1.1", "r1"),
+        ("127.0.1.2", "r1"),
+        ("127.0.1.3", "r1"),
+        ("127.0.2.1", "r2"),
+        ("127.0.2.2", "r2"),
+    ];
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for (ip, rack) in plan {
+        let session = placed_session(ip, &locator);
+        let addr = session.listen_addr().unwrap();
+        let dir = scratch();
+        let handle = session
+            .add_torrent(TorrentSpec {
+                metainfo: meta.clone(),
+                dest: dir.path().into(),
+                mode: TorrentMode::Download,
+                peers: addrs.clone(),
+            })
+            .unwrap();
+        addrs.push(addr);
+        hosts.push(Host {
+            rack,
+            session,
+            handle,
+            dir,
+        });
+    }
+    let others = plan.len() as u32 - 1;
+    wait_until("the hosts to connect to each other", || {
+        hosts
+            .iter()
+            .all(|h| h.handle.stats().connected_peers >= others)
+    });
+
+    // Then the origin, in a rack of its own, dials every host.
+    let origin = placed_session("127.0.9.1", &locator);
+    let origin_handle = origin
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: addrs.clone(),
+        })
+        .unwrap();
+    wait_until("every host to complete", || {
+        hosts.iter().all(|h| {
+            let s = h.handle.stats();
+            assert!(s.error.is_none(), "{:?}", s.error);
+            s.complete
+        })
+    });
+
+    let size = blob.len() as u64;
+    let mut report = String::new();
+    for rack in ["r1", "r2"] {
+        let entered: u64 = hosts
+            .iter()
+            .filter(|h| h.rack == rack)
+            .map(|h| h.handle.stats().downloaded_outside_rack_bytes)
+            .sum();
+        report.push_str(&format!(
+            "{rack}: {:.2} copies entered; ",
+            entered as f64 / size as f64
+        ));
+        // Nobody in the rack had the blob: at least one copy had to come in.
+        assert!(
+            entered >= size,
+            "rack {rack} took only {entered} bytes from outside ({report})"
+        );
+        assert!(
+            entered <= size + size / 4,
+            "rack {rack} took {entered} bytes from outside for a {size}-byte blob ({report})"
+        );
+    }
+    let sent = origin_handle.stats().uploaded_bytes;
+    eprintln!(
+        "{report}origin sent {:.2} copies",
+        sent as f64 / size as f64
+    );
+    for h in &hosts {
+        let got = std::fs::read(h.dir.path().join("blob")).unwrap();
+        assert!(got == blob, "a host's copy differs");
+    }
+    for h in hosts {
+        h.session.shutdown();
+    }
+    origin.shutdown();
+}
