@@ -22,6 +22,41 @@ pub fn parse_tracker_url(s: &str) -> Result<String, String> {
         .map_err(|e| format!("{e} (only udp:// trackers are supported)"))
 }
 
+/// Parses a rate: a size per second in bytes (`50M`, `50MiB/s`: binary units, as sizes)
+/// or in bits with decimal units (`800Mbit`, `10Gbit/s`, `100kbit`), as links are quoted.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("/S"))
+        .unwrap_or(t);
+    let lower = t.to_ascii_lowercase();
+    let rate = if let Some(num) = lower
+        .strip_suffix("bit")
+        .or_else(|| lower.strip_suffix("bps"))
+    {
+        let (digits, scale) = match num.trim_end().chars().last() {
+            Some('k') => (&num[..num.len() - 1], 1_000u64),
+            Some('m') => (&num[..num.len() - 1], 1_000_000),
+            Some('g') => (&num[..num.len() - 1], 1_000_000_000),
+            _ => (num, 1),
+        };
+        let n: u64 = digits
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a rate (e.g. 50M, 50MiB/s, 800Mbit)"))?;
+        n.checked_mul(scale)
+            .map(|bits| bits / 8)
+            .ok_or_else(|| format!("`{s}` is too large"))?
+    } else {
+        parse_size(t)?
+    };
+    if rate == 0 {
+        return Err(format!("`{s}`: a rate must be above zero"));
+    }
+    Ok(rate)
+}
+
 /// Checks a `--dc` / `--rack` name: 1 to 64 bytes, no control characters.
 pub fn parse_place_name(s: &str) -> Result<String, String> {
     let max = ringswarm_engine::tracker::topology::MAX_NAME_LEN;
@@ -170,6 +205,26 @@ pub fn rate(bytes: u64, elapsed: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("50M"), Ok(50 << 20));
+        assert_eq!(parse_rate("50MiB/s"), Ok(50 << 20));
+        assert_eq!(parse_rate("800Mbit"), Ok(100_000_000));
+        assert_eq!(parse_rate("10Gbit/s"), Ok(1_250_000_000));
+        assert_eq!(parse_rate("100kbit"), Ok(12_500));
+        assert_eq!(parse_rate("8bit"), Ok(1));
+        for bad in [
+            "0",
+            "fast",
+            "Mbit",
+            "-1M",
+            "0Mbit",
+            "99999999999999999999Gbit",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

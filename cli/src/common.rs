@@ -17,7 +17,7 @@ use ringswarm_engine::session::{
 use ringswarm_engine::tracker::client::AnnouncerHandle;
 use ringswarm_engine::tracker::topology::Topology;
 
-use crate::args::parse_place_name;
+use crate::args::{parse_place_name, parse_rate};
 use crate::interrupt::interrupted;
 use crate::output::Out;
 use crate::progress::{poll_interval, Progress};
@@ -50,6 +50,19 @@ pub fn data_bytes(meta: &Metainfo) -> u64 {
         .filter(|f| !f.pad)
         .map(|f| f.length)
         .sum()
+}
+
+/// Host-wide payload rate limits.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RateArgs {
+    /// Most bytes per second sent to peers, all torrents and cores together: 50M, 50MiB/s
+    /// (binary bytes) or 800Mbit (decimal bits).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_upload_rate: Option<u64>,
+
+    /// Most bytes per second fetched from peers (same units).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_download_rate: Option<u64>,
 }
 
 /// Where this host stands, for rack-local preference (`--topology`, `--dc`, `--rack`).
@@ -98,19 +111,22 @@ impl PlaceArgs {
 
 /// Starts a session with `cores` workers (0: all online CPUs) listening on `listen`.
 pub fn start_session(cores: usize, listen: Option<SocketAddr>) -> Result<Session> {
-    start_placed_session(cores, listen, Locator::default())
+    start_placed_session(cores, listen, Locator::default(), &RateArgs::default())
 }
 
-/// [`start_session`], placing us and our peers with `locator`.
+/// [`start_session`], placing us and our peers with `locator`, within `rates`.
 pub fn start_placed_session(
     cores: usize,
     listen: Option<SocketAddr>,
     locator: Locator,
+    rates: &RateArgs,
 ) -> Result<Session> {
     let config = SessionConfig {
         cores,
         listen,
         locator: Arc::new(locator),
+        max_upload_rate: rates.max_upload_rate,
+        max_download_rate: rates.max_download_rate,
         ..SessionConfig::default()
     };
     Session::start(config).with_context(|| match listen {

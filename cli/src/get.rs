@@ -16,7 +16,7 @@ use crate::args::{
 };
 use crate::common::{
     data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session, stop_flag,
-    wait_complete, PlaceArgs, Waited,
+    wait_complete, PlaceArgs, RateArgs, Waited,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -77,6 +77,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub place: PlaceArgs,
+
+    #[command(flatten)]
+    pub rates: RateArgs,
 
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -179,7 +182,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let deadline = args.timeout.map(|t| Instant::now() + t);
 
     // Listening first, so a magnet's tracker announce can give our real port.
-    let session = start_placed_session(args.cores, Some(args.listen), args.place.locator()?)?;
+    let session = start_placed_session(
+        args.cores,
+        Some(args.listen),
+        args.place.locator()?,
+        &args.rates,
+    )?;
     let source = resolve_source(&args, &session, deadline)?;
     let meta = Arc::new(source.meta);
     let hash = ringswarm_engine::hex(&meta.info_hash);

@@ -12,7 +12,7 @@ use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 use crate::args::{format_bytes, parse_listen, parse_tracker_url, rate};
 use crate::common::{
     absolute, data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session,
-    stop_flag, PlaceArgs,
+    stop_flag, PlaceArgs, RateArgs,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -51,6 +51,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub place: PlaceArgs,
+
+    #[command(flatten)]
+    pub rates: RateArgs,
 
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -103,7 +106,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let out = ctx.out;
     let stop = stop_flag();
 
-    let session = start_placed_session(args.cores, Some(args.listen), args.place.locator()?)?;
+    let session = start_placed_session(
+        args.cores,
+        Some(args.listen),
+        args.place.locator()?,
+        &args.rates,
+    )?;
     out.line(format!(
         "checking {} ({}) against {hash}",
         root.display(),

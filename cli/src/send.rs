@@ -12,7 +12,7 @@ use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 use crate::args::{format_bytes, parse_listen, parse_piece_size, parse_tracker_url, rate};
 use crate::common::{
     data_bytes, reachable_addr, resolves, serve, start_announcing, start_placed_session, stop_flag,
-    PlaceArgs,
+    PlaceArgs, RateArgs,
 };
 use crate::create::make_metainfo;
 use crate::output::Summary;
@@ -62,6 +62,9 @@ pub struct Args {
     #[command(flatten)]
     pub place: PlaceArgs,
 
+    #[command(flatten)]
+    pub rates: RateArgs,
+
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub cores: usize,
@@ -87,7 +90,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let meta = Arc::new(make_metainfo(&path, args.piece_size, &args.trackers)?);
     let hash = ringswarm_engine::hex(&meta.info_hash);
 
-    let session = start_placed_session(args.cores, Some(args.listen), args.place.locator()?)?;
+    let session = start_placed_session(
+        args.cores,
+        Some(args.listen),
+        args.place.locator()?,
+        &args.rates,
+    )?;
     let handle = session
         .add_torrent(TorrentSpec {
             metainfo: meta.clone(),

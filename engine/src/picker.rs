@@ -55,6 +55,8 @@ pub struct PickInput<'a> {
     pub availability: &'a [AtomicU32],
     /// Where the scan starts, so peers with equal choices spread over the torrent.
     pub start: u32,
+    /// Pieces this peer refused lately (BEP 6 REJECT): not asked again for now.
+    pub refused: Option<&'a Bitfield>,
     /// Set for a peer outside our rack.
     pub remote: Option<RemoteRule<'a>>,
 }
@@ -78,7 +80,11 @@ pub fn pick_and_claim(input: &PickInput<'_>) -> Option<u32> {
         let mut best: Option<(u32, (bool, u32))> = None;
         for k in 0..n {
             let i = (input.start % n + k) % n;
-            if !input.peer_has.get(i) || input.verified.get(i) || input.claimed.get(i) {
+            if !input.peer_has.get(i)
+                || input.verified.get(i)
+                || input.claimed.get(i)
+                || input.refused.is_some_and(|r| r.get(i))
+            {
                 continue;
             }
             let outside = match &input.remote {
@@ -145,6 +151,7 @@ mod tests {
             claimed: &claimed,
             availability: &a,
             start: 0,
+            refused: None,
             remote: None,
         };
         assert_eq!(pick_and_claim(&input), Some(1));
@@ -169,6 +176,7 @@ mod tests {
             claimed: &claimed,
             availability: &a,
             start: 3,
+            refused: None,
             remote: None,
         };
         assert_eq!(pick_and_claim(&input), Some(2));
@@ -198,6 +206,7 @@ mod tests {
             claimed: &claimed,
             availability: &global,
             start: 0,
+            refused: None,
             remote: Some(RemoteRule {
                 rack_availability: &rack,
                 share,
@@ -222,6 +231,7 @@ mod tests {
             claimed: &claimed,
             availability: &rack,
             start: 0,
+            refused: None,
             remote: None,
         };
         let mut got = Vec::new();

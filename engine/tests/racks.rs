@@ -1,6 +1,8 @@
 //! Rack-local preference on loopback: hosts on their own 127.0.x.y addresses, placed in
 //! racks by a topology file, fetch from one origin. Each piece should enter each rack
-//! about once: the bytes the hosts of a rack receive from outside it stay near one copy.
+//! about once (the bytes the hosts of a rack receive from outside it stay near one copy),
+//! the origin should send about one copy in all, and once that copy is out the swarm
+//! finishes without the origin.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -55,10 +57,15 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn placed_session(ip: &str, locator: &Arc<Locator>) -> Session {
+    limited_session(ip, locator, None)
+}
+
+fn limited_session(ip: &str, locator: &Arc<Locator>, download_rate: Option<u64>) -> Session {
     Session::start(SessionConfig {
         cores: 1,
         listen: Some(format!("{ip}:0").parse().unwrap()),
         locator: locator.clone(),
+        max_download_rate: download_rate,
         ..SessionConfig::default()
     })
     .unwrap()
@@ -70,6 +77,20 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+fn make_blob(dir: &Path, len: usize) -> (Vec<u8>, Arc<Metainfo>) {
+    let blob = pattern(len, 11);
+    std::fs::write(dir.join("blob"), &blob).unwrap();
+    let meta = create(
+        &dir.join("blob"),
+        &CreateOptions {
+            piece_size: 128 << 10,
+            ..CreateOptions::default()
+        },
+    )
+    .unwrap();
+    (blob, Arc::new(meta))
 }
 
 struct Host {
@@ -84,18 +105,7 @@ fn each_piece_enters_each_rack_about_once() {
     let topology = Topology::from_toml_str(TOPOLOGY, "test topology").unwrap();
     let locator = Arc::new(Locator::new(Some(topology), NamedPlace::default()));
     let src = scratch();
-    let blob = pattern(24 << 20, 11);
-    std::fs::write(src.path().join("blob"), &blob).unwrap();
-    let meta: Arc<Metainfo> = Arc::new(
-        create(
-            &src.path().join("blob"),
-            &CreateOptions {
-                piece_size: 128 << 10,
-                ..CreateOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (blob, meta) = make_blob(src.path(), 24 << 20);
 
     // Hosts first, all connected to each other, with nothing to share yet.
     let plan = [
@@ -179,6 +189,10 @@ fn each_piece_enters_each_rack_about_once() {
         "{report}origin sent {:.2} copies",
         sent as f64 / size as f64
     );
+    assert!(
+        sent <= size + size / 2,
+        "the origin sent {sent} bytes for a {size}-byte blob ({report})"
+    );
     for h in &hosts {
         let got = std::fs::read(h.dir.path().join("blob")).unwrap();
         assert!(got == blob, "a host's copy differs");
@@ -187,4 +201,80 @@ fn each_piece_enters_each_rack_about_once() {
         h.session.shutdown();
     }
     origin.shutdown();
+}
+
+#[test]
+fn the_swarm_finishes_when_the_origin_and_a_host_die_after_one_copy_is_out() {
+    let topology = Topology::from_toml_str(TOPOLOGY, "test topology").unwrap();
+    let locator = Arc::new(Locator::new(Some(topology), NamedPlace::default()));
+    let src = scratch();
+    let (blob, meta) = make_blob(src.path(), 16 << 20);
+    let origin = placed_session("127.0.9.1", &locator);
+    let origin_addr = origin.listen_addr().unwrap();
+    origin
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: src.path().into(),
+            mode: TorrentMode::Seed,
+            peers: vec![],
+        })
+        .unwrap();
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut addrs = vec![origin_addr];
+    for (ip, rack) in [
+        ("127.0.1.11", "r1"),
+        ("127.0.1.12", "r1"),
+        ("127.0.2.11", "r2"),
+        ("127.0.2.12", "r2"),
+    ] {
+        // 16 MiB at 16 MiB/s: no host can be done before a second has passed.
+        let session = limited_session(ip, &locator, Some(16 << 20));
+        let dir = scratch();
+        let handle = session
+            .add_torrent(TorrentSpec {
+                metainfo: meta.clone(),
+                dest: dir.path().into(),
+                mode: TorrentMode::Download,
+                peers: addrs.clone(),
+            })
+            .unwrap();
+        addrs.push(session.listen_addr().unwrap());
+        hosts.push(Host {
+            rack,
+            session,
+            handle,
+            dir,
+        });
+    }
+    // Once the hosts that stay hold every piece between them, the origin and one host go.
+    let n = meta.piece_count();
+    wait_until("one copy among the surviving hosts", || {
+        let mut union = ringswarm_engine::bitfield::Bitfield::new(n);
+        for h in &hosts[1..] {
+            for p in h.handle.verified_pieces().ones() {
+                union.set(p);
+            }
+        }
+        union.is_complete()
+    });
+    assert!(
+        hosts[1..].iter().any(|h| !h.handle.stats().complete),
+        "every survivor was done before the origin left: the test proves nothing"
+    );
+    origin.shutdown();
+    let gone = hosts.remove(0);
+    assert_eq!(gone.rack, "r1");
+    gone.session.shutdown();
+    wait_until("the surviving hosts to complete", || {
+        hosts.iter().all(|h| {
+            let s = h.handle.stats();
+            assert!(s.error.is_none(), "{:?}", s.error);
+            s.complete
+        })
+    });
+    for h in hosts {
+        let got = std::fs::read(h.dir.path().join("blob")).unwrap();
+        assert!(got == blob, "a surviving host's copy differs");
+        h.session.shutdown();
+    }
 }

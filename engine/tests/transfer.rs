@@ -557,3 +557,59 @@ fn a_resume_record_is_void_when_its_file_is_gone() {
     assert_eq!(h.stats().downloaded_bytes, 2 * 1024 * 1024);
     assert_same_tree(src.path(), dest.path(), &files);
 }
+
+/// Limits hold: a transfer under a download limit and one under an upload limit take at
+/// least the time the limit allows (minus the initial burst), and arrive intact.
+#[test]
+fn host_wide_rate_limits_hold() {
+    let src = scratch();
+    let len = 6 << 20;
+    write_tree(src.path(), &[("blob", len)]);
+    let meta = make_torrent(&src.path().join("blob"), 256 << 10);
+    let rate: u64 = 4 << 20;
+    for limit_download in [true, false] {
+        let seeder = Session::start(SessionConfig {
+            cores: 1,
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            max_upload_rate: (!limit_download).then_some(rate),
+            ..SessionConfig::default()
+        })
+        .unwrap();
+        seeder
+            .add_torrent(TorrentSpec {
+                metainfo: meta.clone(),
+                dest: src.path().into(),
+                mode: TorrentMode::Seed,
+                peers: vec![],
+            })
+            .unwrap();
+        let leecher = Session::start(SessionConfig {
+            cores: 1,
+            max_download_rate: limit_download.then_some(rate),
+            ..SessionConfig::default()
+        })
+        .unwrap();
+        let dest = scratch();
+        let started = Instant::now();
+        let h = leecher
+            .add_torrent(TorrentSpec {
+                metainfo: meta.clone(),
+                dest: dest.path().into(),
+                mode: TorrentMode::Download,
+                peers: vec![seeder.listen_addr().unwrap()],
+            })
+            .unwrap();
+        wait_complete(&h);
+        let took = started.elapsed();
+        // 6 MiB at 4 MiB/s with a burst of 0.4 MiB: at least 1.4 s.
+        let floor = Duration::from_secs_f64((len as f64 - 0.5 * (1 << 20) as f64) / rate as f64);
+        assert!(
+            took >= floor,
+            "{} limit: 6 MiB took {took:?}, the limit allows no less than {floor:?}",
+            if limit_download { "download" } else { "upload" }
+        );
+        assert_same_tree(src.path(), dest.path(), &[("blob", len)]);
+        leecher.shutdown();
+        seeder.shutdown();
+    }
+}

@@ -8,6 +8,7 @@
 
 mod announce;
 mod locality;
+mod ratelimit;
 mod torrent;
 mod worker;
 
@@ -58,6 +59,9 @@ pub struct SessionConfig {
     pub upload_slots: usize,
     /// Places us and our peers (rack-local preference); the default places nobody.
     pub locator: Arc<Locator>,
+    /// Host-wide payload limits in bytes per second, over every torrent and core.
+    pub max_upload_rate: Option<u64>,
+    pub max_download_rate: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -68,6 +72,8 @@ impl Default for SessionConfig {
             peer_id: random_peer_id(),
             upload_slots: 64,
             locator: Arc::new(Locator::default()),
+            max_upload_rate: None,
+            max_download_rate: None,
         }
     }
 }
@@ -175,6 +181,12 @@ impl Session {
             receivers.push(rx);
         }
         let links = Arc::new(links);
+        let limiter = |rate: Option<u64>| {
+            rate.filter(|&r| r > 0)
+                .map(|r| Arc::new(ratelimit::RateLimiter::new(r)))
+        };
+        let upload_limit = limiter(config.max_upload_rate);
+        let download_limit = limiter(config.max_download_rate);
         let hasher = Arc::new(HashPool::new(cores).map_err(io_err("spawning hashing threads"))?);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
         let mut workers = Vec::new();
@@ -195,6 +207,8 @@ impl Session {
                 wake: links[index].wake.clone(),
                 hasher: hasher.clone(),
                 locator: config.locator.clone(),
+                upload_limit: upload_limit.clone(),
+                download_limit: download_limit.clone(),
             };
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
@@ -315,7 +329,10 @@ impl Session {
             shared.mark_verified(i);
         }
         match spec.mode {
-            TorrentMode::Seed => shared.complete.store(true, Ordering::Release),
+            TorrentMode::Seed => {
+                shared.complete.store(true, Ordering::Release);
+                shared.initial_seed.store(true, Ordering::Release);
+            }
             TorrentMode::Download => torrent::start_syncer(&shared),
         }
         if let Ok(mut t) = self.torrents.lock() {
@@ -376,6 +393,11 @@ impl TorrentHandle {
 
     pub fn stats(&self) -> TorrentStats {
         self.shared.stats()
+    }
+
+    /// The pieces verified so far.
+    pub fn verified_pieces(&self) -> Bitfield {
+        self.shared.verified.snapshot()
     }
 
     /// Connects to more peers, spread over the worker cores.

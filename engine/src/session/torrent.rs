@@ -66,6 +66,14 @@ pub(crate) struct TorrentShared {
     last_rack_block_ms: AtomicU64,
     epoch: Instant,
     pub counters: Counters,
+    /// We are the first seeder (the data was all here when the torrent was added): every
+    /// piece goes to one peer before any goes to a second ([`TorrentShared::grant`]).
+    pub initial_seed: AtomicBool,
+    /// Pieces handed to some peer (and not given back by its leaving).
+    granted: AtomicBitfield,
+    /// Pieces some peer has announced holding (one copy is out), and how many.
+    delivered: AtomicBitfield,
+    delivered_count: AtomicU32,
     pub peers: Mutex<PeerBook>,
     pub complete: AtomicBool,
     pub error: Mutex<Option<String>>,
@@ -86,6 +94,10 @@ impl TorrentShared {
             last_rack_block_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             counters: Counters::default(),
+            initial_seed: AtomicBool::new(false),
+            granted: AtomicBitfield::new(n),
+            delivered: AtomicBitfield::new(n),
+            delivered_count: AtomicU32::new(0),
             peers: Mutex::new(PeerBook::default()),
             complete: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -116,6 +128,46 @@ impl TorrentShared {
                 .fetch_add(size, Ordering::Relaxed);
         }
         new
+    }
+
+    /// Whether a first seeder serves `piece` to a peer asking for it: yes for the first
+    /// peer to ask, and for anyone once every piece is out (some peer announced it); until
+    /// then a piece handed to another peer is refused, so the seeder's upload feeds the
+    /// swarm one whole copy before it repeats any piece, and the others get it from that
+    /// peer. `ours` are the pieces already granted to this peer.
+    pub fn grant(&self, piece: u32, ours: &mut crate::bitfield::Bitfield) -> bool {
+        if !self.initial_seed.load(Ordering::Relaxed) || ours.get(piece) {
+            return true;
+        }
+        if self.delivered_count.load(Ordering::Relaxed) >= self.piece_count()
+            || self.delivered.get(piece)
+        {
+            return true;
+        }
+        if self.granted.set(piece) {
+            ours.set(piece);
+            return true;
+        }
+        false
+    }
+
+    /// A peer announced `piece`: that copy is out of the first seeder.
+    pub fn note_delivered(&self, piece: u32) {
+        if self.initial_seed.load(Ordering::Relaxed) && self.delivered.set(piece) {
+            self.delivered_count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A peer left: the pieces granted to it that are not out yet go to the next asker.
+    pub fn release_grants(&self, ours: &crate::bitfield::Bitfield) {
+        if !self.initial_seed.load(Ordering::Relaxed) {
+            return;
+        }
+        for piece in ours.ones() {
+            if !self.delivered.get(piece) {
+                self.granted.clear(piece);
+            }
+        }
     }
 
     /// Our share of the pieces missing from the rack.

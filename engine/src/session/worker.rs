@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use io_uring::cqueue;
 
 use super::locality::{locality, Locality, Locator, NamedPlace};
+use super::ratelimit::{self, RateLimiter};
 use super::torrent::{TorrentShared, STRIKES_BEFORE_BAN};
 use crate::bitfield::Bitfield;
 use crate::extension::{self, ExtHandshake, MetadataMsg};
@@ -61,6 +62,8 @@ const MAX_CONNECT_ATTEMPTS: u32 = 30;
 /// No block from any rack peer for this long: pieces outside our share may come from
 /// outside the rack (a rack-mate died or is slow, or the split views disagree).
 const RACK_QUIET: Duration = Duration::from_secs(5);
+/// How long pieces a peer refused (BEP 6 REJECT) are not asked of it again.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(2);
 
 const RECV_GROUP: u16 = 0;
 
@@ -147,6 +150,8 @@ pub(crate) struct WorkerConfig {
     pub wake: Arc<EventFd>,
     pub hasher: Arc<HashPool>,
     pub locator: Arc<Locator>,
+    pub upload_limit: Option<Arc<RateLimiter>>,
+    pub download_limit: Option<Arc<RateLimiter>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -246,6 +251,11 @@ struct Conn {
     locality: Locality,
     /// Our place as seen on this connection (None: unknown, no rack preference).
     our_place: Option<Box<NamedPlace>>,
+    /// As a first seeder: pieces handed to this peer.
+    granted: Bitfield,
+    /// Pieces the peer refused to give us, and since when (forgotten after a while).
+    refused: Bitfield,
+    refused_since: Option<Instant>,
 }
 
 /// A received piece waiting for its hash.
@@ -325,6 +335,8 @@ struct Ctx {
     /// Connections whose send queue may have work (pumped once per loop turn).
     dirty: Vec<usize>,
     locator: Arc<Locator>,
+    upload_limit: Option<Arc<RateLimiter>>,
+    download_limit: Option<Arc<RateLimiter>>,
 }
 
 impl Worker {
@@ -362,6 +374,8 @@ impl Worker {
             accept_paused: false,
             dirty: Vec::new(),
             locator: cfg.locator,
+            upload_limit: cfg.upload_limit,
+            download_limit: cfg.download_limit,
         };
         Ok(Worker {
             ring,
@@ -534,6 +548,9 @@ impl Ctx {
             max_requests: REQUEST_QUEUE_DEPTH,
             locality: Locality::Rack,
             our_place: None,
+            granted: Bitfield::new(0),
+            refused: Bitfield::new(0),
+            refused_since: None,
         });
         index
     }
@@ -723,6 +740,7 @@ impl Ctx {
             {
                 shared.set_rack_peer(conn.peer_id, false, &self.peer_id);
             }
+            shared.release_grants(&conn.granted);
             let owner = ConnRef {
                 index,
                 gen: conn.gen,
@@ -957,6 +975,8 @@ impl Ctx {
         conn.ext = hs.supports_extensions() && ours.supports_extensions();
         conn.phase = Phase::Active;
         conn.have = Bitfield::new(shared.piece_count());
+        conn.granted = Bitfield::new(shared.piece_count());
+        conn.refused = Bitfield::new(shared.piece_count());
         shared.counters.connected.fetch_add(1, Ordering::Relaxed);
         let our_place = if self.locator.is_blind() {
             NamedPlace::default()
@@ -1080,6 +1100,7 @@ impl Ctx {
                     if conn.locality == Locality::Rack {
                         shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
                     }
+                    shared.note_delivered(piece);
                     self.after_peer_has(ring, index, t, Some(piece));
                 }
             }
@@ -1123,7 +1144,12 @@ impl Ctx {
                     ));
                 }
                 let have = shared.verified.get(piece);
-                if conn.am_choking || !have {
+                // A first seeder refuses pieces it has handed to another peer (without the
+                // fast extension a refusal cannot be said: it serves them anyway).
+                let refuse = conn.am_choking
+                    || !have
+                    || (conn.fast && !shared.grant(piece, &mut conn.granted));
+                if refuse {
                     if conn.fast {
                         Message::Reject {
                             index: piece,
@@ -1169,12 +1195,23 @@ impl Ctx {
                     index,
                     gen: conn.gen,
                 };
+                // The peer will not give us this piece now (it is choking us, lacks it, or
+                // as a first seeder has handed it to another peer): fetch it elsewhere, and
+                // do not ask this peer for it again for a while.
+                let mut refused = false;
                 if let Some(a) = self.torrents[t].assemblies.get_mut(&piece) {
                     let b = (begin / BLOCK_SIZE) as usize;
                     if a.owner == me && a.blocks.get(b) == Some(&BlockState::Requested) {
                         a.blocks[b] = BlockState::Missing;
                         conn.requests_out = conn.requests_out.saturating_sub(1);
+                        refused = true;
                     }
+                }
+                if refused && piece < n {
+                    conn.refused.set(piece);
+                    conn.refused_since.get_or_insert_with(Instant::now);
+                    self.abandon(t, piece, me);
+                    self.fill_requests(ring, index);
                 }
             }
             Message::Piece { .. } => {}
@@ -1291,6 +1328,7 @@ impl Ctx {
             if rack {
                 shared.rack_availability[i as usize].fetch_add(1, Ordering::Relaxed);
             }
+            shared.note_delivered(i);
         }
         conn.have = field;
         conn.counted = true;
@@ -1765,6 +1803,19 @@ impl Ctx {
         let was_idle = conn.requests_out == 0;
         let mut budget = depth.saturating_sub(conn.requests_out);
         let mut blocked = false;
+        // Under --max-download-rate, requests go out only as fast as the rate allows.
+        let limit = self.download_limit.clone();
+        if let Some(l) = &limit {
+            let block = u64::from(BLOCK_SIZE);
+            let granted = l.take(u64::from(budget) * block);
+            l.give_back(granted % block);
+            let allowed = (granted / block) as u32;
+            if allowed < budget {
+                blocked = true;
+            }
+            budget = allowed;
+        }
+        let budget_taken = budget;
         let mut out = Vec::new();
         let mut owned = conn.owned_pieces.clone();
         let mut i = 0;
@@ -1820,8 +1871,11 @@ impl Ctx {
             );
             owned.push(piece);
         }
+        if let Some(l) = &limit {
+            l.give_back(u64::from(budget) * u64::from(BLOCK_SIZE));
+        }
         if let Some(conn) = self.conns[index].as_mut() {
-            conn.requests_out = depth - budget;
+            conn.requests_out += budget_taken - budget;
             conn.owned_pieces = owned;
             conn.refill_blocked = blocked;
             if was_idle {
@@ -1855,6 +1909,7 @@ impl Ctx {
                 &shared.availability
             },
             start: conn.pick_start,
+            refused: (conn.refused_since.is_some()).then_some(&conn.refused),
             remote: (!rack).then(|| RemoteRule {
                 rack_availability: &shared.rack_availability,
                 share: shared.share(),
@@ -1872,7 +1927,7 @@ impl Ctx {
                 &shared.verified,
                 &shared.claimed,
                 conn.pick_start,
-                |p| self.in_progress(t, p),
+                |p| self.in_progress(t, p) || conn.refused.get(p),
             )
             .map(|p| (p, false));
         }
@@ -1919,6 +1974,12 @@ impl Ctx {
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
         let mut need_read: Vec<(usize, u32)> = Vec::new();
+        // Under --max-upload-rate a batch is as large as the tokens we get.
+        let allowance = if conn.upload_queue.is_empty() {
+            0
+        } else {
+            ratelimit::take(self.upload_limit.as_deref(), SEND_BATCH_BYTES as u64) as usize
+        };
         if let Some(t) = conn.torrent {
             self.clock += 1;
             let lt = &mut self.torrents[t];
@@ -1934,7 +1995,7 @@ impl Ctx {
                 let cached = lt.cache.iter_mut().find(|e| e.piece == r.piece);
                 if batching {
                     if let Some(e) =
-                        cached.filter(|_| bytes < SEND_BATCH_BYTES && blocks.len() < 256)
+                        cached.filter(|_| bytes + r.len as usize <= allowance && blocks.len() < 256)
                     {
                         e.last_used = self.clock;
                         let counter = if e.downloaded {
@@ -1967,6 +2028,9 @@ impl Ctx {
                     }
                 }
             }
+        }
+        if let Some(l) = &self.upload_limit {
+            l.give_back(allowance.saturating_sub(bytes) as u64);
         }
         self.send_batch(ring, index, &blocks);
         // Only now, with the batch's slots pinned by the send, may a read evict cache.
@@ -2095,6 +2159,13 @@ impl Ctx {
                     }
                 }
                 Phase::Active => {
+                    if conn
+                        .refused_since
+                        .is_some_and(|at| now.duration_since(at) >= REFUSAL_MEMORY)
+                    {
+                        conn.refused_since = None;
+                        conn.refused = Bitfield::new(conn.refused.len());
+                    }
                     if conn.requests_out > 0 && now.duration_since(conn.last_block) > STALL_TIMEOUT
                     {
                         self.drop_peer(ring, i, "stalled: no requested block for 20 s");
