@@ -52,9 +52,9 @@ pub fn data_bytes(meta: &Metainfo) -> u64 {
         .sum()
 }
 
-/// Host-wide payload rate limits.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct RateArgs {
+/// Host-wide limits: payload rates and peers.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitArgs {
     /// Most bytes per second sent to peers, all torrents and cores together: 50M, 50MiB/s
     /// (binary bytes) or 800Mbit (decimal bits).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
@@ -63,6 +63,16 @@ pub struct RateArgs {
     /// Most bytes per second fetched from peers (same units).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_download_rate: Option<u64>,
+
+    /// Most peers at once, connecting or connected, all torrents together.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peers: u32,
+
+    /// Most peers at once from or to one IP address (loopback exempt).
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peers_per_ip: u32,
 }
 
 /// Where this host stands, for rack-local preference (`--topology`, `--dc`, `--rack`).
@@ -111,7 +121,14 @@ impl PlaceArgs {
 
 /// Starts a session with `cores` workers (0: all online CPUs) listening on `listen`.
 pub fn start_session(cores: usize, listen: Option<SocketAddr>) -> Result<Session> {
-    start_placed_session(cores, listen, Locator::default(), &RateArgs::default())
+    let defaults = SessionConfig::default();
+    let limits = LimitArgs {
+        max_upload_rate: None,
+        max_download_rate: None,
+        max_peers: defaults.max_peers,
+        max_peers_per_ip: defaults.max_peers_per_ip,
+    };
+    start_placed_session(cores, listen, Locator::default(), &limits)
 }
 
 /// [`start_session`], placing us and our peers with `locator`, within `rates`.
@@ -119,14 +136,16 @@ pub fn start_placed_session(
     cores: usize,
     listen: Option<SocketAddr>,
     locator: Locator,
-    rates: &RateArgs,
+    limits: &LimitArgs,
 ) -> Result<Session> {
     let config = SessionConfig {
         cores,
         listen,
         locator: Arc::new(locator),
-        max_upload_rate: rates.max_upload_rate,
-        max_download_rate: rates.max_download_rate,
+        max_upload_rate: limits.max_upload_rate,
+        max_download_rate: limits.max_download_rate,
+        max_peers: limits.max_peers,
+        max_peers_per_ip: limits.max_peers_per_ip,
         ..SessionConfig::default()
     };
     Session::start(config).with_context(|| match listen {

@@ -16,7 +16,7 @@ use crate::args::{
 };
 use crate::common::{
     data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session, stop_flag,
-    wait_complete, PlaceArgs, RateArgs, Waited,
+    wait_complete, LimitArgs, PlaceArgs, Waited,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -79,7 +79,7 @@ pub struct Args {
     pub place: PlaceArgs,
 
     #[command(flatten)]
-    pub rates: RateArgs,
+    pub limits: LimitArgs,
 
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -186,7 +186,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         args.cores,
         Some(args.listen),
         args.place.locator()?,
-        &args.rates,
+        &args.limits,
     )?;
     let source = resolve_source(&args, &session, deadline)?;
     let meta = Arc::new(source.meta);

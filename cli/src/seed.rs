@@ -12,7 +12,7 @@ use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 use crate::args::{format_bytes, parse_listen, parse_tracker_url, rate};
 use crate::common::{
     absolute, data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session,
-    stop_flag, PlaceArgs, RateArgs,
+    stop_flag, LimitArgs, PlaceArgs,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -53,7 +53,7 @@ pub struct Args {
     pub place: PlaceArgs,
 
     #[command(flatten)]
-    pub rates: RateArgs,
+    pub limits: LimitArgs,
 
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -110,7 +110,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         args.cores,
         Some(args.listen),
         args.place.locator()?,
-        &args.rates,
+        &args.limits,
     )?;
     out.line(format!(
         "checking {} ({}) against {hash}",

@@ -12,7 +12,7 @@ use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 use crate::args::{format_bytes, parse_listen, parse_piece_size, parse_tracker_url, rate};
 use crate::common::{
     data_bytes, reachable_addr, resolves, serve, start_announcing, start_placed_session, stop_flag,
-    PlaceArgs, RateArgs,
+    LimitArgs, PlaceArgs,
 };
 use crate::create::make_metainfo;
 use crate::output::Summary;
@@ -63,7 +63,7 @@ pub struct Args {
     pub place: PlaceArgs,
 
     #[command(flatten)]
-    pub rates: RateArgs,
+    pub limits: LimitArgs,
 
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -94,7 +94,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         args.cores,
         Some(args.listen),
         args.place.locator()?,
-        &args.rates,
+        &args.limits,
     )?;
     let handle = session
         .add_torrent(TorrentSpec {

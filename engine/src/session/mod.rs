@@ -7,8 +7,8 @@
 //! share only the small lock-free state in [`torrent`].
 
 mod announce;
+mod limits;
 mod locality;
-mod ratelimit;
 mod torrent;
 mod worker;
 
@@ -62,6 +62,10 @@ pub struct SessionConfig {
     /// Host-wide payload limits in bytes per second, over every torrent and core.
     pub max_upload_rate: Option<u64>,
     pub max_download_rate: Option<u64>,
+    /// Peers at once, connecting or connected, over every torrent and core.
+    pub max_peers: u32,
+    /// Peers at once from or to one IP address (loopback exempt).
+    pub max_peers_per_ip: u32,
 }
 
 impl Default for SessionConfig {
@@ -74,6 +78,8 @@ impl Default for SessionConfig {
             locator: Arc::new(Locator::default()),
             max_upload_rate: None,
             max_download_rate: None,
+            max_peers: 1000,
+            max_peers_per_ip: 16,
         }
     }
 }
@@ -183,10 +189,14 @@ impl Session {
         let links = Arc::new(links);
         let limiter = |rate: Option<u64>| {
             rate.filter(|&r| r > 0)
-                .map(|r| Arc::new(ratelimit::RateLimiter::new(r)))
+                .map(|r| Arc::new(limits::RateLimiter::new(r)))
         };
         let upload_limit = limiter(config.max_upload_rate);
         let download_limit = limiter(config.max_download_rate);
+        let conn_limits = Arc::new(limits::ConnectionLimits::new(
+            config.max_peers,
+            config.max_peers_per_ip,
+        ));
         let hasher = Arc::new(HashPool::new(cores).map_err(io_err("spawning hashing threads"))?);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
         let mut workers = Vec::new();
@@ -209,6 +219,7 @@ impl Session {
                 locator: config.locator.clone(),
                 upload_limit: upload_limit.clone(),
                 download_limit: download_limit.clone(),
+                conn_limits: conn_limits.clone(),
             };
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::cqueue;
 
+use super::limits::{self, ConnectionLimits, RateLimiter};
 use super::locality::{locality, Locality, Locator, NamedPlace};
-use super::ratelimit::{self, RateLimiter};
 use super::torrent::{TorrentShared, STRIKES_BEFORE_BAN};
 use crate::bitfield::Bitfield;
 use crate::extension::{self, ExtHandshake, MetadataMsg};
@@ -152,6 +152,7 @@ pub(crate) struct WorkerConfig {
     pub locator: Arc<Locator>,
     pub upload_limit: Option<Arc<RateLimiter>>,
     pub download_limit: Option<Arc<RateLimiter>>,
+    pub conn_limits: Arc<ConnectionLimits>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -337,6 +338,7 @@ struct Ctx {
     locator: Arc<Locator>,
     upload_limit: Option<Arc<RateLimiter>>,
     download_limit: Option<Arc<RateLimiter>>,
+    conn_limits: Arc<ConnectionLimits>,
 }
 
 impl Worker {
@@ -376,6 +378,7 @@ impl Worker {
             locator: cfg.locator,
             upload_limit: cfg.upload_limit,
             download_limit: cfg.download_limit,
+            conn_limits: cfg.conn_limits,
         };
         Ok(Worker {
             ring,
@@ -587,6 +590,10 @@ impl Ctx {
         let Ok(addr) = net::peer_addr(&fd) else {
             return;
         };
+        if !self.conn_limits.acquire(addr.ip()) {
+            tracing::debug!(%addr, "peer limit reached; refusing a peer");
+            return;
+        }
         if self.torrents.iter().any(|t| {
             t.shared
                 .peers
@@ -615,9 +622,14 @@ impl Ctx {
         let Some(t) = self.torrent_index(&info_hash) else {
             return;
         };
+        if !self.conn_limits.acquire(addr.ip()) {
+            tracing::debug!(%addr, "peer limit reached; not dialling");
+            return;
+        }
         let fd = match net::stream_for(&addr, self.source_ip) {
             Ok(fd) => fd,
             Err(e) => {
+                self.conn_limits.release(addr.ip());
                 tracing::warn!(%addr, err = %e, "cannot create a socket");
                 return;
             }
@@ -692,6 +704,7 @@ impl Ctx {
     fn release_conn(&mut self, index: usize) {
         if let Some(conn) = self.conns.get_mut(index).and_then(Option::take) {
             net::shutdown(&conn.fd);
+            self.conn_limits.release(conn.addr.ip());
             self.free_conns.push(index);
         }
     }
@@ -710,6 +723,7 @@ impl Ctx {
         };
         tracing::debug!(worker = self.index, addr = %conn.addr, reason, "closing peer");
         net::shutdown(&conn.fd);
+        self.conn_limits.release(conn.addr.ip());
         if let Some(t) = conn.torrent {
             let lt = &mut self.torrents[t];
             lt.conns.retain(|&c| c != index);
@@ -1978,7 +1992,7 @@ impl Ctx {
         let allowance = if conn.upload_queue.is_empty() {
             0
         } else {
-            ratelimit::take(self.upload_limit.as_deref(), SEND_BATCH_BYTES as u64) as usize
+            limits::take(self.upload_limit.as_deref(), SEND_BATCH_BYTES as u64) as usize
         };
         if let Some(t) = conn.torrent {
             self.clock += 1;
