@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """python3-libtorrent driver for interop tests and loopback benchmarks.
 
-    lt_peer.py seed --torrent F --data-dir D --port P [--seconds N] [--seed-mode]
+    lt_peer.py seed --torrent F --data-dir D --port P [--seconds N] [--seed-mode] [--tracker URL]
     lt_peer.py get  --torrent F --dest D [--peer 127.0.0.1:PORT ...] [--timeout N] [--recheck]
+                    [--tracker URL]
     lt_peer.py create --path P -o F.torrent [--piece-size BYTES] [--pad] [--tracker URL]
 
 TCP only (uTP off), high_performance_seed() settings, listening on 127.0.0.1, no DHT, LSD,
@@ -15,14 +16,18 @@ hash check (with --recheck the finished files are checked again from disk), 1 on
 
 Trackers: when the .torrent names trackers (announce / announce-list), both `seed` and `get`
 announce to all of them (HTTP or UDP, BEP 15), loopback trackers included (libtorrent's SSRF
-mitigation is off, so are tracker IP filters). Every tracker answer is logged as
-`tracker reply URL peers=N` (errors as `tracker error URL: ...`). `seed` then prints
-`listening on` only after a tracker has answered an announce made while seeding (so the
-swarm knows it as a seed; bounded by --announce-timeout, error exit 2 past it). `get`
-needs no --peer then (peers come from the trackers); once complete it waits for the tracker
-to acknowledge the `completed` announce (bounded by --announce-timeout, a warning past it)
-before it stops, and its JSON line counts "tracker_replies" and "tracker_peers" (the most
-peers one answer gave). --no-trackers ignores the .torrent's trackers in both.
+mitigation is off, so are tracker IP filters). Announces and answers are logged as
+`tracker announce URL event=E` and `tracker reply URL peers=N` (errors as `tracker error
+URL: ...`). `seed` then prints `listening on` only after a tracker has answered an announce
+made while seeding (so the swarm knows it as a seed; bounded by --announce-timeout, error
+exit 2 past it). `get` needs no --peer then (peers come from the trackers); once complete it
+waits for the tracker to acknowledge the `completed` announce (bounded by
+--announce-timeout, a warning past it), and its JSON line counts "tracker_replies" and
+"tracker_peers" (the most peers one answer gave). Both leave the swarm before exiting: they
+announce `stopped` and wait (at most 3 s) for the answer, and `get --recheck` does so before
+its recheck, so the tracker never keeps listing a peer that has gone. --tracker URL
+(repeatable) adds trackers to the .torrent's, --no-trackers drops the .torrent's own; both
+for `seed` and `get`.
 
 Runs under the system interpreter (/usr/bin/python3): Debian's python3-libtorrent is not
 visible to a pyenv or venv python.
@@ -77,6 +82,8 @@ def make_session(port, ip="127.0.0.1"):
             "announce_to_all_trackers": True,
             "announce_to_all_tiers": True,
             "apply_ip_filter_to_trackers": False,
+            # On shutdown, wait at most 2 s (not 5) for the trackers to answer `stopped`.
+            "stop_tracker_timeout": 2,
             # Local peers are never rate limited, but be explicit.
             "upload_rate_limit": 0,
             "download_rate_limit": 0,
@@ -103,17 +110,34 @@ class Trackers:
         self.errors = 0
         self.max_peers = 0
         self.last_reply = None  # time.monotonic() of the latest answer
+        self.completed_sent = False  # a `completed` announce went out
+        self.completed_acked = False  # ... and a tracker answered after it
+        self.stopped_sent = False  # likewise for `stopped`
+        self.stopped_acked = False
 
     def note(self, a):
         """Logs and counts tracker alerts; returns True if `a` was one."""
+        if isinstance(a, lt.tracker_announce_alert):
+            if a.event == lt.event_t.completed:
+                self.completed_sent = True
+            elif a.event == lt.event_t.stopped:
+                self.stopped_sent = True
+            log("tracker announce %s event=%s" % (a.tracker_url(), str(a.event).rsplit(".", 1)[-1]))
+            return True
         if isinstance(a, lt.tracker_reply_alert):
             self.replies += 1
             self.max_peers = max(self.max_peers, a.num_peers)
             self.last_reply = time.monotonic()
+            if self.completed_sent:
+                self.completed_acked = True
+            if self.stopped_sent:
+                self.stopped_acked = True
             log("tracker reply %s peers=%d" % (a.tracker_url(), a.num_peers))
             return True
         if isinstance(a, lt.tracker_error_alert):
             self.errors += 1
+            if self.stopped_sent:
+                self.stopped_acked = True  # answered or not, it is over
             log("tracker error %s: %s" % (a.tracker_url(), a.message()))
             return True
         if isinstance(a, lt.tracker_warning_alert):
@@ -130,6 +154,8 @@ def listen_port(ses, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         for a in ses.pop_alerts():
+            if TRACKERS.note(a):
+                continue
             if isinstance(a, lt.listen_failed_alert):
                 raise RuntimeError("listen failed: %s" % a.message())
         p = ses.listen_port()
@@ -139,16 +165,25 @@ def listen_port(ses, timeout=10.0):
     raise RuntimeError("no listen socket after %.0fs" % timeout)
 
 
-def add(ses, torrent, save_path, seed_mode=False, trackers=True):
+def add(ses, torrent, save_path, seed_mode=False, trackers=True, extra_trackers=()):
+    """Adds `torrent`; with trackers=False its own trackers are dropped, and
+    `extra_trackers` (URLs) are announced to as well. Returns (handle, tracker URLs)."""
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(torrent)
     atp.save_path = save_path
     if seed_mode:
         atp.flags |= lt.torrent_flags.seed_mode
+    if trackers and not extra_trackers:
+        return ses.add_torrent(atp), [t.url for t in atp.ti.trackers()]
+    # Edit the tracker list before the torrent starts (and announces): add it paused.
+    entries = [{"url": t.url, "tier": t.tier} for t in atp.ti.trackers()] if trackers else []
+    entries += [{"url": u, "tier": 0} for u in extra_trackers]
+    atp.flags |= lt.torrent_flags.paused
+    atp.flags &= ~lt.torrent_flags.auto_managed
     h = ses.add_torrent(atp)
-    if not trackers:
-        h.replace_trackers([])
-    return h
+    h.replace_trackers(entries)
+    h.resume()
+    return h, [e["url"] for e in entries]
 
 
 def tracker_urls(h):
@@ -196,25 +231,54 @@ def parse_peer(s):
     return (host.strip("[]"), int(port))
 
 
-def wait_announced(ses, h, since, timeout):
-    """Waits for a tracker answer received after `since` (time.monotonic()), asking for a
-    fresh announce when none comes; raises after `timeout` seconds."""
+def reannounce(h):
+    try:
+        h.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+    except (AttributeError, TypeError):
+        h.force_reannounce()
+
+
+def wait_announced(ses, h, done, what, timeout):
+    """Polls the alerts until `done()`, asking for a fresh announce every 5 s meanwhile;
+    raises after `timeout` seconds."""
     end = time.monotonic() + timeout
     next_ask = time.monotonic() + 5
-    while TRACKERS.last_reply is None or TRACKERS.last_reply <= since:
+    while not done():
         drain_errors(ses, fatal=False)
         now = time.monotonic()
         if now > end or STOP:
-            raise RuntimeError("no tracker of %s answered within %ds" % (tracker_urls(h), timeout))
+            raise RuntimeError("no tracker of %s answered %s within %ds" % (tracker_urls(h), what, timeout))
         if now >= next_ask:
-            h.force_reannounce()
+            reannounce(h)
             next_ask = now + 5
         time.sleep(0.02)
 
 
+def leave_swarm(ses, h, urls, timeout=3.0):
+    """Says `stopped` to the trackers and waits (at most `timeout` s) for the answer.
+
+    Removing the torrent also sends `stopped`, but libtorrent posts no alert for a removed
+    torrent's announces, and a session destroyed right after the removal closes its sockets
+    before the announce goes out: the tracker would keep listing a peer that is gone. So:
+    pause (not auto-managed, or the session would resume it) and wait; then remove."""
+    if not urls:
+        return
+    # Forget earlier `stopped` announces (a recheck stops and restarts the torrent).
+    drain_errors(ses, fatal=False)
+    TRACKERS.stopped_sent = TRACKERS.stopped_acked = False
+    h.unset_flags(lt.torrent_flags.auto_managed)
+    h.pause()
+    end = time.monotonic() + timeout
+    while not TRACKERS.stopped_acked and time.monotonic() < end:
+        drain_errors(ses, fatal=False)
+        time.sleep(0.01)
+    if not TRACKERS.stopped_acked:
+        log("warning: no tracker answered `stopped` within %.0fs" % timeout)
+
+
 def cmd_seed(a):
     ses = make_session(a.port, a.ip)
-    h = add(ses, a.torrent, a.data_dir, a.seed_mode, trackers=not a.no_trackers)
+    h, urls = add(ses, a.torrent, a.data_dir, a.seed_mode, trackers=not a.no_trackers, extra_trackers=a.tracker)
     port = listen_port(ses)
     # Wait for libtorrent's own hash check of the data on disk.
     if not a.seed_mode:
@@ -222,12 +286,14 @@ def cmd_seed(a):
     st = h.status()
     if not st.is_seeding:
         raise RuntimeError("data in %s fails the hash check (%.1f%% present)" % (a.data_dir, st.progress * 100))
-    if tracker_urls(h):
+    if urls:
         # Announce as a seed (left = 0) and wait for the answer, so a leecher that starts
         # after `listening on` finds this seed through the tracker.
+        drain_errors(ses, fatal=False)
         since = time.monotonic()
-        h.force_reannounce()
-        wait_announced(ses, h, since, a.announce_timeout)
+        reannounce(h)
+        answered = lambda: TRACKERS.last_reply is not None and TRACKERS.last_reply > since  # noqa: E731
+        wait_announced(ses, h, answered, "an announce as a seed", a.announce_timeout)
     log("listening on %s:%d" % (a.ip, port))
     end = time.monotonic() + a.seconds
     last = 0.0
@@ -240,6 +306,7 @@ def cmd_seed(a):
             last = now
         time.sleep(0.1)
     st = h.status()
+    leave_swarm(ses, h, urls)
     log(json.dumps({"role": "seed", "uploaded": st.all_time_upload, "tracker_replies": TRACKERS.replies}))
     return 0
 
@@ -247,9 +314,9 @@ def cmd_seed(a):
 def cmd_get(a):
     os.makedirs(a.dest, exist_ok=True)
     ses = make_session(a.port, a.ip)
-    h = add(ses, a.torrent, a.dest, trackers=not a.no_trackers)
+    h, urls = add(ses, a.torrent, a.dest, trackers=not a.no_trackers, extra_trackers=a.tracker)
     listen_port(ses)
-    has_trackers = bool(tracker_urls(h))
+    has_trackers = bool(urls)
     if not a.peer and not has_trackers:
         raise RuntimeError("no --peer given and the torrent names no tracker: no way to find peers")
     ti = h.torrent_file()
@@ -281,9 +348,11 @@ def cmd_get(a):
             )
             last_print = now
         if now > deadline:
+            leave_swarm(ses, h, urls)
             log(json.dumps({"error": "timeout", "timeout": a.timeout, "bytes": st.total_wanted_done, "total": total}))
             return 1
         if STOP:
+            leave_swarm(ses, h, urls)
             return 1
         time.sleep(0.02)
     t_done = time.monotonic()
@@ -291,18 +360,26 @@ def cmd_get(a):
         # libtorrent announces `completed` when the download finishes; wait for the
         # tracker's answer to it so the swarm's completed count includes this download.
         try:
-            wait_announced(ses, h, t_done, a.announce_timeout)
+            wait_announced(ses, h, lambda: TRACKERS.completed_acked, "the `completed` announce", a.announce_timeout)
         except RuntimeError as e:
             log("warning: %s" % e)
     # libtorrent 2 writes through mmap; flush so every byte is in the files before we exit.
     h.flush_cache()
     flush_end = time.monotonic() + 30
     while time.monotonic() < flush_end:
-        if any(isinstance(x, lt.cache_flushed_alert) for x in ses.pop_alerts()):
+        alerts = [x for x in ses.pop_alerts() if not TRACKERS.note(x)]
+        if any(isinstance(x, lt.cache_flushed_alert) for x in alerts):
             break
         time.sleep(0.01)
+    # Leave the swarm before the recheck: a recheck stops and restarts the torrent, and
+    # libtorrent sends no `stopped` for a `started` still in flight when it is paused.
+    leave_swarm(ses, h, urls)
     ok = True
     if a.recheck:
+        if urls:
+            # Rechecking needs a running torrent; without trackers it announces nothing.
+            h.replace_trackers([])
+            h.resume()
         h.force_recheck()
         wait_checked(ses, a.timeout)
         st = h.status()
@@ -361,6 +438,7 @@ def main():
     s.add_argument("--verbose", action="store_true", help="print a status line a second")
     s.add_argument("--announce-timeout", type=int, default=60, help="limit for the first tracker answer")
     s.add_argument("--no-trackers", action="store_true", help="ignore the .torrent's trackers")
+    s.add_argument("--tracker", action="append", default=[], help="also announce to this URL (repeatable)")
     s.set_defaults(fn=cmd_seed)
 
     g = sub.add_parser("get", help="download a torrent from the given peers")
@@ -379,6 +457,7 @@ def main():
     g.add_argument("--recheck", action="store_true", help="re-hash the finished files from disk")
     g.add_argument("--announce-timeout", type=int, default=30, help="limit for the `completed` announce's answer")
     g.add_argument("--no-trackers", action="store_true", help="ignore the .torrent's trackers")
+    g.add_argument("--tracker", action="append", default=[], help="also announce to this URL (repeatable)")
     g.set_defaults(fn=cmd_get)
 
     c = sub.add_parser("create", help="make a v1 .torrent with libtorrent's create_torrent")

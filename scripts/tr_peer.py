@@ -3,6 +3,8 @@
 
     tr_peer.py seed --torrent F --data-dir D --port P [--seconds N]
     tr_peer.py get  --torrent F --dest D --peer 127.0.0.1:PORT [--timeout N] [--recheck]
+    tr_peer.py announce-check --torrent F --dest D [--tracker URL] [--min-peers N]
+                              [--timeout N] [--seconds N] [--scrape]
 
 Each run starts its own `transmission-daemon -f` with a throw-away config directory: peers
 and RPC on 127.0.0.1 only (RPC port picked free), no DHT, LSD, PEX, uTP or port mapping,
@@ -21,6 +23,17 @@ unchanged).
 until --seconds pass or SIGINT/SIGTERM. `get` prints a progress line a second and a final JSON
 line {"seconds": ..., "bytes": ...}; exit 0 when Transmission reports every piece verified
 (and, with --recheck, a full re-verify from disk passes), 1 on timeout, 2 on other errors.
+
+`announce-check` proves Transmission's tracker client against a tracker: it adds the torrent
+(announcing to its own announce/announce-list, or to --tracker URL only) into an empty --dest
+and polls RPC `trackerStats` until a tracker's last announce succeeded with at least
+--min-peers peers (default 1) and, with --scrape, a scrape succeeded too (asking for a
+reannounce while not). It then prints `announced {JSON}` (the tracker's stats, plus
+"peer_port": Transmission's peer port) and stays registered in the swarm until --seconds
+pass or SIGINT/SIGTERM, so the caller can look at the tracker meanwhile; exit 0. On timeout
+it prints the last stats as `timeout {JSON}` and exits 1. It never needs a peer connection
+(Transmission would not dial loopback peers anyway). Transmission 3 schedules its first
+scrape a random 0-180 s after adding a torrent, so --scrape needs a --timeout to match.
 """
 
 import argparse
@@ -398,6 +411,79 @@ def cmd_get(a):
         srv.shutdown()
 
 
+TRACKER_FIELDS = (
+    "announce",
+    "tier",
+    "hasAnnounced",
+    "lastAnnounceSucceeded",
+    "lastAnnounceResult",
+    "lastAnnouncePeerCount",
+    "lastAnnounceTimedOut",
+    "hasScraped",
+    "lastScrapeSucceeded",
+    "lastScrapeResult",
+    "lastScrapeTimedOut",
+    "seederCount",
+    "leecherCount",
+    "downloadCount",
+)
+
+
+def cmd_announce_check(a):
+    os.makedirs(a.dest, exist_ok=True)
+    d = Daemon(a.port, a.dest, a.ip)
+    try:
+        with open(a.torrent, "rb") as f:
+            raw = f.read()
+        if a.tracker:
+            raw = with_announce(raw, a.tracker)
+        tid = d.add(raw, a.dest)
+        t0 = time.monotonic()
+        deadline = t0 + a.timeout
+        last_ask = t0
+        last_print = 0.0
+        stats = []
+        while True:
+            ts = d.rpc("torrent-get", {"ids": [tid], "fields": ["trackerStats", "error", "errorString"]})["torrents"]
+            if not ts:
+                raise RuntimeError("torrent %d vanished" % tid)
+            stats = [{k: t.get(k) for k in TRACKER_FIELDS} for t in ts[0]["trackerStats"]]
+            good = [
+                t
+                for t in stats
+                if t["lastAnnounceSucceeded"]
+                and t["lastAnnouncePeerCount"] >= a.min_peers
+                and (not a.scrape or t["lastScrapeSucceeded"])
+            ]
+            if good:
+                out = dict(good[0])
+                out["peer_port"] = d.peer_port
+                log("announced " + json.dumps(out))
+                break
+            now = time.monotonic()
+            if now - last_print >= 1.0:
+                log("trackers " + json.dumps(stats))
+                last_print = now
+            if now > deadline or STOP:
+                log("timeout " + json.dumps(stats))
+                return 1
+            if d.proc.poll() is not None:
+                raise RuntimeError("transmission-daemon died: %s" % d.tail())
+            if now - last_ask > 5:
+                # Refused (quietly) by Transmission before the tracker's min interval.
+                d.rpc("torrent-reannounce", {"ids": [tid]})
+                last_ask = now
+            time.sleep(0.1)
+        end = time.monotonic() + a.seconds
+        while not STOP and time.monotonic() < end:
+            if d.proc.poll() is not None:
+                raise RuntimeError("transmission-daemon died: %s" % d.tail())
+            time.sleep(0.1)
+        return 0
+    finally:
+        d.close()
+
+
 def main():
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
@@ -420,6 +506,17 @@ def main():
     g.add_argument("--recheck", action="store_true")
     g.add_argument("--ip", default="127.0.0.1", help="peer listen address (default 127.0.0.1)")
     g.set_defaults(fn=cmd_get)
+    c = sub.add_parser("announce-check", help="announce to a tracker, check the answer in trackerStats")
+    c.add_argument("--torrent", required=True)
+    c.add_argument("--dest", required=True, help="download dir (stays empty)")
+    c.add_argument("--tracker", help="announce here only, instead of the torrent's trackers")
+    c.add_argument("--min-peers", type=int, default=1, help="peers the announce must return (default 1)")
+    c.add_argument("--scrape", action="store_true", help="also wait for a successful scrape")
+    c.add_argument("--timeout", type=float, default=60, help="give up after this many seconds (exit 1)")
+    c.add_argument("--seconds", type=float, default=3600, help="then stay in the swarm this long")
+    c.add_argument("--port", type=int, default=0, help="peer port (0: any free one)")
+    c.add_argument("--ip", default="127.0.0.1", help="peer listen address (default 127.0.0.1)")
+    c.set_defaults(fn=cmd_announce_check)
     a = ap.parse_args()
     try:
         return a.fn(a)
