@@ -22,6 +22,10 @@ use crate::storage::{resume, Storage};
 /// Hash failures from one address before it is banned.
 pub(crate) const STRIKES_BEFORE_BAN: u32 = 2;
 
+/// A first seeder's grant of a piece that no peer has announced after this long lapses,
+/// and the piece may go to another peer (the first taker is slow, or stuck).
+const GRANT_LAPSE: Duration = Duration::from_secs(10);
+
 /// Bytes verified since the last sync that trigger an early sync (besides the 1 s timer).
 const SYNC_EVERY_BYTES: u64 = 256 << 20;
 
@@ -71,6 +75,8 @@ pub(crate) struct TorrentShared {
     pub initial_seed: AtomicBool,
     /// Pieces handed to some peer (and not given back by its leaving).
     granted: AtomicBitfield,
+    /// When each grant was made, in ms since `epoch`.
+    granted_at: Box<[AtomicU64]>,
     /// Pieces some peer has announced holding (one copy is out), and how many.
     delivered: AtomicBitfield,
     delivered_count: AtomicU32,
@@ -96,6 +102,7 @@ impl TorrentShared {
             counters: Counters::default(),
             initial_seed: AtomicBool::new(false),
             granted: AtomicBitfield::new(n),
+            granted_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
             delivered: AtomicBitfield::new(n),
             delivered_count: AtomicU32::new(0),
             peers: Mutex::new(PeerBook::default()),
@@ -144,7 +151,21 @@ impl TorrentShared {
         {
             return true;
         }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let at = &self.granted_at[piece as usize];
         if self.granted.set(piece) {
+            at.store(now, Ordering::Relaxed);
+            ours.set(piece);
+            return true;
+        }
+        // A lapsed grant is taken over (one peer at a time wins the exchange).
+        let then = at.load(Ordering::Relaxed);
+        let lapsed = now.saturating_sub(then) >= GRANT_LAPSE.as_millis() as u64;
+        if lapsed
+            && at
+                .compare_exchange(then, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
             ours.set(piece);
             return true;
         }

@@ -31,11 +31,19 @@ use crate::reactor::{
 use crate::storage::IoOp;
 use crate::wire::{self, Event, Framer, Handshake, Message, BLOCK_SIZE};
 
-/// Blocks requested and not yet received, per connection: 8 MiB in flight covers
+/// Most blocks requested and not yet received, per connection: 8 MiB in flight covers
 /// bandwidth × delay on a 25 GbE link with a couple of milliseconds of RTT, and keeps a
 /// seeder's view a piece or two ahead so its disk reads overlap the sending (measured on
 /// loopback, 1 GiB cold: 256 → 2.1 s, 512 → 1.5 s, 1024 → 1.55 s).
 const REQUEST_QUEUE_DEPTH: u32 = 512;
+/// The depth actually kept is the peer's measured rate times this horizon: enough to
+/// cover any data-centre RTT many times over, while a slow peer does not hold megabytes
+/// of requests (and the pieces they claim) that faster peers could serve at the tail.
+const REQUEST_HORIZON: Duration = Duration::from_millis(200);
+/// Depth before the first rate sample, and the least kept (512 KiB: a 1 ms RTT still
+/// allows 500 MB/s).
+const INITIAL_REQUEST_DEPTH: u32 = 128;
+const MIN_REQUEST_DEPTH: u32 = 32;
 /// Requests are topped up when this many have come back, so they leave in batches rather
 /// than one small send per block.
 const REQUEST_REFILL_BATCH: u32 = 32;
@@ -257,6 +265,41 @@ struct Conn {
     /// Pieces the peer refused to give us, and since when (forgotten after a while).
     refused: Bitfield,
     refused_since: Option<Instant>,
+    /// Requests we keep outstanding now: rate × [`REQUEST_HORIZON`], within
+    /// [`MIN_REQUEST_DEPTH`] and `max_requests`.
+    depth: u32,
+    /// Payload bytes received since `rate_since`, and the smoothed rate (bytes/s).
+    rate_bytes: u64,
+    rate_since: Instant,
+    rate: f64,
+}
+
+impl Conn {
+    /// Requests to keep in flight with this peer.
+    fn request_depth(&self) -> u32 {
+        self.depth.min(self.max_requests)
+    }
+
+    /// Folds the bytes received since the last sample into the rate (only while we had
+    /// requests out: an idle peer is not a slow one) and resizes the request depth.
+    fn sample_rate(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.rate_since).as_secs_f64();
+        if elapsed < 0.05 {
+            return;
+        }
+        if self.requests_out > 0 || self.rate_bytes > 0 {
+            let sample = self.rate_bytes as f64 / elapsed;
+            self.rate = if self.rate == 0.0 {
+                sample
+            } else {
+                0.7 * self.rate + 0.3 * sample
+            };
+            let blocks = self.rate * REQUEST_HORIZON.as_secs_f64() / f64::from(BLOCK_SIZE);
+            self.depth = (blocks.ceil() as u32).clamp(MIN_REQUEST_DEPTH, REQUEST_QUEUE_DEPTH);
+        }
+        self.rate_bytes = 0;
+        self.rate_since = now;
+    }
 }
 
 /// A received piece waiting for its hash.
@@ -554,6 +597,10 @@ impl Ctx {
             granted: Bitfield::new(0),
             refused: Bitfield::new(0),
             refused_since: None,
+            depth: INITIAL_REQUEST_DEPTH,
+            rate_bytes: 0,
+            rate_since: now,
+            rate: 0.0,
         });
         index
     }
@@ -1436,6 +1483,7 @@ impl Ctx {
         if let Some(conn) = self.conns[index].as_mut() {
             conn.requests_out = conn.requests_out.saturating_sub(1);
             conn.last_block = now;
+            conn.rate_bytes += u64::from(block_len);
             if conn.locality == Locality::Rack && conn.our_place.is_some() {
                 lt.shared.note_rack_block();
             } else if conn.locality != Locality::Rack {
@@ -1449,7 +1497,9 @@ impl Ctx {
             self.on_piece_received(ring, t, piece, index);
         }
         let low = self.conns[index].as_ref().is_some_and(|c| {
-            !c.refill_blocked && c.requests_out + REQUEST_REFILL_BATCH <= c.max_requests
+            let depth = c.request_depth();
+            let batch = REQUEST_REFILL_BATCH.min(depth / 4).max(1);
+            !c.refill_blocked && c.requests_out + batch <= depth
         });
         if whole || low {
             self.fill_requests(ring, index);
@@ -1813,7 +1863,7 @@ impl Ctx {
             index,
             gen: conn.gen,
         };
-        let depth = conn.max_requests;
+        let depth = conn.request_depth();
         let was_idle = conn.requests_out == 0;
         let mut budget = depth.saturating_sub(conn.requests_out);
         let mut blocked = false;
@@ -2173,6 +2223,7 @@ impl Ctx {
                     }
                 }
                 Phase::Active => {
+                    conn.sample_rate(now);
                     if conn
                         .refused_since
                         .is_some_and(|at| now.duration_since(at) >= REFUSAL_MEMORY)
