@@ -255,6 +255,27 @@ pub fn serve(
     }
 }
 
+/// One line on what was uploaded, how much of it crossed the rack boundary, and how much
+/// was served from memory (pieces verified a moment ago) rather than from disk.
+pub fn upload_line(s: &TorrentStats) -> String {
+    let served = s.cache_hits + s.cache_misses;
+    let mut line = format!("uploaded {}", crate::args::format_bytes(s.uploaded_bytes));
+    if s.uploaded_outside_rack_bytes > 0 || s.downloaded_outside_rack_bytes > 0 {
+        line.push_str(&format!(
+            " ({} outside the rack; {} received from outside)",
+            crate::args::format_bytes(s.uploaded_outside_rack_bytes),
+            crate::args::format_bytes(s.downloaded_outside_rack_bytes)
+        ));
+    }
+    if served > 0 {
+        line.push_str(&format!(
+            "; {:.0}% of blocks relayed from memory",
+            100.0 * s.cache_hits as f64 / served as f64
+        ));
+    }
+    line
+}
+
 /// Locks the torrent's files in memory (`--lock`).
 pub fn lock(handle: &TorrentHandle) -> Result<LockedFiles> {
     let paths = handle.file_paths();

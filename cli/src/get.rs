@@ -16,7 +16,7 @@ use crate::args::{
 };
 use crate::common::{
     data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session, stop_flag,
-    wait_complete, LimitArgs, PlaceArgs, Waited,
+    upload_line, wait_complete, LimitArgs, PlaceArgs, Waited,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -291,6 +291,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         a.stop();
     }
     session.shutdown();
+    if final_stats.uploaded_bytes > 0 || final_stats.downloaded_outside_rack_bytes > 0 {
+        out.line(upload_line(&final_stats));
+    }
 
     let mut s = Summary::new("get");
     s.ok = true;

@@ -12,7 +12,7 @@ use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 use crate::args::{format_bytes, parse_listen, parse_tracker_url, rate};
 use crate::common::{
     absolute, data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session,
-    stop_flag, LimitArgs, PlaceArgs,
+    stop_flag, upload_line, LimitArgs, PlaceArgs,
 };
 use crate::output::Summary;
 use crate::progress::Progress;
@@ -166,6 +166,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         stats.peers_completed,
         if stats.peers_completed == 1 { "" } else { "s" }
     ));
+    if stats.uploaded_bytes > 0 {
+        out.line(upload_line(&stats));
+    }
     let mut s = Summary::new("seed");
     s.ok = true;
     s.info_hash = Some(hash);
