@@ -265,6 +265,9 @@ struct Conn {
     /// Pieces the peer refused to give us, and since when (forgotten after a while).
     refused: Bitfield,
     refused_since: Option<Instant>,
+    /// A piece from this peer has passed its hash check. Until then it fills one piece
+    /// at a time, so a peer sending garbage wastes little before it is banned.
+    proven: bool,
     /// Requests we keep outstanding now: rate × [`REQUEST_HORIZON`], within
     /// [`MIN_REQUEST_DEPTH`] and `max_requests`.
     depth: u32,
@@ -597,6 +600,7 @@ impl Ctx {
             granted: Bitfield::new(0),
             refused: Bitfield::new(0),
             refused_since: None,
+            proven: false,
             depth: INITIAL_REQUEST_DEPTH,
             rate_bytes: 0,
             rate_since: now,
@@ -1621,6 +1625,13 @@ impl Ctx {
             }
             return;
         }
+        if let Some(Some(c)) = self.conns.get_mut(from.index) {
+            if c.gen == from.gen && !c.proven {
+                c.proven = true;
+                c.refill_blocked = false;
+                self.fill_requests(ring, from.index);
+            }
+        }
         let ops = shared.storage.write_plan(piece);
         self.start_disk_job(ring, t, piece, slot, DiskKind::Write, ops);
     }
@@ -1909,7 +1920,11 @@ impl Ctx {
                 i += 1;
                 continue;
             }
-            // Start a new piece.
+            // Start a new piece (an unproven peer fills one at a time).
+            if !self.conns[index].as_ref().is_some_and(|c| c.proven) && !owned.is_empty() {
+                blocked = true;
+                break;
+            }
             let Some((piece, claimed)) = self.pick(t, index) else {
                 blocked = true;
                 break;
