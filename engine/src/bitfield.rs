@@ -164,6 +164,22 @@ impl AtomicBitfield {
             .sum()
     }
 
+    /// Positions set in neither `self` nor `other` (of the same length).
+    pub fn count_neither(&self, other: &AtomicBitfield) -> u32 {
+        let full_words = (self.len / 64) as usize;
+        let tail_mask = (1u64 << (self.len % 64)).wrapping_sub(1);
+        self.words
+            .iter()
+            .zip(other.words.iter())
+            .enumerate()
+            .map(|(i, (a, b))| {
+                let neither = !(a.load(Ordering::Acquire) | b.load(Ordering::Acquire));
+                let mask = if i < full_words { u64::MAX } else { tail_mask };
+                (neither & mask).count_ones()
+            })
+            .sum()
+    }
+
     /// A snapshot in wire form.
     pub fn snapshot(&self) -> Bitfield {
         let mut b = Bitfield::new(self.len);
@@ -202,6 +218,17 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn count_neither_matches_a_scan(len in 0u32..300, a in any::<u64>(), b in any::<u64>()) {
+            let (x, y) = (AtomicBitfield::new(len), AtomicBitfield::new(len));
+            for i in 0..len {
+                if a.rotate_left(i % 64) & 1 == 1 { x.set(i); }
+                if (b.rotate_left(i % 64) ^ u64::from(i % 3)) & 1 == 1 { y.set(i); }
+            }
+            let scan = (0..len).filter(|&i| !x.get(i) && !y.get(i)).count() as u32;
+            prop_assert_eq!(x.count_neither(&y), scan);
+        }
+
         #[test]
         fn round_trip(len in 0u32..300, seed in any::<u64>()) {
             let mut b = Bitfield::new(len);

@@ -1625,6 +1625,10 @@ impl Ctx {
             }
             return;
         }
+        // The write first: until it is queued, nothing shows this piece in progress, and a
+        // refill below could pick it again as an endgame duplicate.
+        let ops = shared.storage.write_plan(piece);
+        self.start_disk_job(ring, t, piece, slot, DiskKind::Write, ops);
         if let Some(Some(c)) = self.conns.get_mut(from.index) {
             if c.gen == from.gen && !c.proven {
                 c.proven = true;
@@ -1632,8 +1636,6 @@ impl Ctx {
                 self.fill_requests(ring, from.index);
             }
         }
-        let ops = shared.storage.write_plan(piece);
-        self.start_disk_job(ring, t, piece, slot, DiskKind::Write, ops);
     }
 
     // ---- disk --------------------------------------------------------------------------
@@ -1975,7 +1977,8 @@ impl Ctx {
         let lt = &self.torrents[t];
         let shared = &lt.shared;
         let missing = shared.piece_count() - shared.verified.count_ones();
-        let tail = missing as usize <= 4 * self.links.len().max(1);
+        // The last few pieces: a remote peer may be asked beyond the rack's share.
+        let tail = missing as usize <= self.links.len().max(1);
         let rack = conn.locality == Locality::Rack;
         let input = PickInput {
             peer_has: &conn.have,
@@ -2000,13 +2003,23 @@ impl Ctx {
         }
         // Endgame: once every missing piece is claimed, fetch the stragglers another core
         // is fetching (pieces in progress here, down to their write, are not duplicated).
-        if tail {
+        // Not before: a duplicate costs a piece of download, and of rack uplink when it
+        // comes from outside, so a remote peer only duplicates what no rack peer has.
+        if missing > 0 && shared.verified.count_neither(&shared.claimed) == 0 {
             return picker::pick_endgame(
                 &conn.have,
                 &shared.verified,
                 &shared.claimed,
                 conn.pick_start,
-                |p| self.in_progress(t, p) || conn.refused.get(p),
+                |p| {
+                    self.in_progress(t, p)
+                        || conn.refused.get(p)
+                        || (!rack
+                            && shared
+                                .rack_availability
+                                .get(p as usize)
+                                .is_some_and(|a| a.load(Ordering::Relaxed) > 0))
+                },
             )
             .map(|p| (p, false));
         }
