@@ -212,6 +212,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         topology: None,
         cores: 1,
         store: StoreConfig::default(),
+        ..TrackerConfig::default()
     })
     .context("starting the demo's tracker")?;
     let tracker_url = format!("udp://{}/announce", tracker.local_addr());

@@ -10,7 +10,7 @@ use ringswarm_engine::tracker::server::{TrackerConfig, TrackerServer};
 use ringswarm_engine::tracker::store::StoreConfig;
 use ringswarm_engine::tracker::topology::Cidr;
 
-use crate::args::parse_listen;
+use crate::args::{parse_listen, parse_size};
 use crate::common::stop_flag;
 use crate::interrupt::interrupted;
 use crate::output::Summary;
@@ -59,6 +59,11 @@ pub struct Args {
     /// Peers from other racks always included while the announcer's rack has no seed.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub min_remote: usize,
+
+    /// Receive buffer per socket (e.g. 8M), so a fleet announcing at once is queued, not
+    /// dropped. Beyond net.core.rmem_max only as root.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
+    pub recv_buffer: u64,
 }
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
@@ -81,6 +86,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         listen: args.listen,
         topology: args.topology.clone(),
         cores: args.cores,
+        recv_buffer: usize::try_from(args.recv_buffer).unwrap_or(usize::MAX),
         store,
     })
     .context("starting the tracker")?;

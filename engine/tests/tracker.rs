@@ -20,6 +20,7 @@ fn start(topology: Option<&str>) -> (TrackerServer, Option<tempfile::NamedTempFi
         listen: "127.0.0.1:0".parse().unwrap(),
         topology: file.as_ref().map(|f| f.path().to_path_buf()),
         cores: 1,
+        recv_buffer: 1 << 20,
         store: StoreConfig {
             rng_seed: Some(1),
             ..StoreConfig::default()

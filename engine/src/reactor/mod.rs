@@ -19,19 +19,34 @@ pub use net::EventFd;
 pub use pool::{PiecePool, SlotId};
 pub use ring::{Completion, Ring, SendBlock};
 
-/// Pins the calling thread to one CPU. Best effort: a failure (a cpuset without that CPU)
-/// is logged and the thread runs unpinned.
-pub fn pin_to_cpu(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
-    // reads `size_of::<cpu_set_t>()` bytes from a live local.
+/// Pins the calling thread to the `index`-th CPU it may run on (wrapping), so worker `i`
+/// of a process started under `taskset` or in a cpuset lands inside that set. Best effort:
+/// a failure is logged and the thread runs unpinned.
+pub fn pin_to_cpu(index: usize) {
+    // SAFETY: cpu_set_t is plain data (all-zero is the empty set); sched_getaffinity and
+    // sched_setaffinity read/write `size_of::<cpu_set_t>()` bytes of live locals, and
+    // CPU_ISSET/CPU_SET stay inside the set for any cpu < CPU_SETSIZE.
     let rc = unsafe {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        let cpus: Vec<usize> = if libc::sched_getaffinity(0, size, &mut allowed) == 0 {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &allowed))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let cpu = if cpus.is_empty() {
+            index
+        } else {
+            cpus[index % cpus.len()]
+        };
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        libc::sched_setaffinity(0, size, &set)
     };
     if rc != 0 {
-        tracing::debug!(cpu, err = %std::io::Error::last_os_error(), "could not pin worker");
+        tracing::debug!(index, err = %std::io::Error::last_os_error(), "could not pin worker");
     }
 }
 

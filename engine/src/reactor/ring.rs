@@ -113,6 +113,8 @@ pub struct Ring {
     owned: HashMap<u64, Owned>,
     in_flight: usize,
     fixed_buffers: bool,
+    /// Whether the kernel takes a minimum batch wait (6.12+); cleared on the first refusal.
+    min_wait: bool,
 }
 
 impl Ring {
@@ -142,6 +144,7 @@ impl Ring {
             owned: HashMap::new(),
             in_flight: 0,
             fixed_buffers,
+            min_wait: true,
         })
     }
 
@@ -167,7 +170,8 @@ impl Ring {
         self.in_flight += 1;
         if self.backlog.is_empty() {
             // SAFETY: every entry pushed here points only at memory owned by `self.owned`,
-            // by a pinned pool slot, by a provided-buffer group, or at nothing.
+            // by a pinned pool slot, by a provided-buffer group, by a caller that promised
+            // to keep it (`send_datagram_borrowed`), or at nothing.
             if unsafe { self.uring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -369,6 +373,65 @@ impl Ring {
     }
 
     /// Submits what is queued and waits for at least one completion or `timeout`.
+    /// Sends `len` bytes at `buf` to the socket address at `addr` as one datagram
+    /// (`IORING_OP_SEND` with a destination: no msghdr to build or import).
+    ///
+    /// # Safety
+    ///
+    /// `buf[..len]` and `addr[..addr_len]` must stay valid and unchanged until the
+    /// completion of `token` has been reaped (or the ring is leaked).
+    pub(crate) unsafe fn send_datagram_borrowed(
+        &mut self,
+        fd: RawFd,
+        buf: *const u8,
+        len: u32,
+        addr: *const libc::sockaddr,
+        addr_len: libc::socklen_t,
+        token: u64,
+    ) {
+        let e = opcode::Send::new(types::Fd(fd), buf, len)
+            .dest_addr(addr)
+            .dest_addr_len(addr_len)
+            .build()
+            .user_data(token);
+        self.push(e);
+    }
+
+    /// Like [`Ring::submit_and_wait`], but once the first completion is there it waits up to
+    /// `batch_wait` for `batch` of them: a busy server wakes once per batch, not per
+    /// datagram. Kernels before 6.12 do not take the batch wait; there it is a plain wait.
+    pub fn submit_and_wait_batch(
+        &mut self,
+        batch: usize,
+        batch_wait: Duration,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        if !self.min_wait || batch <= 1 || batch_wait.is_zero() {
+            return self.submit_and_wait(timeout);
+        }
+        self.flush_backlog();
+        let ts = types::Timespec::from(timeout);
+        let usec = u32::try_from(batch_wait.as_micros()).unwrap_or(u32::MAX);
+        let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(usec);
+        match self.uring.submitter().submit_with_args(batch, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!("io_uring batch wait unavailable: waiting per completion");
+                self.min_wait = false;
+                self.submit_and_wait(timeout)
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
         self.flush_backlog();
         let ts = types::Timespec::from(timeout);

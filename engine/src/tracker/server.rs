@@ -23,6 +23,7 @@ use crate::reactor::{self, udp, BufRing, PiecePool, Ring};
 const RECV_GROUP: u16 = 0;
 const TOKEN_RECV: u64 = 1;
 const TOKEN_SEND: u64 = 2 << 56;
+const TOKEN_REPLY: u64 = 3 << 56;
 /// Largest datagram we read: a scrape of 74 hashes is 16 + 74 × 20 = 1496 bytes; BEP 41
 /// options may add up to 255 more.
 const DATAGRAM_BUF: u32 = 2048;
@@ -50,6 +51,8 @@ pub struct TrackerConfig {
     pub topology: Option<PathBuf>,
     /// Worker threads; 0 = online CPUs.
     pub cores: usize,
+    /// Receive buffer asked for on each socket, bytes (see `udp::grow_receive_buffer`).
+    pub recv_buffer: usize,
     pub store: StoreConfig,
 }
 
@@ -59,6 +62,7 @@ impl Default for TrackerConfig {
             listen: "0.0.0.0:6969".parse().expect("a valid literal"),
             topology: None,
             cores: 0,
+            recv_buffer: 8 << 20,
             store: StoreConfig::default(),
         }
     }
@@ -143,6 +147,14 @@ impl TrackerServer {
                     .map_err(io_err(format!("listening on udp {local_addr}")))?,
             );
         }
+        for s in &sockets {
+            let got = udp::grow_receive_buffer(s, config.recv_buffer);
+            tracing::debug!(
+                asked = config.recv_buffer,
+                got,
+                "tracker socket receive buffer"
+            );
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(ServerCounters::default());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
@@ -157,7 +169,6 @@ impl TrackerServer {
                 stop: stop.clone(),
                 counters: counters.clone(),
                 peers: Vec::with_capacity(256),
-                out: Vec::with_capacity(2048),
                 next_send: 0,
             };
             let ready = ready_tx.clone();
@@ -244,15 +255,24 @@ struct TrackerWorker {
     counters: Arc<ServerCounters>,
     /// Reused peer-list buffer.
     peers: Vec<SocketAddr>,
-    /// Reused encoding buffer.
-    out: Vec<u8>,
+    /// Token counter of replies sent from owned buffers (when every slot is in flight).
     next_send: u64,
 }
 
+/// Replies in flight per worker; beyond this (a reap of thousands) replies fall back to an
+/// owned buffer each.
+const REPLY_SLOTS: usize = 4096;
+/// A typical answer (50 IPv4 peers) is 320 bytes; bigger ones grow their slot once.
+const REPLY_CAPACITY: usize = 512;
+/// Once a datagram is waiting, wait this long for a batch of them: a busy tracker wakes
+/// once per batch instead of once per datagram; an idle one answers within it.
+const BATCH: usize = 32;
+const BATCH_WAIT: Duration = Duration::from_micros(50);
+
 impl TrackerWorker {
     fn run(mut self, ready: crossbeam_channel::Sender<std::io::Result<()>>) {
-        let setup = Ring::new(1024).and_then(|ring| {
-            let bufs = BufRing::new(&ring, RECV_GROUP, 1024, DATAGRAM_BUF)?;
+        let setup = Ring::new(4096).and_then(|ring| {
+            let bufs = BufRing::new(&ring, RECV_GROUP, 4096, DATAGRAM_BUF)?;
             Ok((ring, bufs))
         });
         let (mut ring, mut bufs) = match setup {
@@ -266,36 +286,49 @@ impl TrackerWorker {
             }
         };
         let mut pool = PiecePool::new(0);
+        let mut replies = udp::ReplySlots::new(REPLY_SLOTS, REPLY_CAPACITY, TOKEN_REPLY);
         let fd = self.socket.as_raw_fd();
         ring.recvmsg_multi(fd, RECV_GROUP, TOKEN_RECV);
-        let mut done = Vec::with_capacity(512);
+        let mut done = Vec::with_capacity(4096);
         let mut next_tick = Instant::now() + TICK;
         while !self.stop.load(Ordering::Acquire) {
             let wait = next_tick
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_micros(1));
-            if let Err(e) = ring.submit_and_wait(wait) {
+            if let Err(e) = ring.submit_and_wait_batch(BATCH, BATCH_WAIT, wait) {
                 tracing::error!(worker = self.index, err = %e, "io_uring wait failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
             ring.reap(&mut pool, &mut done);
             let now = now_secs();
+            let (mut packets, mut answered) = (0u64, 0u64);
             for c in done.drain(..) {
                 if c.token != TOKEN_RECV {
-                    continue; // a send finished; its memory is already released
+                    // A send finished: its slot (or owned buffer) is free again.
+                    replies.complete(c.token);
+                    continue;
                 }
                 let bid = io_uring::cqueue::buffer_select(c.flags);
-                if c.result > 0 {
-                    if let Some(bid) = bid {
-                        if let Some((from, payload)) =
-                            udp::parse_datagram(bufs.get(bid, c.result as usize))
-                        {
-                            self.counters.packets.fetch_add(1, Ordering::Relaxed);
-                            if self.handle(from, payload, now) {
-                                let reply = self.out.clone();
-                                self.next_send = self.next_send.wrapping_add(1) & ((1 << 56) - 1);
-                                ring.send_to(fd, from, reply, TOKEN_SEND | self.next_send);
-                                self.counters.responses.fetch_add(1, Ordering::Relaxed);
+                if let (true, Some(bid)) = (c.result > 0, bid) {
+                    if let Some((from, payload)) =
+                        udp::parse_datagram(bufs.get(bid, c.result as usize))
+                    {
+                        packets += 1;
+                        match replies.buffer() {
+                            Some(out) => {
+                                if self.handle(from, payload, now, out) {
+                                    replies.send(&mut ring, fd, from);
+                                    answered += 1;
+                                }
+                            }
+                            None => {
+                                let mut out = Vec::with_capacity(REPLY_CAPACITY);
+                                if self.handle(from, payload, now, &mut out) {
+                                    self.next_send =
+                                        self.next_send.wrapping_add(1) & ((1 << 56) - 1);
+                                    ring.send_to(fd, from, out, TOKEN_SEND | self.next_send);
+                                    answered += 1;
+                                }
                             }
                         }
                     }
@@ -307,6 +340,10 @@ impl TrackerWorker {
                     ring.recvmsg_multi(fd, RECV_GROUP, TOKEN_RECV);
                 }
             }
+            self.counters.packets.fetch_add(packets, Ordering::Relaxed);
+            self.counters
+                .responses
+                .fetch_add(answered, Ordering::Relaxed);
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 if let Some(Ok(mut shard)) = self.shards.get(self.index).map(|s| s.lock()) {
@@ -314,7 +351,7 @@ impl TrackerWorker {
                 }
             }
         }
-        // Ops still in flight point at `bufs` and the send boxes: stop receiving, then give
+        // Ops still in flight point at `bufs` and the reply slots: stop receiving, then give
         // the kernel a moment before letting go; if it does not finish, leak.
         // On an unconnected UDP socket shutdown(2) says ENOTCONN but still ends pending
         // receives, which is all we want.
@@ -324,6 +361,7 @@ impl TrackerWorker {
             ring.submit_and_wait(Duration::from_millis(10)).ok();
             ring.reap(&mut pool, &mut done);
             for c in done.drain(..) {
+                replies.complete(c.token);
                 if let Some(bid) = io_uring::cqueue::buffer_select(c.flags) {
                     bufs.recycle(bid);
                 }
@@ -332,12 +370,13 @@ impl TrackerWorker {
         if ring.in_flight() > 0 {
             ring.leak_in_flight();
             std::mem::forget(bufs);
+            std::mem::forget(replies);
         }
     }
 
-    /// Answers one datagram into `self.out`; false when there is nothing to send.
-    fn handle(&mut self, from: SocketAddr, payload: &[u8], now: u64) -> bool {
-        self.out.clear();
+    /// Answers one datagram into `out`; false when there is nothing to send.
+    fn handle(&mut self, from: SocketAddr, payload: &[u8], now: u64, out: &mut Vec<u8>) -> bool {
+        out.clear();
         let request = match Request::decode(payload) {
             Ok(r) => r,
             Err(_) => {
@@ -438,7 +477,7 @@ impl TrackerWorker {
                 }
             }
         };
-        response.encode_into(family, &mut self.out);
+        response.encode_into(family, out);
         if let Response::Announce { peers, .. } = response {
             self.peers = peers; // keep the allocation
         }

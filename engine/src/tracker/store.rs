@@ -454,12 +454,17 @@ struct Entry {
 
 impl Entry {
     fn addr(&self, v6: bool) -> SocketAddr {
-        if v6 {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::from(self.ip)), self.port)
-        } else {
-            let [a, b, c, d, ..] = self.ip;
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), self.port)
-        }
+        addr_of(self.ip, self.port, v6)
+    }
+}
+
+/// An entry's address from its stored bytes (IPv4 in the first 4).
+fn addr_of(ip: [u8; 16], port: u16, v6: bool) -> SocketAddr {
+    if v6 {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)
+    } else {
+        let [a, b, c, d, ..] = ip;
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port)
     }
 }
 
@@ -754,7 +759,13 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Continues `w`, pushing up to `k` live peers; returns how many.
+    ///
+    /// The walk jumps around a group of up to thousands of entries, so nearly every entry
+    /// is a cache miss. It goes in batches: first the batch's positions and the fields
+    /// needed, in a loop whose loads do not depend on each other (the CPU overlaps the
+    /// misses), then the filtering and pushing from those copies.
     fn take(&self, w: &mut Walk, k: usize, out: &mut Vec<SocketAddr>) -> usize {
+        const BATCH: usize = 16;
         let Some(grp) = self.groups.get(w.g as usize) else {
             return 0;
         };
@@ -764,18 +775,29 @@ impl Ctx<'_> {
         }
         let mut pos = (u64::from(w.start) + u64::from(w.next) * u64::from(w.stride)) % len;
         let mut taken = 0;
+        let mut batch = [(0usize, 0u32, [0u8; 16], 0u16); BATCH];
         while w.next < w.len && taken < k {
-            let p = w.lo as usize + pos as usize;
-            if let Some(e) = grp.peers.get(p) {
-                if (w.g as usize, p) != self.skip && self.now.wrapping_sub(e.last) <= self.ttl {
-                    out.push(e.addr(self.v6));
-                    taken += 1;
+            let n = (k - taken).min((w.len - w.next) as usize).min(BATCH);
+            for slot in batch.iter_mut().take(n) {
+                let p = w.lo as usize + pos as usize;
+                *slot = match grp.peers.get(p) {
+                    Some(e) => (p, e.last, e.ip, e.port),
+                    None => (usize::MAX, 0, [0; 16], 0),
+                };
+                pos += u64::from(w.stride);
+                if pos >= len {
+                    pos -= len;
                 }
             }
-            w.next += 1;
-            pos += u64::from(w.stride);
-            if pos >= len {
-                pos -= len;
+            w.next += n as u32;
+            for &(p, last, ip, port) in batch.iter().take(n) {
+                if p != usize::MAX
+                    && (w.g as usize, p) != self.skip
+                    && self.now.wrapping_sub(last) <= self.ttl
+                {
+                    out.push(addr_of(ip, port, self.v6));
+                    taken += 1;
+                }
             }
         }
         taken
