@@ -7,7 +7,7 @@
 //! hosts of one rack fetch different pieces across the uplink and each piece enters the
 //! rack about once.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::bitfield::{AtomicBitfield, Bitfield};
 
@@ -40,6 +40,23 @@ pub struct RemoteRule<'a> {
     /// Pieces outside our share may be fetched too (after them): the rack is starved of
     /// local blocks, or the download is at its tail.
     pub beyond_share: bool,
+    /// Per piece, when a peer outside the rack announced it (HAVE), on the torrent's clock
+    /// in ms + 1 (0: not yet). A piece announced at or before `overdue_since` may be
+    /// fetched beyond our share: its owner in the rack had time to fetch it and has not,
+    /// so the rack would wait on one slow host.
+    pub seen_outside: &'a [AtomicU64],
+    pub overdue_since: u64,
+}
+
+impl RemoteRule<'_> {
+    fn beyond_share_allowed(&self, piece: u32) -> bool {
+        self.beyond_share
+            || self
+                .seen_outside
+                .get(piece as usize)
+                .map(|t| t.load(Ordering::Relaxed))
+                .is_some_and(|t| t != 0 && t <= self.overdue_since)
+    }
 }
 
 /// What a pick looks at.
@@ -94,7 +111,7 @@ pub fn pick_and_claim(input: &PickInput<'_>) -> Option<u32> {
                         continue;
                     }
                     let outside = !rule.share.contains(i);
-                    if outside && !rule.beyond_share {
+                    if outside && !rule.beyond_share_allowed(i) {
                         continue;
                     }
                     outside
@@ -196,11 +213,17 @@ mod tests {
         let global = avail(&[1; 8]);
         // Rack peers hold pieces 0 and 5.
         let rack = avail(&[1, 0, 0, 0, 0, 1, 0, 0]);
+        // Our share: pieces 1, 4, 7.
         let share = Share {
             rank: 1,
             members: 3,
-        }; // pieces 1, 4, 7
-        let remote = |beyond_share| PickInput {
+        };
+        // Piece 6 was announced outside the rack at ms 100 (stored + 1), piece 3 at 900.
+        let seen: Vec<AtomicU64> = [0, 0, 0, 901, 0, 0, 101, 0]
+            .into_iter()
+            .map(AtomicU64::new)
+            .collect();
+        let remote = |beyond_share, overdue_since| PickInput {
             peer_has: &has,
             verified: &verified,
             claimed: &claimed,
@@ -211,15 +234,21 @@ mod tests {
                 rack_availability: &rack,
                 share,
                 beyond_share,
+                seen_outside: &seen,
+                overdue_since,
             }),
         };
-        assert_eq!(pick_and_claim(&remote(false)), Some(1));
-        assert_eq!(pick_and_claim(&remote(false)), Some(4));
-        assert_eq!(pick_and_claim(&remote(false)), Some(7));
-        assert_eq!(pick_and_claim(&remote(false)), None);
+        assert_eq!(pick_and_claim(&remote(false, 0)), Some(1));
+        assert_eq!(pick_and_claim(&remote(false, 0)), Some(4));
+        assert_eq!(pick_and_claim(&remote(false, 0)), Some(7));
+        assert_eq!(pick_and_claim(&remote(false, 0)), None);
+        // Overdue: announced outside long enough ago that its owner should have it.
+        assert_eq!(pick_and_claim(&remote(false, 500)), Some(6));
+        assert_eq!(pick_and_claim(&remote(false, 500)), None);
+        claimed.clear(6);
         // Starved: the rest of what the rack lacks, never what it has.
         let mut got = Vec::new();
-        while let Some(p) = pick_and_claim(&remote(true)) {
+        while let Some(p) = pick_and_claim(&remote(true, 0)) {
             got.push(p);
         }
         got.sort_unstable();

@@ -68,6 +68,9 @@ pub(crate) struct TorrentShared {
     rack_share: AtomicU64,
     /// When a block last came from a rack peer, in ms since `epoch`.
     last_rack_block_ms: AtomicU64,
+    /// Per piece, when a peer outside our rack first announced it with HAVE: ms since
+    /// `epoch` + 1, 0 = not yet (see `picker::RemoteRule::seen_outside`).
+    pub seen_outside: Box<[AtomicU64]>,
     epoch: Instant,
     pub counters: Counters,
     /// We are the first seeder (the data was all here when the torrent was added): every
@@ -98,6 +101,7 @@ impl TorrentShared {
             rack_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
             rack_share: AtomicU64::new(1 << 32),
             last_rack_block_ms: AtomicU64::new(0),
+            seen_outside: (0..n).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             counters: Counters::default(),
             initial_seed: AtomicBool::new(false),
@@ -222,6 +226,20 @@ impl TorrentShared {
     pub fn note_rack_block(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_rack_block_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A peer outside the rack announced `piece` (HAVE): the first time starts its clock.
+    pub fn note_seen_outside(&self, piece: u32) {
+        if let Some(t) = self.seen_outside.get(piece as usize) {
+            let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+            t.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed)
+                .ok();
+        }
+    }
+
+    /// The `seen_outside` stamp at or before which a piece is `grace` overdue.
+    pub fn overdue_since(&self, grace: Duration) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(grace.as_millis() as u64)
     }
 
     /// No block from a rack peer for `quiet` (counted from the start at first).

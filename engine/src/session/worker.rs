@@ -70,6 +70,11 @@ const MAX_CONNECT_ATTEMPTS: u32 = 30;
 /// No block from any rack peer for this long: pieces outside our share may come from
 /// outside the rack (a rack-mate died or is slow, or the split views disagree).
 const RACK_QUIET: Duration = Duration::from_secs(5);
+/// How long after a piece appears outside the rack (a remote HAVE) its share owner in the
+/// rack has to fetch it before any rack host may: a few piece times at link rate, so a
+/// healthy owner wins (each piece still enters the rack about once) and a slow one holds
+/// the rack back by this much, not until the rack goes quiet.
+const SHARE_GRACE: Duration = Duration::from_millis(1500);
 /// How long pieces a peer refused (BEP 6 REJECT) are not asked of it again.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(2);
 
@@ -1164,6 +1169,8 @@ impl Ctx {
                     shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
                     if conn.locality == Locality::Rack {
                         shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        shared.note_seen_outside(piece);
                     }
                     shared.note_delivered(piece);
                     self.after_peer_has(ring, index, t, Some(piece));
@@ -1996,6 +2003,8 @@ impl Ctx {
                 rack_availability: &shared.rack_availability,
                 share: shared.share(),
                 beyond_share: tail || shared.rack_quiet_for(RACK_QUIET),
+                seen_outside: &shared.seen_outside,
+                overdue_since: shared.overdue_since(SHARE_GRACE),
             }),
         };
         if let Some(p) = picker::pick_and_claim(&input) {
