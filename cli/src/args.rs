@@ -107,8 +107,12 @@ pub fn parse_nonzero_size(s: &str) -> Result<u64, String> {
     }
 }
 
-/// A piece size: a power of two between 16 KiB and 256 MiB.
+/// A piece size: a power of two between 16 KiB and 256 MiB, or `auto` (0: chosen from the
+/// total size, `create::auto_piece_size`).
 pub fn parse_piece_size(s: &str) -> Result<u64, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(ringswarm_engine::create::AUTO_PIECE_SIZE);
+    }
     let n = parse_size(s)?;
     if !n.is_power_of_two() {
         return Err(format!("`{s}` ({n} bytes) is not a power of two"));

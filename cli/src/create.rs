@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use ringswarm_engine::create::{create, CreateOptions, DEFAULT_PIECE_SIZE};
+use ringswarm_engine::create::{create, CreateOptions};
 use ringswarm_engine::metainfo::Metainfo;
 
 use crate::args::{format_bytes, parse_piece_size};
@@ -29,8 +29,9 @@ pub struct Args {
     #[arg(short, long, value_name = "FILE.torrent")]
     pub output: Option<PathBuf>,
 
-    /// Piece size: a power of two from 16K to 256M; accepts 4M, 4MiB, 16K, 1048576.
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_piece_size)]
+    /// Piece size: a power of two from 16K to 256M (4M, 4MiB, 16K, 1048576), or auto:
+    /// about 1024 pieces, 1M to 16M.
+    #[arg(long, value_name = "SIZE", default_value = "auto", value_parser = parse_piece_size)]
     pub piece_size: u64,
 
     /// Tracker announce URL; repeat for more (each becomes its own tier).
@@ -57,11 +58,6 @@ pub fn make_metainfo(path: &Path, piece_size: u64, trackers: &[String]) -> Resul
 }
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
-    debug_assert_eq!(
-        DEFAULT_PIECE_SIZE,
-        4 << 20,
-        "keep --piece-size's default in sync"
-    );
     let start = Instant::now();
     let meta = make_metainfo(&args.path, args.piece_size, &args.trackers)?;
     let output = args

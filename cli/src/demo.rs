@@ -66,8 +66,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub cores: usize,
 
-    /// Piece size: a power of two from 16K to 256M.
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_piece_size)]
+    /// Piece size: a power of two from 16K to 256M, or auto (about 1024 pieces, 1M to 16M).
+    #[arg(long, value_name = "SIZE", default_value = "auto", value_parser = parse_piece_size)]
     pub piece_size: u64,
 
     /// Keep the working directory instead of removing it.

@@ -55,8 +55,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub receivers: u32,
 
-    /// Piece size: a power of two from 16K to 256M; accepts 4M, 4MiB, 16K, 1048576.
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_piece_size)]
+    /// Piece size: a power of two from 16K to 256M (4M, 4MiB, 16K, 1048576), or auto:
+    /// about 1024 pieces, 1M to 16M.
+    #[arg(long, value_name = "SIZE", default_value = "auto", value_parser = parse_piece_size)]
     pub piece_size: u64,
 
     #[command(flatten)]

@@ -21,16 +21,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::metainfo::{self, FileEntry, Info, Metainfo, MetainfoError};
 use crate::verify::{Digest, Sha1Stream};
 
-/// Default piece size: 4 MiB.
+/// `CreateOptions::piece_size` for "choose from the total size" ([`auto_piece_size`]).
+pub const AUTO_PIECE_SIZE: u64 = 0;
+/// Piece size when the size is unknown: 4 MiB.
 pub const DEFAULT_PIECE_SIZE: u64 = 4 << 20;
 /// Smallest piece size accepted: one BitTorrent block.
 pub const MIN_PIECE_SIZE: u64 = 16 << 10;
 /// Largest read issued while hashing.
 pub const READ_CHUNK: usize = 4 << 20;
 
+/// The piece size for `total` bytes: about 1024 pieces, a power of two from 1 MiB to
+/// 16 MiB. A swarm relays a piece only once it is whole and verified, so the first hop
+/// of every piece, and the tail, take a piece time each: with ~1000 pieces that is ~0.1 %
+/// of the transfer per hop (a 256 MiB blob in 4 MiB pieces has only 64, and its fleet
+/// run is 1.2 × slower than in 1 MiB pieces; perf/RESULTS.md). Below 1 MiB the per-piece
+/// costs (a hash job, an O_DIRECT write, a HAVE to every peer) start to show; above
+/// 16 MiB a piece holds too much of a 64-slot buffer pool.
+pub fn auto_piece_size(total: u64) -> u64 {
+    total
+        .div_ceil(1024)
+        .max(1)
+        .next_power_of_two()
+        .clamp(1 << 20, 16 << 20)
+}
+
 #[derive(Clone, Debug)]
 pub struct CreateOptions {
-    /// Power of two, ≥ 16 KiB.
+    /// Power of two, ≥ 16 KiB; or [`AUTO_PIECE_SIZE`]: from the total ([`auto_piece_size`]).
     pub piece_size: u64,
     /// BEP 12 tiers; each `--tracker` is its own tier.
     pub trackers: Vec<Vec<String>>,
@@ -103,9 +120,12 @@ struct Span {
 /// Creates the metainfo for `path` (a file or a directory; symlinks below it are skipped,
 /// entries sorted by name for a deterministic result).
 pub fn create(path: &Path, options: &CreateOptions) -> Result<Metainfo, CreateError> {
-    let piece = options.piece_size;
-    if !piece.is_power_of_two() || !(MIN_PIECE_SIZE..=metainfo::MAX_PIECE_LENGTH).contains(&piece) {
-        return Err(CreateError::BadPieceSize(piece));
+    let asked = options.piece_size;
+    if asked != AUTO_PIECE_SIZE
+        && (!asked.is_power_of_two()
+            || !(MIN_PIECE_SIZE..=metainfo::MAX_PIECE_LENGTH).contains(&asked))
+    {
+        return Err(CreateError::BadPieceSize(asked));
     }
     let shown = || path.display().to_string();
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
@@ -132,6 +152,11 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<Metainfo, CreateEr
         });
     };
 
+    let piece = if asked == AUTO_PIECE_SIZE {
+        auto_piece_size(found.iter().fold(0u64, |t, f| t.saturating_add(f.length)))
+    } else {
+        asked
+    };
     let (files, spans) = lay_out(found, piece, multi_file && options.pad_files);
     let total = spans
         .iter()
@@ -601,9 +626,29 @@ mod tests {
     }
 
     #[test]
+    fn auto_piece_sizes() {
+        assert_eq!(auto_piece_size(0), 1 << 20);
+        assert_eq!(auto_piece_size(256 << 20), 1 << 20);
+        assert_eq!(auto_piece_size(1 << 30), 1 << 20);
+        assert_eq!(auto_piece_size((1 << 30) + 1), 2 << 20);
+        assert_eq!(auto_piece_size(4 << 30), 4 << 20);
+        assert_eq!(auto_piece_size(1 << 40), 16 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.bin");
+        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
+        let auto = CreateOptions {
+            piece_size: AUTO_PIECE_SIZE,
+            ..CreateOptions::default()
+        };
+        let meta = create(&f, &auto).unwrap();
+        assert_eq!(meta.info.piece_length, 1 << 20);
+        assert_eq!(meta.info.pieces.len(), 3);
+    }
+
+    #[test]
     fn bad_piece_sizes() {
         let tmp = tempfile::tempdir().unwrap();
-        for size in [0, 1000, 8192, 3 * PIECE, 512 << 20] {
+        for size in [1000, 8192, 3 * PIECE, 512 << 20] {
             let o = CreateOptions {
                 piece_size: size,
                 ..opts(1)

@@ -388,7 +388,8 @@ def report(cfg, runs_dir):
     L.append("- links (tbf, both directions): hosts and origin %s, rack uplinks %s (each rack: %s hosts = %s of host links behind it); tbf queue %s; one L2 segment in 198.18.0.0/16"
              % (cfg["host_rate"], cfg["uplink_rate"], hosts_per_rack(cfg), per_rack_sum(cfg), cfg.get("queue")))
     if cfg.get("piece_size"):
-        L.append("- piece size: %s KiB (`ringswarm create --piece-size`; ringswarm and libtorrent share the .torrent)" % (int(cfg["piece_size"]) // 1024))
+        if int(cfg.get("piece_size") or 0) > 0:
+            L.append("- piece size: %s KiB (`ringswarm create --piece-size`; ringswarm and libtorrent share the .torrent)" % (int(cfg["piece_size"]) // 1024))
     L.append("- lower bound: blob ÷ host link rate = %.1f s (TCP/IP headers alone cost ≈ 4 %% of a link, so ≈ 1.05 × is the practical floor)" % lb)
     L.append("- page cache %s before every run; destinations empty; tools in turn%s" % (
         "dropped" if cfg.get("drop_caches") == "1" else "NOT dropped",

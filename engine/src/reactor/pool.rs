@@ -80,6 +80,11 @@ impl PiecePool {
         }
     }
 
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// Makes the budget at least `bytes` (a torrent with huge pieces needs a few of them).
     pub fn raise_budget(&mut self, bytes: usize) {
         self.budget = self.budget.max(bytes);

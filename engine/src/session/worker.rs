@@ -53,8 +53,12 @@ const READ_AHEAD_PIECES: usize = 4;
 const MAX_PEER_REQUESTS: usize = 2048;
 /// Bytes gathered into one sendmsg.
 const SEND_BATCH_BYTES: usize = 1 << 20;
-/// Recent pieces kept per worker for uploads.
-const CACHE_PIECES: usize = 8;
+/// Recent pieces kept per worker for uploads: at least this many, and as many more as fit
+/// in half of the worker's piece memory (the other half stays for pieces in flight). A
+/// piece verified here is asked for by its rack peers and the other racks' owners over
+/// the next second or two: the more of that window the cache covers, the fewer relays
+/// read the disk.
+const CACHE_PIECES_MIN: usize = 8;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A send that makes no progress this long means the peer stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1802,7 +1806,9 @@ impl Ctx {
             last_used: self.clock,
             downloaded,
         });
-        while lt.cache.len() > CACHE_PIECES {
+        let piece_len = lt.shared.storage.piece_buffer_len().max(1);
+        let limit = CACHE_PIECES_MIN.max(self.pool.budget() / 2 / piece_len);
+        while lt.cache.len() > limit {
             let victim = lt
                 .cache
                 .iter()

@@ -937,10 +937,13 @@ impl TierWorker {
             if self.stop.is_set() {
                 break;
             }
-            let (_, _, _, complete) = self.stats();
-            if !complete {
+            // Bytes downloaded in this run count as having been incomplete: a small `get`
+            // can finish before this thread first looks.
+            let (downloaded, _, _, complete) = self.stats();
+            if !complete || downloaded > 0 {
                 seen_incomplete = true;
-            } else if seen_incomplete && !completed_due {
+            }
+            if complete && seen_incomplete && !completed_due {
                 completed_due = true;
                 if started {
                     next = Instant::now();
@@ -1015,8 +1018,8 @@ impl TierWorker {
             };
             // A download that completed since the last poll (a `get` that exits as soon as
             // it is done) still says `completed` first, so the tracker's count is exact.
-            let (_, _, _, complete) = self.stats();
-            if complete && seen_incomplete && !completed_sent {
+            let (downloaded, _, _, complete) = self.stats();
+            if complete && (seen_incomplete || downloaded > 0) && !completed_sent {
                 let args = self.args(Event::Completed);
                 if let Err(e) = self.announcer.announce_tier(0, &args, &cancel) {
                     tracing::debug!("completed announce not delivered: {e}");
