@@ -105,6 +105,23 @@ impl SendState {
     }
 }
 
+/// A wait that timed out, was interrupted, or found the completion queue busy is a normal
+/// return: the caller reaps what is there and loops.
+fn wait_outcome(r: io::Result<usize>) -> io::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// An io_uring with the bookkeeping that keeps its ops memory-safe.
 pub struct Ring {
     uring: IoUring,
@@ -414,21 +431,12 @@ impl Ring {
         let usec = u32::try_from(batch_wait.as_micros()).unwrap_or(u32::MAX);
         let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(usec);
         match self.uring.submitter().submit_with_args(batch, &args) {
-            Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::debug!("io_uring batch wait unavailable: waiting per completion");
                 self.min_wait = false;
                 self.submit_and_wait(timeout)
             }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
+            r => wait_outcome(r),
         }
     }
 
@@ -436,18 +444,7 @@ impl Ring {
         self.flush_backlog();
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
-        match self.uring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        wait_outcome(self.uring.submitter().submit_with_args(1, &args))
     }
 
     /// Moves finished ops to `out`, resubmitting partial sends and releasing the memory of
