@@ -75,10 +75,11 @@ const MAX_CONNECT_ATTEMPTS: u32 = 30;
 /// outside the rack (a rack-mate died or is slow, or the split views disagree).
 const RACK_QUIET: Duration = Duration::from_secs(5);
 /// How long after a piece appears outside the rack (a remote HAVE) its share owner in the
-/// rack has to fetch it before any rack host may: a few piece times at link rate, so a
-/// healthy owner wins (each piece still enters the rack about once) and a slow one holds
-/// the rack back by this much, not until the rack goes quiet.
-const SHARE_GRACE: Duration = Duration::from_millis(1500);
+/// rack has to fetch it before any rack host may, so one slow owner holds the rack back by
+/// this much, not until the whole rack goes quiet. Long enough that a busy but healthy
+/// owner wins: in perf/fleet a 1.5 s grace let 1.2-1.5 x the blob into a rack (owners
+/// were merely queued), 4 s keeps it at 1.02-1.07 x, the same as no grace at all.
+const SHARE_GRACE: Duration = Duration::from_secs(4);
 /// How long pieces a peer refused (BEP 6 REJECT) are not asked of it again.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(2);
 
