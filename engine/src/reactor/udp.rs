@@ -1,6 +1,7 @@
 //! Datagrams through the ring: a multishot `recvmsg` puts each datagram, with its source
-//! address, into a provided buffer; replies are single `sendmsg` ops submitted in batches
-//! (one `io_uring_enter` per loop turn carries them all).
+//! address, into a provided buffer; replies are single send ops submitted in batches (one
+//! `io_uring_enter` per loop turn carries them all), from [`ReplySlots`] that keep each
+//! reply's bytes and destination in place until its send completes.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

@@ -1,7 +1,9 @@
 //! The tracker server: BEP 15 over UDP on the io_uring reactor, one pinned worker per core.
 //!
 //! Each worker has its own SO_REUSEPORT socket, a multishot `recvmsg` into provided
-//! buffers, and answers with `sendmsg` ops submitted together once per loop turn. The
+//! buffers, and answers encoded in place into reusable reply slots, sent as
+//! `IORING_OP_SEND` ops submitted together once per loop turn; a busy worker wakes once per
+//! batch of datagrams (io_uring's minimum-batch wait). The
 //! kernel spreads datagrams by source address, not by torrent, so the swarm state is
 //! sharded by info-hash into one [`Store`] per core behind a mutex: a worker locks the shard
 //! of the torrent it serves (uncontended with one core, briefly contended with several).
