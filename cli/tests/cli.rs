@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod support;
+use support::pattern;
+
 use ringswarm_engine::tracker::client::{Cancel, RetryPolicy, TrackerClient};
 use ringswarm_engine::tracker::proto::ScrapeEntry;
 
@@ -28,20 +31,6 @@ fn scratch() -> tempfile::TempDir {
         .prefix("rs-cli-")
         .tempdir_in(base)
         .unwrap()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn write_tree(root: &Path, files: &[(&str, usize)]) {

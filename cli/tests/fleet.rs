@@ -34,6 +34,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod support;
+use support::*;
+
 const MIB: u64 = 1 << 20;
 /// Every wait of one test ends within this budget (start-up, transfers, checks).
 const TEST_LIMIT: Duration = Duration::from_secs(90);
@@ -53,61 +56,6 @@ const PROGRESS_EVERY: &str = "200ms";
 
 // ---------------------------------------------------------------------------------------
 // Prerequisites: skip with a message, or fail under CI.
-
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
-}
-
-/// Writes straight to fd 2, past the test harness's output capture: a skip must be seen.
-fn skip_note(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{msg}");
-}
-
-/// Returns true when `ok`; otherwise skips (prints why) or, under CI, panics.
-fn require(ok: bool, test: &str, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("{test}: {what} is missing, and CI=true forbids skipping (run scripts/test.sh to install)");
-    }
-    skip_note(&format!(
-        "skipped: {test}: {what} is missing (run scripts/test.sh to install)"
-    ));
-    false
-}
-
-fn is_root() -> bool {
-    // The tests have no libc dependency; /proc tells us the effective uid.
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn runs_ok(prog: &str, args: &[&str]) -> bool {
-    Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-}
 
 /// True when a fleet can be built here; otherwise says why (skip) or panics (CI).
 fn fleet_possible(test: &str) -> bool {
@@ -129,17 +77,6 @@ fn fleet_possible(test: &str) -> bool {
 
 // ---------------------------------------------------------------------------------------
 // Paths, data, checksums.
-
-fn ringswarm() -> &'static str {
-    env!("CARGO_BIN_EXE_ringswarm")
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("scripts")
-        .join(name)
-}
 
 /// A directory on a real disk (O_DIRECT is refused by tmpfs; /tmp may be one). Kept, and
 /// its path printed, when the test fails (or with `FLEET_TEST_KEEP=1`), for the logs in it.
@@ -563,21 +500,6 @@ impl Drop for Proc {
             let _ = self.wait_exit(Instant::now() + Duration::from_secs(5));
         }
     }
-}
-
-fn read_tail(p: &Path, max: usize) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = fs::File::open(p) {
-        let _ = f.read_to_string(&mut s);
-    }
-    if s.len() > max {
-        let mut cut = s.len() - max;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s = format!("[...]{}", &s[cut..]);
-    }
-    s
 }
 
 fn dump_logs(procs: &[&Proc]) {

@@ -17,13 +17,16 @@
 //! Every child process sits in a guard that kills it on drop; every wait has a deadline.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::*;
 
 const MIB: usize = 1 << 20;
 /// Upper bound for one transfer (a few MiB/s would already be pathological).
@@ -37,51 +40,8 @@ const PYTHON: &str = "/usr/bin/python3";
 // ---------------------------------------------------------------------------------------
 // Tool discovery: skip with a message, or fail under CI.
 
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
-}
-
-/// Returns true when `ok`; otherwise skips (prints why) or, under CI, panics.
-fn require(ok: bool, test: &str, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("{test}: {what} is missing, and CI=true forbids skipping (run scripts/test.sh to install)");
-    }
-    skip_note(&format!(
-        "skipped: {test}: {what} is not installed (run scripts/test.sh to install)"
-    ));
-    false
-}
-
-/// Writes straight to fd 2, past the test harness's output capture: a skip must be seen.
-fn skip_note(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{msg}");
-}
-
-fn runs_ok(prog: &str, args: &[&str]) -> bool {
-    Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 fn have_libtorrent() -> bool {
     runs_ok(PYTHON, &["-c", "import libtorrent"])
-}
-
-fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
 }
 
 fn have_mktorrent() -> bool {
@@ -92,31 +52,8 @@ fn have_transmission() -> bool {
     on_path("transmission-daemon")
 }
 
-fn is_root() -> bool {
-    // The tests have no libc dependency; /proc tells us the effective uid.
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 // ---------------------------------------------------------------------------------------
 // Paths and data.
-
-fn ringswarm() -> &'static str {
-    env!("CARGO_BIN_EXE_ringswarm")
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("scripts")
-        .join(name)
-}
 
 /// A directory on a real disk (O_DIRECT is refused by tmpfs; /tmp may be one).
 fn scratch(tag: &str) -> tempfile::TempDir {
@@ -124,20 +61,6 @@ fn scratch(tag: &str) -> tempfile::TempDir {
         .prefix(&format!("rs-interop-{tag}-"))
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("scratch dir")
-}
-
-/// Deterministic pseudo-random bytes (xorshift64), so failures reproduce.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Writes `files` (relative path, length) under `root`.
@@ -321,21 +244,6 @@ impl Drop for Guard {
             let _ = self.wait_exit(Duration::from_secs(5));
         }
     }
-}
-
-fn read_tail(p: &Path, max: usize) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = fs::File::open(p) {
-        let _ = f.read_to_string(&mut s);
-    }
-    if s.len() > max {
-        let mut cut = s.len() - max;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s = format!("[...]{}", &s[cut..]);
-    }
-    s
 }
 
 fn dump_logs(guards: &[&Guard]) {

@@ -22,13 +22,16 @@
 //! it on drop, every wait has a deadline, and every test stays within [`TEST_LIMIT`].
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::*;
 
 use ringswarm_engine::metainfo::Metainfo;
 
@@ -49,62 +52,16 @@ const FILES: &[(&str, usize)] = &[
 // ---------------------------------------------------------------------------------------
 // Tool discovery: skip with a message, or fail under CI (as in interop.rs).
 
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
-}
-
-/// Returns true when `ok`; otherwise skips (prints why) or, under CI, panics.
-fn require(ok: bool, test: &str, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("{test}: {what} is missing, and CI=true forbids skipping (run scripts/test.sh to install)");
-    }
-    skip_note(&format!(
-        "skipped: {test}: {what} is not installed (run scripts/test.sh to install)"
-    ));
-    false
-}
-
-/// Writes straight to fd 2, past the test harness's output capture: a skip must be seen.
-fn skip_note(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{msg}");
-}
-
 fn have_libtorrent() -> bool {
-    Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    runs_ok(PYTHON, &["-c", "import libtorrent"])
 }
 
 fn have_transmission() -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("transmission-daemon").is_file()))
-        .unwrap_or(false)
+    on_path("transmission-daemon")
 }
 
 // ---------------------------------------------------------------------------------------
 // Paths, data, deadlines.
-
-fn ringswarm() -> &'static str {
-    env!("CARGO_BIN_EXE_ringswarm")
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("scripts")
-        .join(name)
-}
 
 fn py(script_name: &str) -> Command {
     let mut c = Command::new(PYTHON);
@@ -118,20 +75,6 @@ fn scratch(tag: &str) -> tempfile::TempDir {
         .prefix(&format!("rs-trk-{tag}-"))
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("scratch dir")
-}
-
-/// Deterministic pseudo-random bytes (xorshift64), so failures reproduce.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Writes `files` (relative path, length) under `root`.
@@ -314,21 +257,6 @@ impl Drop for Guard {
             let _ = self.wait_exit(Duration::from_secs(5));
         }
     }
-}
-
-fn read_tail(p: &Path, max: usize) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = fs::File::open(p) {
-        let _ = f.read_to_string(&mut s);
-    }
-    if s.len() > max {
-        let mut cut = s.len() - max;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s = format!("[...]{}", &s[cut..]);
-    }
-    s
 }
 
 fn dump_logs(guards: &[&Guard]) {
