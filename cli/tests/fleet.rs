@@ -41,7 +41,6 @@ const MIB: u64 = 1 << 20;
 /// Every wait of one test ends within this budget (start-up, transfers, checks).
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 /// The system interpreter (`scripts/bad_peer.py` needs only its standard library).
-const PYTHON: &str = "/usr/bin/python3";
 /// `netns-fleet.sh` puts the origin here.
 const ORIGIN_IP: &str = "198.18.0.1";
 const TRACKER_PORT: u16 = 6969;

@@ -17,13 +17,10 @@
 //! Every child process sits in a guard that kills it on drop; every wait has a deadline.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod support;
 use support::*;
@@ -33,9 +30,6 @@ const MIB: usize = 1 << 20;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(150);
 /// Upper bound for a seeder to check its data and start listening.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// The interpreter Debian's python3-libtorrent is installed for (a pyenv `python3` on PATH
-/// would not see it).
-const PYTHON: &str = "/usr/bin/python3";
 
 // ---------------------------------------------------------------------------------------
 // Tool discovery: skip with a message, or fail under CI.
@@ -113,168 +107,6 @@ const SMALL_MULTI: &[(&str, usize)] = &[
 ];
 
 // ---------------------------------------------------------------------------------------
-// Child processes.
-
-/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped. Its stdout lines
-/// arrive on a channel; stdout and stderr are also kept in files for failure reports.
-struct Guard {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdout_log: PathBuf,
-    stderr_log: PathBuf,
-}
-
-impl Guard {
-    fn spawn(name: &str, mut cmd: Command, logdir: &Path) -> Guard {
-        let stdout_log = logdir.join(format!("{name}.stdout"));
-        let stderr_log = logdir.join(format!("{name}.stderr"));
-        let err = fs::File::create(&stderr_log).unwrap();
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let log_path = stdout_log.clone();
-        thread::spawn(move || {
-            let mut log = fs::File::create(&log_path).ok();
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(f) = log.as_mut() {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{line}");
-                }
-                // If the receiver is gone, keep draining so the child never blocks on a full pipe.
-                let _ = tx.send(line);
-            }
-        });
-        Guard {
-            name: name.to_string(),
-            child,
-            lines,
-            stdout_log,
-            stderr_log,
-        }
-    }
-
-    /// Waits for a `listening on IP:PORT` line.
-    fn wait_listening(&mut self, timeout: Duration) -> SocketAddr {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                dump_logs(&[self]);
-                panic!("{}: no `listening on` line within {timeout:?}", self.name);
-            }
-            match self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(line) => {
-                    if let Some(rest) = line.trim().strip_prefix("listening on ") {
-                        let addr = rest.split_whitespace().next().unwrap_or("");
-                        return addr.parse().unwrap_or_else(|e| {
-                            panic!("{}: bad address in {line:?}: {e}", self.name)
-                        });
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(st)) = self.child.try_wait() {
-                        dump_logs(&[self]);
-                        panic!("{}: exited ({st}) before listening", self.name);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let st = self.wait_exit(Duration::from_secs(5));
-                    dump_logs(&[self]);
-                    panic!(
-                        "{}: closed stdout before listening (exit: {st:?})",
-                        self.name
-                    );
-                }
-            }
-        }
-    }
-
-    /// Waits for the process to exit; None on timeout (the process is left running).
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => return Some(st),
-                Ok(None) if Instant::now() >= deadline => return None,
-                Ok(None) => thread::sleep(Duration::from_millis(50)),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Waits for a successful exit within `timeout`; panics (with logs) otherwise.
-    fn expect_success(&mut self, timeout: Duration, others: &[&Guard]) {
-        match self.wait_exit(timeout) {
-            Some(st) if st.success() => {}
-            Some(st) => {
-                let mut all: Vec<&Guard> = vec![self];
-                all.extend_from_slice(others);
-                dump_logs(&all);
-                panic!("{} failed: {st}", self.name);
-            }
-            None => {
-                let mut all: Vec<&Guard> = vec![self];
-                all.extend_from_slice(others);
-                dump_logs(&all);
-                panic!("{} did not finish within {timeout:?}", self.name);
-            }
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SIGTERM first, so drivers can stop the daemons they started.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if self.wait_exit(Duration::from_secs(5)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.wait_exit(Duration::from_secs(5));
-        }
-    }
-}
-
-fn dump_logs(guards: &[&Guard]) {
-    for g in guards {
-        eprintln!(
-            "----- {} stdout -----\n{}",
-            g.name,
-            read_tail(&g.stdout_log, 4000)
-        );
-        eprintln!(
-            "----- {} stderr -----\n{}",
-            g.name,
-            read_tail(&g.stderr_log, 4000)
-        );
-    }
-}
-
-/// Runs a command to completion with a deadline; panics with its output on failure.
-fn run(name: &str, mut cmd: Command, timeout: Duration, logdir: &Path) {
-    cmd.stdin(Stdio::null());
-    let mut g = Guard::spawn(name, cmd, logdir);
-    g.expect_success(timeout, &[]);
-}
-
-fn py(script_name: &str) -> Command {
-    let mut c = Command::new(PYTHON);
-    c.arg(script(script_name));
-    c
-}
-
-// ---------------------------------------------------------------------------------------
 // Torrent makers.
 
 fn mktorrent(content: &Path, out: &Path, piece_log2: u32, logdir: &Path) {
@@ -343,7 +175,7 @@ fn lt_seeds_ringswarm_gets(
         .arg("--data-dir")
         .arg(&src);
     let mut seed = Guard::spawn("lt-seed", seed_cmd, dir.path());
-    let addr = seed.wait_listening(READY_TIMEOUT);
+    let addr = seed.wait_listening(READY_TIMEOUT, &[]);
 
     let get_cmd = ringswarm_get(&torrent, &dst, addr);
     let mut get = Guard::spawn("ringswarm-get", get_cmd, dir.path());
@@ -374,7 +206,7 @@ fn ringswarm_seeds_lt_gets(
         .arg(&src)
         .args(["--listen", "127.0.0.1:0"]);
     let mut seed = Guard::spawn("ringswarm-seed", seed_cmd, dir.path());
-    let addr = seed.wait_listening(READY_TIMEOUT);
+    let addr = seed.wait_listening(READY_TIMEOUT, &[]);
 
     let mut get_cmd = py("lt_peer.py");
     get_cmd
@@ -488,7 +320,7 @@ fn transmission_seeds_ringswarm_gets() {
         .arg("--data-dir")
         .arg(&src);
     let mut seed = Guard::spawn("tr-seed", seed_cmd, dir.path());
-    let addr = seed.wait_listening(READY_TIMEOUT);
+    let addr = seed.wait_listening(READY_TIMEOUT, &[]);
 
     let get_cmd = ringswarm_get(&torrent, &dst, addr);
     let mut get = Guard::spawn("ringswarm-get", get_cmd, dir.path());
@@ -564,7 +396,7 @@ fn ringswarm_seeds_transmission_gets_in_netns() {
         .arg(&src)
         .args(["--listen", "198.18.0.1:0"]);
     let mut seed = Guard::spawn("ringswarm-seed", seed_cmd, dir.path());
-    let addr = seed.wait_listening(READY_TIMEOUT);
+    let addr = seed.wait_listening(READY_TIMEOUT, &[]);
 
     let mut get_cmd = ns.cmd(PYTHON);
     get_cmd

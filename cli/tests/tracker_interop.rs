@@ -22,11 +22,9 @@
 //! it on drop, every wait has a deadline, and every test stays within [`TEST_LIMIT`].
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,9 +36,6 @@ use ringswarm_engine::metainfo::Metainfo;
 const MIB: usize = 1 << 20;
 /// Upper bound for one whole test (child start-up, transfers, checks; not the cleanup).
 const TEST_LIMIT: Duration = Duration::from_secs(60);
-/// The interpreter Debian's python3-libtorrent is installed for (a pyenv `python3` on PATH
-/// would not see it).
-const PYTHON: &str = "/usr/bin/python3";
 
 /// Small odd-sized files (pieces straddle file ends): the point is finding peers, not speed.
 const FILES: &[(&str, usize)] = &[
@@ -62,12 +57,6 @@ fn have_transmission() -> bool {
 
 // ---------------------------------------------------------------------------------------
 // Paths, data, deadlines.
-
-fn py(script_name: &str) -> Command {
-    let mut c = Command::new(PYTHON);
-    c.arg(script(script_name));
-    c
-}
 
 /// A directory on a real disk (O_DIRECT is refused by tmpfs; /tmp may be one).
 fn scratch(tag: &str) -> tempfile::TempDir {
@@ -121,163 +110,6 @@ impl Budget {
 
 // ---------------------------------------------------------------------------------------
 // Child processes.
-
-/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped. Its stdout lines
-/// arrive on a channel; stdout and stderr are also kept in files for failure reports.
-struct Guard {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdout_log: PathBuf,
-    stderr_log: PathBuf,
-}
-
-impl Guard {
-    fn spawn(name: &str, mut cmd: Command, logdir: &Path) -> Guard {
-        let stdout_log = logdir.join(format!("{name}.stdout"));
-        let stderr_log = logdir.join(format!("{name}.stderr"));
-        let err = fs::File::create(&stderr_log).unwrap();
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let log_path = stdout_log.clone();
-        thread::spawn(move || {
-            let mut log = fs::File::create(&log_path).ok();
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(f) = log.as_mut() {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{line}");
-                }
-                // If the receiver is gone, keep draining so the child never blocks on a full pipe.
-                let _ = tx.send(line);
-            }
-        });
-        Guard {
-            name: name.to_string(),
-            child,
-            lines,
-            stdout_log,
-            stderr_log,
-        }
-    }
-
-    /// Waits for a stdout line starting with `prefix` (after leading blanks); returns the
-    /// rest of that line. Panics (with the logs of `self` and `others`) on timeout or exit.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration, others: &[&Guard]) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.fail(others, &format!("no `{prefix}` line within {timeout:?}"));
-            }
-            match self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(line) => {
-                    if let Some(rest) = line.trim_start().strip_prefix(prefix) {
-                        return rest.trim().to_string();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(st)) = self.child.try_wait() {
-                        self.fail(others, &format!("exited ({st}) before a `{prefix}` line"));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let st = self.wait_exit(Duration::from_secs(5));
-                    self.fail(
-                        others,
-                        &format!("closed stdout before a `{prefix}` line (exit: {st:?})"),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Waits for a `listening on IP:PORT` line.
-    fn wait_listening(&mut self, timeout: Duration, others: &[&Guard]) -> SocketAddr {
-        let rest = self.wait_line("listening on ", timeout, others);
-        let addr = rest.split_whitespace().next().unwrap_or("");
-        addr.parse()
-            .unwrap_or_else(|e| panic!("{}: bad address in {rest:?}: {e}", self.name))
-    }
-
-    /// Waits for the process to exit; None on timeout (the process is left running).
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => return Some(st),
-                Ok(None) if Instant::now() >= deadline => return None,
-                Ok(None) => thread::sleep(Duration::from_millis(50)),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Waits for a successful exit within `timeout`; panics (with logs) otherwise.
-    fn expect_success(&mut self, timeout: Duration, others: &[&Guard]) {
-        match self.wait_exit(timeout) {
-            Some(st) if st.success() => {}
-            Some(st) => self.fail(others, &format!("failed: {st}")),
-            None => self.fail(others, &format!("did not finish within {timeout:?}")),
-        }
-    }
-
-    /// Every stdout line so far (from the log file: the channel may have been read).
-    fn stdout(&self) -> String {
-        fs::read_to_string(&self.stdout_log).unwrap_or_default()
-    }
-
-    fn fail(&self, others: &[&Guard], what: &str) -> ! {
-        let mut all: Vec<&Guard> = vec![self];
-        all.extend_from_slice(others);
-        dump_logs(&all);
-        panic!("{}: {what}", self.name);
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SIGTERM first, so drivers can stop the daemons they started and clients can say
-        // `stopped` to the tracker.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if self.wait_exit(Duration::from_secs(5)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.wait_exit(Duration::from_secs(5));
-        }
-    }
-}
-
-fn dump_logs(guards: &[&Guard]) {
-    for g in guards {
-        eprintln!(
-            "----- {} stdout -----\n{}",
-            g.name,
-            read_tail(&g.stdout_log, 4000)
-        );
-        eprintln!(
-            "----- {} stderr -----\n{}",
-            g.name,
-            read_tail(&g.stderr_log, 4000)
-        );
-    }
-}
-
-/// Runs a command to completion with a deadline; panics with its output on failure.
-fn run(name: &str, cmd: Command, timeout: Duration, logdir: &Path) {
-    Guard::spawn(name, cmd, logdir).expect_success(timeout, &[]);
-}
 
 /// The last stdout line of `g` that parses as a JSON object.
 fn last_json(g: &Guard) -> serde_json::Value {

@@ -3,9 +3,17 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The interpreter Debian's python3-libtorrent is installed for (a pyenv `python3` on PATH
+/// would not see it).
+pub const PYTHON: &str = "/usr/bin/python3";
 
 pub fn in_ci() -> bool {
     std::env::var("CI")
@@ -103,4 +111,171 @@ pub fn read_tail(p: &Path, max: usize) -> String {
         s = format!("[...]{}", &s[cut..]);
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes: each in a guard that stops it on drop, every wait with a deadline.
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped. Its stdout lines
+/// arrive on a channel; stdout and stderr are also kept in files for failure reports.
+pub struct Guard {
+    pub name: String,
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub stdout_log: PathBuf,
+    pub stderr_log: PathBuf,
+}
+
+impl Guard {
+    pub fn spawn(name: &str, mut cmd: Command, logdir: &Path) -> Guard {
+        let stdout_log = logdir.join(format!("{name}.stdout"));
+        let stderr_log = logdir.join(format!("{name}.stderr"));
+        let err = fs::File::create(&stderr_log).unwrap();
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let log_path = stdout_log.clone();
+        thread::spawn(move || {
+            let mut log = fs::File::create(&log_path).ok();
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+                // If the receiver is gone, keep draining so the child never blocks on a full pipe.
+                let _ = tx.send(line);
+            }
+        });
+        Guard {
+            name: name.to_string(),
+            child,
+            lines,
+            stdout_log,
+            stderr_log,
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix` (after leading blanks); returns the
+    /// rest of that line. Panics (with the logs of `self` and `others`) on timeout or exit.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration, others: &[&Guard]) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.fail(others, &format!("no `{prefix}` line within {timeout:?}"));
+            }
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) => {
+                    if let Some(rest) = line.trim_start().strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(st)) = self.child.try_wait() {
+                        self.fail(others, &format!("exited ({st}) before a `{prefix}` line"));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let st = self.wait_exit(Duration::from_secs(5));
+                    self.fail(
+                        others,
+                        &format!("closed stdout before a `{prefix}` line (exit: {st:?})"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for a `listening on IP:PORT` line.
+    pub fn wait_listening(&mut self, timeout: Duration, others: &[&Guard]) -> SocketAddr {
+        let rest = self.wait_line("listening on ", timeout, others);
+        let addr = rest.split_whitespace().next().unwrap_or("");
+        addr.parse()
+            .unwrap_or_else(|e| panic!("{}: bad address in {rest:?}: {e}", self.name))
+    }
+
+    /// Waits for the process to exit; None on timeout (the process is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return Some(st),
+                Ok(None) if Instant::now() >= deadline => return None,
+                Ok(None) => thread::sleep(Duration::from_millis(50)),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for a successful exit within `timeout`; panics (with logs) otherwise.
+    pub fn expect_success(&mut self, timeout: Duration, others: &[&Guard]) {
+        match self.wait_exit(timeout) {
+            Some(st) if st.success() => {}
+            Some(st) => self.fail(others, &format!("failed: {st}")),
+            None => self.fail(others, &format!("did not finish within {timeout:?}")),
+        }
+    }
+
+    /// Every stdout line so far (from the log file: the channel may have been read).
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout_log).unwrap_or_default()
+    }
+
+    pub fn fail(&self, others: &[&Guard], what: &str) -> ! {
+        let mut all: Vec<&Guard> = vec![self];
+        all.extend_from_slice(others);
+        dump_logs(&all);
+        panic!("{}: {what}", self.name);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SIGTERM first, so drivers can stop the daemons they started and clients can say
+        // `stopped` to the tracker.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if self.wait_exit(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.wait_exit(Duration::from_secs(5));
+        }
+    }
+}
+
+pub fn dump_logs(guards: &[&Guard]) {
+    for g in guards {
+        eprintln!(
+            "----- {} stdout -----\n{}",
+            g.name,
+            read_tail(&g.stdout_log, 4000)
+        );
+        eprintln!(
+            "----- {} stderr -----\n{}",
+            g.name,
+            read_tail(&g.stderr_log, 4000)
+        );
+    }
+}
+
+/// Runs a command to success within `timeout` (its output logged under `logdir`).
+pub fn run(name: &str, cmd: Command, timeout: Duration, logdir: &Path) {
+    Guard::spawn(name, cmd, logdir).expect_success(timeout, &[]);
+}
+
+/// A command that runs one of `scripts/` with [`PYTHON`].
+pub fn py(script_name: &str) -> Command {
+    let mut c = Command::new(PYTHON);
+    c.arg(script(script_name));
+    c
 }
