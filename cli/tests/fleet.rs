@@ -105,21 +105,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift64), so failures reproduce.
-fn pattern(len: u64, seed: u64) -> Vec<u8> {
-    let len = usize::try_from(len).expect("blob fits in memory");
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Runs `cmd` to completion within `timeout`; Ok(stdout) on success, else Err(what went
 /// wrong, with stderr). The child is killed on timeout.
 fn capture(mut cmd: Command, timeout: Duration) -> Result<String, String> {
@@ -566,7 +551,11 @@ impl Swarm {
         let src = dir.join("src");
         fs::create_dir_all(&src).unwrap();
         let blob = src.join("blob.bin");
-        fs::write(&blob, pattern(BLOB_LEN, 4)).unwrap();
+        fs::write(
+            &blob,
+            pattern(usize::try_from(BLOB_LEN).expect("blob fits in memory"), 4),
+        )
+        .unwrap();
         let sha256 = sha256(&blob);
         let topology = dir.join("topology.toml");
         fs::write(&topology, fleet.run(&["topology"])).unwrap();
