@@ -113,7 +113,7 @@ pub fn parse_piece_size(s: &str) -> Result<u64, String> {
     if s.eq_ignore_ascii_case("auto") {
         return Ok(ringswarm_engine::create::AUTO_PIECE_SIZE);
     }
-    let n = parse_size(s)?;
+    let n = parse_size(s).map_err(|e| format!("{e}, or auto"))?;
     if !n.is_power_of_two() {
         return Err(format!("`{s}` ({n} bytes) is not a power of two"));
     }
