@@ -16,7 +16,6 @@
 //!
 //! Every child process sits in a guard that kills it on drop; every wait has a deadline.
 
-use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -34,61 +33,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------
 // Tool discovery: skip with a message, or fail under CI.
 
-fn have_libtorrent() -> bool {
-    runs_ok(PYTHON, &["-c", "import libtorrent"])
-}
-
 fn have_mktorrent() -> bool {
     on_path("mktorrent")
 }
 
-fn have_transmission() -> bool {
-    on_path("transmission-daemon")
-}
-
 // ---------------------------------------------------------------------------------------
 // Paths and data.
-
-/// A directory on a real disk (O_DIRECT is refused by tmpfs; /tmp may be one).
-fn scratch(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("rs-interop-{tag}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("scratch dir")
-}
-
-/// Writes `files` (relative path, length) under `root`.
-fn write_tree(root: &Path, files: &[(&str, usize)]) {
-    for (i, (name, len)) in files.iter().enumerate() {
-        let p = root.join(name);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, pattern(*len, i as u64 + 11)).unwrap();
-    }
-}
-
-/// Byte-compares every file of `files` under `src` and `dst`.
-fn assert_same_tree(src: &Path, dst: &Path, files: &[(&str, usize)], logs: &[&Guard]) {
-    for (name, len) in files {
-        let (a, b) = (src.join(name), dst.join(name));
-        let got = match fs::read(&b) {
-            Ok(v) => v,
-            Err(e) => {
-                dump_logs(logs);
-                panic!("{}: {e}", b.display());
-            }
-        };
-        assert_eq!(got.len(), *len, "{}: length", b.display());
-        let want = fs::read(&a).unwrap();
-        if got != want {
-            let at = got.iter().zip(&want).position(|(x, y)| x != y).unwrap_or(0);
-            dump_logs(logs);
-            panic!(
-                "{}: content differs from the source, first at byte {at}",
-                b.display()
-            );
-        }
-    }
-}
 
 // Odd sizes: not multiples of 4096 or of any piece size; a 1-byte file; a nested path.
 const MULTI: &[(&str, usize)] = &[

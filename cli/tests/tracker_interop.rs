@@ -45,54 +45,7 @@ const FILES: &[(&str, usize)] = &[
 ];
 
 // ---------------------------------------------------------------------------------------
-// Tool discovery: skip with a message, or fail under CI (as in interop.rs).
-
-fn have_libtorrent() -> bool {
-    runs_ok(PYTHON, &["-c", "import libtorrent"])
-}
-
-fn have_transmission() -> bool {
-    on_path("transmission-daemon")
-}
-
-// ---------------------------------------------------------------------------------------
-// Paths, data, deadlines.
-
-/// A directory on a real disk (O_DIRECT is refused by tmpfs; /tmp may be one).
-fn scratch(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("rs-trk-{tag}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("scratch dir")
-}
-
-/// Writes `files` (relative path, length) under `root`.
-fn write_tree(root: &Path, files: &[(&str, usize)]) {
-    for (i, (name, len)) in files.iter().enumerate() {
-        let p = root.join(name);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, pattern(*len, i as u64 + 101)).unwrap();
-    }
-}
-
-/// Byte-compares every file of `files` under `src` and `dst`.
-fn assert_same_tree(src: &Path, dst: &Path, files: &[(&str, usize)], logs: &[&Guard]) {
-    for (name, len) in files {
-        let (a, b) = (src.join(name), dst.join(name));
-        let got = match fs::read(&b) {
-            Ok(v) => v,
-            Err(e) => {
-                dump_logs(logs);
-                panic!("{}: {e}", b.display());
-            }
-        };
-        assert_eq!(got.len(), *len, "{}: length", b.display());
-        if got != fs::read(&a).unwrap() {
-            dump_logs(logs);
-            panic!("{}: content differs from the source", b.display());
-        }
-    }
-}
+// Deadlines (prerequisites, paths and data are in `support`).
 
 /// The whole test's time budget: every wait takes the smaller of its own limit and what is
 /// left of the budget.

@@ -279,3 +279,55 @@ pub fn py(script_name: &str) -> Command {
     c.arg(script(script_name));
     c
 }
+
+// ---------------------------------------------------------------------------------------
+// Test data and tools shared by the interop tests.
+
+pub fn have_libtorrent() -> bool {
+    runs_ok(PYTHON, &["-c", "import libtorrent"])
+}
+
+pub fn have_transmission() -> bool {
+    on_path("transmission-daemon")
+}
+
+/// A directory on a real disk (O_DIRECT is refused by tmpfs; /tmp may be one).
+pub fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rs-{tag}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("scratch dir")
+}
+
+/// Writes `files` (relative path, length) under `root`.
+pub fn write_tree(root: &Path, files: &[(&str, usize)]) {
+    for (i, (name, len)) in files.iter().enumerate() {
+        let p = root.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, pattern(*len, i as u64 + 11)).unwrap();
+    }
+}
+
+/// Byte-compares every file of `files` under `src` and `dst`.
+pub fn assert_same_tree(src: &Path, dst: &Path, files: &[(&str, usize)], logs: &[&Guard]) {
+    for (name, len) in files {
+        let (a, b) = (src.join(name), dst.join(name));
+        let got = match fs::read(&b) {
+            Ok(v) => v,
+            Err(e) => {
+                dump_logs(logs);
+                panic!("{}: {e}", b.display());
+            }
+        };
+        assert_eq!(got.len(), *len, "{}: length", b.display());
+        let want = fs::read(&a).unwrap();
+        if got != want {
+            let at = got.iter().zip(&want).position(|(x, y)| x != y).unwrap_or(0);
+            dump_logs(logs);
+            panic!(
+                "{}: content differs from the source, first at byte {at}",
+                b.display()
+            );
+        }
+    }
+}
