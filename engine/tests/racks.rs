@@ -16,6 +16,9 @@ use ringswarm_engine::session::{
 };
 use ringswarm_engine::tracker::topology::Topology;
 
+mod support;
+use support::{pattern, scratch};
+
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 const TOPOLOGY: &str = r#"
@@ -34,27 +37,6 @@ cidr = "127.0.9.0/24"
 dc = "east"
 rack = "origin"
 "#;
-
-fn scratch() -> tempfile::TempDir {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tempfile::Builder::new()
-        .prefix("rs-racks-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn placed_session(ip: &str, locator: &Arc<Locator>) -> Session {
     limited_session(ip, locator, None)
@@ -104,7 +86,7 @@ struct Host {
 fn each_piece_enters_each_rack_about_once() {
     let topology = Topology::from_toml_str(TOPOLOGY, "test topology").unwrap();
     let locator = Arc::new(Locator::new(Some(topology), NamedPlace::default()));
-    let src = scratch();
+    let src = scratch("racks");
     let (blob, meta) = make_blob(src.path(), 24 << 20);
 
     // Hosts first, all connected to each other, with nothing to share yet.
@@ -120,7 +102,7 @@ fn each_piece_enters_each_rack_about_once() {
     for (ip, rack) in plan {
         let session = placed_session(ip, &locator);
         let addr = session.listen_addr().unwrap();
-        let dir = scratch();
+        let dir = scratch("racks");
         let handle = session
             .add_torrent(TorrentSpec {
                 metainfo: meta.clone(),
@@ -207,7 +189,7 @@ fn each_piece_enters_each_rack_about_once() {
 fn the_swarm_finishes_when_the_origin_and_a_host_die_after_one_copy_is_out() {
     let topology = Topology::from_toml_str(TOPOLOGY, "test topology").unwrap();
     let locator = Arc::new(Locator::new(Some(topology), NamedPlace::default()));
-    let src = scratch();
+    let src = scratch("racks");
     let (blob, meta) = make_blob(src.path(), 16 << 20);
     let origin = placed_session("127.0.9.1", &locator);
     let origin_addr = origin.listen_addr().unwrap();
@@ -231,7 +213,7 @@ fn the_swarm_finishes_when_the_origin_and_a_host_die_after_one_copy_is_out() {
         // seconds for 16 MiB, so they hold one copy between them long before any is done.
         let rate = (!hosts.is_empty()).then_some(8 << 20);
         let session = limited_session(ip, &locator, rate);
-        let dir = scratch();
+        let dir = scratch("racks");
         let handle = session
             .add_torrent(TorrentSpec {
                 metainfo: meta.clone(),

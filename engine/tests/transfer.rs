@@ -12,30 +12,10 @@ use ringswarm_engine::metainfo::Metainfo;
 use ringswarm_engine::session::{Session, SessionConfig, TorrentHandle, TorrentMode, TorrentSpec};
 use ringswarm_engine::wire::{Handshake, Message};
 
+mod support;
+use support::{pattern, scratch};
+
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A directory on a real disk (O_DIRECT is refused by tmpfs).
-fn scratch() -> tempfile::TempDir {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tempfile::Builder::new()
-        .prefix("rs-transfer-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn write_tree(root: &Path, files: &[(&str, usize)]) {
     for (i, (name, len)) in files.iter().enumerate() {
@@ -103,7 +83,7 @@ fn assert_same_tree(a: &Path, b: &Path, files: &[(&str, usize)]) {
 /// Seeds `src/<name>` and fetches it into a fresh directory; returns that directory.
 fn transfer(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> (tempfile::TempDir, TorrentHandle) {
     let seeder = seeding(src, meta, cores);
-    let dest = scratch();
+    let dest = scratch("transfer");
     let leecher = session(false, cores);
     let h = leecher
         .add_torrent(TorrentSpec {
@@ -121,7 +101,7 @@ fn transfer(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> (tempfile::TempDi
 
 #[test]
 fn single_file_not_a_multiple_of_4096() {
-    let src = scratch();
+    let src = scratch("transfer");
     let files = [("blob.bin", 5 * 1024 * 1024 + 1234)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("blob.bin"), 256 * 1024);
@@ -134,7 +114,7 @@ fn single_file_not_a_multiple_of_4096() {
 
 #[test]
 fn multi_file_with_odd_sizes_and_an_empty_file() {
-    let src = scratch();
+    let src = scratch("transfer");
     let files = [
         ("tree/a.bin", 1_000_001),
         ("tree/empty", 0),
@@ -150,7 +130,7 @@ fn multi_file_with_odd_sizes_and_an_empty_file() {
 
 #[test]
 fn foreign_torrent_without_pad_files() {
-    let src = scratch();
+    let src = scratch("transfer");
     let files = [("t/a", 70_000), ("t/b", 5), ("t/c", 300_000)];
     write_tree(src.path(), &files);
     let opts = CreateOptions {
@@ -166,13 +146,13 @@ fn foreign_torrent_without_pad_files() {
 
 #[test]
 fn resume_continues_without_fetching_verified_pieces() {
-    let src = scratch();
+    let src = scratch("transfer");
     let size = 24 * 1024 * 1024;
     let files = [("r.bin", size)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("r.bin"), 256 * 1024);
     let seeder = seeding(src.path(), &meta, 1);
-    let dest = scratch();
+    let dest = scratch("transfer");
     let spec = TorrentSpec {
         metainfo: meta.clone(),
         dest: dest.path().into(),
@@ -286,7 +266,7 @@ fn corrupting_peer(
 
 #[test]
 fn corrupt_blocks_are_detected_the_peer_banned_and_the_data_correct() {
-    let src = scratch();
+    let src = scratch("transfer");
     let files = [("c.bin", 8 * 1024 * 1024)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("c.bin"), 256 * 1024);
@@ -299,7 +279,7 @@ fn corrupt_blocks_are_detected_the_peer_banned_and_the_data_correct() {
         std::thread::spawn(move || corrupting_peer(evil, meta, stop))
     };
     let seeder = seeding(src.path(), &meta, 1);
-    let dest = scratch();
+    let dest = scratch("transfer");
     let leecher = session(false, 2);
     let h = leecher
         .add_torrent(TorrentSpec {
@@ -346,7 +326,7 @@ fn seeder_drops_peer_after(addr: SocketAddr, meta: &Metainfo, junk: &[u8]) -> bo
 
 #[test]
 fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
-    let src = scratch();
+    let src = scratch("transfer");
     let files = [("m.bin", 300_000)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("m.bin"), 64 * 1024);
@@ -376,7 +356,7 @@ fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
         );
     }
     // Still serving.
-    let dest = scratch();
+    let dest = scratch("transfer");
     let leecher = session(false, 1);
     let h = leecher
         .add_torrent(TorrentSpec {
@@ -392,7 +372,7 @@ fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
 
 #[test]
 fn seed_refuses_data_that_does_not_match() {
-    let src = scratch();
+    let src = scratch("transfer");
     write_tree(src.path(), &[("x.bin", 200_000)]);
     let meta = make_torrent(&src.path().join("x.bin"), 64 * 1024);
     let mut data = std::fs::read(src.path().join("x.bin")).unwrap();
@@ -413,7 +393,7 @@ fn seed_refuses_data_that_does_not_match() {
 
 #[test]
 fn magnet_metadata_comes_from_a_peer() {
-    let src = scratch();
+    let src = scratch("transfer");
     write_tree(src.path(), &[("meta.bin", 100_000)]);
     let meta = make_torrent(&src.path().join("meta.bin"), 16 * 1024);
     let seeder = seeding(src.path(), &meta, 1);
@@ -445,7 +425,7 @@ fn a_taken_port_is_an_error_not_a_shared_socket() {
 
 #[test]
 fn a_recorded_verification_is_not_trusted_after_the_data_changes() {
-    let src = scratch();
+    let src = scratch("transfer");
     write_tree(src.path(), &[("v.bin", 300_000)]);
     let meta = make_torrent(&src.path().join("v.bin"), 64 * 1024);
     let spec = TorrentSpec {
@@ -492,7 +472,7 @@ fn choking_peer(
 
 #[test]
 fn a_peer_that_chokes_us_does_not_keep_its_pieces() {
-    let src = scratch();
+    let src = scratch("transfer");
     let files = [("k.bin", 4 * 1024 * 1024)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("k.bin"), 256 * 1024);
@@ -504,7 +484,7 @@ fn a_peer_that_chokes_us_does_not_keep_its_pieces() {
         std::thread::spawn(move || choking_peer(choker, meta, stop))
     };
     let seeder = seeding(src.path(), &meta, 1);
-    let dest = scratch();
+    let dest = scratch("transfer");
     let leecher = session(false, 1);
     let h = leecher
         .add_torrent(TorrentSpec {
@@ -535,7 +515,7 @@ fn a_peer_that_chokes_us_does_not_keep_its_pieces() {
 
 #[test]
 fn a_resume_record_is_void_when_its_file_is_gone() {
-    let src = scratch();
+    let src = scratch("transfer");
     let files = [("g.bin", 2 * 1024 * 1024)];
     write_tree(src.path(), &files);
     let meta = make_torrent(&src.path().join("g.bin"), 256 * 1024);
@@ -562,7 +542,7 @@ fn a_resume_record_is_void_when_its_file_is_gone() {
 /// least the time the limit allows (minus the initial burst), and arrive intact.
 #[test]
 fn host_wide_rate_limits_hold() {
-    let src = scratch();
+    let src = scratch("transfer");
     let len = 6 << 20;
     write_tree(src.path(), &[("blob", len)]);
     let meta = make_torrent(&src.path().join("blob"), 256 << 10);
@@ -589,7 +569,7 @@ fn host_wide_rate_limits_hold() {
             ..SessionConfig::default()
         })
         .unwrap();
-        let dest = scratch();
+        let dest = scratch("transfer");
         let started = Instant::now();
         let h = leecher
             .add_torrent(TorrentSpec {
