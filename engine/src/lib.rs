@@ -17,6 +17,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod create;
 pub mod extension;
+pub mod feed;
 pub mod magnet;
 pub mod metadata_fetch;
 pub mod metainfo;

@@ -593,3 +593,59 @@ fn host_wide_rate_limits_hold() {
         seeder.shutdown();
     }
 }
+
+/// Descriptors of this process open on `path`.
+fn open_fds_on(path: &Path) -> usize {
+    let path = std::fs::canonicalize(path).unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .count()
+}
+
+#[test]
+fn a_removed_torrent_closes_its_files_and_can_be_added_again() {
+    let src = scratch("remove");
+    let files = [("blob.bin", 8 << 20)];
+    write_tree(src.path(), &files);
+    let meta = make_torrent(&src.path().join("blob.bin"), 256 * 1024);
+    let seeder = seeding(src.path(), &meta, 2);
+    let dest = scratch("remove");
+    // Slow enough to be removed part-way.
+    let leecher = Session::start(SessionConfig {
+        cores: 2,
+        max_download_rate: Some(2 << 20),
+        ..SessionConfig::default()
+    })
+    .unwrap();
+    let spec = TorrentSpec {
+        metainfo: meta.clone(),
+        dest: dest.path().to_path_buf(),
+        mode: TorrentMode::Download,
+        peers: vec![seeder.listen_addr().unwrap()],
+    };
+    let h = leecher.add_torrent(spec.clone()).unwrap();
+    let start = Instant::now();
+    while h.stats().verified_pieces < 4 {
+        assert!(start.elapsed() < TIMEOUT, "no progress: {:?}", h.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let file = dest.path().join("blob.bin");
+    assert!(open_fds_on(&file) > 0);
+    drop(h);
+    assert!(leecher.remove_torrent(meta.info_hash, Duration::from_secs(10)));
+    assert!(leecher.torrent_hashes().is_empty());
+    assert_eq!(open_fds_on(&file), 0, "the files stay open after removal");
+
+    // Added again, it resumes from what was verified and completes.
+    let h = leecher.add_torrent(spec).unwrap();
+    assert!(h.stats().verified_pieces >= 4, "{:?}", h.stats());
+    wait_complete(&h);
+    assert_same_tree(src.path(), dest.path(), &files);
+    // The seeder lets go of its copy too, while peers are connected to it.
+    assert!(seeder.remove_torrent(meta.info_hash, Duration::from_secs(10)));
+    assert_eq!(open_fds_on(&src.path().join("blob.bin")), 0);
+    leecher.shutdown();
+    seeder.shutdown();
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
@@ -359,6 +360,38 @@ impl Session {
         };
         handle.add_peers(&spec.peers);
         Ok(handle)
+    }
+
+    /// Stops serving a torrent and forgets it: its peers are closed, its buffers freed, and
+    /// its files closed once the last [`TorrentHandle`] (and announcer) of it is dropped.
+    /// Waits up to `timeout` for every core to let go of it; false if one did not.
+    pub fn remove_torrent(&self, info_hash: [u8; 20], timeout: Duration) -> bool {
+        let shared = self.torrents.lock().ok().and_then(|mut list| {
+            let at = list.iter().position(|t| t.info_hash() == info_hash)?;
+            Some(list.swap_remove(at))
+        });
+        let Some(shared) = shared else {
+            return true;
+        };
+        shared.stop_syncer();
+        drop(shared);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(self.links.len());
+        for link in self.links.iter() {
+            link.send(Command::RemoveTorrent {
+                info_hash,
+                done: done_tx.clone(),
+            });
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        (0..self.links.len()).all(|_| done_rx.recv_deadline(deadline).is_ok())
+    }
+
+    /// The info-hashes of the torrents added and not removed.
+    pub fn torrent_hashes(&self) -> Vec<[u8; 20]> {
+        self.torrents
+            .lock()
+            .map(|list| list.iter().map(|t| t.info_hash()).collect())
+            .unwrap_or_default()
     }
 
     /// Stops every worker and waits for them; each torrent makes a last sync.

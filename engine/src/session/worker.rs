@@ -114,6 +114,13 @@ pub(crate) enum Command {
         info_hash: [u8; 20],
         piece: u32,
     },
+    /// Stop serving a torrent: close its peers, let its disk and hash work finish, free
+    /// its buffers, forget it, then say so on `done` (the files close with the last
+    /// reference to its storage).
+    RemoveTorrent {
+        info_hash: [u8; 20],
+        done: Sender<()>,
+    },
     Shutdown,
 }
 
@@ -214,6 +221,8 @@ struct LocalTorrent {
     /// Pieces being read from disk for uploads.
     reads: HashSet<u32>,
     conns: Vec<usize>,
+    /// Being removed: no new peers; told on this channel once forgotten.
+    removing: Option<Sender<()>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -508,7 +517,7 @@ impl Ctx {
     fn torrent_index(&self, info_hash: &[u8; 20]) -> Option<usize> {
         self.torrents
             .iter()
-            .position(|t| &t.shared.info_hash() == info_hash)
+            .position(|t| t.removing.is_none() && &t.shared.info_hash() == info_hash)
     }
 
     fn on_completion(&mut self, ring: &mut Ring, recv_bufs: &mut BufRing, c: Completion) {
@@ -2206,7 +2215,11 @@ impl Ctx {
                         cache: Vec::new(),
                         reads: HashSet::new(),
                         conns: Vec::new(),
+                        removing: None,
                     });
+                }
+                Command::RemoveTorrent { info_hash, done } => {
+                    self.begin_removal(ring, info_hash, done)
                 }
                 Command::Connect { info_hash, addr } => self.connect(ring, info_hash, addr, 1),
                 Command::Have { info_hash, piece } => {
@@ -2221,6 +2234,75 @@ impl Ctx {
                     }
                 }
                 Command::Shutdown => self.begin_shutdown(ring),
+            }
+        }
+    }
+
+    fn begin_removal(&mut self, ring: &mut Ring, info_hash: [u8; 20], done: Sender<()>) {
+        let Some(t) = self.torrent_index(&info_hash) else {
+            done.send(()).ok();
+            return;
+        };
+        self.retries.retain(|r| r.info_hash != info_hash);
+        self.torrents[t].removing = Some(done);
+        for c in self.torrents[t].conns.clone() {
+            self.close(ring, c, "torrent removed");
+        }
+        // Closing queued reconnects to a peer that was serving us.
+        self.retries.retain(|r| r.info_hash != info_hash);
+        self.finish_removals();
+    }
+
+    /// Forgets removed torrents whose disk and hash work is over and whose buffers are
+    /// no longer under a send. The index of every later torrent shifts down by one, in
+    /// the three places that hold torrent indices (connections, hash jobs, disk jobs).
+    fn finish_removals(&mut self) {
+        let mut t = 0;
+        while t < self.torrents.len() {
+            let lt = &self.torrents[t];
+            let busy = lt.removing.is_none()
+                || !lt.conns.is_empty()
+                || !lt.reads.is_empty()
+                || self.hashing.values().any(|h| h.torrent == t)
+                || self.disk_jobs.iter().flatten().any(|j| j.torrent == t)
+                || lt
+                    .cache
+                    .iter()
+                    .map(|e| e.slot)
+                    .chain(lt.assemblies.values().map(|a| a.slot))
+                    .any(|s| self.pool.is_pinned(s));
+            if busy {
+                t += 1;
+                continue;
+            }
+            let lt = self.torrents.remove(t);
+            for slot in lt.cache.iter().map(|e| e.slot) {
+                self.pool.release(slot);
+            }
+            for (piece, a) in lt.assemblies {
+                if a.claimed {
+                    lt.shared.claimed.clear(piece);
+                }
+                self.pool.release(a.slot);
+            }
+            let shift = |i: &mut usize| {
+                if *i > t {
+                    *i -= 1;
+                }
+            };
+            for conn in self.conns.iter_mut().flatten() {
+                if let Some(i) = conn.torrent.as_mut() {
+                    shift(i);
+                }
+            }
+            for h in self.hashing.values_mut() {
+                shift(&mut h.torrent);
+            }
+            for j in self.disk_jobs.iter_mut().flatten() {
+                shift(&mut j.torrent);
+            }
+            if let Some(done) = lt.removing {
+                done.send(()).ok();
             }
         }
     }
@@ -2313,6 +2395,7 @@ impl Ctx {
                 ring.accept_multi(l.as_raw_fd(), token(K_ACCEPT, 0, 0));
             }
         }
+        self.finish_removals();
         // Stop a failed torrent's transfers.
         for t in 0..self.torrents.len() {
             if self.torrents[t].shared.failed() {

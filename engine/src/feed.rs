@@ -1,0 +1,526 @@
+//! The release feed: the signed list of live releases that the build machine publishes
+//! and every fleet agent polls. Pure: no I/O, no clocks.
+//!
+//! One file, `feed.json`, so any static web server can serve it and a reader never sees
+//! a body from one publish with the signature of another:
+//!
+//! ```json
+//! {"format": "ringswarm-feed/1", "body": "<base64>", "signature": "<base64>"}
+//! ```
+//!
+//! `signature` is ed25519 over the exact bytes of the decoded `body`, which is JSON:
+//! `{"sequence": N, "releases": [{"name", "version", "info_hash", "size", "published_ms",
+//! "metainfo"}]}` with `metainfo` the base64 of the .torrent file. Signing the bytes rather
+//! than a re-serialisation keeps verification independent of JSON formatting.
+//!
+//! Decisions:
+//! - `sequence` grows with every publish; an agent refuses a feed older than the newest it
+//!   accepted, so a replayed (validly signed) old feed cannot roll the fleet back.
+//! - A release's `info_hash` must be the SHA-1 of its metainfo's info dictionary and `size`
+//!   its total length: the signature then covers the data itself, through the piece hashes.
+//! - Names and versions become directory names on every host, so they are checked like
+//!   torrent path components and limited to a conservative character set.
+
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::metainfo::Metainfo;
+
+/// The `format` of the envelope this code writes and reads.
+pub const FORMAT: &str = "ringswarm-feed/1";
+/// A feed larger than this is refused before it is parsed.
+pub const MAX_FEED_BYTES: usize = 64 << 20;
+/// Longest release name or version.
+pub const MAX_LABEL: usize = 128;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// What is wrong with a feed or a key, in one line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FeedError {
+    #[error("feed is {0} bytes, more than the {MAX_FEED_BYTES} allowed")]
+    TooLarge(usize),
+    #[error("feed is not a ringswarm feed: {0}")]
+    Malformed(String),
+    #[error("feed format `{0}` is not {FORMAT}")]
+    Format(String),
+    #[error("feed signature does not verify with the fleet's public key")]
+    BadSignature,
+    #[error("feed release {index}: {reason}")]
+    BadRelease { index: usize, reason: String },
+    #[error("key: {0}")]
+    BadKey(String),
+}
+
+/// One published blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    pub version: String,
+    pub info_hash: [u8; 20],
+    /// Bytes of data (the torrent's total length).
+    pub size: u64,
+    /// When it was published, in ms since the Unix epoch (for publish-to-activation time).
+    pub published_ms: u64,
+    /// The .torrent file.
+    pub metainfo: Vec<u8>,
+}
+
+impl Release {
+    /// Builds a release from a torrent file's bytes (checked like a received one).
+    pub fn new(
+        name: &str,
+        version: &str,
+        metainfo: Vec<u8>,
+        published_ms: u64,
+    ) -> Result<Release, FeedError> {
+        let meta = Metainfo::from_bytes(&metainfo)
+            .map_err(|e| FeedError::Malformed(format!("metainfo: {e}")))?;
+        let release = Release {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            info_hash: meta.info_hash,
+            size: meta.info.total_length,
+            published_ms,
+            metainfo,
+        };
+        release
+            .check()
+            .map_err(|reason| FeedError::BadRelease { index: 0, reason })?;
+        Ok(release)
+    }
+
+    /// The parsed metainfo (checked when the feed was decoded).
+    pub fn parse_metainfo(&self) -> Result<Metainfo, FeedError> {
+        Metainfo::from_bytes(&self.metainfo)
+            .map_err(|e| FeedError::Malformed(format!("metainfo of {}: {e}", self.label())))
+    }
+
+    /// `name version`, for messages.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.name, self.version)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_label(&self.name, "name")?;
+        check_label(&self.version, "version")?;
+        let meta = Metainfo::from_bytes(&self.metainfo).map_err(|e| format!("metainfo: {e}"))?;
+        if meta.info_hash != self.info_hash {
+            return Err(format!(
+                "info_hash {} is not the metainfo's ({})",
+                crate::hex(&self.info_hash),
+                crate::hex(&meta.info_hash)
+            ));
+        }
+        if meta.info.total_length != self.size {
+            return Err(format!(
+                "size {} is not the metainfo's total length {}",
+                self.size, meta.info.total_length
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a release name or version: it names a directory on every host.
+pub fn check_label(label: &str, what: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > MAX_LABEL {
+        return Err(format!("{what} must be 1 to {MAX_LABEL} characters"));
+    }
+    if label.starts_with('.') {
+        return Err(format!("{what} `{label}` must not start with a dot"));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+')))
+    {
+        return Err(format!(
+            "{what} `{}` has `{}`; use letters, digits and - _ . +",
+            label.escape_default(),
+            c.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The signed list of live releases.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Feed {
+    pub sequence: u64,
+    pub releases: Vec<Release>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    format: String,
+    body: String,
+    signature: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    sequence: u64,
+    releases: Vec<BodyRelease>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyRelease {
+    name: String,
+    version: String,
+    info_hash: String,
+    size: u64,
+    published_ms: u64,
+    metainfo: String,
+}
+
+impl Feed {
+    /// The newest release of each name (the last listed wins), in feed order.
+    pub fn newest_per_name(&self) -> Vec<&Release> {
+        let mut out: Vec<&Release> = Vec::new();
+        for r in &self.releases {
+            match out.iter_mut().find(|o| o.name == r.name) {
+                Some(slot) => *slot = r,
+                None => out.push(r),
+            }
+        }
+        out
+    }
+
+    /// Signs the feed: the bytes of `feed.json`.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        let body = Body {
+            sequence: self.sequence,
+            releases: self
+                .releases
+                .iter()
+                .map(|r| BodyRelease {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    info_hash: crate::hex(&r.info_hash),
+                    size: r.size,
+                    published_ms: r.published_ms,
+                    metainfo: B64.encode(&r.metainfo),
+                })
+                .collect(),
+        };
+        // Serialising plain strings and integers cannot fail.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let signature = key.sign(&body);
+        let envelope = Envelope {
+            format: FORMAT.to_owned(),
+            body: B64.encode(&body),
+            signature: B64.encode(signature.to_bytes()),
+        };
+        let mut out = serde_json::to_vec_pretty(&envelope).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Checks the signature, then every release. Nothing of an unsigned feed is parsed
+    /// beyond the envelope.
+    pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Feed, FeedError> {
+        let body = open_envelope(bytes, Some(key))?;
+        parse_body(&body)
+    }
+
+    /// Reads a feed without checking its signature: for the origin, which reads the feed
+    /// it wrote itself to learn what to seed.
+    pub fn read_unverified(bytes: &[u8]) -> Result<Feed, FeedError> {
+        let body = open_envelope(bytes, None)?;
+        parse_body(&body)
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> FeedError {
+    FeedError::Malformed(e.to_string())
+}
+
+fn open_envelope(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Vec<u8>, FeedError> {
+    if bytes.len() > MAX_FEED_BYTES {
+        return Err(FeedError::TooLarge(bytes.len()));
+    }
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(malformed)?;
+    if envelope.format != FORMAT {
+        return Err(FeedError::Format(envelope.format));
+    }
+    let body = B64
+        .decode(envelope.body.as_bytes())
+        .map_err(|e| malformed(format!("body: {e}")))?;
+    if let Some(key) = key {
+        let sig = B64
+            .decode(envelope.signature.as_bytes())
+            .map_err(|e| malformed(format!("signature: {e}")))?;
+        let sig: [u8; 64] = sig
+            .try_into()
+            .map_err(|_| malformed("signature: not 64 bytes"))?;
+        key.verify_strict(&body, &Signature::from_bytes(&sig))
+            .map_err(|_| FeedError::BadSignature)?;
+    }
+    Ok(body)
+}
+
+fn parse_body(body: &[u8]) -> Result<Feed, FeedError> {
+    let body: Body = serde_json::from_slice(body).map_err(|e| malformed(format!("body: {e}")))?;
+    let mut releases = Vec::with_capacity(body.releases.len());
+    for (index, r) in body.releases.into_iter().enumerate() {
+        let bad = |reason: String| FeedError::BadRelease { index, reason };
+        let info_hash =
+            parse_hash(&r.info_hash).ok_or_else(|| bad("info_hash is not 40 hex digits".into()))?;
+        let metainfo = B64
+            .decode(r.metainfo.as_bytes())
+            .map_err(|e| bad(format!("metainfo: {e}")))?;
+        let release = Release {
+            name: r.name,
+            version: r.version,
+            info_hash,
+            size: r.size,
+            published_ms: r.published_ms,
+            metainfo,
+        };
+        release.check().map_err(bad)?;
+        if releases
+            .iter()
+            .any(|o: &Release| o.name == release.name && o.version == release.version)
+        {
+            return Err(bad(format!("{} is listed twice", release.label())));
+        }
+        releases.push(release);
+    }
+    Ok(Feed {
+        sequence: body.sequence,
+        releases,
+    })
+}
+
+/// Parses 40 hex digits.
+pub fn parse_hash(s: &str) -> Option<[u8; 20]> {
+    if s.len() != 40 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+// ---- keys ------------------------------------------------------------------------------
+
+/// First line of a secret key file; the base64 seed follows on the second.
+const SECRET_HEADER: &str = "ringswarm ed25519 secret key";
+
+/// A new random signing key.
+pub fn generate_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    SigningKey::from_bytes(&seed)
+}
+
+/// The text of a secret key file (keep it 0600).
+pub fn encode_secret_key(key: &SigningKey) -> String {
+    format!("{SECRET_HEADER}\n{}\n", B64.encode(key.to_bytes()))
+}
+
+/// The text of a public key: one base64 line, usable as a file or inline.
+pub fn encode_public_key(key: &VerifyingKey) -> String {
+    format!("{}\n", B64.encode(key.to_bytes()))
+}
+
+pub fn decode_secret_key(text: &str) -> Result<SigningKey, FeedError> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    if lines.next() != Some(SECRET_HEADER) {
+        return Err(FeedError::BadKey(format!(
+            "not a secret key (the first line is not `{SECRET_HEADER}`)"
+        )));
+    }
+    let seed = decode_32(lines.next().unwrap_or_default())?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+pub fn decode_public_key(text: &str) -> Result<VerifyingKey, FeedError> {
+    let text = text.trim();
+    if text.starts_with(SECRET_HEADER) {
+        return Err(FeedError::BadKey(
+            "this is the secret key; give the public one (.pub)".into(),
+        ));
+    }
+    let bytes = decode_32(text)?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| FeedError::BadKey("not a valid ed25519 public key".into()))
+}
+
+fn decode_32(b64: &str) -> Result<[u8; 32], FeedError> {
+    let bytes = B64
+        .decode(b64.trim().as_bytes())
+        .map_err(|e| FeedError::BadKey(format!("not base64: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|v: Vec<u8>| FeedError::BadKey(format!("{} bytes, not 32", v.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::{FileEntry, Info};
+
+    fn torrent(name: &str, len: u64) -> Vec<u8> {
+        Metainfo::from_info(
+            Info {
+                name: name.into(),
+                piece_length: 16384,
+                pieces: vec![[7; 20]; len.div_ceil(16384) as usize],
+                files: vec![FileEntry {
+                    path: vec![],
+                    length: len,
+                    offset: 0,
+                    pad: false,
+                }],
+                multi_file: false,
+                total_length: len,
+                private: false,
+            },
+            vec![vec!["udp://127.0.0.1:6969".into()]],
+        )
+        .to_bytes()
+    }
+
+    fn feed() -> Feed {
+        Feed {
+            sequence: 3,
+            releases: vec![
+                Release::new("index", "v1", torrent("blob", 40000), 1000).unwrap(),
+                Release::new("model", "2026.11.24", torrent("m", 5), 2000).unwrap(),
+                Release::new("index", "v2", torrent("blob", 50000), 3000).unwrap(),
+            ],
+        }
+    }
+
+    #[test]
+    fn sign_and_verify_round_trip() {
+        let key = generate_key();
+        let bytes = feed().sign(&key);
+        let back = Feed::verify(&bytes, &key.verifying_key()).unwrap();
+        assert_eq!(back, feed());
+        let newest: Vec<String> = back.newest_per_name().iter().map(|r| r.label()).collect();
+        assert_eq!(newest, ["index v2", "model 2026.11.24"]);
+    }
+
+    #[test]
+    fn another_key_or_a_changed_body_is_refused() {
+        let key = generate_key();
+        let bytes = feed().sign(&key);
+        let other = generate_key();
+        assert_eq!(
+            Feed::verify(&bytes, &other.verifying_key()),
+            Err(FeedError::BadSignature)
+        );
+
+        // Re-encode a body with one byte changed under the original signature.
+        let mut envelope: Envelope = serde_json::from_slice(&bytes).unwrap();
+        let mut body = B64.decode(&envelope.body).unwrap();
+        let at = body.windows(2).position(|w| w == b"v1").unwrap();
+        body[at + 1] = b'9';
+        envelope.body = B64.encode(&body);
+        let tampered = serde_json::to_vec(&envelope).unwrap();
+        assert_eq!(
+            Feed::verify(&tampered, &key.verifying_key()),
+            Err(FeedError::BadSignature)
+        );
+        // The origin's unverified read still parses it (it is a well-formed feed).
+        assert!(Feed::read_unverified(&tampered).is_ok());
+    }
+
+    #[test]
+    fn a_release_must_match_its_metainfo() {
+        let key = generate_key();
+        let mut f = feed();
+        f.releases[0].size += 1;
+        let e = Feed::verify(&f.sign(&key), &key.verifying_key()).unwrap_err();
+        assert!(e.to_string().contains("size 40001"), "{e}");
+
+        let mut f = feed();
+        f.releases[1].info_hash = [1; 20];
+        let e = Feed::verify(&f.sign(&key), &key.verifying_key()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("feed release 1: info_hash"),
+            "{e}"
+        );
+
+        let mut f = feed();
+        f.releases[2].version = "v1".into();
+        let e = Feed::verify(&f.sign(&key), &key.verifying_key()).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn labels_are_safe_directory_names() {
+        for ok in ["index", "v1.2.3", "2026-11-24T23", "a_b+c"] {
+            check_label(ok, "version").unwrap();
+        }
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a b", "é", "a\0b"] {
+            assert!(check_label(bad, "name").is_err(), "{bad:?}");
+        }
+        assert!(check_label(&"x".repeat(MAX_LABEL + 1), "name").is_err());
+        assert!(Release::new("../etc", "v1", torrent("b", 1), 0).is_err());
+    }
+
+    #[test]
+    fn keys_round_trip_and_are_told_apart() {
+        let key = generate_key();
+        let secret = encode_secret_key(&key);
+        let public = encode_public_key(&key.verifying_key());
+        assert_eq!(
+            decode_secret_key(&secret).unwrap().to_bytes(),
+            key.to_bytes()
+        );
+        assert_eq!(decode_public_key(&public).unwrap(), key.verifying_key());
+        assert!(decode_public_key(&secret)
+            .unwrap_err()
+            .to_string()
+            .contains("secret key"));
+        assert!(decode_secret_key(&public).is_err());
+        assert!(decode_public_key("abcd").is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let key = generate_key().verifying_key();
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"null",
+            b"{\"format\":\"x\",\"body\":\"\",\"signature\":\"\"}",
+            b"{\"format\":\"ringswarm-feed/1\",\"body\":\"!!\",\"signature\":\"\"}",
+            b"{\"format\":\"ringswarm-feed/1\",\"body\":\"e30=\",\"signature\":\"AA==\"}",
+        ] {
+            assert!(Feed::verify(bad, &key).is_err());
+            let _ = Feed::read_unverified(bad);
+        }
+        assert_eq!(
+            Feed::verify(&vec![b' '; MAX_FEED_BYTES + 1], &key),
+            Err(FeedError::TooLarge(MAX_FEED_BYTES + 1))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let key = SigningKey::from_bytes(&[9; 32]).verifying_key();
+            let _ = Feed::verify(&bytes, &key);
+            let _ = Feed::read_unverified(&bytes);
+        }
+
+        #[test]
+        fn unverified_body_fields_never_panic(seq in 0u64.., name in ".{0,20}", hash in ".{0,45}", mi in ".{0,40}") {
+            let body = serde_json::json!({"sequence": seq, "releases": [{
+                "name": name, "version": "v", "info_hash": hash, "size": 1,
+                "published_ms": 0, "metainfo": mi}]});
+            let env = serde_json::json!({"format": FORMAT,
+                "body": B64.encode(body.to_string()), "signature": ""});
+            let _ = Feed::read_unverified(env.to_string().as_bytes());
+        }
+    }
+}
