@@ -51,7 +51,7 @@ impl Bitfield {
                 pieces: len,
             });
         }
-        if len % 8 != 0 {
+        if !len.is_multiple_of(8) {
             let spare_mask = 0xffu8 >> (len % 8);
             if bytes[want - 1] & spare_mask != 0 {
                 return Err(BitfieldError::SpareBitsSet { pieces: len });

@@ -1483,7 +1483,7 @@ impl Ctx {
         let b = (begin / BLOCK_SIZE) as usize;
         let expected_len = (size - begin).min(BLOCK_SIZE);
         if a.owner != me
-            || begin % BLOCK_SIZE != 0
+            || !begin.is_multiple_of(BLOCK_SIZE)
             || block_len != expected_len
             || a.blocks.get(b) != Some(&BlockState::Requested)
         {

@@ -192,7 +192,7 @@ impl Storage {
             }
         }
 
-        let piece_aligned = layout.piece_length() % ALIGN_U64 == 0;
+        let piece_aligned = layout.piece_length().is_multiple_of(ALIGN_U64);
         let mut files = Vec::with_capacity(layout.files().len());
         let mut refused_direct: Option<(PathBuf, io::Error)> = None;
         let mut refused_count = 0usize;
@@ -226,8 +226,9 @@ impl Storage {
             }
             // Write plans of this file are all direct exactly when it starts aligned in the
             // torrent, pieces are aligned, and O_DIRECT is available (see the module docs).
-            let buffered_prone =
-                direct.is_none() || !piece_aligned || layout.file_start(i) % ALIGN_U64 != 0;
+            let buffered_prone = direct.is_none()
+                || !piece_aligned
+                || !layout.file_start(i).is_multiple_of(ALIGN_U64);
             files.push(Some(OpenFile {
                 path,
                 length: spec.length,
@@ -319,7 +320,7 @@ impl Storage {
 
     fn plan(&self, index: u32, read: bool) -> Vec<IoOp> {
         let spans = self.layout.spans(index);
-        let piece_aligned = self.layout.piece_length() % ALIGN_U64 == 0;
+        let piece_aligned = self.layout.piece_length().is_multiple_of(ALIGN_U64);
         let mut ops = Vec::with_capacity(spans.len() + 1);
         for (k, s) in spans.iter().enumerate() {
             let Some(f) = self.open_file(s.file) else {
@@ -812,7 +813,7 @@ fn write_op(f: &OpenFile, op: &IoOp, buf: &[u8]) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        if direct && done < limit && done % ALIGN != 0 {
+        if direct && done < limit && !done.is_multiple_of(ALIGN) {
             direct = false;
             limit = limit.min(op.data_len as usize);
         }
@@ -839,7 +840,7 @@ fn read_op(f: &OpenFile, op: &IoOp, buf: &mut [u8]) -> io::Result<usize> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        if direct && done < limit && done % ALIGN != 0 {
+        if direct && done < limit && !done.is_multiple_of(ALIGN) {
             direct = false;
             limit = limit.min(op.data_len as usize).max(done);
         }

@@ -557,7 +557,7 @@ proptest! {
         for p in 0..layout.piece_count() {
             for op in st.write_plan(p) {
                 if pl % ALIGN_U64 == 0
-                    && layout.file_start(op.file) % ALIGN_U64 == 0
+                    && layout.file_start(op.file).is_multiple_of(ALIGN_U64)
                     && st.fd_direct(op.file).is_some()
                 {
                     prop_assert!(op.direct);

@@ -360,7 +360,7 @@ impl Request {
             }
             ACTION_SCRAPE => {
                 let rest = r.rest();
-                if rest.len() % 20 != 0 {
+                if !rest.len().is_multiple_of(20) {
                     return Err(ProtoError::RaggedList {
                         what: "scrape request info-hashes",
                         len: rest.len(),
@@ -472,7 +472,7 @@ impl Response {
                 let seeders = r.u32().unwrap_or_default();
                 let rest = r.rest();
                 let entry = family.peer_len();
-                if rest.len() % entry != 0 {
+                if !rest.len().is_multiple_of(entry) {
                     return Err(ProtoError::RaggedList {
                         what: "announce response peers",
                         len: rest.len(),
@@ -493,7 +493,7 @@ impl Response {
             }
             ACTION_SCRAPE => {
                 let rest = r.rest();
-                if rest.len() % 12 != 0 {
+                if !rest.len().is_multiple_of(12) {
                     return Err(ProtoError::RaggedList {
                         what: "scrape response entries",
                         len: rest.len(),
