@@ -6,16 +6,22 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod args;
 mod common;
+mod config;
 mod create;
 mod demo;
 mod get;
 mod interrupt;
+mod keygen;
+mod origin;
 mod output;
 mod progress;
+mod publish;
 mod seed;
 mod send;
+mod status;
 mod tracker;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +65,11 @@ enum Command {
     Send(send::Args),
     Demo(demo::Args),
     Tracker(tracker::Args),
+    Keygen(keygen::Args),
+    Publish(publish::Args),
+    Origin(origin::Args),
+    Agent(agent::Args),
+    Status(status::Args),
 }
 
 impl Command {
@@ -70,6 +81,11 @@ impl Command {
             Command::Send(_) => "send",
             Command::Demo(_) => "demo",
             Command::Tracker(_) => "tracker",
+            Command::Keygen(_) => "keygen",
+            Command::Publish(_) => "publish",
+            Command::Origin(_) => "origin",
+            Command::Agent(_) => "agent",
+            Command::Status(_) => "status",
         }
     }
 }
@@ -126,6 +142,11 @@ fn main() {
         Command::Send(a) => send::run(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),
         Command::Tracker(a) => tracker::run(ctx, a),
+        Command::Keygen(a) => keygen::run(ctx, a),
+        Command::Publish(a) => publish::run(ctx, a),
+        Command::Origin(a) => origin::run(ctx, a),
+        Command::Agent(a) => agent::run(ctx, a),
+        Command::Status(a) => status::run(ctx, a),
     };
     if let Err(e) = result {
         let line = error_line(&e);

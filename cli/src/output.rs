@@ -60,6 +60,9 @@ pub struct Summary {
     /// The torrent's root name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `publish`: the release version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// The torrent's total size (including pad files).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,

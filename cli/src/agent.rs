@@ -1,0 +1,243 @@
+//! `ringswarm agent`: the daemon on every service host.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ringswarm_engine::fleet::agent::{Agent, AgentConfig};
+use ringswarm_engine::session::SessionConfig;
+use serde::Deserialize;
+
+use crate::args::{parse_duration, parse_listen, parse_rate, parse_size, parse_tracker_url};
+use crate::common::{stop_flag, LimitArgs, PlaceArgs};
+use crate::config::{load, parsed};
+use crate::interrupt::interrupted;
+use crate::keygen::load_public;
+use crate::output::Summary;
+use crate::Ctx;
+
+/// Keep this host on the newest release of every blob in the fleet's feed, until Ctrl-C.
+///
+/// Polls --feed (conditional GET, every --poll with jitter) and checks its signature with
+/// --pubkey; a feed that does not verify is rejected, logged and counted, and the current
+/// releases stay. Each new release is downloaded into DIR/.staging/, verified, fsynced,
+/// renamed into DIR/releases/NAME/VERSION, then DIR/NAME/current is switched to it
+/// atomically (a reader sees the old release or the new one, never a mix). Then the
+/// --hook runs (RINGSWARM_RELEASE_NAME, _VERSION and _PATH in its environment). With
+/// --lock the release is locked in memory before the switch and the old one unlocked
+/// after it, within --lock-budget: a release that does not fit is switched in unlocked
+/// and the error reported. Releases stay seeded; beyond the newest --keep they are
+/// removed. An interrupted download resumes after a restart.
+///
+/// `ringswarm status` asks a running agent for its state; --metrics serves Prometheus
+/// metrics. Every setting can come from --config FILE (TOML, keys as the long flags with
+/// `_`: feed, pubkey, dir, lock, lock_budget, hook, keep, poll, listen, trackers, topology,
+/// dc, rack, cores, metrics, status_socket, max_upload_rate, max_download_rate); flags
+/// win over the file.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The feed URL, e.g. http://origin:8470/feed.json.
+    #[arg(long, value_name = "URL")]
+    pub feed: Option<String>,
+
+    /// The fleet's public key: a file from `ringswarm keygen`, or the key itself.
+    #[arg(long, value_name = "KEY")]
+    pub pubkey: Option<String>,
+
+    /// The releases directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Lock each activated release in memory (mlock), unlocking the one it replaces.
+    #[arg(long)]
+    pub lock: bool,
+
+    /// Most bytes held locked at once (e.g. 64G) [default: RLIMIT_MEMLOCK alone].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub lock_budget: Option<u64>,
+
+    /// A shell command run after each activation.
+    #[arg(long, value_name = "CMD")]
+    pub hook: Option<String>,
+
+    /// Releases kept (and seeded) per name, the current one included [default: 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+
+    /// Time between feed polls [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub poll: Option<Duration>,
+
+    /// Where peers reach this host [default: 0.0.0.0:6881].
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
+
+    /// A tracker besides each torrent's own; repeatable.
+    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
+    pub trackers: Vec<String>,
+
+    #[command(flatten)]
+    pub place: PlaceArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Worker threads, one per core [default: all online CPUs].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<SocketAddr>,
+
+    /// The status socket [default: DIR/.agent/status.sock].
+    #[arg(long, value_name = "PATH")]
+    pub status_socket: Option<PathBuf>,
+
+    /// A TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    feed: Option<String>,
+    pubkey: Option<String>,
+    dir: Option<PathBuf>,
+    lock: Option<bool>,
+    lock_budget: Option<String>,
+    hook: Option<String>,
+    keep: Option<u64>,
+    poll: Option<String>,
+    listen: Option<String>,
+    #[serde(default)]
+    trackers: Vec<String>,
+    topology: Option<PathBuf>,
+    dc: Option<String>,
+    rack: Option<String>,
+    cores: Option<usize>,
+    metrics: Option<String>,
+    status_socket: Option<PathBuf>,
+    max_upload_rate: Option<String>,
+    max_download_rate: Option<String>,
+}
+
+fn required<T>(value: Option<T>, flag: &str) -> Result<T> {
+    value.with_context(|| format!("{flag} is required (on the command line or in --config)"))
+}
+
+pub fn run(ctx: Ctx, args: Args) -> Result<()> {
+    let file: FileConfig = load(args.config.as_deref())?;
+    let feed_url = required(args.feed.or(file.feed), "--feed")?;
+    let pubkey = load_public(&required(args.pubkey.or(file.pubkey), "--pubkey")?)?;
+    let dir = required(args.dir.or(file.dir), "--dir")?;
+    let lock_budget = match args.lock_budget {
+        Some(b) => Some(b),
+        None => parsed("lock_budget", file.lock_budget.as_deref(), parse_size)?,
+    };
+    let poll = match args.poll {
+        Some(p) => p,
+        None => {
+            parsed("poll", file.poll.as_deref(), parse_duration)?.unwrap_or(Duration::from_secs(2))
+        }
+    };
+    let listen = match args.listen {
+        Some(a) => a,
+        None => parsed("listen", file.listen.as_deref(), parse_listen)?
+            .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("a valid address")),
+    };
+    let metrics = match args.metrics {
+        Some(a) => Some(a),
+        None => parsed("metrics", file.metrics.as_deref(), parse_listen)?,
+    };
+    let trackers = if args.trackers.is_empty() {
+        file.trackers
+            .iter()
+            .map(|t| {
+                parse_tracker_url(t).map_err(|e| anyhow::anyhow!("config key `trackers`: {e}"))
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        args.trackers.clone()
+    };
+    let mut place = args.place.clone();
+    place.topology = place.topology.or(file.topology);
+    place.dc = place.dc.or(file.dc);
+    place.rack = place.rack.or(file.rack);
+    let mut limits = args.limits.clone();
+    if limits.max_upload_rate.is_none() {
+        limits.max_upload_rate = parsed(
+            "max_upload_rate",
+            file.max_upload_rate.as_deref(),
+            parse_rate,
+        )?;
+    }
+    if limits.max_download_rate.is_none() {
+        limits.max_download_rate = parsed(
+            "max_download_rate",
+            file.max_download_rate.as_deref(),
+            parse_rate,
+        )?;
+    }
+    let config = AgentConfig {
+        feed_url: feed_url.clone(),
+        pubkey,
+        dir: dir.clone(),
+        lock: args.lock || file.lock.unwrap_or(false),
+        lock_budget,
+        hook: args.hook.or(file.hook),
+        keep: usize::try_from(args.keep.or(file.keep).unwrap_or(2).max(1)).unwrap_or(usize::MAX),
+        poll,
+        session: SessionConfig {
+            cores: args.cores.or(file.cores).unwrap_or(0),
+            listen: Some(listen),
+            locator: Arc::new(place.locator()?),
+            max_upload_rate: limits.max_upload_rate,
+            max_download_rate: limits.max_download_rate,
+            max_peers: limits.max_peers,
+            max_peers_per_ip: limits.max_peers_per_ip,
+            ..SessionConfig::default()
+        },
+        trackers,
+        place: place.tracker_place(),
+        metrics,
+        status_socket: args.status_socket.or(file.status_socket),
+    };
+    let stop = stop_flag();
+    let agent = Agent::start(config)
+        .with_context(|| format!("starting the agent on `{}`", dir.display()))?;
+    let out = ctx.out;
+    out.line(format!("agent on {} following {feed_url}", dir.display()));
+    if let Some(a) = agent.metrics_addr() {
+        out.line(format!("metrics at http://{a}/metrics"));
+    }
+    out.line(format!("status socket {}", agent.status_socket().display()));
+    let mut current: Vec<String> = Vec::new();
+    while !interrupted(&stop) && agent.is_running() {
+        std::thread::sleep(Duration::from_millis(100));
+        let now: Vec<String> = agent
+            .status()
+            .releases
+            .iter()
+            .filter(|r| r.state == "current")
+            .map(|r| format!("{} {}", r.name, r.version))
+            .collect();
+        for label in now.iter().filter(|l| !current.contains(*l)) {
+            out.line(format!("active: {label}"));
+        }
+        current = now;
+    }
+    let crashed = !agent.is_running() && !interrupted(&stop);
+    agent.shutdown();
+    if crashed {
+        anyhow::bail!("the agent stopped on its own (see the log above)");
+    }
+    let mut s = Summary::new("agent");
+    s.ok = true;
+    s.dest = Some(dir.display().to_string());
+    out.summary(&s);
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `ringswarm publish`: on the build machine, add a blob to the signed release feed.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use ringswarm_engine::fleet::publish::{publish, PublishSpec};
+
+use crate::args::{format_bytes, parse_piece_size, parse_tracker_url};
+use crate::keygen::load_secret;
+use crate::output::Summary;
+use crate::Ctx;
+
+/// Publish a blob as a new release of the fleet's feed.
+///
+/// Hashes PATH (a file or a directory) into a torrent that names the fleet's --tracker,
+/// adds the release (name, version, info-hash, size, time, torrent) to ORIGIN-DIR's feed,
+/// signs the feed with --key, and writes it atomically. The `ringswarm origin` serving
+/// ORIGIN-DIR picks it up within a second: it serves the new feed and seeds the data in
+/// place (keep PATH where it is while the release is live). Agents notice on their next poll.
+///
+/// Releases of NAME beyond the newest --keep leave the feed (agents keep theirs on disk
+/// until their own --keep removes them).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The blob: a file or a directory.
+    pub path: PathBuf,
+
+    /// The release name (a directory name on every host: letters, digits, - _ . +).
+    #[arg(long)]
+    pub name: String,
+
+    /// The version [default: the UTC time, e.g. 20261124T231500Z].
+    #[arg(long)]
+    pub version: Option<String>,
+
+    /// The secret key file from `ringswarm keygen`.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+
+    /// The origin's directory (the feed, and where each release's data lies).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ringswarm/origin")]
+    pub origin_dir: PathBuf,
+
+    /// The fleet's tracker, udp://HOST:PORT, written into the torrent; repeat for more.
+    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
+    pub trackers: Vec<String>,
+
+    /// Piece size (power of two, 16K to 256M) or auto.
+    #[arg(long, value_name = "SIZE", default_value = "auto", value_parser = parse_piece_size)]
+    pub piece_size: u64,
+
+    /// Releases of this name kept in the feed.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: u64,
+}
+
+/// The UTC time as a version label: 20261124T231500Z.
+fn time_version() -> String {
+    let secs = ringswarm_engine::fleet::now_ms() / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn run(ctx: Ctx, args: Args) -> Result<()> {
+    let key = load_secret(&args.key)?;
+    let version = args.version.clone().unwrap_or_else(time_version);
+    if args.trackers.is_empty() {
+        eprintln!("ringswarm: warning: no --tracker: agents can only find peers they are told of");
+    }
+    let published = publish(&PublishSpec {
+        data: args.path.clone(),
+        name: args.name.clone(),
+        version,
+        key,
+        origin_dir: args.origin_dir.clone(),
+        trackers: args.trackers.clone(),
+        piece_size: args.piece_size,
+        keep: usize::try_from(args.keep).unwrap_or(usize::MAX),
+    })
+    .with_context(|| format!("publishing `{}`", args.path.display()))?;
+    let r = &published.release;
+    let hash = ringswarm_engine::hex(&r.info_hash);
+    ctx.out.line(format!(
+        "published {} ({}, {hash}) as feed sequence {}",
+        r.label(),
+        format_bytes(r.size),
+        published.sequence
+    ));
+    for old in &published.retired {
+        ctx.out.line(format!("{old} left the feed"));
+    }
+    if !published.origin_running {
+        eprintln!(
+            "ringswarm: warning: no `ringswarm origin` serves {}: the release is in the feed \
+             but nobody seeds it yet",
+            args.origin_dir.display()
+        );
+    }
+    let mut s = Summary::new("publish");
+    s.ok = true;
+    s.info_hash = Some(hash);
+    s.name = Some(r.name.clone());
+    s.version = Some(r.version.clone());
+    s.bytes = Some(r.size);
+    ctx.out.summary(&s);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn time_version_is_a_valid_label() {
+        let v = super::time_version();
+        assert_eq!(v.len(), 16, "{v}");
+        assert!(v.starts_with("20"), "{v}");
+        ringswarm_engine::feed::check_label(&v, "version").unwrap();
+    }
+}

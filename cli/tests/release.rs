@@ -1,0 +1,418 @@
+//! The release flow end to end, with real processes on loopback: `keygen`, a `tracker`,
+//! an `origin`, `publish`, and `agent`s, checked through `status` and the files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod support;
+use support::{dump_logs, is_root, pattern, ringswarm, run, scratch, skip_note, Guard};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A tracker and an origin, with a signing key, in one scratch directory.
+struct Fleet {
+    dir: tempfile::TempDir,
+    tracker_url: String,
+    feed_url: String,
+    guards: Vec<Guard>,
+}
+
+impl Fleet {
+    fn start(tag: &str) -> Fleet {
+        let dir = scratch(tag);
+        let base = dir.path();
+        let mut keygen = Command::new(ringswarm());
+        keygen.arg("keygen").arg(base.join("fleet"));
+        run("keygen", keygen, TIMEOUT, base);
+        let mut tracker = Command::new(ringswarm());
+        tracker.args([
+            "tracker",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "2",
+            "--cores",
+            "1",
+        ]);
+        let mut tracker = Guard::spawn("tracker", tracker, base);
+        let tracker_url = format!(
+            "udp://{}",
+            tracker
+                .wait_line("tracker listening on udp://", TIMEOUT, &[])
+                .trim()
+        );
+        let mut origin = Command::new(ringswarm());
+        origin
+            .args([
+                "-v",
+                "origin",
+                "--http",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--cores", "1", "--dir"])
+            .arg(base.join("origin"));
+        let mut origin = Guard::spawn("origin", origin, base);
+        let feed_url = origin.wait_line("serving the feed at ", TIMEOUT, &[&tracker]);
+        origin.wait_listening(TIMEOUT, &[&tracker]);
+        Fleet {
+            dir,
+            tracker_url,
+            feed_url,
+            guards: vec![tracker, origin],
+        }
+    }
+
+    fn base(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a blob of `len` bytes from `seed` and publishes it as `name version`.
+    fn publish(&self, name: &str, version: &str, len: usize, seed: u64) -> Vec<u8> {
+        let data = pattern(len, seed);
+        let src = self.base().join("build").join(name).join(version);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("blob.bin"), &data).unwrap();
+        let mut cmd = Command::new(ringswarm());
+        cmd.arg("publish")
+            .arg(src.join("blob.bin"))
+            .args(["--name", name, "--version", version, "--piece-size", "256K"])
+            .args(["--tracker", &self.tracker_url])
+            .arg("--key")
+            .arg(self.base().join("fleet.key"))
+            .arg("--origin-dir")
+            .arg(self.base().join("origin"));
+        run(&format!("publish-{version}"), cmd, TIMEOUT, self.base());
+        data
+    }
+
+    /// An agent polling every 200 ms, with `extra` flags.
+    fn agent(&self, host: &str, extra: &[&str]) -> Agent {
+        self.agent_in(&self.base().join(host), extra)
+    }
+
+    fn agent_in(&self, dir: &Path, extra: &[&str]) -> Agent {
+        let dir = dir.to_path_buf();
+        let host = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut cmd = Command::new(ringswarm());
+        cmd.args(["-v", "agent", "--feed", &self.feed_url, "--poll", "200ms"])
+            .args(["--listen", "127.0.0.1:0", "--cores", "1", "--pubkey"])
+            .arg(self.base().join("fleet.pub"))
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra);
+        let mut guard = Guard::spawn(&host, cmd, self.base());
+        guard.wait_line("status socket ", TIMEOUT, &self.others());
+        Agent { dir, guard }
+    }
+
+    fn others(&self) -> Vec<&Guard> {
+        self.guards.iter().collect()
+    }
+}
+
+struct Agent {
+    dir: PathBuf,
+    guard: Guard,
+}
+
+impl Agent {
+    fn status(&self) -> Value {
+        let out = Command::new(ringswarm())
+            .args(["status", "--json", "--dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The status entry of `name version`, if listed.
+    fn release(&self, name: &str, version: &str) -> Option<Value> {
+        self.status()["releases"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == name && r["version"] == version)
+            .cloned()
+    }
+
+    /// Waits until `cond` holds of the status; fails with the logs otherwise.
+    fn wait_for(&self, what: &str, fleet: &Fleet, cond: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if cond(&s) {
+                return s;
+            }
+            if start.elapsed() > TIMEOUT {
+                let mut all = fleet.others();
+                all.push(&self.guard);
+                dump_logs(&all);
+                panic!(
+                    "{}: not {what} within {TIMEOUT:?}; status {s}",
+                    self.guard.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_current(&self, name: &str, version: &str, fleet: &Fleet) -> Value {
+        self.wait_for(&format!("on {name} {version}"), fleet, |s| {
+            s["releases"].as_array().is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    r["name"] == name && r["version"] == version && r["state"] == "current"
+                })
+            })
+        });
+        self.release(name, version).unwrap()
+    }
+
+    fn current_file(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("current").join("blob.bin")
+    }
+}
+
+#[test]
+fn every_agent_activates_each_release_and_readers_never_see_a_mix() {
+    let fleet = Fleet::start("release");
+    let v1 = fleet.publish("index", "v1", 3 << 20, 1);
+    let hook = "echo \"$RINGSWARM_RELEASE_NAME $RINGSWARM_RELEASE_VERSION $RINGSWARM_RELEASE_PATH\" >> \"$RINGSWARM_RELEASE_PATH/../../../hook.log\"";
+    let agents: Vec<Agent> = (0..3)
+        .map(|i| {
+            let keep = if i == 0 { "1" } else { "2" };
+            fleet.agent(&format!("host{i}"), &["--hook", hook, "--keep", keep])
+        })
+        .collect();
+    for a in &agents {
+        a.wait_current("index", "v1", &fleet);
+        assert!(
+            std::fs::read(a.current_file("index")).unwrap() == v1,
+            "{}: v1 differs",
+            a.guard.name
+        );
+    }
+
+    // Readers stream the current release on every host while v2 is published.
+    let stop = Arc::new(AtomicBool::new(false));
+    let v2 = pattern(3 << 20, 2);
+    let readers: Vec<_> = agents
+        .iter()
+        .map(|a| {
+            let (path, stop, v1, v2) = (
+                a.current_file("index"),
+                stop.clone(),
+                v1.clone(),
+                v2.clone(),
+            );
+            let seen = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+            let counts = seen.clone();
+            let handle = std::thread::spawn(move || {
+                let deadline = Instant::now() + TIMEOUT * 2;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let got =
+                        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    if got == v1 {
+                        counts[0].fetch_add(1, Ordering::Relaxed);
+                    } else if got == v2 {
+                        counts[1].fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        panic!(
+                            "{}: neither v1 nor v2 ({} bytes)",
+                            path.display(),
+                            got.len()
+                        );
+                    }
+                }
+            });
+            (handle, seen)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fleet.publish("index", "v2", 3 << 20, 2), v2);
+    for a in &agents {
+        let r = a.wait_current("index", "v2", &fleet);
+        assert!(r["activation_ms"].as_u64().is_some(), "{r}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for (handle, seen) in readers {
+        handle.join().expect("a reader saw a mix of releases");
+        assert!(seen[0].load(Ordering::Relaxed) > 0 && seen[1].load(Ordering::Relaxed) > 0);
+    }
+    for a in &agents {
+        assert!(std::fs::read(a.current_file("index")).unwrap() == v2);
+        // The hook ran once per activation, with the release in its environment.
+        let log = std::fs::read_to_string(a.dir.join("hook.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(lines[1].starts_with("index v2 "), "{log}");
+        assert!(lines[1].ends_with("releases/index/v2"), "{log}");
+        assert!(
+            a.dir.join(".staging").read_dir().unwrap().next().is_none(),
+            "staging left over"
+        );
+    }
+    // --keep 1 removed v1 on host0; the others keep (and seed) it.
+    assert!(!agents[0].dir.join("releases/index/v1").exists());
+    assert!(agents[1].dir.join("releases/index/v1/blob.bin").exists());
+    assert_eq!(agents[1].release("index", "v1").unwrap()["state"], "kept");
+}
+
+#[test]
+fn a_feed_with_a_bad_signature_or_an_old_sequence_is_rejected() {
+    let fleet = Fleet::start("tamper");
+    let v1 = fleet.publish("index", "v1", 1 << 20, 3);
+    let a = fleet.agent("host", &[]);
+    a.wait_current("index", "v1", &fleet);
+    let feed_path = fleet.base().join("origin/feed.json");
+    let signed_v1 = std::fs::read(&feed_path).unwrap();
+
+    // A feed signed by another key: publish into a second origin dir, put its feed in place.
+    let mut keygen = Command::new(ringswarm());
+    keygen.arg("keygen").arg(fleet.base().join("intruder"));
+    run("keygen-intruder", keygen, TIMEOUT, fleet.base());
+    let evil_dir = fleet.base().join("evil");
+    std::fs::create_dir_all(&evil_dir).unwrap();
+    std::fs::write(evil_dir.join("blob.bin"), pattern(1 << 20, 99)).unwrap();
+    let mut publish = Command::new(ringswarm());
+    publish
+        .arg("publish")
+        .arg(evil_dir.join("blob.bin"))
+        .args(["--name", "index", "--version", "evil", "--key"])
+        .arg(fleet.base().join("intruder.key"))
+        .arg("--origin-dir")
+        .arg(&evil_dir);
+    run("publish-evil", publish, TIMEOUT, fleet.base());
+    // Publishing with the wrong key into the real origin is refused.
+    let refused = Command::new(ringswarm())
+        .arg("publish")
+        .arg(evil_dir.join("blob.bin"))
+        .args(["--name", "index", "--version", "evil", "--key"])
+        .arg(fleet.base().join("intruder.key"))
+        .arg("--origin-dir")
+        .arg(fleet.base().join("origin"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("signature"), "{err}");
+
+    std::fs::copy(evil_dir.join("feed.json"), &feed_path).unwrap();
+    let s = a.wait_for("rejecting the forged feed", &fleet, |s| {
+        s["last_feed_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("signature"))
+    });
+    assert!(s["feed_errors"].as_u64().unwrap() >= 1);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(a.release("index", "evil").is_none(), "{}", a.status());
+    assert_eq!(a.release("index", "v1").unwrap()["state"], "current");
+
+    // A validly signed but older feed (a replay) is refused too.
+    std::fs::write(&feed_path, &signed_v1).unwrap();
+    fleet.publish("index", "v2", 1 << 20, 4);
+    a.wait_current("index", "v2", &fleet);
+    std::fs::write(&feed_path, &signed_v1).unwrap();
+    a.wait_for("rejecting the replayed feed", &fleet, |s| {
+        s["last_feed_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("older"))
+    });
+    assert_eq!(a.release("index", "v2").unwrap()["state"], "current");
+    assert!(std::fs::read(a.current_file("index")).unwrap() != v1);
+}
+
+#[test]
+fn an_agent_killed_mid_download_resumes_without_fetching_verified_pieces_again() {
+    let fleet = Fleet::start("resume");
+    let size = 12usize << 20;
+    let data = fleet.publish("model", "v1", size, 5);
+    let mut a = fleet.agent("host", &["--max-download-rate", "3M"]);
+    a.wait_for("part-way", &fleet, |s| {
+        s["releases"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["state"] == "downloading" && r["verified_bytes"].as_u64().unwrap_or(0) >= 4 << 20
+            })
+        })
+    });
+    a.guard.child.kill().unwrap();
+    a.guard.wait_exit(TIMEOUT);
+    let dir = a.dir.clone();
+    drop(a);
+    assert!(
+        !dir.join("model").exists(),
+        "activated before it was complete"
+    );
+
+    let a = fleet.agent("host", &[]);
+    let r = a.wait_current("model", "v1", &fleet);
+    assert!(std::fs::read(a.current_file("model")).unwrap() == data);
+    let fetched = r["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        fetched <= (size as u64) - (3 << 20),
+        "fetched {fetched} of {size} bytes again after the restart"
+    );
+}
+
+#[test]
+fn the_lock_budget_is_kept_and_a_release_beyond_it_is_activated_unlocked() {
+    let fleet = Fleet::start("lock");
+    fleet.publish("small", "v1", 1 << 20, 6);
+    fleet.publish("large", "v1", 3 << 20, 7);
+    let a = fleet.agent("host", &["--lock", "--lock-budget", "2M"]);
+    let small = a.wait_current("small", "v1", &fleet);
+    let large = a.wait_current("large", "v1", &fleet);
+    let small = a.release("small", "v1").unwrap_or(small);
+    assert_eq!(small["locked"], true, "{small}");
+    assert_eq!(large["locked"], false, "{large}");
+    let why = large["hook"].as_str().unwrap_or_default();
+    assert!(why.contains("--lock-budget"), "{large}");
+    assert_eq!(a.status()["locked_bytes"].as_u64(), Some(1 << 20));
+}
+
+#[test]
+fn a_full_disk_in_staging_leaves_the_current_release_untouched() {
+    if !is_root() {
+        skip_note("skipped: a_full_disk_in_staging_leaves_the_current_release_untouched: mounting a small tmpfs needs root");
+        return;
+    }
+    let fleet = Fleet::start("full");
+    let v1 = fleet.publish("index", "v1", 4 << 20, 8);
+    let mount = fleet.base().join("small-disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    // The agent's directory is on the small disk.
+    let a = fleet.agent_in(&mount.join("host"), &[]);
+    a.wait_current("index", "v1", &fleet);
+    fleet.publish("index", "v2", 10 << 20, 9);
+    let s = a.wait_for("reporting the full disk", &fleet, |s| {
+        s["releases"].as_array().is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r["version"] == "v2" && r["state"] == "failed")
+        })
+    });
+    let v2 = a.release("index", "v2").unwrap();
+    let err = v2["error"].as_str().unwrap_or_default();
+    assert!(err.contains("space"), "{s}");
+    assert_eq!(a.release("index", "v1").unwrap()["state"], "current");
+    assert!(std::fs::read(a.current_file("index")).unwrap() == v1);
+}

@@ -1,0 +1,1161 @@
+//! `agent`: the daemon on every service host. It polls the signed feed, downloads the
+//! newest release of each name into staging, and once every piece is verified and durable
+//! moves it into `releases/`, locks it in memory if asked, flips `NAME/current` to it,
+//! runs the hook, lets go of the old release, and keeps seeding what it holds. See
+//! [`super::releases`] for the directory.
+//!
+//! Decisions:
+//! - A feed that does not verify, or is older (by sequence) than the newest accepted, is
+//!   rejected, logged once and counted; the releases on disk stay as they are.
+//! - The newest release of a name wins: a download that a newer publish overtakes is
+//!   dropped (staging removed).
+//! - A release is switched in only after the engine reports it complete (every piece
+//!   verified, written and fsynced); the staging directory is renamed, never copied.
+//! - The torrent keeps seeding across the rename: its open files move with it.
+//! - Lock budget: locking the new release must fit the budget with the old release still
+//!   locked. When it does not, but the new one alone fits, the old lock is dropped first;
+//!   when the new one alone does not fit, the release is switched in unlocked and the
+//!   error is reported (a service is better served by new data without a lock than by
+//!   old data). The agent never exceeds the budget.
+//! - A failed download (a full disk, say) keeps its staging directory, so a retry after
+//!   [`RETRY_FAILED`] resumes it; the current release is untouched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use super::files::write_atomic;
+use super::http::{FeedFetcher, Fetched, HttpServer, Reply};
+use super::releases::{read_release, write_record, AgentDir};
+use super::{data_paths, now_ms};
+use crate::feed::{Feed, Release};
+use crate::metrics::{label, Exposition, Kind};
+use crate::residency::{lock_files, LockedFiles};
+use crate::session::{
+    announce_torrent, tracker_tiers, Session, SessionConfig, TorrentHandle, TorrentMode,
+    TorrentSpec, TorrentStats, TrackerPlace,
+};
+use crate::tracker::client::AnnouncerHandle;
+
+/// How often the agent looks at its downloads.
+const TICK: Duration = Duration::from_millis(100);
+/// How soon a failed download is tried again.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
+/// How long one feed request may take.
+const FEED_TIMEOUT: Duration = Duration::from_secs(10);
+/// A release name that would collide with the agent's own `releases/` directory.
+const RESERVED_NAME: &str = "releases";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: another agent already runs on this directory")]
+    Busy(PathBuf),
+    #[error("starting the engine: {0}")]
+    Session(#[from] crate::session::SessionError),
+    #[error("serving metrics on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub feed_url: String,
+    pub pubkey: VerifyingKey,
+    pub dir: PathBuf,
+    /// Lock each activated release in memory (and unlock the one it replaces).
+    pub lock: bool,
+    /// Bytes the agent may hold locked at once (None: only `RLIMIT_MEMLOCK` limits).
+    pub lock_budget: Option<u64>,
+    /// Run with `sh -c` after each activation, with `RINGSWARM_RELEASE_NAME`,
+    /// `RINGSWARM_RELEASE_VERSION` and `RINGSWARM_RELEASE_PATH` set.
+    pub hook: Option<String>,
+    /// Releases kept on disk (and seeded) per name, the current one included.
+    pub keep: usize,
+    /// Time between feed polls (each jittered by ±10 %).
+    pub poll: Duration,
+    pub session: SessionConfig,
+    /// Trackers besides each torrent's own.
+    pub trackers: Vec<String>,
+    pub place: TrackerPlace,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// The status socket (default `DIR/.agent/status.sock`).
+    pub status_socket: Option<PathBuf>,
+}
+
+/// What `ringswarm status` shows: one snapshot of the agent.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct AgentStatus {
+    pub feed_url: String,
+    pub feed_sequence: u64,
+    pub feed_errors: u64,
+    pub last_feed_error: Option<String>,
+    pub locked_bytes: u64,
+    pub peers: u32,
+    pub releases: Vec<ReleaseStatus>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ReleaseStatus {
+    pub name: String,
+    pub version: String,
+    pub info_hash: String,
+    /// `downloading`, `failed`, `current` or `kept` (an older release still seeded).
+    pub state: String,
+    pub total_bytes: u64,
+    pub verified_bytes: u64,
+    pub peers: u32,
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+    pub locked: bool,
+    pub error: Option<String>,
+    /// The hook's last outcome for this release.
+    pub hook: Option<String>,
+    /// Publish to activation, for an activated release.
+    pub activation_ms: Option<u64>,
+}
+
+/// Counters that only grow, for `/metrics`.
+#[derive(Default)]
+struct Counters {
+    feed_errors: AtomicU64,
+    activations: AtomicU64,
+    hook_failures: AtomicU64,
+    lock_failures: AtomicU64,
+    download_failures: AtomicU64,
+}
+
+/// A running agent; stops (saying `stopped` to the trackers, unlocking) when shut down.
+pub struct Agent {
+    stop: Arc<AtomicBool>,
+    main: Option<JoinHandle<()>>,
+    status: Arc<Mutex<AgentStatus>>,
+    metrics: Option<HttpServer>,
+    status_socket: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        let dir = AgentDir::new(&config.dir);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AgentError::Io { path, source }
+        };
+        dir.create().map_err(io(dir.root()))?;
+        let lock_path = dir.state_dir().join("agent.lock");
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(AgentError::Busy(config.dir.clone()));
+        }
+        let session = Session::start(config.session.clone())?;
+        let status = Arc::new(Mutex::new(AgentStatus {
+            feed_url: config.feed_url.clone(),
+            ..AgentStatus::default()
+        }));
+        let metrics_text = Arc::new(Mutex::new(String::new()));
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let text = metrics_text.clone();
+                Some(
+                    HttpServer::start(
+                        addr,
+                        1,
+                        Arc::new(move |req| match req.path {
+                            "/metrics" => {
+                                Reply::metrics(text.lock().map(|t| t.clone()).unwrap_or_default())
+                            }
+                            _ => Reply::not_found(),
+                        }),
+                    )
+                    .map_err(|source| AgentError::Http { addr, source })?,
+                )
+            }
+            None => None,
+        };
+        let status_socket = config
+            .status_socket
+            .clone()
+            .unwrap_or_else(|| dir.state_dir().join("status.sock"));
+        std::fs::remove_file(&status_socket).ok();
+        let listener = UnixListener::bind(&status_socket).map_err(io(&status_socket))?;
+        listener.set_nonblocking(true).map_err(io(&status_socket))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (feeds_tx, feeds_rx) = crossbeam_channel::bounded(4);
+        let poller = {
+            let stop = stop.clone();
+            let url = config.feed_url.clone();
+            let key = config.pubkey;
+            let every = config.poll;
+            std::thread::Builder::new()
+                .name("rs-feed".into())
+                .spawn(move || poll_feed(&url, &key, every, &feeds_tx, &stop))
+                .map_err(io(dir.root()))?
+        };
+        let main = {
+            let stop = stop.clone();
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name("rs-agent".into())
+                .spawn(move || {
+                    let _lock = lock;
+                    let mut state = State::new(config, dir, session, status, metrics_text);
+                    state.restore();
+                    state.run(&feeds_rx, &listener, &stop);
+                    poller.join().ok();
+                    state.finish();
+                })
+                .map_err(io(&lock_path))?
+        };
+        Ok(Agent {
+            stop,
+            main: Some(main),
+            status,
+            metrics,
+            status_socket,
+        })
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(HttpServer::local_addr)
+    }
+
+    pub fn status_socket(&self) -> &Path {
+        &self.status_socket
+    }
+
+    /// Whether the agent still runs (it stops on its own only on a fatal error).
+    pub fn is_running(&self) -> bool {
+        self.main.as_ref().is_some_and(|m| !m.is_finished())
+    }
+
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(m) = self.main.take() {
+            m.join().ok();
+        }
+        self.metrics.take();
+        std::fs::remove_file(&self.status_socket).ok();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// What the poller hands the agent.
+enum FeedEvent {
+    Accepted(Feed),
+    Rejected(String),
+}
+
+/// Polls the feed every `every` (±10 %), verifying each new body. Runs until `stop`.
+fn poll_feed(
+    url: &str,
+    key: &VerifyingKey,
+    every: Duration,
+    out: &crossbeam_channel::Sender<FeedEvent>,
+    stop: &AtomicBool,
+) {
+    let mut fetcher = FeedFetcher::new(url, FEED_TIMEOUT);
+    while !stop.load(Ordering::Relaxed) {
+        let event = match fetcher.fetch() {
+            Ok(Fetched::NotModified) => None,
+            Ok(Fetched::New(bytes)) => Some(match Feed::verify(&bytes, key) {
+                Ok(feed) => FeedEvent::Accepted(feed),
+                Err(e) => FeedEvent::Rejected(format!("feed from {url} rejected: {e}")),
+            }),
+            Err(e) => Some(FeedEvent::Rejected(e)),
+        };
+        if let Some(event) = event {
+            if out.send(event).is_err() {
+                return;
+            }
+        }
+        let jitter = rand::random_range(0.9..1.1);
+        let until = Instant::now() + every.mul_f64(jitter);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20).min(every));
+        }
+    }
+}
+
+/// A release being fetched into staging.
+struct Download {
+    release: Release,
+    handle: TorrentHandle,
+    announcer: Option<AnnouncerHandle>,
+    staging: PathBuf,
+}
+
+/// A release in `releases/`, seeded.
+struct Held {
+    release: Release,
+    dir: PathBuf,
+    activated_ms: u64,
+    handle: Option<TorrentHandle>,
+    announcer: Option<AnnouncerHandle>,
+    locked: Option<LockedFiles>,
+    hook: Arc<Mutex<Option<String>>>,
+    activation_ms: Option<u64>,
+}
+
+struct State {
+    config: AgentConfig,
+    dir: AgentDir,
+    session: Session,
+    status: Arc<Mutex<AgentStatus>>,
+    metrics_text: Arc<Mutex<String>>,
+    counters: Arc<Counters>,
+    sequence: u64,
+    last_feed_error: Option<String>,
+    /// The newest release of each name in the accepted feed.
+    wanted: Vec<Release>,
+    /// Whether a feed was accepted since the start (until then staging is not cleaned).
+    have_feed: bool,
+    downloads: HashMap<[u8; 20], Download>,
+    /// Downloads that failed, with the error and when.
+    failed: HashMap<[u8; 20], (String, Instant, Release)>,
+    /// Releases on disk, by name, oldest activation first.
+    held: BTreeMap<String, Vec<Held>>,
+    /// The last publish-to-activation latency, by name.
+    latency: BTreeMap<String, u64>,
+}
+
+impl State {
+    fn new(
+        config: AgentConfig,
+        dir: AgentDir,
+        session: Session,
+        status: Arc<Mutex<AgentStatus>>,
+        metrics_text: Arc<Mutex<String>>,
+    ) -> State {
+        let sequence = std::fs::read_to_string(dir.state_dir().join("sequence"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        State {
+            config,
+            dir,
+            session,
+            status,
+            metrics_text,
+            counters: Arc::new(Counters::default()),
+            sequence,
+            last_feed_error: None,
+            wanted: Vec::new(),
+            have_feed: false,
+            downloads: HashMap::new(),
+            failed: HashMap::new(),
+            held: BTreeMap::new(),
+            latency: BTreeMap::new(),
+        }
+    }
+
+    /// Seeds the releases found on disk again (their verification record spares a
+    /// recheck) and locks the current ones when asked.
+    fn restore(&mut self) {
+        let mut found = self.dir.scan_releases();
+        found.sort_by_key(|(r, _)| r.activated_ms.unwrap_or(0));
+        for (_, dir) in found {
+            let (release, activated) = match read_release(&dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), err = %e, "not a release; left alone");
+                    continue;
+                }
+            };
+            let mut held = Held {
+                release: release.clone(),
+                dir: dir.clone(),
+                activated_ms: activated.unwrap_or(0),
+                handle: None,
+                announcer: None,
+                locked: None,
+                hook: Arc::new(Mutex::new(None)),
+                activation_ms: None,
+            };
+            match self.seed(&release, &dir, TorrentMode::Seed) {
+                Ok((handle, announcer)) => {
+                    held.handle = Some(handle);
+                    held.announcer = announcer;
+                }
+                Err(e) => {
+                    tracing::error!(release = %release.label(), "cannot seed the release on disk: {e}");
+                }
+            }
+            tracing::info!(release = %release.label(), dir = %dir.display(), "release on disk");
+            self.held
+                .entry(release.name.clone())
+                .or_default()
+                .push(held);
+        }
+        if self.config.lock {
+            let names: Vec<String> = self.held.keys().cloned().collect();
+            for name in names {
+                let Some(version) = self.dir.current_version(&name) else {
+                    continue;
+                };
+                if let Some(i) = self.held_index(&name, &version) {
+                    self.lock_held(&name, i, false);
+                }
+            }
+        }
+        self.publish_status();
+    }
+
+    fn run(
+        &mut self,
+        feeds: &Receiver<FeedEvent>,
+        status_listener: &UnixListener,
+        stop: &AtomicBool,
+    ) {
+        while !stop.load(Ordering::Relaxed) {
+            match feeds.recv_timeout(TICK) {
+                Ok(FeedEvent::Accepted(feed)) => self.on_feed(feed),
+                Ok(FeedEvent::Rejected(e)) => self.feed_error(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            }
+            self.check_downloads();
+            self.retry_failed();
+            self.publish_status();
+            answer_status(status_listener, &self.status);
+        }
+    }
+
+    /// Stops seeding (trackers hear `stopped`) and unlocks.
+    fn finish(mut self) {
+        self.downloads.clear();
+        for list in self.held.values_mut() {
+            for h in list.iter_mut() {
+                h.announcer.take();
+                h.locked.take();
+            }
+        }
+        self.session.shutdown();
+    }
+
+    fn feed_error(&mut self, e: String) {
+        self.counters.feed_errors.fetch_add(1, Ordering::Relaxed);
+        if self.last_feed_error.as_deref() != Some(e.as_str()) {
+            tracing::error!("{e}; keeping the current releases");
+        }
+        self.last_feed_error = Some(e);
+    }
+
+    fn on_feed(&mut self, feed: Feed) {
+        if feed.sequence < self.sequence {
+            self.feed_error(format!(
+                "feed sequence {} is older than the {} already accepted (a replayed feed?)",
+                feed.sequence, self.sequence
+            ));
+            return;
+        }
+        self.last_feed_error = None;
+        if feed.sequence != self.sequence {
+            let path = self.dir.state_dir().join("sequence");
+            if let Err(e) = write_atomic(&path, format!("{}\n", feed.sequence).as_bytes()) {
+                tracing::warn!(path = %path.display(), err = %e, "cannot record the feed sequence");
+            }
+            self.sequence = feed.sequence;
+        }
+        let mut wanted = Vec::new();
+        for r in feed.newest_per_name() {
+            if r.name == RESERVED_NAME {
+                self.feed_error(format!(
+                    "release name `{RESERVED_NAME}` is reserved (it is the agent's own directory); {} ignored",
+                    r.label()
+                ));
+                continue;
+            }
+            wanted.push(r.clone());
+        }
+        tracing::debug!(
+            sequence = feed.sequence,
+            wanted = wanted.len(),
+            "feed accepted"
+        );
+        self.wanted = wanted;
+        if !self.have_feed {
+            self.have_feed = true;
+            self.clean_staging();
+        }
+        self.reconcile();
+    }
+
+    /// Starts what the feed wants and drops downloads it no longer wants.
+    fn reconcile(&mut self) {
+        let stale: Vec<[u8; 20]> = self
+            .downloads
+            .keys()
+            .filter(|h| !self.wanted.iter().any(|w| &w.info_hash == *h))
+            .copied()
+            .collect();
+        for hash in stale {
+            if let Some(d) = self.downloads.remove(&hash) {
+                tracing::info!(release = %d.release.label(), "superseded; download dropped");
+                self.drop_download(d, true);
+            }
+        }
+        self.failed
+            .retain(|h, _| self.wanted.iter().any(|w| &w.info_hash == h));
+        for w in self.wanted.clone() {
+            if self.downloads.contains_key(&w.info_hash) || self.failed.contains_key(&w.info_hash) {
+                continue;
+            }
+            if let Some(i) = self.held_index(&w.name, &w.version) {
+                let held = &self.held[&w.name][i];
+                if held.release.info_hash != w.info_hash {
+                    tracing::error!(release = %w.label(), "republished with other data; keeping the one on disk");
+                    continue;
+                }
+                if self.dir.current_version(&w.name).as_deref() != Some(w.version.as_str()) {
+                    // Rolled back (or forward) to a release still on disk.
+                    self.switch_to(&w.name, i, None);
+                }
+                continue;
+            }
+            self.start_download(w);
+        }
+    }
+
+    fn held_index(&self, name: &str, version: &str) -> Option<usize> {
+        self.held
+            .get(name)?
+            .iter()
+            .position(|h| h.release.version == version)
+    }
+
+    /// Removes staging directories no wanted release uses.
+    fn clean_staging(&self) {
+        for (hex, path) in self.dir.scan_staging() {
+            if !self.wanted.iter().any(|w| crate::hex(&w.info_hash) == hex) {
+                tracing::info!(dir = %path.display(), "removing a stale staging directory");
+                std::fs::remove_dir_all(&path).ok();
+            }
+        }
+    }
+
+    fn seed(
+        &self,
+        release: &Release,
+        dest: &Path,
+        mode: TorrentMode,
+    ) -> Result<(TorrentHandle, Option<AnnouncerHandle>), String> {
+        let meta = Arc::new(release.parse_metainfo().map_err(|e| e.to_string())?);
+        let handle = self
+            .session
+            .add_torrent(TorrentSpec {
+                metainfo: meta.clone(),
+                dest: dest.to_path_buf(),
+                mode,
+                peers: Vec::new(),
+            })
+            .map_err(|e| e.to_string())?;
+        let tiers = tracker_tiers(&meta, &self.config.trackers);
+        let announcer = match self.session.listen_addr() {
+            Some(own) if !tiers.is_empty() => Some(announce_torrent(
+                &handle,
+                tiers,
+                self.session.peer_id(),
+                own,
+                &self.config.place,
+            )),
+            _ => None,
+        };
+        Ok((handle, announcer))
+    }
+
+    fn start_download(&mut self, release: Release) {
+        let staging = self.dir.staging(&release.info_hash);
+        if let Err(e) = write_record(&staging, &release, None) {
+            self.download_failed(&release, format!("{}: {e}", staging.display()));
+            return;
+        }
+        match self.seed(&release, &staging, TorrentMode::Download) {
+            Ok((handle, announcer)) => {
+                let s = handle.stats();
+                tracing::info!(
+                    release = %release.label(),
+                    resumed = s.verified_bytes,
+                    size = s.total_bytes,
+                    "downloading"
+                );
+                self.downloads.insert(
+                    release.info_hash,
+                    Download {
+                        release,
+                        handle,
+                        announcer,
+                        staging,
+                    },
+                );
+            }
+            Err(e) => self.download_failed(&release, e),
+        }
+    }
+
+    fn download_failed(&mut self, release: &Release, error: String) {
+        self.counters
+            .download_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            release = %release.label(),
+            "download failed: {error}; the current release stays, retrying in {}s",
+            RETRY_FAILED.as_secs()
+        );
+        self.failed
+            .insert(release.info_hash, (error, Instant::now(), release.clone()));
+    }
+
+    /// Stops a download's torrent (and announcer); removes its staging when asked.
+    fn drop_download(&mut self, d: Download, remove_staging: bool) {
+        let Download {
+            release,
+            handle,
+            announcer,
+            staging,
+        } = d;
+        drop(announcer);
+        drop(handle);
+        self.session
+            .remove_torrent(release.info_hash, Duration::from_secs(10));
+        if remove_staging {
+            std::fs::remove_dir_all(&staging).ok();
+        }
+    }
+
+    fn retry_failed(&mut self) {
+        let due: Vec<Release> = self
+            .failed
+            .values()
+            .filter(|(_, at, _)| at.elapsed() >= RETRY_FAILED)
+            .map(|(_, _, r)| r.clone())
+            .collect();
+        for r in due {
+            self.failed.remove(&r.info_hash);
+            self.start_download(r);
+        }
+    }
+
+    fn check_downloads(&mut self) {
+        let done: Vec<[u8; 20]> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| {
+                let s = d.handle.stats();
+                s.complete || s.error.is_some()
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in done {
+            let Some(d) = self.downloads.remove(&hash) else {
+                continue;
+            };
+            let stats = d.handle.stats();
+            if let Some(e) = stats.error {
+                let release = d.release.clone();
+                self.drop_download(d, false);
+                self.download_failed(&release, e);
+                continue;
+            }
+            self.activate(d);
+        }
+    }
+
+    /// Moves a complete download into `releases/` and switches it in.
+    fn activate(&mut self, d: Download) {
+        let label = d.release.label();
+        let name = d.release.name.clone();
+        let promoted = self
+            .dir
+            .promote(&d.release.info_hash, &name, &d.release.version)
+            .and_then(|dir| {
+                // The files moved: record them verified where they now are, so a restart
+                // seeds them without hashing again.
+                let meta = d.release.parse_metainfo().map_err(std::io::Error::other)?;
+                super::record_verified(&meta, &dir)?;
+                write_record(&dir, &d.release, Some(now_ms()))?;
+                Ok(dir)
+            });
+        let dir = match promoted {
+            Ok(dir) => dir,
+            Err(e) => {
+                let release = d.release.clone();
+                self.drop_download(d, false);
+                self.download_failed(&release, format!("moving {label} into releases/: {e}"));
+                return;
+            }
+        };
+        let latency = now_ms().saturating_sub(d.release.published_ms);
+        let held = Held {
+            release: d.release,
+            dir,
+            activated_ms: now_ms(),
+            handle: Some(d.handle),
+            announcer: d.announcer,
+            locked: None,
+            hook: Arc::new(Mutex::new(None)),
+            activation_ms: Some(latency),
+        };
+        let list = self.held.entry(name.clone()).or_default();
+        list.push(held);
+        let index = list.len() - 1;
+        self.switch_to(&name, index, Some(latency));
+    }
+
+    /// Locks (when asked) and switches `NAME/current` to `held[name][index]`, runs the
+    /// hook, unlocks the release it replaces, and removes releases beyond `keep`.
+    fn switch_to(&mut self, name: &str, index: usize, latency: Option<u64>) {
+        let old_version = self.dir.current_version(name);
+        let old_index = old_version
+            .as_deref()
+            .and_then(|v| self.held_index(name, v));
+        let mut unlock_old_first = false;
+        if self.config.lock {
+            let new_size = self.held[name][index].release.size;
+            let old_locked = old_index
+                .and_then(|i| self.held[name][i].locked.as_ref())
+                .map_or(0, LockedFiles::locked_bytes);
+            if let Some(budget) = self.config.lock_budget {
+                let others = self.locked_bytes();
+                if others.saturating_add(new_size) > budget
+                    && others.saturating_sub(old_locked).saturating_add(new_size) <= budget
+                {
+                    unlock_old_first = true;
+                }
+            }
+            if !unlock_old_first {
+                self.lock_held(name, index, true);
+            }
+        }
+        let version = self.held[name][index].release.version.clone();
+        if let Err(e) = self.dir.flip_current(name, &version) {
+            tracing::error!(release = %self.held[name][index].release.label(), err = %e, "cannot switch `current`");
+            return;
+        }
+        let held = &self.held[name][index];
+        self.counters.activations.fetch_add(1, Ordering::Relaxed);
+        if let Some(ms) = latency {
+            self.latency.insert(name.to_owned(), ms);
+        }
+        tracing::info!(
+            release = %held.release.label(),
+            dir = %held.dir.display(),
+            publish_to_activation_ms = latency,
+            locked = held.locked.is_some(),
+            "activated"
+        );
+        self.run_hook(name, index);
+        if let Some(i) = old_index.filter(|&i| i != index) {
+            if let Some(l) = self.held.get_mut(name).and_then(|l| l.get_mut(i)) {
+                l.locked.take();
+            }
+        }
+        if unlock_old_first {
+            self.lock_held(name, index, true);
+        }
+        self.collect_garbage(name);
+    }
+
+    /// Bytes locked by the agent now.
+    fn locked_bytes(&self) -> u64 {
+        self.held
+            .values()
+            .flatten()
+            .filter_map(|h| h.locked.as_ref())
+            .map(LockedFiles::locked_bytes)
+            .sum()
+    }
+
+    /// The mlock pass over one held release, within the budget.
+    fn lock_held(&mut self, name: &str, index: usize, count: bool) {
+        let locked_now = self.locked_bytes();
+        let Some(held) = self.held.get_mut(name).and_then(|l| l.get_mut(index)) else {
+            return;
+        };
+        if held.locked.is_some() {
+            return;
+        }
+        let size = held.release.size;
+        let label = held.release.label();
+        if let Some(budget) = self.config.lock_budget {
+            if locked_now.saturating_add(size) > budget {
+                let e = format!(
+                    "not locking {label}: its {size} bytes and the {locked_now} bytes locked \
+                     already exceed --lock-budget {budget}; it is active unlocked"
+                );
+                tracing::error!("{e}");
+                *held.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                if count {
+                    self.counters.lock_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        let meta = match held.release.parse_metainfo() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(release = %label, "cannot lock: {e}");
+                return;
+            }
+        };
+        let started = Instant::now();
+        match lock_files(&data_paths(&meta, &held.dir)) {
+            Ok(l) => {
+                tracing::info!(release = %label, bytes = l.locked_bytes(), ms = started.elapsed().as_millis() as u64, "locked in memory");
+                held.locked = Some(l);
+            }
+            Err(e) => {
+                let e = format!("not locking {label}: {e}; it is active unlocked");
+                tracing::error!("{e}");
+                *held.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                if count {
+                    self.counters.lock_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Runs the hook in the background; its outcome shows in the status and metrics.
+    fn run_hook(&self, name: &str, index: usize) {
+        let Some(cmd) = self.config.hook.clone() else {
+            return;
+        };
+        let held = &self.held[name][index];
+        let outcome = held.hook.clone();
+        let counters = self.counters.clone();
+        let release = held.release.clone();
+        let path = held.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rs-hook".into())
+            .spawn(move || {
+                let result = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .env("RINGSWARM_RELEASE_NAME", &release.name)
+                    .env("RINGSWARM_RELEASE_VERSION", &release.version)
+                    .env("RINGSWARM_RELEASE_PATH", &path)
+                    .stdin(std::process::Stdio::null())
+                    .output();
+                let text = match result {
+                    Ok(o) if o.status.success() => "hook ok".to_owned(),
+                    Ok(o) => {
+                        counters.hook_failures.fetch_add(1, Ordering::Relaxed);
+                        let err = String::from_utf8_lossy(&o.stderr);
+                        let last = err.lines().last().unwrap_or("").trim();
+                        format!("hook failed ({}): {last}", o.status)
+                    }
+                    Err(e) => {
+                        counters.hook_failures.fetch_add(1, Ordering::Relaxed);
+                        format!("hook could not run: {e}")
+                    }
+                };
+                if text == "hook ok" {
+                    tracing::info!(release = %release.label(), "hook ran");
+                } else {
+                    tracing::error!(release = %release.label(), "{text}");
+                }
+                *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the hook: {e}");
+        }
+    }
+
+    /// Removes the oldest releases of `name` beyond `keep` (never the current one).
+    fn collect_garbage(&mut self, name: &str) {
+        let current = self.dir.current_version(name);
+        let keep = self.config.keep.max(1);
+        let Some(list) = self.held.get_mut(name) else {
+            return;
+        };
+        list.sort_by_key(|h| h.activated_ms);
+        let mut removable: Vec<usize> = (0..list.len())
+            .filter(|&i| Some(&list[i].release.version) != current.as_ref())
+            .collect();
+        let excess = list.len().saturating_sub(keep);
+        removable.truncate(excess);
+        let mut gone = Vec::new();
+        for &i in removable.iter().rev() {
+            gone.push(list.remove(i));
+        }
+        for mut h in gone {
+            h.announcer.take();
+            h.locked.take();
+            h.handle.take();
+            self.session
+                .remove_torrent(h.release.info_hash, Duration::from_secs(10));
+            match std::fs::remove_dir_all(&h.dir) {
+                Ok(()) => tracing::info!(release = %h.release.label(), "removed (beyond --keep)"),
+                Err(e) => {
+                    tracing::warn!(dir = %h.dir.display(), err = %e, "cannot remove an old release")
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let mut releases = Vec::new();
+        let mut all_stats = Vec::new();
+        for w in &self.wanted {
+            if let Some(d) = self.downloads.get(&w.info_hash) {
+                let s = d.handle.stats();
+                releases.push(release_status(
+                    &d.release,
+                    "downloading",
+                    &s,
+                    false,
+                    None,
+                    None,
+                ));
+                all_stats.push(s);
+            } else if let Some((e, _, r)) = self.failed.get(&w.info_hash) {
+                releases.push(ReleaseStatus {
+                    error: Some(e.clone()),
+                    ..release_status(r, "failed", &TorrentStats::default(), false, None, None)
+                });
+            }
+        }
+        for (name, list) in &self.held {
+            let current = self.dir.current_version(name);
+            for h in list.iter().rev() {
+                let s = h
+                    .handle
+                    .as_ref()
+                    .map(TorrentHandle::stats)
+                    .unwrap_or_default();
+                let state = if current.as_ref() == Some(&h.release.version) {
+                    "current"
+                } else {
+                    "kept"
+                };
+                let hook = h.hook.lock().ok().and_then(|o| o.clone());
+                releases.push(release_status(
+                    &h.release,
+                    state,
+                    &s,
+                    h.locked.is_some(),
+                    hook,
+                    h.activation_ms,
+                ));
+                all_stats.push(s);
+            }
+        }
+        let status = AgentStatus {
+            feed_url: self.config.feed_url.clone(),
+            feed_sequence: self.sequence,
+            feed_errors: self.counters.feed_errors.load(Ordering::Relaxed),
+            last_feed_error: self.last_feed_error.clone(),
+            locked_bytes: self.locked_bytes(),
+            peers: all_stats.iter().map(|s| s.connected_peers).sum(),
+            releases,
+        };
+        let metrics = self.render_metrics(&status, &all_stats);
+        if let Ok(mut m) = self.metrics_text.lock() {
+            *m = metrics;
+        }
+        if let Ok(mut s) = self.status.lock() {
+            *s = status;
+        }
+    }
+
+    fn render_metrics(&self, status: &AgentStatus, stats: &[TorrentStats]) -> String {
+        let c = &self.counters;
+        let mut e = Exposition::new();
+        write_transfer_metrics(&mut e, stats.iter());
+        e.gauge(
+            "ringswarm_locked_bytes",
+            "Bytes of releases locked in memory.",
+            status.locked_bytes as f64,
+        );
+        e.counter(
+            "ringswarm_feed_errors_total",
+            "Feeds rejected or not fetched.",
+            c.feed_errors.load(Ordering::Relaxed),
+        );
+        e.gauge(
+            "ringswarm_feed_sequence",
+            "Sequence of the newest accepted feed.",
+            status.feed_sequence as f64,
+        );
+        e.counter(
+            "ringswarm_activations_total",
+            "Releases switched in.",
+            c.activations.load(Ordering::Relaxed),
+        );
+        e.counter(
+            "ringswarm_hook_failures_total",
+            "Hooks that failed.",
+            c.hook_failures.load(Ordering::Relaxed),
+        );
+        e.counter(
+            "ringswarm_lock_failures_total",
+            "Releases activated without the lock asked for.",
+            c.lock_failures.load(Ordering::Relaxed),
+        );
+        e.counter(
+            "ringswarm_download_failures_total",
+            "Downloads stopped by an error.",
+            c.download_failures.load(Ordering::Relaxed),
+        );
+        let latency: Vec<(String, f64)> = self
+            .latency
+            .iter()
+            .map(|(n, ms)| (format!("name={}", label(n)), *ms as f64 / 1000.0))
+            .collect();
+        let samples: Vec<(&str, f64)> = latency.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        e.metric(
+            "ringswarm_publish_to_activation_seconds",
+            "Publish to activation of the newest release of each name.",
+            Kind::Gauge,
+            &samples,
+        );
+        e.finish()
+    }
+}
+
+fn release_status(
+    r: &Release,
+    state: &str,
+    s: &TorrentStats,
+    locked: bool,
+    hook: Option<String>,
+    activation_ms: Option<u64>,
+) -> ReleaseStatus {
+    ReleaseStatus {
+        name: r.name.clone(),
+        version: r.version.clone(),
+        info_hash: crate::hex(&r.info_hash),
+        state: state.to_owned(),
+        total_bytes: r.size,
+        verified_bytes: s.verified_bytes,
+        peers: s.connected_peers,
+        downloaded_bytes: s.downloaded_bytes,
+        uploaded_bytes: s.uploaded_bytes,
+        locked,
+        error: s.error.clone(),
+        hook,
+        activation_ms,
+    }
+}
+
+/// Transfer counters summed over torrents, by class (local: our rack, or everything while
+/// our rack is unknown; remote: outside it).
+pub fn write_transfer_metrics<'a>(
+    e: &mut Exposition,
+    stats: impl Iterator<Item = &'a TorrentStats>,
+) {
+    let (mut down, mut down_out, mut up, mut up_out) = (0u64, 0u64, 0u64, 0u64);
+    let (mut verified, mut failed, mut peers, mut hits, mut misses) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    for s in stats {
+        down += s.downloaded_bytes;
+        down_out += s.downloaded_outside_rack_bytes;
+        up += s.uploaded_bytes;
+        up_out += s.uploaded_outside_rack_bytes;
+        verified += u64::from(s.verified_pieces);
+        failed += u64::from(s.hash_failures);
+        peers += u64::from(s.connected_peers);
+        hits += s.cache_hits;
+        misses += s.cache_misses;
+    }
+    let classes = |total: u64, outside: u64| {
+        [
+            ("class=\"local\"", total.saturating_sub(outside) as f64),
+            ("class=\"remote\"", outside as f64),
+        ]
+    };
+    e.metric(
+        "ringswarm_bytes_in_total",
+        "Payload bytes received from peers.",
+        Kind::Counter,
+        &classes(down, down_out),
+    );
+    e.metric(
+        "ringswarm_bytes_out_total",
+        "Payload bytes sent to peers.",
+        Kind::Counter,
+        &classes(up, up_out),
+    );
+    e.metric(
+        "ringswarm_pieces_verified",
+        "Pieces held verified.",
+        Kind::Gauge,
+        &[("", verified as f64)],
+    );
+    e.counter(
+        "ringswarm_pieces_failed_total",
+        "Pieces that failed their hash check.",
+        failed,
+    );
+    e.gauge("ringswarm_peers", "Peers connected.", peers as f64);
+    e.metric(
+        "ringswarm_upload_cache_total",
+        "Upload requests served from the recent-piece cache (hit) or the disk (miss).",
+        Kind::Counter,
+        &[
+            ("result=\"hit\"", hits as f64),
+            ("result=\"miss\"", misses as f64),
+        ],
+    );
+}
+
+/// Answers every waiting status client with the snapshot as one JSON line.
+fn answer_status(listener: &UnixListener, status: &Mutex<AgentStatus>) {
+    while let Ok((mut stream, _)) = listener.accept() {
+        let json = status
+            .lock()
+            .ok()
+            .and_then(|s| serde_json::to_vec(&*s).ok())
+            .unwrap_or_default();
+        stream.set_nonblocking(false).ok();
+        stream.set_write_timeout(Some(Duration::from_secs(1))).ok();
+        let _ = stream
+            .write_all(&json)
+            .and_then(|()| stream.write_all(b"\n"));
+    }
+}
+
+/// Asks the agent behind `socket` for its status.
+pub fn query_status(socket: &Path) -> std::io::Result<AgentStatus> {
+    use std::io::Read as _;
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    stream.take(16 << 20).read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(std::io::Error::other)
+}

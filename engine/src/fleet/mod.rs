@@ -1,0 +1,55 @@
+//! The release flow (see `shared/DESIGN.md`, "Release flow"): the build machine
+//! publishes a release into the signed feed, a long-running origin serves that feed over
+//! HTTP and seeds every live release, and an agent on every service host polls the feed,
+//! downloads each new release, verifies it, switches it in atomically and keeps seeding it.
+//!
+//! - [`publish`]: make the metainfo, add the release to the feed, sign it (build machine);
+//! - [`origin`]: serve the feed and seed the releases it lists;
+//! - [`agent`]: the daemon on every service host;
+//! - [`releases`]: the agent's directory: staging, releases, the `current` links;
+//! - [`http`]: the feed and metrics over HTTP, both ends;
+//! - [`files`]: durable writes (write, fsync, rename, fsync the directory).
+
+pub mod agent;
+pub mod files;
+pub mod http;
+pub mod origin;
+pub mod publish;
+pub mod releases;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The data files of `meta` stored below `dest` (pad files left out), in torrent order:
+/// the paths a seeding storage opens, and the ones the mlock pass locks.
+pub fn data_paths(
+    meta: &crate::metainfo::Metainfo,
+    dest: &std::path::Path,
+) -> Vec<std::path::PathBuf> {
+    meta.info
+        .files
+        .iter()
+        .filter(|f| !f.pad)
+        .map(|f| dest.join(meta.relative_path(f)))
+        .collect()
+}
+
+/// Records that the data of `meta` below `dest` is verified whole, so a session adding it
+/// to seed trusts it without hashing it again (as long as the files do not change).
+pub fn record_verified(
+    meta: &crate::metainfo::Metainfo,
+    dest: &std::path::Path,
+) -> std::io::Result<()> {
+    use crate::storage::{fingerprint, resume};
+    let hash = meta.info_hash;
+    let all = crate::bitfield::Bitfield::full(meta.piece_count());
+    resume::save(&resume::resume_path(dest, &hash), &hash, &all)?;
+    fingerprint::save(
+        &fingerprint::fingerprint_path(dest, &hash),
+        &data_paths(meta, dest),
+    )
+}

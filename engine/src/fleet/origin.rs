@@ -1,0 +1,359 @@
+//! `origin`: the build machine's long-running role. It serves the feed over HTTP (the file
+//! as `publish` wrote it, with an entity tag for conditional GETs) and seeds every release
+//! the feed lists, picking up each publish within a fraction of a second.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::http::{HttpServer, Reply};
+use super::publish::{source_path, Source, FEED_FILE, ORIGIN_LOCK};
+use crate::feed::{Feed, Release};
+use crate::metrics::{Exposition, Kind};
+use crate::session::{
+    announce_torrent, tracker_tiers, Session, SessionConfig, TorrentHandle, TorrentMode,
+    TorrentSpec, TrackerPlace,
+};
+use crate::tracker::client::AnnouncerHandle;
+
+/// How often the feed file is looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How soon a release that could not be seeded is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: another origin already serves this directory")]
+    Busy(PathBuf),
+    #[error("starting the engine: {0}")]
+    Session(#[from] crate::session::SessionError),
+    #[error("serving HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct OriginConfig {
+    pub dir: PathBuf,
+    /// Where the feed and `/metrics` are served.
+    pub http: SocketAddr,
+    /// The engine; its `listen` is where peers reach the origin.
+    pub session: SessionConfig,
+    /// Trackers besides each torrent's own.
+    pub trackers: Vec<String>,
+    pub place: TrackerPlace,
+}
+
+struct Seeding {
+    release: Release,
+    handle: TorrentHandle,
+    _announcer: Option<AnnouncerHandle>,
+}
+
+#[derive(Default)]
+struct Served {
+    feed: Vec<u8>,
+    sequence: u64,
+}
+
+#[derive(Default)]
+struct HttpCounters {
+    feed_full: AtomicU64,
+    feed_not_modified: AtomicU64,
+}
+
+/// A running origin; stops (saying `stopped` to the trackers) when shut down or dropped.
+pub struct Origin {
+    stop: Arc<AtomicBool>,
+    watcher: Option<JoinHandle<()>>,
+    http: Option<HttpServer>,
+    peer_addr: Option<SocketAddr>,
+    state: Arc<Mutex<Vec<(Release, crate::session::TorrentStats)>>>,
+}
+
+impl Origin {
+    pub fn start(config: OriginConfig) -> Result<Origin, OriginError> {
+        let dir = config.dir.clone();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OriginError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(ORIGIN_LOCK);
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(OriginError::Busy(dir));
+        }
+        let session = Session::start(config.session.clone())?;
+        let peer_addr = session.listen_addr();
+        let served = Arc::new(Mutex::new(Served::default()));
+        let state = Arc::new(Mutex::new(Vec::new()));
+        let counters = Arc::new(HttpCounters::default());
+        let http = {
+            let served = served.clone();
+            let state = state.clone();
+            let counters = counters.clone();
+            HttpServer::start(
+                config.http,
+                2,
+                Arc::new(move |req| match req.path {
+                    "/feed.json" => {
+                        let feed = served.lock().map(|s| s.feed.clone()).unwrap_or_default();
+                        if feed.is_empty() {
+                            return Reply::text(404, "nothing published yet\n");
+                        }
+                        let reply = Reply::cached(req, feed, "application/json");
+                        let c = if reply.status == 304 {
+                            &counters.feed_not_modified
+                        } else {
+                            &counters.feed_full
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                        reply
+                    }
+                    "/metrics" => Reply::metrics(origin_metrics(&served, &state, &counters)),
+                    _ => Reply::not_found(),
+                }),
+            )
+            .map_err(|source| OriginError::Http {
+                addr: config.http,
+                source,
+            })?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let stop = stop.clone();
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name("rs-origin".into())
+                .spawn(move || {
+                    let _lock = lock;
+                    watch(&config, session, &served, &state, &stop);
+                })
+                .map_err(io(&dir))?
+        };
+        Ok(Origin {
+            stop,
+            watcher: Some(watcher),
+            http: Some(http),
+            peer_addr,
+            state,
+        })
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
+    /// The releases seeded now, with their transfer counters.
+    pub fn seeding(&self) -> Vec<(Release, crate::session::TorrentStats)> {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.watcher.take() {
+            w.join().ok();
+        }
+        self.http.take();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// The feed file's identity: a rewrite (rename over it) changes the inode.
+fn stamp(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+fn watch(
+    config: &OriginConfig,
+    session: Session,
+    served: &Mutex<Served>,
+    state: &Mutex<Vec<(Release, crate::session::TorrentStats)>>,
+    stop: &AtomicBool,
+) {
+    let feed_path = config.dir.join(FEED_FILE);
+    let mut seen = None;
+    let mut live: Vec<Release> = Vec::new();
+    let mut seeding: HashMap<[u8; 20], Seeding> = HashMap::new();
+    let mut failed: HashMap<[u8; 20], Instant> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = stamp(&feed_path);
+        if now != seen {
+            seen = now;
+            match std::fs::read(&feed_path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    Feed::read_unverified(&b)
+                        .map(|f| (b, f))
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok((bytes, feed)) => {
+                    tracing::info!(
+                        sequence = feed.sequence,
+                        releases = feed.releases.len(),
+                        "feed changed"
+                    );
+                    if let Ok(mut s) = served.lock() {
+                        s.feed = bytes;
+                        s.sequence = feed.sequence;
+                    }
+                    live = feed.releases;
+                    failed.clear();
+                }
+                Err(e) if seen.is_some() => {
+                    tracing::error!(path = %feed_path.display(), err = %e, "cannot read the feed; serving the previous one")
+                }
+                Err(_) => {}
+            }
+        }
+        // Seed what the feed lists; stop seeding what left it.
+        let gone: Vec<[u8; 20]> = seeding
+            .keys()
+            .filter(|h| !live.iter().any(|r| &r.info_hash == *h))
+            .copied()
+            .collect();
+        for hash in gone {
+            if let Some(s) = seeding.remove(&hash) {
+                tracing::info!(release = %s.release.label(), "left the feed; no longer seeded");
+                drop(s);
+                session.remove_torrent(hash, Duration::from_secs(10));
+            }
+        }
+        for release in &live {
+            let retry_due = failed
+                .get(&release.info_hash)
+                .is_none_or(|at| at.elapsed() >= RETRY_EVERY);
+            if seeding.contains_key(&release.info_hash) || !retry_due {
+                continue;
+            }
+            match start_seeding(config, &session, release) {
+                Ok(s) => {
+                    tracing::info!(release = %release.label(), "seeding");
+                    failed.remove(&release.info_hash);
+                    seeding.insert(release.info_hash, s);
+                }
+                Err(e) => {
+                    tracing::error!(release = %release.label(), "cannot seed: {e}");
+                    failed.insert(release.info_hash, Instant::now());
+                }
+            }
+        }
+        if let Ok(mut st) = state.lock() {
+            *st = live
+                .iter()
+                .filter_map(|r| seeding.get(&r.info_hash))
+                .map(|s| (s.release.clone(), s.handle.stats()))
+                .collect();
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
+    seeding.clear();
+    session.shutdown();
+}
+
+fn start_seeding(
+    config: &OriginConfig,
+    session: &Session,
+    release: &Release,
+) -> Result<Seeding, String> {
+    let meta = Arc::new(release.parse_metainfo().map_err(|e| e.to_string())?);
+    let source_file = source_path(&config.dir, &release.info_hash);
+    let source: Source = std::fs::read(&source_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", source_file.display()))?;
+    let handle = session
+        .add_torrent(TorrentSpec {
+            metainfo: meta.clone(),
+            dest: source.dest,
+            mode: TorrentMode::Seed,
+            peers: Vec::new(),
+        })
+        .map_err(|e| e.to_string())?;
+    let tiers = tracker_tiers(&meta, &config.trackers);
+    let announcer = match session.listen_addr() {
+        Some(own) if !tiers.is_empty() => Some(announce_torrent(
+            &handle,
+            tiers,
+            session.peer_id(),
+            own,
+            &config.place,
+        )),
+        _ => None,
+    };
+    Ok(Seeding {
+        release: release.clone(),
+        handle,
+        _announcer: announcer,
+    })
+}
+
+fn origin_metrics(
+    served: &Mutex<Served>,
+    state: &Mutex<Vec<(Release, crate::session::TorrentStats)>>,
+    counters: &HttpCounters,
+) -> String {
+    let mut e = Exposition::new();
+    let sequence = served.lock().map(|s| s.sequence).unwrap_or(0);
+    e.gauge(
+        "ringswarm_feed_sequence",
+        "Sequence number of the feed served.",
+        sequence as f64,
+    );
+    e.metric(
+        "ringswarm_feed_requests_total",
+        "Feed requests answered, whole or not modified.",
+        Kind::Counter,
+        &[
+            (
+                "answer=\"full\"",
+                counters.feed_full.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "answer=\"not_modified\"",
+                counters.feed_not_modified.load(Ordering::Relaxed) as f64,
+            ),
+        ],
+    );
+    let stats: Vec<_> = state.lock().map(|s| s.clone()).unwrap_or_default();
+    super::agent::write_transfer_metrics(&mut e, stats.iter().map(|(_, s)| s));
+    e.gauge(
+        "ringswarm_releases_seeded",
+        "Releases being seeded.",
+        stats.len() as f64,
+    );
+    e.finish()
+}

@@ -1,0 +1,200 @@
+//! `publish`: on the build machine, turn a finished blob into a release of the feed.
+//!
+//! The origin directory holds what the origin serves and seeds:
+//! - `feed.json`: the signed feed ([`crate::feed`]);
+//! - `sources/<info-hash>.json`: where each release's data lies on this machine;
+//! - `origin.lock`: held by the running origin (publish warns when nobody holds it).
+//!
+//! The data is hashed once, here; the record that it is verified is left beside it, so the
+//! origin starts seeding at once instead of hashing it again.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use super::files::write_atomic;
+use crate::create::{create, CreateError, CreateOptions};
+use crate::feed::{Feed, FeedError, Release};
+
+pub const FEED_FILE: &str = "feed.json";
+pub const ORIGIN_LOCK: &str = "origin.lock";
+const PUBLISH_LOCK: &str = ".publish.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error("{path}: {source}")]
+    Feed { path: PathBuf, source: FeedError },
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
+    move |source| PublishError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a release's data lies on the origin machine.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Source {
+    /// The directory holding the torrent's root (the data is at `dest/<name>`).
+    pub dest: PathBuf,
+}
+
+pub fn source_path(origin_dir: &Path, info_hash: &[u8; 20]) -> PathBuf {
+    origin_dir
+        .join("sources")
+        .join(format!("{}.json", crate::hex(info_hash)))
+}
+
+pub struct PublishSpec {
+    /// The blob: a file or a directory.
+    pub data: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub key: SigningKey,
+    pub origin_dir: PathBuf,
+    /// The fleet's trackers, written into the metainfo (each a tier).
+    pub trackers: Vec<String>,
+    pub piece_size: u64,
+    /// Releases of this name kept in the feed (the newest); older ones leave it.
+    pub keep: usize,
+}
+
+#[derive(Debug)]
+pub struct Published {
+    pub release: Release,
+    pub sequence: u64,
+    /// Releases of the name that left the feed.
+    pub retired: Vec<String>,
+    /// An origin holds the directory's lock (it will seed the release).
+    pub origin_running: bool,
+}
+
+/// Reads the origin's feed, checked against `key` (a feed another key signed is not
+/// extended); an absent feed is an empty one.
+pub fn read_own_feed(origin_dir: &Path, key: &SigningKey) -> Result<Feed, PublishError> {
+    let path = origin_dir.join(FEED_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Feed::verify(&bytes, &key.verifying_key())
+            .map_err(|source| PublishError::Feed { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Feed::default()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Whether a running origin holds `origin_dir`'s lock.
+pub fn origin_running(origin_dir: &Path) -> bool {
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(origin_dir.join(ORIGIN_LOCK))
+    else {
+        return false;
+    };
+    match f.try_lock() {
+        Ok(()) => {
+            f.unlock().ok();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// When the file's inode last changed (any write or metadata change moves it).
+fn ctime(m: &std::fs::Metadata) -> std::time::SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    let secs = u64::try_from(m.ctime()).unwrap_or(0);
+    let nanos = u32::try_from(m.ctime_nsec()).unwrap_or(0);
+    std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+}
+
+pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
+    crate::feed::check_label(&spec.name, "--name").map_err(PublishError::Refused)?;
+    crate::feed::check_label(&spec.version, "--version").map_err(PublishError::Refused)?;
+    let dir = &spec.origin_dir;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // One publish at a time: each reads the feed, extends it and writes it back.
+    let lock_path = dir.join(PUBLISH_LOCK);
+    let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+
+    let mut feed = read_own_feed(dir, &spec.key)?;
+    if let Some(r) = feed
+        .releases
+        .iter()
+        .find(|r| r.name == spec.name && r.version == spec.version)
+    {
+        return Err(PublishError::Refused(format!(
+            "{} is already published (info-hash {}); give a new --version",
+            r.label(),
+            crate::hex(&r.info_hash)
+        )));
+    }
+
+    let data = std::path::absolute(&spec.data).map_err(io_err(&spec.data))?;
+    let options = CreateOptions {
+        piece_size: spec.piece_size,
+        trackers: spec.trackers.iter().map(|t| vec![t.clone()]).collect(),
+        ..CreateOptions::default()
+    };
+    let dest = data.parent().map(Path::to_path_buf).ok_or_else(|| {
+        PublishError::Refused(format!("{}: has no parent directory", data.display()))
+    })?;
+    let started = std::time::SystemTime::now();
+    let meta = create(&data, &options)?;
+    let release = Release::new(&spec.name, &spec.version, meta.to_bytes(), super::now_ms())
+        .map_err(|source| PublishError::Feed {
+            path: data.clone(),
+            source,
+        })?;
+    // A file changed while it was hashed (ctime moves with any write) may not match its
+    // hashes: then no record, and the origin hashes the data again before seeding.
+    let paths = super::data_paths(&meta, &dest);
+    let unchanged = paths
+        .iter()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| ctime(&m) < started));
+    if unchanged {
+        if let Err(e) = super::record_verified(&meta, &dest) {
+            tracing::warn!(path = %dest.display(), err = %e, "no verification record; the origin hashes the data again");
+        }
+    } else {
+        tracing::warn!(path = %data.display(), "the data changed while it was hashed; the origin hashes it again");
+    }
+
+    let source = source_path(dir, &meta.info_hash);
+    let text = serde_json::to_vec_pretty(&Source { dest }).unwrap_or_default();
+    write_atomic(&source, &text).map_err(io_err(&source))?;
+
+    feed.releases.push(release.clone());
+    let mut retired = Vec::new();
+    let mut same_name: Vec<usize> = (0..feed.releases.len())
+        .filter(|&i| feed.releases[i].name == spec.name)
+        .collect();
+    while same_name.len() > spec.keep.max(1) {
+        let i = same_name.remove(0);
+        retired.push(feed.releases[i].label());
+        feed.releases[i].name.clear();
+    }
+    feed.releases.retain(|r| !r.name.is_empty());
+    feed.sequence += 1;
+    let path = dir.join(FEED_FILE);
+    write_atomic(&path, &feed.sign(&spec.key)).map_err(io_err(&path))?;
+    Ok(Published {
+        release,
+        sequence: feed.sequence,
+        retired,
+        origin_running: origin_running(dir),
+    })
+}
