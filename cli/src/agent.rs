@@ -241,3 +241,21 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     out.summary(&s);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/systemd/agent.toml"
+        ));
+        let _: FileConfig = load(Some(path)).unwrap();
+        let bad = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(bad.path(), "no_such_key = 1\n").unwrap();
+        let e = load::<FileConfig>(Some(bad.path())).unwrap_err();
+        assert!(format!("{e:#}").contains("line 1"), "{e:#}");
+    }
+}

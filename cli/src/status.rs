@@ -77,6 +77,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         if let Some(h) = &r.hook {
             extra.push(h.clone());
         }
+        if let Some(e) = &r.lock_error {
+            extra.push(e.clone());
+        }
         if let Some(e) = &r.error {
             extra.push(format!("error: {e}"));
         }

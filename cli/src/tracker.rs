@@ -6,12 +6,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use ringswarm_engine::fleet::http::{HttpServer, Reply};
+use ringswarm_engine::metrics::Exposition;
 use ringswarm_engine::tracker::server::{TrackerConfig, TrackerServer};
 use ringswarm_engine::tracker::store::StoreConfig;
 use ringswarm_engine::tracker::topology::Cidr;
+use serde::Deserialize;
+use std::sync::Arc;
 
 use crate::args::{parse_listen, parse_size};
 use crate::common::stop_flag;
+use crate::config::{load, parsed};
 use crate::interrupt::interrupted;
 use crate::output::Summary;
 use crate::Ctx;
@@ -27,69 +32,180 @@ use crate::Ctx;
 /// Prints `tracker listening on udp://ADDR` once it serves.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// UDP address to serve on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6969", value_parser = parse_listen)]
-    pub listen: SocketAddr,
+    /// UDP address to serve on [default: 0.0.0.0:6969].
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
 
     /// TOML file mapping subnets to datacenters and racks.
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
 
-    /// Seconds between a peer's announces.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub interval: u32,
+    /// Seconds between a peer's announces [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub interval: Option<u32>,
 
-    /// Worker threads, one per core (default: all online CPUs).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub cores: usize,
+    /// Worker threads, one per core [default: all online CPUs].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
 
     /// Sources (CIDR) whose announce IP field is believed; for everyone else the packet's
     /// source address is the peer's address. Repeatable.
     #[arg(long, value_name = "CIDR")]
     pub trusted: Vec<String>,
 
-    /// Torrents tracked at most.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
-    pub max_torrents: usize,
+    /// Torrents tracked at most [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_torrents: Option<usize>,
 
-    /// Peers per torrent at most (new peers of a full torrent are refused).
-    #[arg(long, value_name = "N", default_value_t = 250_000)]
-    pub max_peers_per_torrent: usize,
+    /// Peers per torrent at most (new peers of a full torrent are refused)
+    /// [default: 250000].
+    #[arg(long, value_name = "N")]
+    pub max_peers_per_torrent: Option<usize>,
 
-    /// Peers from other racks always included while the announcer's rack has no seed.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub min_remote: usize,
+    /// Peers from other racks always included while the announcer's rack has no seed
+    /// [default: 2].
+    #[arg(long, value_name = "N")]
+    pub min_remote: Option<usize>,
 
-    /// Receive buffer per socket (e.g. 8M), so a fleet announcing at once is queued, not
-    /// dropped. Beyond net.core.rmem_max only as root.
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
-    pub recv_buffer: u64,
+    /// Receive buffer per socket, so a fleet announcing at once is queued, not dropped.
+    /// Beyond net.core.rmem_max only as root [default: 8M].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub recv_buffer: Option<u64>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<SocketAddr>,
+
+    /// A TOML config file: keys as the long flags with `_` (listen, topology, interval,
+    /// cores, trusted, max_torrents, max_peers_per_torrent, min_remote, recv_buffer,
+    /// metrics); flags win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    topology: Option<PathBuf>,
+    interval: Option<u32>,
+    cores: Option<usize>,
+    #[serde(default)]
+    trusted: Vec<String>,
+    max_torrents: Option<usize>,
+    max_peers_per_torrent: Option<usize>,
+    min_remote: Option<usize>,
+    recv_buffer: Option<String>,
+    metrics: Option<String>,
+}
+
+fn tracker_metrics(server: &TrackerServer) -> String {
+    let c = server.counters();
+    let (torrents, peers) = server.sizes();
+    let mut e = Exposition::new();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    e.counter(
+        "ringswarm_tracker_packets_total",
+        "Datagrams received.",
+        n(&c.packets),
+    );
+    e.counter(
+        "ringswarm_tracker_responses_total",
+        "Answers sent.",
+        n(&c.responses),
+    );
+    e.counter(
+        "ringswarm_tracker_garbage_total",
+        "Datagrams that are no valid request.",
+        n(&c.garbage),
+    );
+    e.counter(
+        "ringswarm_tracker_bad_connection_ids_total",
+        "Requests with a connection id we did not issue.",
+        n(&c.bad_connection_ids),
+    );
+    e.counter(
+        "ringswarm_tracker_refused_total",
+        "Announces refused by the bounds.",
+        n(&c.refused),
+    );
+    e.gauge(
+        "ringswarm_tracker_torrents",
+        "Torrents tracked.",
+        torrents as f64,
+    );
+    e.gauge(
+        "ringswarm_peers",
+        "Peers tracked, over all torrents.",
+        peers as f64,
+    );
+    e.finish()
 }
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let out = ctx.out;
     let stop = stop_flag();
-    let trusted = args
-        .trusted
+    let file: FileConfig = load(args.config.as_deref())?;
+    let listen = match args.listen {
+        Some(a) => a,
+        None => parsed("listen", file.listen.as_deref(), parse_listen)?
+            .unwrap_or_else(|| "0.0.0.0:6969".parse().expect("a valid address")),
+    };
+    let metrics_addr = match args.metrics {
+        Some(a) => Some(a),
+        None => parsed("metrics", file.metrics.as_deref(), parse_listen)?,
+    };
+    let recv_buffer = match args.recv_buffer {
+        Some(b) => b,
+        None => parsed("recv_buffer", file.recv_buffer.as_deref(), parse_size)?.unwrap_or(8 << 20),
+    };
+    let trusted_list = if args.trusted.is_empty() {
+        &file.trusted
+    } else {
+        &args.trusted
+    };
+    let trusted = trusted_list
         .iter()
         .map(|c| Cidr::parse(c).with_context(|| format!("--trusted {c}")))
         .collect::<Result<Vec<_>>>()?;
+    let defaults = StoreConfig::default();
     let store = StoreConfig {
-        interval: args.interval.max(1),
-        max_torrents: args.max_torrents,
-        max_peers_per_torrent: args.max_peers_per_torrent,
-        min_remote: args.min_remote,
+        interval: args.interval.or(file.interval).unwrap_or(300).max(1),
+        max_torrents: args.max_torrents.or(file.max_torrents).unwrap_or(100_000),
+        max_peers_per_torrent: args
+            .max_peers_per_torrent
+            .or(file.max_peers_per_torrent)
+            .unwrap_or(250_000),
+        min_remote: args.min_remote.or(file.min_remote).unwrap_or(2),
         trusted,
-        ..StoreConfig::default()
+        ..defaults
     };
     let server = TrackerServer::start(TrackerConfig {
-        listen: args.listen,
-        topology: args.topology.clone(),
-        cores: args.cores,
-        recv_buffer: usize::try_from(args.recv_buffer).unwrap_or(usize::MAX),
+        listen,
+        topology: args.topology.clone().or(file.topology),
+        cores: args.cores.or(file.cores).unwrap_or(0),
+        recv_buffer: usize::try_from(recv_buffer).unwrap_or(usize::MAX),
         store,
     })
     .context("starting the tracker")?;
+    let server = Arc::new(server);
+    let metrics = match metrics_addr {
+        Some(addr) => {
+            let s = server.clone();
+            let http = HttpServer::start(
+                addr,
+                1,
+                Arc::new(move |req| match req.path {
+                    "/metrics" => Reply::metrics(tracker_metrics(&s)),
+                    _ => Reply::not_found(),
+                }),
+            )
+            .with_context(|| format!("serving metrics on {addr}"))?;
+            out.line(format!("metrics at http://{}/metrics", http.local_addr()));
+            Some(http)
+        }
+        None => None,
+    };
     out.line(format!(
         "tracker listening on udp://{}",
         server.local_addr()
@@ -114,7 +230,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let (_, peers) = server.sizes();
     let answers = server.counters().responses.load(Ordering::Relaxed);
     let listen = server.local_addr();
-    server.shutdown();
+    drop(metrics);
+    match Arc::try_unwrap(server) {
+        Ok(server) => server.shutdown(),
+        Err(_) => tracing::warn!("the metrics server still held the tracker at exit"),
+    }
     out.line(format!("stopped after {answers} answers"));
     let mut s = Summary::new("tracker");
     s.ok = true;
@@ -123,4 +243,22 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     s.seconds = Some(started.elapsed().as_secs_f64());
     out.summary(&s);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/systemd/tracker.toml"
+        ));
+        let _: FileConfig = load(Some(path)).unwrap();
+        let bad = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(bad.path(), "no_such_key = 1\n").unwrap();
+        let e = load::<FileConfig>(Some(bad.path())).unwrap_err();
+        assert!(format!("{e:#}").contains("line 1"), "{e:#}");
+    }
 }

@@ -371,7 +371,7 @@ fn the_lock_budget_is_kept_and_a_release_beyond_it_is_activated_unlocked() {
     let small = a.release("small", "v1").unwrap_or(small);
     assert_eq!(small["locked"], true, "{small}");
     assert_eq!(large["locked"], false, "{large}");
-    let why = large["hook"].as_str().unwrap_or_default();
+    let why = large["lock_error"].as_str().unwrap_or_default();
     assert!(why.contains("--lock-budget"), "{large}");
     assert_eq!(a.status()["locked_bytes"].as_u64(), Some(1 << 20));
 }

@@ -9,7 +9,9 @@
 //! - [`residency`]: the post-verify mlock pass;
 //! - [`tracker`]: the UDP tracker (BEP 15) with datacenter topology, and its client;
 //! - roles built from the layers: [`session`] (a peer serving and fetching torrents),
-//!   [`create`] (making metainfo), [`metadata_fetch`] (BEP 9 for magnets).
+//!   [`create`] (making metainfo), [`metadata_fetch`] (BEP 9 for magnets);
+//! - the release flow: [`feed`] (the signed release list, a pure format), [`fleet`]
+//!   (publish, origin, agent), [`metrics`] (Prometheus text).
 //!
 //! `unsafe` lives only in `reactor`, `storage` and `residency`.
 

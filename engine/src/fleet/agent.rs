@@ -128,6 +128,8 @@ pub struct ReleaseStatus {
     pub error: Option<String>,
     /// The hook's last outcome for this release.
     pub hook: Option<String>,
+    /// Why the release is not locked although `--lock` asked for it.
+    pub lock_error: Option<String>,
     /// Publish to activation, for an activated release.
     pub activation_ms: Option<u64>,
 }
@@ -328,6 +330,7 @@ struct Held {
     handle: Option<TorrentHandle>,
     announcer: Option<AnnouncerHandle>,
     locked: Option<LockedFiles>,
+    lock_error: Option<String>,
     hook: Arc<Mutex<Option<String>>>,
     activation_ms: Option<u64>,
 }
@@ -404,6 +407,7 @@ impl State {
                 handle: None,
                 announcer: None,
                 locked: None,
+                lock_error: None,
                 hook: Arc::new(Mutex::new(None)),
                 activation_ms: None,
             };
@@ -728,6 +732,7 @@ impl State {
             handle: Some(d.handle),
             announcer: d.announcer,
             locked: None,
+            lock_error: None,
             hook: Arc::new(Mutex::new(None)),
             activation_ms: Some(latency),
         };
@@ -819,7 +824,7 @@ impl State {
                      already exceed --lock-budget {budget}; it is active unlocked"
                 );
                 tracing::error!("{e}");
-                *held.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                held.lock_error = Some(e);
                 if count {
                     self.counters.lock_failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -838,11 +843,12 @@ impl State {
             Ok(l) => {
                 tracing::info!(release = %label, bytes = l.locked_bytes(), ms = started.elapsed().as_millis() as u64, "locked in memory");
                 held.locked = Some(l);
+                held.lock_error = None;
             }
             Err(e) => {
                 let e = format!("not locking {label}: {e}; it is active unlocked");
                 tracing::error!("{e}");
-                *held.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                held.lock_error = Some(e);
                 if count {
                     self.counters.lock_failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -964,14 +970,17 @@ impl State {
                     "kept"
                 };
                 let hook = h.hook.lock().ok().and_then(|o| o.clone());
-                releases.push(release_status(
-                    &h.release,
-                    state,
-                    &s,
-                    h.locked.is_some(),
-                    hook,
-                    h.activation_ms,
-                ));
+                releases.push(ReleaseStatus {
+                    lock_error: h.lock_error.clone(),
+                    ..release_status(
+                        &h.release,
+                        state,
+                        &s,
+                        h.locked.is_some(),
+                        hook,
+                        h.activation_ms,
+                    )
+                });
                 all_stats.push(s);
             }
         }
@@ -1069,6 +1078,7 @@ fn release_status(
         locked,
         error: s.error.clone(),
         hook,
+        lock_error: None,
         activation_ms,
     }
 }
