@@ -19,13 +19,14 @@ import re
 import statistics
 import sys
 
-TOOL_ORDER = ["ringswarm", "scp-all", "scp-seq", "rsync-tree", "libtorrent"]
+TOOL_ORDER = ["ringswarm", "scp-all", "scp-seq", "rsync-tree", "libtorrent", "release"]
 TOOL_LABEL = {
     "ringswarm": "ringswarm (tracker + seed on the origin, `get --seed-for` on every host)",
     "scp-all": "scp fan-out, all hosts at once",
     "scp-seq": "scp fan-out, one host after another",
     "rsync-tree": "rsync tree (origin → one host per rack → rest of the rack)",
     "libtorrent": "libtorrent 2.0 swarm (same tracker; TCP, high_performance_seed)",
+    "release": "the fleet agent: `publish` on the origin (clock starts before it) to `current` switched on every host (`agent --lock`)",
 }
 
 
@@ -152,7 +153,42 @@ def load_run(rd, cfg):
     if "t_end" in meta:
         r["wall"] = float(meta["t_end"]) - t0
     r["stats"] = {h: host_stats(rd, h) for h in hosts}
+    if r["tool"] == "release":
+        release_stats(r, rd, hosts, t0)
     return r
+
+
+def release_stats(r, rd, hosts, t0):
+    """The release scenario: when each agent noticed the feed (its `downloading` log line
+    after the publish), the service's hot-file residency over the run, and the release's
+    residency when the service first saw it behind `current`."""
+    meta = r["meta"]
+    published = float(meta["published"]) if "published" in meta else None
+    t_end = float(meta.get("t_end", "inf"))
+    r["published_s"] = published - t0 if published else None
+    noticed, hot_min, at_switch = {}, {}, {}
+    for h in hosts:
+        for line in (read(os.path.join(rd, h + ".tlog"), "") or "").splitlines():
+            t, _, text = line.partition(" ")
+            if "downloading" in text and published:
+                try:
+                    noticed[h] = float(t) - published
+                except ValueError:
+                    pass
+                break
+        for line in (read(os.path.join(rd, h + ".service"), "") or "").splitlines():
+            p = line.split()
+            try:
+                t = float(p[0])
+            except (ValueError, IndexError):
+                continue
+            if not t0 <= t <= t_end:
+                continue
+            if p[1] == "hot" and len(p) == 3:
+                hot_min[h] = min(hot_min.get(h, 100.0), float(p[2]))
+            elif p[1] == "switch" and len(p) == 4 and h not in at_switch:
+                at_switch[h] = float(p[3])
+    r["noticed"], r["hot_min"], r["at_switch"] = noticed, hot_min, at_switch
 
 
 def net_samples(rd):
@@ -420,6 +456,8 @@ def report(cfg, runs_dir):
         L.append("")
     if "ringswarm" in M:
         L.extend(targets(M, lb))
+    if "release" in M:
+        L.extend(release_section(ok["release"], lb, cfg))
     tl = []
     for r in runs:
         if r["tool"] in ("ringswarm", "libtorrent") and "error" not in r and not r["discarded"]:
@@ -497,6 +535,43 @@ def targets(M, lb):
         row("origin uploads ≤ 1.5 × blob", rs["origin_up"], 1.5, "%.2f ×" % rs["origin_up"])
     L.append("")
     return L
+
+
+def release_section(rs, lb, cfg):
+    """The release scenario's own figures and the targets of issue 5 (medians over runs)."""
+    def worst(key, fn):
+        vals = [fn(r[key].values()) for r in rs if r.get(key)]
+        return med(vals) if vals else None
+    last = med([r["last"] for r in rs])
+    noticed = worst("noticed", max)
+    hot = worst("hot_min", min)
+    switch = worst("at_switch", min)
+    publish = med([r.get("published_s") for r in rs])
+    L = ["Release scenario (issue 5; %d run%s, medians): `ringswarm publish` on the origin, then every `ringswarm agent --lock` switches `current`; each host's stand-in service reads a %s hot file and the current release, agent and service in one memory cgroup of %s." % (
+        len(rs), "" if len(rs) == 1 else "s", human(int(cfg.get("hot_size", 0))), human(int(cfg.get("service_mem", 0)))), ""]
+    L.append("| target | measured | |")
+    L.append("|---|---|---|")
+
+    def row(name, ok, text):
+        L.append("| %s | %s | %s |" % (name, text, "not measured" if ok is None else ("met" if ok else "**missed**")))
+
+    row("publish to last activation ≤ 1.3 × lower bound", None if last is None else last / lb <= 1.3,
+        "%.1f s = %.2f × (publish itself: %s s)" % (last, last / lb, f(publish, "%.1f")) if last else "–")
+    row("feed change noticed by every agent within 3 s", None if noticed is None else noticed <= 3.0,
+        "slowest agent %s s after the publish" % f(noticed, "%.1f"))
+    row("service hot set ≥ 99 % resident on every host during the release", None if hot is None else hot >= 99.0,
+        "lowest sample %s %%" % f(hot, "%.1f"))
+    row("with --lock the new release is 100 % resident at activation", None if switch is None else switch >= 100.0,
+        "least resident host when its service first saw it: %s %%" % f(switch, "%.1f"))
+    L.append("")
+    return L
+
+
+def human(n):
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return ("%d %s" % (n // size, unit)) if n % size == 0 else ("%.1f %s" % (n / size, unit))
+    return "%d B" % n
 
 
 def main(a):

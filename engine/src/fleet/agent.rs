@@ -51,6 +51,8 @@ use crate::tracker::client::AnnouncerHandle;
 const TICK: Duration = Duration::from_millis(100);
 /// How soon a failed download is tried again.
 const RETRY_FAILED: Duration = Duration::from_secs(30);
+/// The first retry after a failed feed request (doubling with each failure).
+const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// How long one feed request may take.
 const FEED_TIMEOUT: Duration = Duration::from_secs(10);
 /// A release name that would collide with the agent's own `releases/` directory.
@@ -292,8 +294,11 @@ fn poll_feed(
     stop: &AtomicBool,
 ) {
     let mut fetcher = FeedFetcher::new(url, FEED_TIMEOUT);
+    let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        let event = match fetcher.fetch() {
+        let fetched = fetcher.fetch();
+        failures = if fetched.is_err() { failures + 1 } else { 0 };
+        let event = match fetched {
             Ok(Fetched::NotModified) => None,
             Ok(Fetched::New(bytes)) => Some(match Feed::verify(&bytes, key) {
                 Ok(feed) => FeedEvent::Accepted(feed),
@@ -306,8 +311,13 @@ fn poll_feed(
                 return;
             }
         }
-        let jitter = rand::random_range(0.9..1.1);
-        let until = Instant::now() + every.mul_f64(jitter);
+        // After a failed request, try again soon (a lost packet on a busy link is the usual
+        // cause), backing off to the poll interval if the server stays unreachable.
+        let wait = match failures {
+            0 => every.mul_f64(rand::random_range(0.9..1.1)),
+            n => RETRY_FIRST.saturating_mul(1 << (n - 1).min(8)).min(every),
+        };
+        let until = Instant::now() + wait;
         while !stop.load(Ordering::Relaxed) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20).min(every));
         }
