@@ -66,8 +66,8 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: Option<u64>,
 
-    /// Time between feed polls [default: 2s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Time between feed polls, 100ms to 1h [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_poll)]
     pub poll: Option<Duration>,
 
     /// Where peers reach this host [default: 0.0.0.0:6881].
@@ -123,6 +123,16 @@ struct FileConfig {
     status_socket: Option<PathBuf>,
     max_upload_rate: Option<String>,
     max_download_rate: Option<String>,
+}
+
+/// A poll interval: a duration from 100 ms to an hour (a tight loop would hammer the
+/// origin; a longer one is a stopped agent).
+fn parse_poll(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+        return Err(format!("`{s}`: the poll interval must be from 100ms to 1h"));
+    }
+    Ok(d)
 }
 
 fn required<T>(value: Option<T>, flag: &str) -> Result<T> {
@@ -257,5 +267,13 @@ mod tests {
         std::fs::write(bad.path(), "no_such_key = 1\n").unwrap();
         let e = load::<FileConfig>(Some(bad.path())).unwrap_err();
         assert!(format!("{e:#}").contains("line 1"), "{e:#}");
+    }
+
+    #[test]
+    fn the_poll_interval_is_bounded() {
+        assert_eq!(parse_poll("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_poll("0").is_err());
+        assert!(parse_poll("10ms").is_err());
+        assert!(parse_poll("18446744073709551615").is_err());
     }
 }

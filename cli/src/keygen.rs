@@ -1,7 +1,7 @@
 //! `ringswarm keygen`: make the ed25519 key pair that signs the release feed.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -44,6 +44,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         .mode(0o600)
         .open(&secret_path)
         .with_context(|| format!("writing `{}`", secret_path.display()))?;
+    // `mode` applies only to a new file: an older one (--force) may be readable by others.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting `{}` to its owner", secret_path.display()))?;
     f.write_all(encode_secret_key(&key).as_bytes())
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing `{}`", secret_path.display()))?;

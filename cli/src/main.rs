@@ -117,10 +117,21 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// One line: the anyhow chain joined with ": ", newlines flattened.
+/// One line: the anyhow chain joined with ": ", newlines flattened. A cause that the
+/// message before it already ends with (an error that prints its source) is said once.
 fn error_line(e: &anyhow::Error) -> String {
-    format!("{e:#}")
-        .split(['\n', '\r'])
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.split(['\n', '\r'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
@@ -177,5 +188,22 @@ mod tests {
             .context("reading `x.torrent`")
             .unwrap_err();
         assert_eq!(error_line(&e), "reading `x.torrent`: bad thing");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct WithSource {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_that_prints_its_source_is_said_once() {
+        let inner = WithSource {
+            path: "/x".into(),
+            source: std::io::Error::other("gone\nreally"),
+        };
+        let e = anyhow::Error::new(inner).context("reading `/x`");
+        assert_eq!(error_line(&e), "reading `/x`: /x: gone really");
     }
 }

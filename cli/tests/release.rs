@@ -273,6 +273,20 @@ fn a_feed_with_a_bad_signature_or_an_old_sequence_is_rejected() {
     let feed_path = fleet.base().join("origin/feed.json");
     let signed_v1 = std::fs::read(&feed_path).unwrap();
 
+    // A version is never published twice, even with the same data.
+    let again = Command::new(ringswarm())
+        .arg("publish")
+        .arg(fleet.base().join("build/index/v1/blob.bin"))
+        .args(["--name", "index", "--version", "v1", "--key"])
+        .arg(fleet.base().join("fleet.key"))
+        .arg("--origin-dir")
+        .arg(fleet.base().join("origin"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("published already"), "{err}");
+
     // A feed signed by another key: publish into a second origin dir, put its feed in place.
     let mut keygen = Command::new(ringswarm());
     keygen.arg("keygen").arg(fleet.base().join("intruder"));
@@ -415,4 +429,21 @@ fn a_full_disk_in_staging_leaves_the_current_release_untouched() {
     assert!(err.contains("space"), "{s}");
     assert_eq!(a.release("index", "v1").unwrap()["state"], "current");
     assert!(std::fs::read(a.current_file("index")).unwrap() == v1);
+}
+
+#[test]
+fn a_release_of_data_already_held_is_linked_not_downloaded() {
+    let fleet = Fleet::start("same");
+    let data = fleet.publish("index", "v1", 2 << 20, 10);
+    let a = fleet.agent("host", &["--keep", "1"]);
+    a.wait_current("index", "v1", &fleet);
+    // The same bytes again, as v2 (same torrent, so the same info-hash).
+    assert_eq!(fleet.publish("index", "v2", 2 << 20, 10), data);
+    let v2 = a.wait_current("index", "v2", &fleet);
+    assert!(std::fs::read(a.current_file("index")).unwrap() == data);
+    assert_eq!(v2["downloaded_bytes"], 0, "{v2}");
+    // --keep 1 removed v1's directory; v2's files are links of the same data.
+    assert!(!a.dir.join("releases/index/v1").exists());
+    let log = std::fs::read_to_string(&a.guard.stderr_log).unwrap_or_default();
+    assert!(log.contains("linked, not downloaded"), "{log}");
 }

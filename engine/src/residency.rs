@@ -52,6 +52,7 @@ impl Drop for Mapping {
 pub struct LockedFiles {
     maps: Vec<Mapping>,
     locked_bytes: u64,
+    pinned_bytes: u64,
 }
 
 // SAFETY: the raw mapping addresses are only used by Drop (munlock/munmap), which needs no
@@ -65,6 +66,12 @@ impl LockedFiles {
     /// memory is pinned: see [`page_size`]).
     pub fn locked_bytes(&self) -> u64 {
         self.locked_bytes
+    }
+
+    /// The memory pinned: each file's size rounded up to whole pages (what the kernel and
+    /// `RLIMIT_MEMLOCK` count).
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned_bytes
     }
 
     /// The locked files (empty files are not mapped and not listed).
@@ -120,6 +127,7 @@ fn lock_opened(
     let mut locked = LockedFiles {
         maps: Vec::with_capacity(opened.files.len()),
         locked_bytes: 0,
+        pinned_bytes: 0,
     };
     for (path, f, len) in opened.files {
         if len == 0 {
@@ -151,7 +159,16 @@ fn lock_opened(
         locked.maps.push(map);
     }
     locked.locked_bytes = opened.total;
+    locked.pinned_bytes = opened.need;
     Ok(locked)
+}
+
+/// Memory that locking files of these lengths pins: each rounded up to whole pages.
+pub fn pinned_size(lengths: impl IntoIterator<Item = u64>) -> u64 {
+    let page = page_size();
+    lengths.into_iter().fold(0u64, |sum, len| {
+        sum.saturating_add(len.div_ceil(page).saturating_mul(page))
+    })
 }
 
 /// The pure budget check: `need` bytes (page-rounded, including what is already locked)

@@ -649,3 +649,68 @@ fn a_removed_torrent_closes_its_files_and_can_be_added_again() {
     leecher.shutdown();
     seeder.shutdown();
 }
+
+#[test]
+fn removing_a_torrent_with_handshakes_in_flight_leaves_the_cores_working() {
+    // A peer that accepts and never answers the handshake, then hangs up when told: our
+    // connections to it are half-open (handshaking) while their torrent is removed, and
+    // their end arrives after it is gone.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let (hang_up_tx, hang_up_rx) = std::sync::mpsc::channel::<()>();
+    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel::<()>();
+    let mute_thread = std::thread::spawn(move || {
+        mute.set_nonblocking(true).unwrap();
+        let mut held = Vec::new();
+        let deadline = Instant::now() + TIMEOUT;
+        while hang_up_rx.try_recv().is_err() && Instant::now() < deadline {
+            match mute.accept() {
+                Ok((s, _)) => {
+                    held.push(s);
+                    accepted_tx.send(()).ok();
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let src = scratch("remove-inflight");
+    let files = [("a.bin", 1 << 20), ("b.bin", 1 << 20)];
+    write_tree(src.path(), &files);
+    let meta_a = make_torrent(&src.path().join("a.bin"), 256 * 1024);
+    let meta_b = make_torrent(&src.path().join("b.bin"), 256 * 1024);
+    let seeder = seeding(src.path(), &meta_b, 1);
+    let leecher = session(false, 2);
+    let dest = scratch("remove-inflight");
+    let spec = |meta: &Arc<Metainfo>, peers: Vec<SocketAddr>| TorrentSpec {
+        metainfo: meta.clone(),
+        dest: dest.path().to_path_buf(),
+        mode: TorrentMode::Download,
+        peers,
+    };
+    let b = leecher
+        .add_torrent(spec(&meta_b, vec![seeder.listen_addr().unwrap()]))
+        .unwrap();
+    wait_complete(&b);
+    // Torrent a comes last: once removed, its index is past the end of every core's list.
+    let a = leecher
+        .add_torrent(spec(&meta_a, vec![mute_addr; 4]))
+        .unwrap();
+    for _ in 0..4 {
+        accepted_rx
+            .recv_timeout(TIMEOUT)
+            .expect("the mute peer got our connections");
+    }
+    drop(a);
+    assert!(leecher.remove_torrent(meta_a.info_hash, Duration::from_secs(10)));
+    hang_up_tx.send(()).unwrap();
+    mute_thread.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Every core still answers: removing b needs each of them.
+    assert!(
+        leecher.remove_torrent(meta_b.info_hash, Duration::from_secs(5)),
+        "a worker core stopped answering"
+    );
+    assert_same_tree(src.path(), dest.path(), &files[1..]);
+    leecher.shutdown();
+    seeder.shutdown();
+}

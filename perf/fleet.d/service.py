@@ -3,7 +3,9 @@
 
     service.py --hot FILE --current DIR --blob NAME --out FILE [--duration SECS]
 
-It keeps reading its hot file (whole, every turn) and a slice of the current release
+Five turns a second it touches every page of its hot file (one byte a page, through a
+read-only mapping: what a service does to its hot set, and cheap) and reads a slice of it
+with read(2), round and round; and it reads a slice of the current release
 (DIR/NAME, through the `current` link the agent flips), and records what a service would
 feel: the hot file's residency before each turn, and, at the moment it first sees a new
 release behind `current`, how much of that release is already in memory. Residency comes
@@ -18,6 +20,7 @@ It prints `ready` once the hot file has been read once. Stops after --duration o
 
 import argparse
 import ctypes
+import mmap
 import os
 import signal
 import sys
@@ -58,6 +61,20 @@ def resident_pct(path):
         os.close(fd)
 
 
+def touch_pages(path):
+    """Reads one byte of every page of the file through a read-only mapping."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return
+            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as m:
+                for off in range(0, size, PAGE):
+                    m[off]
+    except (OSError, ValueError):
+        pass
+
+
 def read_range(path, offset, length, chunk=1 << 20):
     """Reads [offset, offset+length) of path (wrapping at the end); returns the next offset."""
     try:
@@ -86,7 +103,8 @@ def main():
     ap.add_argument("--blob", required=True, help="the file inside a release")
     ap.add_argument("--out", required=True)
     ap.add_argument("--duration", type=float, default=600)
-    ap.add_argument("--slice", type=int, default=8 << 20, help="bytes of the release read per turn")
+    ap.add_argument("--slice", type=int, default=4 << 20, help="bytes of the release read per turn")
+    ap.add_argument("--hot-slice", type=int, default=4 << 20, help="bytes of the hot file read per turn")
     a = ap.parse_args()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -94,12 +112,13 @@ def main():
     read_range(a.hot, 0, hot_size)
     print("ready", flush=True)
     end = time.time() + a.duration
-    seen, offset = None, 0
+    seen, offset, hot_offset = None, 0, 0
     with open(a.out, "a", buffering=1) as out:
         while not stop and time.time() < end:
             pct = resident_pct(a.hot)
             out.write("%.6f hot %.3f\n" % (time.time(), pct if pct is not None else -1))
-            read_range(a.hot, 0, hot_size)
+            touch_pages(a.hot)
+            hot_offset = read_range(a.hot, hot_offset, a.hot_slice)
             try:
                 target = os.readlink(a.current)
             except OSError:

@@ -53,6 +53,8 @@ const TICK: Duration = Duration::from_millis(100);
 const RETRY_FAILED: Duration = Duration::from_secs(30);
 /// The first retry after a failed feed request (doubling with each failure).
 const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// How soon a `current` switch that failed is tried again.
+const RETRY_FLIP: Duration = Duration::from_secs(5);
 /// How long one feed request may take.
 const FEED_TIMEOUT: Duration = Duration::from_secs(10);
 /// A release name that would collide with the agent's own `releases/` directory.
@@ -60,19 +62,16 @@ const RESERVED_NAME: &str = "releases";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0}: another agent already runs on this directory")]
     Busy(PathBuf),
     #[error("starting the engine: {0}")]
     Session(#[from] crate::session::SessionError),
-    #[error("serving metrics on {addr}: {source}")]
+    #[error("serving metrics on {addr}: {err}")]
     Http {
         addr: SocketAddr,
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 
@@ -160,7 +159,7 @@ impl Agent {
         let dir = AgentDir::new(&config.dir);
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| AgentError::Io { path, source }
+            move |err| AgentError::Io { path, err }
         };
         dir.create().map_err(io(dir.root()))?;
         let lock_path = dir.state_dir().join("agent.lock");
@@ -194,7 +193,7 @@ impl Agent {
                             _ => Reply::not_found(),
                         }),
                     )
-                    .map_err(|source| AgentError::Http { addr, source })?,
+                    .map_err(|err| AgentError::Http { addr, err })?,
                 )
             }
             None => None,
@@ -228,6 +227,8 @@ impl Agent {
                     let mut state = State::new(config, dir, session, status, metrics_text);
                     state.restore();
                     state.run(&feeds_rx, &listener, &stop);
+                    // The poller may be blocked handing over a feed: let it go.
+                    drop(feeds_rx);
                     poller.join().ok();
                     state.finish();
                 })
@@ -365,6 +366,12 @@ struct State {
     held: BTreeMap<String, Vec<Held>>,
     /// The last publish-to-activation latency, by name.
     latency: BTreeMap<String, u64>,
+    /// Names whose `current` could not be switched, and when (retried after a while).
+    flip_failed: HashMap<String, Instant>,
+    /// Releases already reported as republished with other data.
+    warned: std::collections::HashSet<String>,
+    /// Hooks run one at a time, in activation order (see [`hook_runner`]).
+    hooks: Option<crossbeam_channel::Sender<HookJob>>,
 }
 
 impl State {
@@ -394,6 +401,9 @@ impl State {
             failed: HashMap::new(),
             held: BTreeMap::new(),
             latency: BTreeMap::new(),
+            flip_failed: HashMap::new(),
+            warned: std::collections::HashSet::new(),
+            hooks: None,
         }
     }
 
@@ -465,6 +475,11 @@ impl State {
             }
             self.check_downloads();
             self.retry_failed();
+            if self.have_feed {
+                // Cheap (a few map lookups and a readlink per name); it retries what did
+                // not happen on the feed event: a flip that failed, a shared download.
+                self.reconcile();
+            }
             self.publish_status();
             answer_status(status_listener, &self.status);
         }
@@ -523,11 +538,9 @@ impl State {
             "feed accepted"
         );
         self.wanted = wanted;
-        if !self.have_feed {
-            self.have_feed = true;
-            self.clean_staging();
-        }
+        self.have_feed = true;
         self.reconcile();
+        self.clean_staging();
     }
 
     /// Starts what the feed wants and drops downloads it no longer wants.
@@ -544,26 +557,86 @@ impl State {
                 self.drop_download(d, true);
             }
         }
-        self.failed
-            .retain(|h, _| self.wanted.iter().any(|w| &w.info_hash == h));
+        let unwanted: Vec<[u8; 20]> = self
+            .failed
+            .keys()
+            .filter(|h| !self.wanted.iter().any(|w| &w.info_hash == *h))
+            .copied()
+            .collect();
+        for hash in unwanted {
+            // Its staging (allocated in full) would keep the disk full for the next one.
+            self.failed.remove(&hash);
+            std::fs::remove_dir_all(self.dir.staging(&hash)).ok();
+        }
         for w in self.wanted.clone() {
             if self.downloads.contains_key(&w.info_hash) || self.failed.contains_key(&w.info_hash) {
                 continue;
             }
             if let Some(i) = self.held_index(&w.name, &w.version) {
-                let held = &self.held[&w.name][i];
-                if held.release.info_hash != w.info_hash {
-                    tracing::error!(release = %w.label(), "republished with other data; keeping the one on disk");
+                if self.held[&w.name][i].release.info_hash != w.info_hash {
+                    if self.warned.insert(w.label()) {
+                        tracing::error!(release = %w.label(), "republished with other data; keeping the one on disk");
+                    }
                     continue;
                 }
-                if self.dir.current_version(&w.name).as_deref() != Some(w.version.as_str()) {
-                    // Rolled back (or forward) to a release still on disk.
+                let current = self.dir.current_version(&w.name);
+                let due = self
+                    .flip_failed
+                    .get(&w.name)
+                    .is_none_or(|at| at.elapsed() >= RETRY_FLIP);
+                if current.as_deref() != Some(w.version.as_str()) && due {
+                    // Rolled back (or forward) to a release still on disk, or a flip that
+                    // failed before.
                     self.switch_to(&w.name, i, None);
                 }
                 continue;
             }
-            self.start_download(w);
+            let same_data = self
+                .held
+                .values()
+                .flatten()
+                .find(|h| h.release.info_hash == w.info_hash)
+                .map(|h| h.dir.clone());
+            match same_data {
+                Some(from) => self.adopt(w, &from),
+                None => self.start_download(w),
+            }
         }
+    }
+
+    /// A release whose data another held release already has (the same info-hash under a
+    /// new name or version): its files are hard-linked into staging and switched in as if
+    /// downloaded. The torrent, shared, keeps seeding.
+    fn adopt(&mut self, release: Release, from: &Path) {
+        let staging = self.dir.staging(&release.info_hash);
+        let linked = (|| -> std::io::Result<PathBuf> {
+            let meta = release.parse_metainfo().map_err(std::io::Error::other)?;
+            std::fs::remove_dir_all(&staging).ok();
+            for (src, dst) in data_paths(&meta, from)
+                .into_iter()
+                .zip(data_paths(&meta, &staging))
+            {
+                if let Some(parent) = dst.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::hard_link(&src, &dst)?;
+            }
+            write_record(&staging, &release, None)?;
+            self.dir
+                .promote(&release.info_hash, &release.name, &release.version)
+        })();
+        let dir = match linked {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.download_failed(
+                    &release,
+                    format!("linking the data of {}: {e}", from.display()),
+                );
+                return;
+            }
+        };
+        tracing::info!(release = %release.label(), from = %from.display(), "same data as a release on disk; linked, not downloaded");
+        self.hold(release, dir, None, None);
     }
 
     fn held_index(&self, name: &str, version: &str) -> Option<usize> {
@@ -713,34 +786,55 @@ impl State {
     /// Moves a complete download into `releases/` and switches it in.
     fn activate(&mut self, d: Download) {
         let label = d.release.label();
-        let name = d.release.name.clone();
-        let promoted = self
+        let dir = match self
             .dir
-            .promote(&d.release.info_hash, &name, &d.release.version)
-            .and_then(|dir| {
-                // The files moved: record them verified where they now are, so a restart
-                // seeds them without hashing again.
-                let meta = d.release.parse_metainfo().map_err(std::io::Error::other)?;
-                super::record_verified(&meta, &dir)?;
-                write_record(&dir, &d.release, Some(now_ms()))?;
-                Ok(dir)
-            });
-        let dir = match promoted {
+            .promote(&d.release.info_hash, &d.release.name, &d.release.version)
+        {
             Ok(dir) => dir,
             Err(e) => {
+                // Still in staging, verified: the retry resumes with every piece there.
                 let release = d.release.clone();
                 self.drop_download(d, false);
                 self.download_failed(&release, format!("moving {label} into releases/: {e}"));
                 return;
             }
         };
-        let latency = now_ms().saturating_sub(d.release.published_ms);
+        let Download {
+            release,
+            handle,
+            announcer,
+            ..
+        } = d;
+        self.hold(release, dir, Some(handle), announcer);
+    }
+
+    /// Takes a release moved into `releases/` into the held set and switches it in.
+    fn hold(
+        &mut self,
+        release: Release,
+        dir: PathBuf,
+        handle: Option<TorrentHandle>,
+        announcer: Option<AnnouncerHandle>,
+    ) {
+        // The files moved: record them verified where they now are (so a restart seeds
+        // them without hashing again), and the release beside them. A failure here costs a
+        // recheck or a download after a restart, never the data: it is kept and used.
+        let recorded = release
+            .parse_metainfo()
+            .map_err(std::io::Error::other)
+            .and_then(|meta| super::record_verified(&meta, &dir))
+            .and_then(|()| write_record(&dir, &release, Some(now_ms())));
+        if let Err(e) = recorded {
+            tracing::error!(release = %release.label(), dir = %dir.display(), err = %e, "cannot record the release; a restart will not know it");
+        }
+        let latency = now_ms().saturating_sub(release.published_ms);
+        let name = release.name.clone();
         let held = Held {
-            release: d.release,
+            release,
             dir,
             activated_ms: now_ms(),
-            handle: Some(d.handle),
-            announcer: d.announcer,
+            handle,
+            announcer,
             locked: None,
             lock_error: None,
             hook: Arc::new(Mutex::new(None)),
@@ -761,10 +855,10 @@ impl State {
             .and_then(|v| self.held_index(name, v));
         let mut unlock_old_first = false;
         if self.config.lock {
-            let new_size = self.held[name][index].release.size;
+            let new_size = pinned_size_of(&self.held[name][index].release);
             let old_locked = old_index
                 .and_then(|i| self.held[name][i].locked.as_ref())
-                .map_or(0, LockedFiles::locked_bytes);
+                .map_or(0, LockedFiles::pinned_bytes);
             if let Some(budget) = self.config.lock_budget {
                 let others = self.locked_bytes();
                 if others.saturating_add(new_size) > budget
@@ -779,9 +873,11 @@ impl State {
         }
         let version = self.held[name][index].release.version.clone();
         if let Err(e) = self.dir.flip_current(name, &version) {
-            tracing::error!(release = %self.held[name][index].release.label(), err = %e, "cannot switch `current`");
+            tracing::error!(release = %self.held[name][index].release.label(), err = %e, "cannot switch `current`; trying again in {}s", RETRY_FLIP.as_secs());
+            self.flip_failed.insert(name.to_owned(), Instant::now());
             return;
         }
+        self.flip_failed.remove(name);
         let held = &self.held[name][index];
         self.counters.activations.fetch_add(1, Ordering::Relaxed);
         if let Some(ms) = latency {
@@ -812,7 +908,7 @@ impl State {
             .values()
             .flatten()
             .filter_map(|h| h.locked.as_ref())
-            .map(LockedFiles::locked_bytes)
+            .map(LockedFiles::pinned_bytes)
             .sum()
     }
 
@@ -825,7 +921,7 @@ impl State {
         if held.locked.is_some() {
             return;
         }
-        let size = held.release.size;
+        let size = pinned_size_of(&held.release);
         let label = held.release.label();
         if let Some(budget) = self.config.lock_budget {
             if locked_now.saturating_add(size) > budget {
@@ -866,49 +962,31 @@ impl State {
         }
     }
 
-    /// Runs the hook in the background; its outcome shows in the status and metrics.
-    fn run_hook(&self, name: &str, index: usize) {
+    /// Queues the hook for this activation; its outcome shows in the status and metrics.
+    fn run_hook(&mut self, name: &str, index: usize) {
         let Some(cmd) = self.config.hook.clone() else {
             return;
         };
         let held = &self.held[name][index];
-        let outcome = held.hook.clone();
+        let job = HookJob {
+            cmd,
+            release: held.release.clone(),
+            path: held.dir.clone(),
+            outcome: held.hook.clone(),
+        };
         let counters = self.counters.clone();
-        let release = held.release.clone();
-        let path = held.dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("rs-hook".into())
-            .spawn(move || {
-                let result = std::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .env("RINGSWARM_RELEASE_NAME", &release.name)
-                    .env("RINGSWARM_RELEASE_VERSION", &release.version)
-                    .env("RINGSWARM_RELEASE_PATH", &path)
-                    .stdin(std::process::Stdio::null())
-                    .output();
-                let text = match result {
-                    Ok(o) if o.status.success() => "hook ok".to_owned(),
-                    Ok(o) => {
-                        counters.hook_failures.fetch_add(1, Ordering::Relaxed);
-                        let err = String::from_utf8_lossy(&o.stderr);
-                        let last = err.lines().last().unwrap_or("").trim();
-                        format!("hook failed ({}): {last}", o.status)
-                    }
-                    Err(e) => {
-                        counters.hook_failures.fetch_add(1, Ordering::Relaxed);
-                        format!("hook could not run: {e}")
-                    }
-                };
-                if text == "hook ok" {
-                    tracing::info!(release = %release.label(), "hook ran");
-                } else {
-                    tracing::error!(release = %release.label(), "{text}");
-                }
-                *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the hook: {e}");
+        let tx = self.hooks.get_or_insert_with(|| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let spawned = std::thread::Builder::new()
+                .name("rs-hook".into())
+                .spawn(move || hook_runner(&rx, &counters));
+            if let Err(e) = spawned {
+                tracing::error!("cannot start the hook thread: {e}");
+            }
+            tx
+        });
+        if tx.send(job).is_err() {
+            tracing::error!(release = %held.release.label(), "the hook thread is gone; hook not run");
         }
     }
 
@@ -933,8 +1011,16 @@ impl State {
             h.announcer.take();
             h.locked.take();
             h.handle.take();
-            self.session
-                .remove_torrent(h.release.info_hash, Duration::from_secs(10));
+            let shared = self
+                .held
+                .values()
+                .flatten()
+                .any(|o| o.release.info_hash == h.release.info_hash)
+                || self.downloads.contains_key(&h.release.info_hash);
+            if !shared {
+                self.session
+                    .remove_torrent(h.release.info_hash, Duration::from_secs(10));
+            }
             match std::fs::remove_dir_all(&h.dir) {
                 Ok(()) => tracing::info!(release = %h.release.label(), "removed (beyond --keep)"),
                 Err(e) => {
@@ -1152,6 +1238,75 @@ pub fn write_transfer_metrics<'a>(
             ("result=\"miss\"", misses as f64),
         ],
     );
+}
+
+/// One hook to run after an activation.
+struct HookJob {
+    cmd: String,
+    release: Release,
+    path: PathBuf,
+    outcome: Arc<Mutex<Option<String>>>,
+}
+
+/// Runs hooks one at a time, in activation order, so a service never hears of an older
+/// release after a newer one. When several activations of one name are waiting, only the
+/// newest one's hook runs (the others are marked skipped). Ends when the agent drops the
+/// sender.
+fn hook_runner(jobs: &crossbeam_channel::Receiver<HookJob>, counters: &Counters) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter());
+        let mut keep: Vec<HookJob> = Vec::new();
+        for job in batch {
+            if let Some(at) = keep.iter().position(|k| k.release.name == job.release.name) {
+                let old = keep.remove(at);
+                *old.outcome.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("hook skipped: {} came first", job.release.label()));
+            }
+            keep.push(job);
+        }
+        for job in keep {
+            let text = run_hook_now(&job);
+            if text != "hook ok" {
+                counters.hook_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(release = %job.release.label(), "{text}");
+            } else {
+                tracing::info!(release = %job.release.label(), "hook ran");
+            }
+            *job.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+        }
+    }
+}
+
+/// Runs one hook with `sh -c`; "hook ok" or why not.
+fn run_hook_now(job: &HookJob) -> String {
+    let result = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&job.cmd)
+        .env("RINGSWARM_RELEASE_NAME", &job.release.name)
+        .env("RINGSWARM_RELEASE_VERSION", &job.release.version)
+        .env("RINGSWARM_RELEASE_PATH", &job.path)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match result {
+        Ok(o) if o.status.success() => "hook ok".to_owned(),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().last().unwrap_or("").trim();
+            format!("hook failed ({}): {last}", o.status)
+        }
+        Err(e) => format!("hook could not run: {e}"),
+    }
+}
+
+/// Memory that locking a release pins (its files page-rounded).
+fn pinned_size_of(release: &Release) -> u64 {
+    match release.parse_metainfo() {
+        Ok(meta) => crate::residency::pinned_size(
+            meta.info.files.iter().filter(|f| !f.pad).map(|f| f.length),
+        ),
+        Err(_) => release.size,
+    }
 }
 
 /// Answers every waiting status client with the snapshot as one JSON line.

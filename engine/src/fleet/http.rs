@@ -44,19 +44,24 @@ impl Reply {
         }
     }
 
-    /// A cacheable body: 304 without it when the client already has this version.
-    pub fn cached(req: &Request<'_>, body: Vec<u8>, content_type: &'static str) -> Reply {
-        let etag = format!("\"{}\"", crate::hex(&crate::verify::sha1(&body)));
+    /// A cacheable body with its entity tag ([`entity_tag`]): 304 without the body when
+    /// the client has this version already, so the body is only copied for a 200.
+    pub fn cached(req: &Request<'_>, etag: &str, body: &[u8], content_type: &'static str) -> Reply {
         let fresh = req
             .if_none_match
             .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
         Reply {
             status: if fresh { 304 } else { 200 },
-            body: if fresh { Vec::new() } else { body },
+            body: if fresh { Vec::new() } else { body.to_vec() },
             content_type,
-            etag: Some(etag),
+            etag: Some(etag.to_owned()),
         }
     }
+}
+
+/// A strong entity tag for a body: its SHA-1, quoted.
+pub fn entity_tag(body: &[u8]) -> String {
+    format!("\"{}\"", crate::hex(&crate::verify::sha1(body)))
 }
 
 pub type Handler = Arc<dyn Fn(&Request<'_>) -> Reply + Send + Sync>;
@@ -247,7 +252,8 @@ mod tests {
             1,
             Arc::new(move |req| match req.path {
                 "/feed.json" => {
-                    Reply::cached(req, served.lock().unwrap().clone(), "application/json")
+                    let body = served.lock().unwrap().clone();
+                    Reply::cached(req, &entity_tag(&body), &body, "application/json")
                 }
                 _ => Reply::not_found(),
             }),

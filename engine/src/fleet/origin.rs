@@ -23,24 +23,22 @@ use crate::tracker::client::AnnouncerHandle;
 
 /// How often the feed file is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
-/// How soon a release that could not be seeded is tried again.
+/// How soon a release that could not be seeded is tried again (doubling each time).
 const RETRY_EVERY: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0}: another origin already serves this directory")]
     Busy(PathBuf),
     #[error("starting the engine: {0}")]
     Session(#[from] crate::session::SessionError),
-    #[error("serving HTTP on {addr}: {source}")]
+    #[error("serving HTTP on {addr}: {err}")]
     Http {
         addr: SocketAddr,
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 
@@ -64,7 +62,9 @@ struct Seeding {
 
 #[derive(Default)]
 struct Served {
-    feed: Vec<u8>,
+    feed: Arc<Vec<u8>>,
+    /// The feed's entity tag, computed once per feed (not per request).
+    etag: String,
     sequence: u64,
 }
 
@@ -88,7 +88,7 @@ impl Origin {
         let dir = config.dir.clone();
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| OriginError::Io { path, source }
+            move |err| OriginError::Io { path, err }
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_path = dir.join(ORIGIN_LOCK);
@@ -116,11 +116,14 @@ impl Origin {
                 2,
                 Arc::new(move |req| match req.path {
                     "/feed.json" => {
-                        let feed = served.lock().map(|s| s.feed.clone()).unwrap_or_default();
+                        let (feed, etag) = served
+                            .lock()
+                            .map(|s| (s.feed.clone(), s.etag.clone()))
+                            .unwrap_or_default();
                         if feed.is_empty() {
                             return Reply::text(404, "nothing published yet\n");
                         }
-                        let reply = Reply::cached(req, feed, "application/json");
+                        let reply = Reply::cached(req, &etag, &feed, "application/json");
                         let c = if reply.status == 304 {
                             &counters.feed_not_modified
                         } else {
@@ -133,9 +136,9 @@ impl Origin {
                     _ => Reply::not_found(),
                 }),
             )
-            .map_err(|source| OriginError::Http {
+            .map_err(|err| OriginError::Http {
                 addr: config.http,
-                source,
+                err,
             })?
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -208,7 +211,8 @@ fn watch(
     let mut seen = None;
     let mut live: Vec<Release> = Vec::new();
     let mut seeding: HashMap<[u8; 20], Seeding> = HashMap::new();
-    let mut failed: HashMap<[u8; 20], Instant> = HashMap::new();
+    // Releases that could not be seeded: when, and how many times in a row.
+    let mut failed: HashMap<[u8; 20], (Instant, u32)> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let now = stamp(&feed_path);
         if now != seen {
@@ -227,7 +231,8 @@ fn watch(
                         "feed changed"
                     );
                     if let Ok(mut s) = served.lock() {
-                        s.feed = bytes;
+                        s.etag = super::http::entity_tag(&bytes);
+                        s.feed = Arc::new(bytes);
                         s.sequence = feed.sequence;
                     }
                     live = feed.releases;
@@ -253,9 +258,10 @@ fn watch(
             }
         }
         for release in &live {
-            let retry_due = failed
-                .get(&release.info_hash)
-                .is_none_or(|at| at.elapsed() >= RETRY_EVERY);
+            // A mismatch is rechecked (read whole) on each try: back off, up to 10 minutes.
+            let retry_due = failed.get(&release.info_hash).is_none_or(|(at, n)| {
+                at.elapsed() >= RETRY_EVERY.saturating_mul(1 << (*n).min(6)).min(RETRY_MAX)
+            });
             if seeding.contains_key(&release.info_hash) || !retry_due {
                 continue;
             }
@@ -267,7 +273,8 @@ fn watch(
                 }
                 Err(e) => {
                     tracing::error!(release = %release.label(), "cannot seed: {e}");
-                    failed.insert(release.info_hash, Instant::now());
+                    let tries = failed.get(&release.info_hash).map_or(0, |f| f.1 + 1);
+                    failed.insert(release.info_hash, (Instant::now(), tries));
                 }
             }
         }

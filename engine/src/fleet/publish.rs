@@ -3,6 +3,7 @@
 //! The origin directory holds what the origin serves and seeds:
 //! - `feed.json`: the signed feed ([`crate::feed`]);
 //! - `sources/<info-hash>.json`: where each release's data lies on this machine;
+//! - `published.json`: every name and version ever published, so none is reused;
 //! - `origin.lock`: held by the running origin (publish warns when nobody holds it).
 //!
 //! The data is hashed once, here; the record that it is verified is left beside it, so the
@@ -20,26 +21,25 @@ use crate::feed::{Feed, FeedError, Release};
 pub const FEED_FILE: &str = "feed.json";
 pub const ORIGIN_LOCK: &str = "origin.lock";
 const PUBLISH_LOCK: &str = ".publish.lock";
+/// Every `name/version` ever published from this directory, with its info-hash.
+const LEDGER: &str = "published.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Create(#[from] CreateError),
-    #[error("{path}: {source}")]
-    Feed { path: PathBuf, source: FeedError },
+    #[error("{path}: {err}")]
+    Feed { path: PathBuf, err: FeedError },
     #[error("{0}")]
     Refused(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
-    move |source| PublishError::Io {
+    move |err| PublishError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 
@@ -86,7 +86,7 @@ pub fn read_own_feed(origin_dir: &Path, key: &SigningKey) -> Result<Feed, Publis
     let path = origin_dir.join(FEED_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => Feed::verify(&bytes, &key.verifying_key())
-            .map_err(|source| PublishError::Feed { path, source }),
+            .map_err(|err| PublishError::Feed { path, err }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Feed::default()),
         Err(e) => Err(io_err(&path)(e)),
     }
@@ -131,15 +131,20 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
     lock.lock().map_err(io_err(&lock_path))?;
 
     let mut feed = read_own_feed(dir, &spec.key)?;
-    if let Some(r) = feed
-        .releases
-        .iter()
-        .find(|r| r.name == spec.name && r.version == spec.version)
-    {
+    // Every name and version ever published here, also those that left the feed: a
+    // version reused for other data would leave hosts that kept the old one on it.
+    let ledger_path = dir.join(LEDGER);
+    let mut ledger: std::collections::BTreeMap<String, String> = match std::fs::read(&ledger_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| PublishError::Refused(format!("{}: {e}", ledger_path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(io_err(&ledger_path)(e)),
+    };
+    let ledger_key = format!("{}/{}", spec.name, spec.version);
+    if let Some(hash) = ledger.get(&ledger_key) {
         return Err(PublishError::Refused(format!(
-            "{} is already published (info-hash {}); give a new --version",
-            r.label(),
-            crate::hex(&r.info_hash)
+            "{} {} was published already (info-hash {hash}); give a new --version",
+            spec.name, spec.version
         )));
     }
 
@@ -155,9 +160,9 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
     let started = std::time::SystemTime::now();
     let meta = create(&data, &options)?;
     let release = Release::new(&spec.name, &spec.version, meta.to_bytes(), super::now_ms())
-        .map_err(|source| PublishError::Feed {
+        .map_err(|err| PublishError::Feed {
             path: data.clone(),
-            source,
+            err,
         })?;
     // A file changed while it was hashed (ctime moves with any write) may not match its
     // hashes: then no record, and the origin hashes the data again before seeding.
@@ -189,8 +194,20 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
     }
     feed.releases.retain(|r| !r.name.is_empty());
     feed.sequence += 1;
+    let signed = feed.sign(&spec.key);
+    if signed.len() > crate::feed::MAX_FEED_BYTES {
+        return Err(PublishError::Refused(format!(
+            "the feed would be {} bytes, more than the {} agents accept: publish with a \
+             smaller --keep or a larger --piece-size",
+            signed.len(),
+            crate::feed::MAX_FEED_BYTES
+        )));
+    }
+    ledger.insert(ledger_key, crate::hex(&release.info_hash));
+    let text = serde_json::to_vec_pretty(&ledger).unwrap_or_default();
+    write_atomic(&ledger_path, &text).map_err(io_err(&ledger_path))?;
     let path = dir.join(FEED_FILE);
-    write_atomic(&path, &feed.sign(&spec.key)).map_err(io_err(&path))?;
+    write_atomic(&path, &signed).map_err(io_err(&path))?;
     Ok(Published {
         release,
         sequence: feed.sequence,

@@ -2245,7 +2245,12 @@ impl Ctx {
         };
         self.retries.retain(|r| r.info_hash != info_hash);
         self.torrents[t].removing = Some(done);
-        for c in self.torrents[t].conns.clone() {
+        // Every connection of the torrent, also those still connecting or handshaking
+        // (they are in `lt.conns` only once active).
+        let ours: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].as_ref().is_some_and(|c| c.torrent == Some(t)))
+            .collect();
+        for c in ours {
             self.close(ring, c, "torrent removed");
         }
         // Closing queued reconnects to a peer that was serving us.
@@ -2262,6 +2267,7 @@ impl Ctx {
             let lt = &self.torrents[t];
             let busy = lt.removing.is_none()
                 || !lt.conns.is_empty()
+                || self.conns.iter().flatten().any(|c| c.torrent == Some(t))
                 || !lt.reads.is_empty()
                 || self.hashing.values().any(|h| h.torrent == t)
                 || self.disk_jobs.iter().flatten().any(|j| j.torrent == t)
