@@ -447,3 +447,161 @@ fn a_release_of_data_already_held_is_linked_not_downloaded() {
     let log = std::fs::read_to_string(&a.guard.stderr_log).unwrap_or_default();
     assert!(log.contains("linked, not downloaded"), "{log}");
 }
+
+/// GET http://ADDR/PATH with a bare HTTP/1.0 request; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of an unlabelled sample (or the first with `labels`) in Prometheus text.
+fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn agent_origin_and_tracker_serve_metrics() {
+    let fleet = Fleet::start("metrics");
+    fleet.publish("index", "v1", 1 << 20, 12);
+    let a = fleet.agent("host", &["--metrics", "127.0.0.1:0"]);
+    // Printed before the `status socket` line the start waited for.
+    let out = a.guard.stdout();
+    let addr = out
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics at http://"))
+        .unwrap_or_else(|| panic!("no metrics line in {out}"))
+        .trim_end_matches("/metrics")
+        .to_owned();
+    a.wait_current("index", "v1", &fleet);
+    let text = http_get(&addr, "/metrics");
+    assert_eq!(
+        metric(&text, "ringswarm_activations_total", ""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "ringswarm_feed_sequence", ""),
+        Some(1.0),
+        "{text}"
+    );
+    let local = metric(&text, "ringswarm_bytes_in_total", "class=\"local\"").unwrap();
+    let remote = metric(&text, "ringswarm_bytes_in_total", "class=\"remote\"").unwrap();
+    assert!(local + remote >= f64::from(1 << 20), "{text}");
+    assert!(
+        metric(
+            &text,
+            "ringswarm_publish_to_activation_seconds",
+            "name=\"index\""
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE ringswarm_locked_bytes gauge"),
+        "{text}"
+    );
+
+    let origin = fleet
+        .feed_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/feed.json")
+        .to_owned();
+    let text = http_get(&origin, "/metrics");
+    assert_eq!(
+        metric(&text, "ringswarm_releases_seeded", ""),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "ringswarm_bytes_out_total", "class=\"local\"").unwrap()
+            >= f64::from(1 << 20),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "ringswarm_feed_requests_total",
+            "answer=\"not_modified\""
+        )
+        .is_some(),
+        "{text}"
+    );
+
+    let mut tracker = Command::new(ringswarm());
+    tracker.args([
+        "tracker",
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut tracker = Guard::spawn("tracker-metrics", tracker, fleet.base());
+    let addr = tracker.wait_line("metrics at http://", TIMEOUT, &[]);
+    let text = http_get(addr.trim_end_matches("/metrics"), "/metrics");
+    assert_eq!(
+        metric(&text, "ringswarm_tracker_torrents", ""),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_static_web_server_can_serve_the_feed() {
+    let fleet = Fleet::start("static");
+    let data = fleet.publish("index", "v1", 1 << 20, 13);
+    // python3's http.server: no entity tags, Last-Modified only.
+    let mut server = Command::new("python3");
+    server
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "0",
+            "--directory",
+        ])
+        .arg(fleet.base().join("origin"));
+    let mut server = Guard::spawn("http.server", server, fleet.base());
+    let line = server.wait_line("Serving HTTP on 127.0.0.1 port ", TIMEOUT, &[]);
+    let port: u16 = line.split_whitespace().next().unwrap().parse().unwrap();
+    let dir = fleet.base().join("host");
+    let mut cmd = Command::new(ringswarm());
+    cmd.args([
+        "-v",
+        "agent",
+        "--poll",
+        "200ms",
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+    ])
+    .arg("--feed")
+    .arg(format!("http://127.0.0.1:{port}/feed.json"))
+    .arg("--pubkey")
+    .arg(fleet.base().join("fleet.pub"))
+    .arg("--dir")
+    .arg(&dir);
+    let mut guard = Guard::spawn("host", cmd, fleet.base());
+    guard.wait_line("status socket ", TIMEOUT, &fleet.others());
+    let a = Agent { dir, guard };
+    a.wait_current("index", "v1", &fleet);
+    assert!(std::fs::read(a.current_file("index")).unwrap() == data);
+}

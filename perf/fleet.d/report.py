@@ -166,7 +166,8 @@ def release_stats(r, rd, hosts, t0):
     published = float(meta["published"]) if "published" in meta else None
     t_end = float(meta.get("t_end", "inf"))
     r["published_s"] = published - t0 if published else None
-    noticed, hot_min, at_switch = {}, {}, {}
+    noticed, hot_min, at_switch, control_min = {}, {}, {}, {}
+    control_from = float(meta["control_from"]) if "control_from" in meta else None
     for h in hosts:
         for line in (read(os.path.join(rd, h + ".tlog"), "") or "").splitlines():
             t, _, text = line.partition(" ")
@@ -182,6 +183,8 @@ def release_stats(r, rd, hosts, t0):
                 t = float(p[0])
             except (ValueError, IndexError):
                 continue
+            if control_from is not None and control_from <= t < t0 and p[1] == "hot" and len(p) == 3:
+                control_min[h] = min(control_min.get(h, 100.0), float(p[2]))
             if not t0 <= t <= t_end:
                 continue
             if p[1] == "hot" and len(p) == 3:
@@ -189,6 +192,8 @@ def release_stats(r, rd, hosts, t0):
             elif p[1] == "switch" and len(p) == 4 and h not in at_switch:
                 at_switch[h] = float(p[3])
     r["noticed"], r["hot_min"], r["at_switch"] = noticed, hot_min, at_switch
+    r["control_min"] = control_min
+    r["control_s"] = t0 - control_from if control_from is not None else None
 
 
 def net_samples(rd):
@@ -559,11 +564,17 @@ def release_section(rs, lb, cfg):
         "%.1f s = %.2f × (publish itself: %s s)" % (last, last / lb, f(publish, "%.1f")) if last else "–")
     row("feed change noticed by every agent within 3 s", None if noticed is None else noticed <= 3.0,
         "slowest agent %s s after the publish" % f(noticed, "%.1f"))
+    control = worst("control_min", min)
+    control_s = med([r.get("control_s") for r in rs])
     row("service hot set ≥ 99 % resident on every host during the release", None if hot is None else hot >= 99.0,
-        "lowest sample %s %%" % f(hot, "%.1f"))
+        "lowest sample %s %% (control: lowest %s %% in the %s s before the publish, services alone)" % (
+            f(hot, "%.1f"), f(control, "%.1f"), f(control_s, "%.0f")))
     row("with --lock the new release is 100 % resident at activation", None if switch is None else switch >= 100.0,
         "least resident host when its service first saw it: %s %%" % f(switch, "%.1f"))
     L.append("")
+    if cfg.get("damon", "none") != "none":
+        L.append("The kernel runs a DAMON scheme (%s): it pages out physical regions it finds cold, whoever's pages they hold; hot-file dips that show in the control window too are its doing, not the release's." % cfg["damon"])
+        L.append("")
     return L
 
 
