@@ -240,6 +240,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             dest: seed_dir.clone(),
             mode: TorrentMode::Seed,
             peers: Vec::new(),
+            resident: false,
         })
         .context("starting the seeder")?;
     let seeder_addr = seeder
@@ -267,6 +268,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
                 dest: dest.clone(),
                 mode: TorrentMode::Download,
                 peers: Vec::new(),
+                resident: false,
             })
             .with_context(|| format!("starting receiver {}", i + 1))?;
         let addr = session

@@ -201,6 +201,8 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             dest: args.dest.clone(),
             mode: TorrentMode::Download,
             peers: source.peers.clone(),
+            // --lock locks the files once complete: keep their pages as they are written.
+            resident: args.lock,
         })
         .with_context(|| format!("downloading into `{}`", root.display()))?;
     let resumed = handle.stats().verified_bytes;

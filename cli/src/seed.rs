@@ -123,6 +123,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             dest: dest.clone(),
             mode: TorrentMode::Seed,
             peers: Vec::new(),
+            resident: false,
         })
         .with_context(|| format!("seeding `{}`", root.display()))?;
     let listen = session

@@ -103,6 +103,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             dest: dest.clone(),
             mode: TorrentMode::Seed,
             peers: Vec::new(),
+            resident: false,
         })
         .with_context(|| format!("serving `{}`", path.display()))?;
     let listen = session

@@ -379,7 +379,8 @@ fn the_lock_budget_is_kept_and_a_release_beyond_it_is_activated_unlocked() {
     let fleet = Fleet::start("lock");
     fleet.publish("small", "v1", 1 << 20, 6);
     fleet.publish("large", "v1", 3 << 20, 7);
-    let a = fleet.agent("host", &["--lock", "--lock-budget", "2M"]);
+    let hook = "echo \"no service for $RINGSWARM_RELEASE_NAME\" >&2; exit 3";
+    let a = fleet.agent("host", &["--lock", "--lock-budget", "2M", "--hook", hook]);
     let small = a.wait_current("small", "v1", &fleet);
     let large = a.wait_current("large", "v1", &fleet);
     let small = a.release("small", "v1").unwrap_or(small);
@@ -388,6 +389,21 @@ fn the_lock_budget_is_kept_and_a_release_beyond_it_is_activated_unlocked() {
     let why = large["lock_error"].as_str().unwrap_or_default();
     assert!(why.contains("--lock-budget"), "{large}");
     assert_eq!(a.status()["locked_bytes"].as_u64(), Some(1 << 20));
+    // A failing hook is reported with its last line of stderr; the release stays active.
+    let r = a.wait_for("reporting the hook's failure", &fleet, |s| {
+        s["releases"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["name"] == "small" && r["hook"].as_str().is_some_and(|h| h.contains("failed"))
+            })
+        })
+    });
+    let small = a.release("small", "v1").unwrap();
+    let hook = small["hook"].as_str().unwrap();
+    assert!(
+        hook.contains("exit status: 3") && hook.ends_with("no service for small"),
+        "{r}"
+    );
+    assert_eq!(small["state"], "current");
 }
 
 #[test]

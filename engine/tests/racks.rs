@@ -109,6 +109,7 @@ fn each_piece_enters_each_rack_about_once() {
                 dest: dir.path().into(),
                 mode: TorrentMode::Download,
                 peers: addrs.clone(),
+                resident: false,
             })
             .unwrap();
         addrs.push(addr);
@@ -134,6 +135,7 @@ fn each_piece_enters_each_rack_about_once() {
             dest: src.path().into(),
             mode: TorrentMode::Seed,
             peers: addrs.clone(),
+            resident: false,
         })
         .unwrap();
     wait_until("every host to complete", || {
@@ -199,6 +201,7 @@ fn the_swarm_finishes_when_the_origin_and_a_host_die_after_one_copy_is_out() {
             dest: src.path().into(),
             mode: TorrentMode::Seed,
             peers: vec![],
+            resident: false,
         })
         .unwrap();
     let mut hosts: Vec<Host> = Vec::new();
@@ -220,6 +223,7 @@ fn the_swarm_finishes_when_the_origin_and_a_host_die_after_one_copy_is_out() {
                 dest: dir.path().into(),
                 mode: TorrentMode::Download,
                 peers: addrs.clone(),
+                resident: false,
             })
             .unwrap();
         addrs.push(session.listen_addr().unwrap());

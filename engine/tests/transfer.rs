@@ -50,6 +50,7 @@ fn seeding(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> Session {
         dest: src.into(),
         mode: TorrentMode::Seed,
         peers: vec![],
+        resident: false,
     };
     assert!(s.add_torrent(spec).unwrap().stats().complete);
     s
@@ -91,6 +92,7 @@ fn transfer(src: &Path, meta: &Arc<Metainfo>, cores: usize) -> (tempfile::TempDi
             dest: dest.path().to_path_buf(),
             mode: TorrentMode::Download,
             peers: vec![seeder.listen_addr().unwrap()],
+            resident: false,
         })
         .unwrap();
     wait_complete(&h);
@@ -158,6 +160,7 @@ fn resume_continues_without_fetching_verified_pieces() {
         dest: dest.path().into(),
         mode: TorrentMode::Download,
         peers: vec![seeder.listen_addr().unwrap()],
+        resident: false,
     };
     // First run: stop part-way.
     let first = session(false, 1);
@@ -287,6 +290,7 @@ fn corrupt_blocks_are_detected_the_peer_banned_and_the_data_correct() {
             dest: dest.path().into(),
             mode: TorrentMode::Download,
             peers: vec![evil_addr],
+            resident: false,
         })
         .unwrap();
     // Let the liar serve first, then bring in the honest seeder.
@@ -364,6 +368,7 @@ fn malformed_messages_drop_the_peer_and_the_seeder_keeps_serving() {
             dest: dest.path().into(),
             mode: TorrentMode::Download,
             peers: vec![addr],
+            resident: false,
         })
         .unwrap();
     wait_complete(&h);
@@ -385,6 +390,7 @@ fn seed_refuses_data_that_does_not_match() {
             dest: src.path().into(),
             mode: TorrentMode::Seed,
             peers: vec![],
+            resident: false,
         })
         .err()
         .expect("seeding corrupt data must fail");
@@ -433,6 +439,7 @@ fn a_recorded_verification_is_not_trusted_after_the_data_changes() {
         dest: src.path().into(),
         mode: TorrentMode::Seed,
         peers: vec![],
+        resident: false,
     };
     // First start verifies and records it; the second trusts the record.
     for _ in 0..2 {
@@ -492,6 +499,7 @@ fn a_peer_that_chokes_us_does_not_keep_its_pieces() {
             dest: dest.path().into(),
             mode: TorrentMode::Download,
             peers: vec![choker_addr],
+            resident: false,
         })
         .unwrap();
     std::thread::sleep(Duration::from_millis(300)); // the choker takes its pieces and chokes
@@ -530,6 +538,7 @@ fn a_resume_record_is_void_when_its_file_is_gone() {
             dest: dest.path().into(),
             mode: TorrentMode::Download,
             peers: vec![seeder.listen_addr().unwrap()],
+            resident: false,
         })
         .unwrap();
     assert_eq!(h.stats().verified_pieces, 0);
@@ -561,6 +570,7 @@ fn host_wide_rate_limits_hold() {
                 dest: src.path().into(),
                 mode: TorrentMode::Seed,
                 peers: vec![],
+                resident: false,
             })
             .unwrap();
         let leecher = Session::start(SessionConfig {
@@ -577,6 +587,7 @@ fn host_wide_rate_limits_hold() {
                 dest: dest.path().into(),
                 mode: TorrentMode::Download,
                 peers: vec![seeder.listen_addr().unwrap()],
+                resident: false,
             })
             .unwrap();
         wait_complete(&h);
@@ -624,6 +635,7 @@ fn a_removed_torrent_closes_its_files_and_can_be_added_again() {
         dest: dest.path().to_path_buf(),
         mode: TorrentMode::Download,
         peers: vec![seeder.listen_addr().unwrap()],
+        resident: false,
     };
     let h = leecher.add_torrent(spec.clone()).unwrap();
     let start = Instant::now();
@@ -686,6 +698,7 @@ fn removing_a_torrent_with_handshakes_in_flight_leaves_the_cores_working() {
         dest: dest.path().to_path_buf(),
         mode: TorrentMode::Download,
         peers,
+        resident: false,
     };
     let b = leecher
         .add_torrent(spec(&meta_b, vec![seeder.listen_addr().unwrap()]))

@@ -12,6 +12,10 @@
 //! - A release is switched in only after the engine reports it complete (every piece
 //!   verified, written and fsynced); the staging directory is renamed, never copied.
 //! - The torrent keeps seeding across the rename: its open files move with it.
+//! - With `--lock` a download is written through the page cache and its pages are kept
+//!   ([`crate::storage::Storage::open_resident`]): the release is about to be locked, so
+//!   this takes no memory the lock would not, and the lock pass reads nothing back from
+//!   disk (measured: 1.3-1.8 s for 256 MiB when it did, with 12 hosts on one disk).
 //! - Lock budget: locking the new release must fit the budget with the old release still
 //!   locked. When it does not, but the new one alone fits, the old lock is dropped first;
 //!   when the new one alone does not fit, the release is switched in unlocked and the
@@ -670,6 +674,8 @@ impl State {
                 dest: dest.to_path_buf(),
                 mode,
                 peers: Vec::new(),
+                // The release is locked once complete: keep its pages as they are written.
+                resident: self.config.lock,
             })
             .map_err(|e| e.to_string())?;
         let tiers = tracker_tiers(&meta, &self.config.trackers);

@@ -308,6 +308,7 @@ fn start_seeding(
             dest: source.dest,
             mode: TorrentMode::Seed,
             peers: Vec::new(),
+            resident: false,
         })
         .map_err(|e| e.to_string())?;
     let tiers = tracker_tiers(&meta, &config.trackers);

@@ -113,6 +113,9 @@ pub struct TorrentSpec {
     pub mode: TorrentMode,
     /// Peers to connect to.
     pub peers: Vec<SocketAddr>,
+    /// The data is to be locked in memory once complete: write and read it through the page
+    /// cache and leave it there (see [`Storage::open_resident`]), instead of `O_DIRECT`.
+    pub resident: bool,
 }
 
 /// A snapshot of a torrent's progress.
@@ -301,7 +304,11 @@ impl Session {
             TorrentMode::Download => OpenMode::Download,
             TorrentMode::Seed => OpenMode::Seed,
         };
-        let storage = Arc::new(Storage::open(&spec.dest, layout, mode)?);
+        let storage = Arc::new(if spec.resident {
+            Storage::open_resident(&spec.dest, layout, mode)?
+        } else {
+            Storage::open(&spec.dest, layout, mode)?
+        });
         let n = meta.piece_count();
         let resume_file = resume::resume_path(&spec.dest, &info_hash);
         // A partial record is trusted as is (the files change while a download runs); a

@@ -135,6 +135,8 @@ struct OpenFile {
     buffered_written: AtomicBool,
     /// Read buffered by `read_piece` (recheck drops those pages afterwards).
     buffered_read: AtomicBool,
+    /// Written and read through the page cache, and left there ([`Storage::open_resident`]).
+    keep_cached: bool,
 }
 
 impl OpenFile {
@@ -166,16 +168,30 @@ impl Storage {
     /// Every non-pad file takes two descriptors; when `RLIMIT_NOFILE`'s soft limit is too
     /// low for that, it is raised towards the hard limit.
     pub fn open(root: &Path, layout: Layout, mode: OpenMode) -> Result<Storage, StorageError> {
-        Storage::open_with(root, layout, mode, true)
+        Storage::open_with(root, layout, mode, true, false)
+    }
+
+    /// [`Storage::open`] for data that is to be locked in memory once complete (the fleet
+    /// agent's `--lock`): every write and read goes through the page cache and its pages
+    /// are left there, so the lock pass finds them resident instead of reading the whole
+    /// blob back from disk. It costs no memory the lock would not take anyway.
+    pub fn open_resident(
+        root: &Path,
+        layout: Layout,
+        mode: OpenMode,
+    ) -> Result<Storage, StorageError> {
+        Storage::open_with(root, layout, mode, false, true)
     }
 
     /// [`Storage::open`]; `use_direct: false` behaves as if the filesystem refused
-    /// `O_DIRECT` (tests of the buffered fallback on filesystems that have it).
+    /// `O_DIRECT` (tests of the buffered fallback on filesystems that have it), and then
+    /// `keep_cached` leaves the pages in the cache instead of dropping them after a sync.
     fn open_with(
         root: &Path,
         layout: Layout,
         mode: OpenMode,
         use_direct: bool,
+        keep_cached: bool,
     ) -> Result<Storage, StorageError> {
         let non_pad = layout.files().iter().filter(|f| !f.pad).count();
         raise_nofile_limit(non_pad.saturating_mul(2) as u64);
@@ -238,6 +254,7 @@ impl Storage {
                 written: AtomicBool::new(false),
                 buffered_written: AtomicBool::new(false),
                 buffered_read: AtomicBool::new(false),
+                keep_cached: !use_direct && keep_cached,
             }));
         }
         if let Some((path, err)) = refused_direct {
@@ -850,6 +867,9 @@ fn read_op(f: &OpenFile, op: &IoOp, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file; failure only costs cache.
 fn drop_cache(f: &OpenFile) {
+    if f.keep_cached {
+        return;
+    }
     // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is owned by
     // `f.buffered`, which outlives the call.
     let r = unsafe { libc::posix_fadvise(f.buffered.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };

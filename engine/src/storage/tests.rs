@@ -375,7 +375,8 @@ fn buffered_fallback_round_trip_drops_its_pages() {
     for layout in [padded_layout(), foreign_layout()] {
         let dir = test_dir();
         let data = stream(&layout);
-        let st = Storage::open_with(dir.path(), layout.clone(), OpenMode::Download, false).unwrap();
+        let st = Storage::open_with(dir.path(), layout.clone(), OpenMode::Download, false, false)
+            .unwrap();
         for p in 0..layout.piece_count() {
             assert!(st
                 .write_plan(p)
@@ -400,6 +401,22 @@ fn buffered_fallback_round_trip_drops_its_pages() {
                 f.path.display()
             );
         }
+    }
+}
+
+#[test]
+fn resident_storage_keeps_its_pages_cached() {
+    let layout = padded_layout();
+    let dir = test_dir();
+    let data = stream(&layout);
+    let st = Storage::open_resident(dir.path(), layout.clone(), OpenMode::Download).unwrap();
+    write_all_pieces(&st, &data, 0..layout.piece_count());
+    st.sync().unwrap();
+    st.finish().unwrap();
+    check_files(dir.path(), &layout, &data);
+    for f in st.files.iter().flatten() {
+        let resident = crate::residency::resident_bytes(&f.path).unwrap();
+        assert_eq!(resident, f.length, "{} is not all cached", f.path.display());
     }
 }
 
