@@ -3,7 +3,7 @@
 
     service.py --hot FILE --current DIR --blob NAME --out FILE [--duration SECS]
 
-Five turns a second it touches every page of its hot file (one byte a page, through a
+Twice a second it touches every page of its hot file (one byte a page, through a
 read-only mapping: what a service does to its hot set, and cheap) and reads a slice of it
 with read(2), round and round; and it reads a slice of the current release
 (DIR/NAME, through the `current` link the agent flips), and records what a service would
@@ -105,6 +105,7 @@ def main():
     ap.add_argument("--duration", type=float, default=600)
     ap.add_argument("--slice", type=int, default=4 << 20, help="bytes of the release read per turn")
     ap.add_argument("--hot-slice", type=int, default=4 << 20, help="bytes of the hot file read per turn")
+    ap.add_argument("--turn", type=float, default=0.5, help="seconds between turns")
     a = ap.parse_args()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -130,7 +131,7 @@ def main():
                 offset = 0
             if seen is not None:
                 offset = read_range(os.path.join(a.current, a.blob), offset, a.slice)
-            time.sleep(0.2)
+            time.sleep(a.turn)
     return 0
 
 
