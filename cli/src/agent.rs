@@ -2,17 +2,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ringswarm_engine::fleet::agent::{Agent, AgentConfig};
-use ringswarm_engine::session::SessionConfig;
 use serde::Deserialize;
 
-use crate::args::{parse_duration, parse_listen, parse_rate, parse_size, parse_tracker_url};
-use crate::common::{stop_flag, LimitArgs, PlaceArgs};
-use crate::config::{load, parsed};
+use crate::args::{parse_duration, parse_listen, parse_size};
+use crate::common::stop_flag;
+use crate::config::{load, parsed, peer_settings, PeerArgs, PeerFile};
 use crate::interrupt::interrupted;
 use crate::keygen::load_public;
 use crate::output::Summary;
@@ -70,23 +68,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_poll)]
     pub poll: Option<Duration>,
 
-    /// Where peers reach this host [default: 0.0.0.0:6881].
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
-    pub listen: Option<SocketAddr>,
-
-    /// A tracker besides each torrent's own; repeatable.
-    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
-    pub trackers: Vec<String>,
-
     #[command(flatten)]
-    pub place: PlaceArgs,
-
-    #[command(flatten)]
-    pub limits: LimitArgs,
-
-    /// Worker threads, one per core [default: all online CPUs].
-    #[arg(long, value_name = "N")]
-    pub cores: Option<usize>,
+    pub peer: PeerArgs,
 
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
@@ -139,8 +122,25 @@ fn required<T>(value: Option<T>, flag: &str) -> Result<T> {
     value.with_context(|| format!("{flag} is required (on the command line or in --config)"))
 }
 
+impl FileConfig {
+    /// The peer settings among the keys (moved out).
+    fn peer(&mut self) -> PeerFile {
+        PeerFile {
+            listen: self.listen.take(),
+            trackers: std::mem::take(&mut self.trackers),
+            topology: self.topology.take(),
+            dc: self.dc.take(),
+            rack: self.rack.take(),
+            cores: self.cores.take(),
+            max_upload_rate: self.max_upload_rate.take(),
+            max_download_rate: self.max_download_rate.take(),
+        }
+    }
+}
+
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
-    let file: FileConfig = load(args.config.as_deref())?;
+    let mut file: FileConfig = load(args.config.as_deref())?;
+    let peer = peer_settings(&args.peer, file.peer())?;
     let feed_url = required(args.feed.or(file.feed), "--feed")?;
     let pubkey = load_public(&required(args.pubkey.or(file.pubkey), "--pubkey")?)?;
     let dir = required(args.dir.or(file.dir), "--dir")?;
@@ -154,44 +154,10 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             parsed("poll", file.poll.as_deref(), parse_duration)?.unwrap_or(Duration::from_secs(2))
         }
     };
-    let listen = match args.listen {
-        Some(a) => a,
-        None => parsed("listen", file.listen.as_deref(), parse_listen)?
-            .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("a valid address")),
-    };
     let metrics = match args.metrics {
         Some(a) => Some(a),
         None => parsed("metrics", file.metrics.as_deref(), parse_listen)?,
     };
-    let trackers = if args.trackers.is_empty() {
-        file.trackers
-            .iter()
-            .map(|t| {
-                parse_tracker_url(t).map_err(|e| anyhow::anyhow!("config key `trackers`: {e}"))
-            })
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        args.trackers.clone()
-    };
-    let mut place = args.place.clone();
-    place.topology = place.topology.or(file.topology);
-    place.dc = place.dc.or(file.dc);
-    place.rack = place.rack.or(file.rack);
-    let mut limits = args.limits.clone();
-    if limits.max_upload_rate.is_none() {
-        limits.max_upload_rate = parsed(
-            "max_upload_rate",
-            file.max_upload_rate.as_deref(),
-            parse_rate,
-        )?;
-    }
-    if limits.max_download_rate.is_none() {
-        limits.max_download_rate = parsed(
-            "max_download_rate",
-            file.max_download_rate.as_deref(),
-            parse_rate,
-        )?;
-    }
     let config = AgentConfig {
         feed_url: feed_url.clone(),
         pubkey,
@@ -201,18 +167,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         hook: args.hook.or(file.hook),
         keep: usize::try_from(args.keep.or(file.keep).unwrap_or(2).max(1)).unwrap_or(usize::MAX),
         poll,
-        session: SessionConfig {
-            cores: args.cores.or(file.cores).unwrap_or(0),
-            listen: Some(listen),
-            locator: Arc::new(place.locator()?),
-            max_upload_rate: limits.max_upload_rate,
-            max_download_rate: limits.max_download_rate,
-            max_peers: limits.max_peers,
-            max_peers_per_ip: limits.max_peers_per_ip,
-            ..SessionConfig::default()
-        },
-        trackers,
-        place: place.tracker_place(),
+        session: peer.session,
+        trackers: peer.trackers,
+        place: peer.place.tracker_place(),
         metrics,
         status_socket: args.status_socket.or(file.status_socket),
     };
@@ -258,15 +215,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let path = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/systemd/agent.toml"
-        ));
-        let _: FileConfig = load(Some(path)).unwrap();
-        let bad = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(bad.path(), "no_such_key = 1\n").unwrap();
-        let e = load::<FileConfig>(Some(bad.path())).unwrap_err();
-        assert!(format!("{e:#}").contains("line 1"), "{e:#}");
+        crate::config::check_example::<FileConfig>("agent.toml");
     }
 
     #[test]

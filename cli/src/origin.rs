@@ -2,17 +2,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ringswarm_engine::fleet::origin::{Origin, OriginConfig};
-use ringswarm_engine::session::SessionConfig;
 use serde::Deserialize;
 
-use crate::args::{format_bytes, parse_listen, parse_rate, parse_tracker_url};
-use crate::common::{stop_flag, LimitArgs, PlaceArgs};
-use crate::config::{load, parsed};
+use crate::args::{format_bytes, parse_listen};
+use crate::common::stop_flag;
+use crate::config::{load, parsed, peer_settings, PeerArgs, PeerFile};
 use crate::interrupt::interrupted;
 use crate::output::Summary;
 use crate::Ctx;
@@ -38,23 +36,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub http: Option<SocketAddr>,
 
-    /// Where peers reach the origin [default: 0.0.0.0:6881].
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
-    pub listen: Option<SocketAddr>,
-
-    /// A tracker besides each torrent's own; repeatable.
-    #[arg(long = "tracker", value_name = "URL", value_parser = parse_tracker_url)]
-    pub trackers: Vec<String>,
-
     #[command(flatten)]
-    pub place: PlaceArgs,
-
-    #[command(flatten)]
-    pub limits: LimitArgs,
-
-    /// Worker threads, one per core [default: all online CPUs].
-    #[arg(long, value_name = "N")]
-    pub cores: Option<usize>,
+    pub peer: PeerArgs,
 
     /// A TOML config file.
     #[arg(long, value_name = "FILE")]
@@ -77,8 +60,25 @@ struct FileConfig {
     max_download_rate: Option<String>,
 }
 
+impl FileConfig {
+    /// The peer settings among the keys (moved out).
+    fn peer(&mut self) -> PeerFile {
+        PeerFile {
+            listen: self.listen.take(),
+            trackers: std::mem::take(&mut self.trackers),
+            topology: self.topology.take(),
+            dc: self.dc.take(),
+            rack: self.rack.take(),
+            cores: self.cores.take(),
+            max_upload_rate: self.max_upload_rate.take(),
+            max_download_rate: self.max_download_rate.take(),
+        }
+    }
+}
+
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
-    let file: FileConfig = load(args.config.as_deref())?;
+    let mut file: FileConfig = load(args.config.as_deref())?;
+    let peer = peer_settings(&args.peer, file.peer())?;
     let dir = args
         .dir
         .or(file.dir)
@@ -88,57 +88,13 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         None => parsed("http", file.http.as_deref(), parse_listen)?
             .unwrap_or_else(|| "0.0.0.0:8470".parse().expect("a valid address")),
     };
-    let listen = match args.listen {
-        Some(a) => a,
-        None => parsed("listen", file.listen.as_deref(), parse_listen)?
-            .unwrap_or_else(|| "0.0.0.0:6881".parse().expect("a valid address")),
-    };
-    let trackers = if args.trackers.is_empty() {
-        file.trackers
-            .iter()
-            .map(|t| {
-                parse_tracker_url(t).map_err(|e| anyhow::anyhow!("config key `trackers`: {e}"))
-            })
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        args.trackers.clone()
-    };
-    let mut place = args.place.clone();
-    place.topology = place.topology.or(file.topology);
-    place.dc = place.dc.or(file.dc);
-    place.rack = place.rack.or(file.rack);
-    let mut limits = args.limits.clone();
-    if limits.max_upload_rate.is_none() {
-        limits.max_upload_rate = parsed(
-            "max_upload_rate",
-            file.max_upload_rate.as_deref(),
-            parse_rate,
-        )?;
-    }
-    if limits.max_download_rate.is_none() {
-        limits.max_download_rate = parsed(
-            "max_download_rate",
-            file.max_download_rate.as_deref(),
-            parse_rate,
-        )?;
-    }
-    let session = SessionConfig {
-        cores: args.cores.or(file.cores).unwrap_or(0),
-        listen: Some(listen),
-        locator: Arc::new(place.locator()?),
-        max_upload_rate: limits.max_upload_rate,
-        max_download_rate: limits.max_download_rate,
-        max_peers: limits.max_peers,
-        max_peers_per_ip: limits.max_peers_per_ip,
-        ..SessionConfig::default()
-    };
     let stop = stop_flag();
     let origin = Origin::start(OriginConfig {
         dir: dir.clone(),
         http,
-        session,
-        trackers,
-        place: place.tracker_place(),
+        session: peer.session,
+        trackers: peer.trackers,
+        place: peer.place.tracker_place(),
     })
     .with_context(|| format!("starting the origin on `{}`", dir.display()))?;
     let out = ctx.out;
@@ -174,14 +130,6 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let path = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/systemd/origin.toml"
-        ));
-        let _: FileConfig = load(Some(path)).unwrap();
-        let bad = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(bad.path(), "no_such_key = 1\n").unwrap();
-        let e = load::<FileConfig>(Some(bad.path())).unwrap_err();
-        assert!(format!("{e:#}").contains("line 1"), "{e:#}");
+        crate::config::check_example::<FileConfig>("origin.toml");
     }
 }

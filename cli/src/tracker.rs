@@ -251,14 +251,6 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let path = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/systemd/tracker.toml"
-        ));
-        let _: FileConfig = load(Some(path)).unwrap();
-        let bad = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(bad.path(), "no_such_key = 1\n").unwrap();
-        let e = load::<FileConfig>(Some(bad.path())).unwrap_err();
-        assert!(format!("{e:#}").contains("line 1"), "{e:#}");
+        crate::config::check_example::<FileConfig>("tracker.toml");
     }
 }

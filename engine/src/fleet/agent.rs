@@ -167,16 +167,9 @@ impl Agent {
         };
         dir.create().map_err(io(dir.root()))?;
         let lock_path = dir.state_dir().join("agent.lock");
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        if lock.try_lock().is_err() {
+        let Some(lock) = super::files::try_lock_file(&lock_path).map_err(io(&lock_path))? else {
             return Err(AgentError::Busy(config.dir.clone()));
-        }
+        };
         let session = Session::start(config.session.clone())?;
         let status = Arc::new(Mutex::new(AgentStatus {
             feed_url: config.feed_url.clone(),

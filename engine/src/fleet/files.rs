@@ -57,6 +57,22 @@ pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Takes the exclusive lock of `path` (created if missing) without waiting: the file, held
+/// for as long as the lock is, or None when another process holds it.
+pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +85,16 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_held_lock_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let held = try_lock_file(&p).unwrap().expect("free at first");
+        assert!(try_lock_file(&p).unwrap().is_none());
+        drop(held);
+        assert!(try_lock_file(&p).unwrap().is_some());
     }
 
     #[test]

@@ -92,16 +92,9 @@ impl Origin {
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_path = dir.join(ORIGIN_LOCK);
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        if lock.try_lock().is_err() {
+        let Some(lock) = super::files::try_lock_file(&lock_path).map_err(io(&lock_path))? else {
             return Err(OriginError::Busy(dir));
-        }
+        };
         let session = Session::start(config.session.clone())?;
         let peer_addr = session.listen_addr();
         let served = Arc::new(Mutex::new(Served::default()));

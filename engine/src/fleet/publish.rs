@@ -94,22 +94,10 @@ pub fn read_own_feed(origin_dir: &Path, key: &SigningKey) -> Result<Feed, Publis
 
 /// Whether a running origin holds `origin_dir`'s lock.
 pub fn origin_running(origin_dir: &Path) -> bool {
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(origin_dir.join(ORIGIN_LOCK))
-    else {
-        return false;
-    };
-    match f.try_lock() {
-        Ok(()) => {
-            f.unlock().ok();
-            false
-        }
-        Err(_) => true,
-    }
+    matches!(
+        super::files::try_lock_file(&origin_dir.join(ORIGIN_LOCK)),
+        Ok(None)
+    )
 }
 
 /// When the file's inode last changed (any write or metadata change moves it).
