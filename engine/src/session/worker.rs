@@ -70,6 +70,8 @@ const MAX_CONNS_PER_CORE: usize = 1024;
 const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
 const TICK: Duration = Duration::from_millis(100);
+/// A remote seed may serve any missing piece once at most 1/this of the pieces are missing.
+const SEED_TAIL_FRACTION: u32 = 8;
 const MAX_CONNECT_ATTEMPTS: u32 = 30;
 /// No block from any rack peer for this long: pieces outside our share may come from
 /// outside the rack (a rack-mate died or is slow, or the split views disagree).
@@ -2003,6 +2005,13 @@ impl Ctx {
         // The last few pieces: a remote peer may be asked beyond the rack's share.
         let tail = missing as usize <= self.links.len().max(1);
         let rack = conn.locality == Locality::Rack;
+        // The last eighth, from a remote seed (the origin): it has sent every piece once
+        // and its uplink would idle while rack peers hand the newest pieces on one upload
+        // at a time. It may be asked for what rack peers have too, rarest over the swarm
+        // first: a few pieces cross the rack uplink twice.
+        let seed_tail = !rack
+            && conn.have.is_complete()
+            && missing.saturating_mul(SEED_TAIL_FRACTION) <= shared.piece_count();
         let input = PickInput {
             peer_has: &conn.have,
             verified: &shared.verified,
@@ -2015,7 +2024,7 @@ impl Ctx {
             },
             start: conn.pick_start,
             refused: (conn.refused_since.is_some()).then_some(&conn.refused),
-            remote: (!rack).then(|| RemoteRule {
+            remote: (!rack && !seed_tail).then(|| RemoteRule {
                 rack_availability: &shared.rack_availability,
                 share: shared.share(),
                 beyond_share: tail || shared.rack_quiet_for(RACK_QUIET),
