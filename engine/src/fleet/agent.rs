@@ -565,26 +565,30 @@ impl State {
             self.failed.remove(&hash);
             std::fs::remove_dir_all(self.dir.staging(&hash)).ok();
         }
-        for w in self.wanted.clone() {
+        // Runs every tick: the releases (torrents inside) are cloned only to start one.
+        for k in 0..self.wanted.len() {
+            let w = &self.wanted[k];
             if self.downloads.contains_key(&w.info_hash) || self.failed.contains_key(&w.info_hash) {
                 continue;
             }
             if let Some(i) = self.held_index(&w.name, &w.version) {
-                if self.held[&w.name][i].release.info_hash != w.info_hash {
-                    if self.warned.insert(w.label()) {
-                        tracing::error!(release = %w.label(), "republished with other data; keeping the one on disk");
+                let (name, version) = (w.name.clone(), w.version.clone());
+                if self.held[&name][i].release.info_hash != w.info_hash {
+                    let label = w.label();
+                    if self.warned.insert(label.clone()) {
+                        tracing::error!(release = %label, "republished with other data; keeping the one on disk");
                     }
                     continue;
                 }
-                let current = self.dir.current_version(&w.name);
+                let current = self.dir.current_version(&name);
                 let due = self
                     .flip_failed
-                    .get(&w.name)
+                    .get(&name)
                     .is_none_or(|at| at.elapsed() >= RETRY_FLIP);
-                if current.as_deref() != Some(w.version.as_str()) && due {
+                if current.as_deref() != Some(version.as_str()) && due {
                     // Rolled back (or forward) to a release still on disk, or a flip that
                     // failed before.
-                    self.switch_to(&w.name, i, None);
+                    self.switch_to(&name, i, None);
                 }
                 continue;
             }
@@ -594,6 +598,7 @@ impl State {
                 .flatten()
                 .find(|h| h.release.info_hash == w.info_hash)
                 .map(|h| h.dir.clone());
+            let w = w.clone();
             match same_data {
                 Some(from) => self.adopt(w, &from),
                 None => self.start_download(w),
