@@ -621,3 +621,39 @@ fn a_static_web_server_can_serve_the_feed() {
     a.wait_current("index", "v1", &fleet);
     assert!(std::fs::read(a.current_file("index")).unwrap() == data);
 }
+
+#[test]
+fn a_current_release_that_no_longer_verifies_is_fetched_again_and_swapped_in() {
+    let fleet = Fleet::start("rot");
+    let data = fleet.publish("index", "v1", 2 << 20, 14);
+    let a = fleet.agent("host", &[]);
+    a.wait_current("index", "v1", &fleet);
+    let dir = a.dir.clone();
+    drop(a);
+    // Bit rot (or a stray write) in the current release while the agent is down.
+    let file = dir.join("releases/index/v1/blob.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let a = fleet.agent("host", &[]);
+    let r = a.wait_for("fetching v1 again", &fleet, |s| {
+        s["releases"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["version"] == "v1"
+                    && r["state"] == "current"
+                    && r["downloaded_bytes"].as_u64().unwrap_or(0) > 0
+            })
+        })
+    });
+    assert!(
+        std::fs::read(a.current_file("index")).unwrap() == data,
+        "{r}"
+    );
+    let log = std::fs::read_to_string(&a.guard.stderr_log).unwrap_or_default();
+    assert!(log.contains("does not verify"), "{log}");
+    assert!(
+        dir.join(".staging").read_dir().unwrap().next().is_none(),
+        "staging left over"
+    );
+}

@@ -21,6 +21,8 @@
 //!   when the new one alone does not fit, the release is switched in unlocked and the
 //!   error is reported (a service is better served by new data without a lock than by
 //!   old data). The agent never exceeds the budget.
+//! - The feed is the truth: `NAME/current` is kept on the feed's newest release of NAME
+//!   (checked every tick), so a hand-made switch is switched back. Roll back by publishing.
 //! - A failed download (a full disk, say) keeps its staging directory, so a retry after
 //!   [`RETRY_FAILED`] resumes it; the current release is untouched.
 
@@ -428,13 +430,25 @@ impl State {
                 hook: Arc::new(Mutex::new(None)),
                 activation_ms: None,
             };
-            match self.seed(&release, &dir, TorrentMode::Seed) {
-                Ok((handle, announcer)) => {
-                    held.handle = Some(handle);
-                    held.announcer = announcer;
-                }
-                Err(e) => {
-                    tracing::error!(release = %release.label(), "cannot seed the release on disk: {e}");
+            // A release linked from another one (same data) shares that one's torrent.
+            let shared = self
+                .held
+                .values()
+                .flatten()
+                .any(|h| h.release.info_hash == release.info_hash);
+            if !shared {
+                match self.seed(&release, &dir, TorrentMode::Seed) {
+                    Ok((handle, announcer)) => {
+                        held.handle = Some(handle);
+                        held.announcer = announcer;
+                    }
+                    Err(e) => {
+                        // Not verified: never switched to nor linked from. The directory
+                        // is left for a look; a feed that wants the release fetches it
+                        // again (and replaces the directory, unless it is current).
+                        tracing::error!(release = %release.label(), dir = %dir.display(), "the release on disk does not verify; not used: {e}");
+                        continue;
+                    }
                 }
             }
             tracing::info!(release = %release.label(), dir = %dir.display(), "release on disk");
@@ -672,8 +686,9 @@ impl State {
                 dest: dest.to_path_buf(),
                 mode,
                 peers: Vec::new(),
-                // The release is locked once complete: keep its pages as they are written.
-                resident: self.config.lock,
+                // A download is locked once complete: keep its pages as they are written.
+                // (Seeding what is on disk reads through O_DIRECT as usual.)
+                resident: self.config.lock && mode == TorrentMode::Download,
             })
             .map_err(|e| e.to_string())?;
         let tiers = tracker_tiers(&meta, &self.config.trackers);
@@ -749,17 +764,11 @@ impl State {
         }
     }
 
+    /// Forgets failures that are due for a retry: the next reconcile starts them again
+    /// (a download, or a link when the data is held meanwhile).
     fn retry_failed(&mut self) {
-        let due: Vec<Release> = self
-            .failed
-            .values()
-            .filter(|(_, at, _)| at.elapsed() >= RETRY_FAILED)
-            .map(|(_, _, r)| r.clone())
-            .collect();
-        for r in due {
-            self.failed.remove(&r.info_hash);
-            self.start_download(r);
-        }
+        self.failed
+            .retain(|_, (_, at, _)| at.elapsed() < RETRY_FAILED);
     }
 
     fn check_downloads(&mut self) {
@@ -879,6 +888,10 @@ impl State {
         if let Err(e) = self.dir.flip_current(name, &version) {
             tracing::error!(release = %self.held[name][index].release.label(), err = %e, "cannot switch `current`; trying again in {}s", RETRY_FLIP.as_secs());
             self.flip_failed.insert(name.to_owned(), Instant::now());
+            // Not current: its lock would hold budget the next release may need.
+            if let Some(h) = self.held.get_mut(name).and_then(|l| l.get_mut(index)) {
+                h.locked.take();
+            }
             return;
         }
         self.flip_failed.remove(name);
@@ -978,19 +991,23 @@ impl State {
             path: held.dir.clone(),
             outcome: held.hook.clone(),
         };
-        let counters = self.counters.clone();
-        let tx = self.hooks.get_or_insert_with(|| {
+        if self.hooks.is_none() {
             let (tx, rx) = crossbeam_channel::unbounded();
-            let spawned = std::thread::Builder::new()
+            let counters = self.counters.clone();
+            match std::thread::Builder::new()
                 .name("rs-hook".into())
-                .spawn(move || hook_runner(&rx, &counters));
-            if let Err(e) = spawned {
-                tracing::error!("cannot start the hook thread: {e}");
+                .spawn(move || hook_runner(&rx, &counters))
+            {
+                Ok(_) => self.hooks = Some(tx),
+                Err(e) => {
+                    tracing::error!("cannot start the hook thread (tried again next time): {e}")
+                }
             }
-            tx
-        });
-        if tx.send(job).is_err() {
-            tracing::error!(release = %held.release.label(), "the hook thread is gone; hook not run");
+        }
+        let sent = self.hooks.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if !sent {
+            *held.hook.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some("hook not run: no hook thread".into());
         }
     }
 

@@ -114,18 +114,26 @@ impl AgentDir {
         let to = self.release(name, version);
         let parent = self.releases_root().join(name);
         std::fs::create_dir_all(&parent)?;
-        if to.exists() {
-            if self.current_version(name).as_deref() == Some(version) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} is current; not replaced", to.display()),
-                ));
+        let current = self.current_version(name).as_deref() == Some(version);
+        if to.exists() && current {
+            // The current release's directory did not verify (it was not taken back after
+            // a restart): swap the good copy in, in one step, so `current` never leads to
+            // nothing; readers with files open keep reading the old ones.
+            crate::storage::exchange_paths(&from, &to)?;
+            std::fs::remove_dir_all(&from).ok();
+        } else {
+            if to.exists() {
+                std::fs::remove_dir_all(&to)?;
             }
-            std::fs::remove_dir_all(&to)?;
+            std::fs::rename(&from, &to)?;
         }
-        std::fs::rename(&from, &to)?;
-        sync_dir(&parent)?;
-        sync_dir(&self.staging_root())?;
+        // The data is verified and now here: a failed directory sync must not make the
+        // caller believe it is still in staging (it would fetch it again and delete this).
+        for dir in [parent.as_path(), self.staging_root().as_path()] {
+            if let Err(e) = sync_dir(dir) {
+                tracing::error!(dir = %dir.display(), err = %e, "cannot fsync after moving a release; the move may not survive a crash");
+            }
+        }
         Ok(to)
     }
 

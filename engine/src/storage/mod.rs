@@ -35,7 +35,8 @@
 //! Writes of either kind are not durable until `fdatasync`; [`Storage::sync`] syncs every
 //! file written since the previous call (the reactor reports its completed writes with
 //! [`Storage::note_written`]) and then drops the page-cache pages that buffered writes
-//! left (`POSIX_FADV_DONTNEED`). [`Storage::finish`] truncates padded tails and `fsync`s
+//! left (`POSIX_FADV_DONTNEED`), except in [`Storage::open_resident`]'s mode, where every
+//! I/O is buffered and the pages are meant to stay (data about to be locked in memory). [`Storage::finish`] truncates padded tails and `fsync`s
 //! files and directories.
 
 pub mod aligned;
@@ -863,6 +864,34 @@ fn read_op(f: &OpenFile, op: &IoOp, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+/// Swaps two paths in one step (`renameat2(RENAME_EXCHANGE)`): each name then leads to
+/// what the other did, and at no moment does either lead to nothing. Both must exist, on
+/// one filesystem that supports the flag (ext4, xfs, btrfs, tmpfs).
+pub fn exchange_paths(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let to_c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))
+    };
+    let (ca, cb) = (to_c(a)?, to_c(b)?);
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call; AT_FDCWD
+    // makes relative paths relative to the working directory, as elsewhere.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file; failure only costs cache.
