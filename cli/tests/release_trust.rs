@@ -67,7 +67,14 @@ impl Fleet {
             self.base(),
             &src.join("blob.bin"),
             &self.base().join("origin"),
-            &["--name", name, "--version", version, "--tracker", &self.tracker_url],
+            &[
+                "--name",
+                name,
+                "--version",
+                version,
+                "--tracker",
+                &self.tracker_url,
+            ],
             extra,
         );
         (data, seq)
@@ -188,7 +195,10 @@ impl Agent {
                 let mut all = fleet.others();
                 all.push(&self.guard);
                 dump_logs(&all);
-                panic!("{}: not {what} within {within:?}; status {s}", self.guard.name);
+                panic!(
+                    "{}: not {what} within {within:?}; status {s}",
+                    self.guard.name
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -279,7 +289,11 @@ fn an_expired_feed_activates_nothing_and_says_so() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(a.currents().is_empty(), "{}", a.status());
     assert!(!a.dir.join("index/current").exists());
-    assert!(a.status_text().contains("FEED EXPIRED"), "{}", a.status_text());
+    assert!(
+        a.status_text().contains("FEED EXPIRED"),
+        "{}",
+        a.status_text()
+    );
     let text = a.metrics();
     assert_eq!(metric(&text, "ringswarm_feed_expired"), Some(1.0), "{text}");
 
@@ -334,13 +348,28 @@ fn publishing_into_a_lost_origin_dir_still_raises_the_sequence() {
     let data = base.join("blob.bin");
     std::fs::write(&data, pattern(64 << 10, 5)).unwrap();
     let origin = base.join("origin");
-    let first = publish_into(base, &data, &origin, &["--name", "a", "--version", "v1"], &[]);
-    let second = publish_into(base, &data, &origin, &["--name", "a", "--version", "v2"], &[]);
+    let first = publish_into(
+        base,
+        &data,
+        &origin,
+        &["--name", "a", "--version", "v1"],
+        &[],
+    );
+    let second = publish_into(
+        base,
+        &data,
+        &origin,
+        &["--name", "a", "--version", "v2"],
+        &[],
+    );
     assert!(second > first, "{second} after {first}");
     // The origin directory is lost: a new one, the same key.
     let lost = base.join("origin-rebuilt");
     let third = publish_into(base, &data, &lost, &["--name", "a", "--version", "v3"], &[]);
-    assert!(third > second, "{third} after {second}: a sequence went back");
+    assert!(
+        third > second,
+        "{third} after {second}: a sequence went back"
+    );
 }
 
 // ---- item 7: hooks --------------------------------------------------------------------
@@ -357,7 +386,10 @@ fn a_hook_gets_only_path_its_release_and_the_variables_passed() {
         &["--hook", &hook, "--hook-env", "KEEP_ME"],
         &[("KEEP_ME", "kept"), ("SECRET_TOKEN", "s3cret")],
     );
-    assert_eq!(a.wait_hook("index", "v1", &fleet, "running the hook"), "hook ok");
+    assert_eq!(
+        a.wait_hook("index", "v1", &fleet, "running the hook"),
+        "hook ok"
+    );
     let env = std::fs::read_to_string(&out).unwrap();
     let mut names: Vec<&str> = env
         .lines()
@@ -400,19 +432,35 @@ fn a_hook_past_its_timeout_is_killed_with_its_children_and_reported() {
     let a = fleet.agent(
         "host",
         &fleet.feed_url,
-        &["--hook", &hook, "--hook-timeout", "1s", "--metrics", "127.0.0.1:0"],
+        &[
+            "--hook",
+            &hook,
+            "--hook-timeout",
+            "1s",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
         &[],
     );
     let started = Instant::now();
     let text = a.wait_hook("index", "v1", &fleet, "timing the hook out");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
-        text.starts_with("hook timed out after 1s and was killed") && text.ends_with("waiting for ever"),
+        text.starts_with("hook timed out after 1s and was killed")
+            && text.ends_with("waiting for ever"),
         "{text}"
     );
     let m = a.metrics();
-    assert_eq!(metric(&m, "ringswarm_hook_timeouts_total"), Some(1.0), "{m}");
-    assert_eq!(metric(&m, "ringswarm_hook_failures_total"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "ringswarm_hook_timeouts_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "ringswarm_hook_failures_total"),
+        Some(1.0),
+        "{m}"
+    );
     // The whole process group went: the shell and what it left in the background.
     for f in ["sh.pid", "bg.pid"] {
         let pid = std::fs::read_to_string(fleet.base().join(f)).unwrap();
@@ -457,7 +505,10 @@ fn a_hook_cut_short_by_a_killed_agent_runs_again_after_the_restart() {
     a.guard.child.kill().unwrap();
     a.guard.child.wait().unwrap();
     let hook_pid = first.split_whitespace().nth(1).unwrap().to_owned();
-    Command::new("kill").args(["-KILL", &hook_pid]).status().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &hook_pid])
+        .status()
+        .unwrap();
     std::fs::remove_file(&slow).unwrap();
     drop(a);
 

@@ -501,9 +501,9 @@ impl State {
         let journal = super::hook::journal_dir(&self.dir.state_dir());
         for (p, path) in super::hook::pending(&journal) {
             let label = format!("{} {}", p.name, p.version);
-            let index = self.held_index(&p.name, &p.version).filter(|&i| {
-                crate::hex(&self.held[&p.name][i].release.info_hash) == p.info_hash
-            });
+            let index = self
+                .held_index(&p.name, &p.version)
+                .filter(|&i| crate::hex(&self.held[&p.name][i].release.info_hash) == p.info_hash);
             let current = self.current_version(&p.name).as_deref() == Some(p.version.as_str());
             match index {
                 Some(i) if current && self.hooks.is_some() => {
@@ -609,12 +609,9 @@ impl State {
         }
         self.last_feed_error = None;
         self.expired = None;
-        self.feed_expiry = feed.expires_ms.map(|e| {
-            (
-                e,
-                crate::feed::allowed_skew_ms(feed.signed_ms, e),
-            )
-        });
+        self.feed_expiry = feed
+            .expires_ms
+            .map(|e| (e, crate::feed::allowed_skew_ms(feed.signed_ms, e)));
         if feed.sequence != self.sequence {
             let path = self.dir.state_dir().join("sequence");
             if let Err(e) = write_atomic(&path, format!("{}\n", feed.sequence).as_bytes()) {
