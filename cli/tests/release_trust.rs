@@ -590,3 +590,44 @@ fn a_current_link_to_another_tree_with_the_same_version_is_switched_back() {
     assert!(std::fs::read(link.join("blob.bin")).unwrap() == v1);
     assert_eq!(a.release("index", "v1").unwrap()["state"], "current");
 }
+
+// ---- item 10: what the agent's unit leaves it is enough ---------------------------------
+
+#[test]
+fn the_agent_locks_a_release_with_cap_ipc_lock_as_its_only_capability() {
+    let test = "the_agent_locks_a_release_with_cap_ipc_lock_as_its_only_capability";
+    if !support::is_root() {
+        support::skip_note(&format!("skipped: {test}: needs root (to drop capabilities)"));
+        return;
+    }
+    if !support::require(
+        support::on_path("setpriv") && support::on_path("prlimit"),
+        test,
+        "setpriv and prlimit (util-linux)",
+    ) {
+        return;
+    }
+    let fleet = Fleet::start("caps");
+    fleet.publish("index", "v1", 11, &[]);
+    // As ringswarm-agent.service: root, bounding set CAP_IPC_LOCK, no new privileges; and a
+    // 64 KiB RLIMIT_MEMLOCK, so locking the 1 MiB release takes the capability.
+    let dir = fleet.base().join("host");
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--memlock=65536:65536", "--", "setpriv", "--no-new-privs"])
+        .args(["--bounding-set", "-all,+ipc_lock", "--inh-caps", "-all", "--"])
+        .arg(ringswarm())
+        .args(["-v", "agent", "--feed", &fleet.feed_url, "--poll", "200ms"])
+        .args(["--listen", "127.0.0.1:0", "--cores", "1", "--lock", "--pubkey"])
+        .arg(fleet.base().join("fleet.pub"))
+        .arg("--dir")
+        .arg(&dir);
+    let mut guard = Guard::spawn("host", cmd, fleet.base());
+    guard.wait_line("status socket ", TIMEOUT, &fleet.others());
+    let caps = std::fs::read_to_string(format!("/proc/{}/status", guard.child.id())).unwrap();
+    assert!(caps.contains("CapBnd:\t0000000000004000"), "{caps}");
+    let a = Agent { dir, guard };
+    a.wait_current("index", "v1", &fleet);
+    let r = a.release("index", "v1").unwrap();
+    assert_eq!(r["locked"], true, "{r}");
+    assert!(a.status()["locked_bytes"].as_u64().unwrap() >= 1 << 20);
+}
