@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ringswarm_engine::fleet::publish::{publish, PublishSpec};
+use ringswarm_engine::fleet::publish::{publish, refresh, PublishSpec};
 
 use crate::args::{format_bytes, parse_duration, parse_piece_size, parse_tracker_url};
 use crate::keygen::load_secret;
@@ -25,19 +25,25 @@ use crate::Ctx;
 /// The feed is valid for --valid-for: past that (plus a tenth of it, at most a minute, for
 /// clocks that disagree) agents activate nothing from it and report "feed expired", so
 /// publish at least that often. Its sequence is above the last one and at least the time
-/// in ms, so it grows even when ORIGIN-DIR was lost.
+/// in ms, so it grows even when ORIGIN-DIR was lost. With nothing new to publish,
+/// `publish --refresh` signs the same feed again with a new sequence and expiry.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The blob: a file or a directory.
-    pub path: PathBuf,
+    #[arg(required_unless_present = "refresh")]
+    pub path: Option<PathBuf>,
 
     /// The release name (a directory name on every host: letters, digits, - _ . +).
-    #[arg(long)]
-    pub name: String,
+    #[arg(long, required_unless_present = "refresh")]
+    pub name: Option<String>,
 
     /// The version [default: the UTC time, e.g. 20261124T231500Z].
     #[arg(long)]
     pub version: Option<String>,
+
+    /// Publish nothing new: sign ORIGIN-DIR's feed again (new sequence, new expiry).
+    #[arg(long, conflicts_with_all = ["path", "name", "version"])]
+    pub refresh: bool,
 
     /// The secret key file from `ringswarm keygen`.
     #[arg(long, value_name = "FILE")]
@@ -98,13 +104,27 @@ fn time_version() -> String {
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let key = load_secret(&args.key)?;
+    let (Some(path), Some(name)) = (args.path.clone(), args.name.clone()) else {
+        let feed = refresh(&args.origin_dir, &key, args.valid_for)
+            .with_context(|| format!("refreshing the feed of `{}`", args.origin_dir.display()))?;
+        ctx.out.line(format!(
+            "refreshed the feed ({} releases) as feed sequence {}, valid for {}",
+            feed.releases.len(),
+            feed.sequence,
+            humantime::format_duration(args.valid_for)
+        ));
+        let mut s = Summary::new("publish");
+        s.ok = true;
+        ctx.out.summary(&s);
+        return Ok(());
+    };
     let version = args.version.clone().unwrap_or_else(time_version);
     if args.trackers.is_empty() {
         eprintln!("ringswarm: warning: no --tracker: agents can only find peers they are told of");
     }
     let published = publish(&PublishSpec {
-        data: args.path.clone(),
-        name: args.name.clone(),
+        data: path.clone(),
+        name,
         version,
         key,
         origin_dir: args.origin_dir.clone(),
@@ -113,7 +133,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         keep: usize::try_from(args.keep).unwrap_or(usize::MAX),
         valid_for: args.valid_for,
     })
-    .with_context(|| format!("publishing `{}`", args.path.display()))?;
+    .with_context(|| format!("publishing `{}`", path.display()))?;
     let r = &published.release;
     let hash = ringswarm_engine::hex(&r.info_hash);
     ctx.out.line(format!(

@@ -341,6 +341,41 @@ fn a_replayed_expired_feed_does_not_move_a_new_agent() {
 }
 
 #[test]
+fn a_refreshed_feed_is_fresh_again_with_a_higher_sequence() {
+    let fleet = Fleet::start("refresh");
+    let (v1, first) = fleet.publish("index", "v1", 12, &["--valid-for", "2s"]);
+    std::thread::sleep(Duration::from_millis(2600));
+    let a = fleet.agent("host", &fleet.feed_url, &[], &[]);
+    a.wait_for("reporting the expired feed", &fleet, TIMEOUT, feed_expired);
+    // Nothing new to publish: the same feed, signed again.
+    let out = Command::new(ringswarm())
+        .args(["publish", "--refresh", "--key"])
+        .arg(fleet.base().join("fleet.key"))
+        .arg("--origin-dir")
+        .arg(fleet.base().join("origin"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seq: u64 = text
+        .split("as feed sequence ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(seq > first, "{seq} after {first}");
+    a.wait_current("index", "v1", &fleet);
+    let s = a.status();
+    assert_eq!(s["feed_expired"], false, "{s}");
+    assert_eq!(s["feed_sequence"], seq, "{s}");
+    assert!(std::fs::read(a.dir.join("index/current/blob.bin")).unwrap() == v1);
+}
+
+#[test]
 fn publishing_into_a_lost_origin_dir_still_raises_the_sequence() {
     let dir = scratch("sequence");
     let base = dir.path();
