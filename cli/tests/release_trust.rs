@@ -298,7 +298,7 @@ fn an_expired_feed_activates_nothing_and_says_so() {
     assert_eq!(metric(&text, "ringswarm_feed_expired"), Some(1.0), "{text}");
 
     // A fresh feed is taken at once; when it expires in turn, the agent keeps its release.
-    fleet.publish("index", "v2", 2, &["--valid-for", "3s"]);
+    fleet.publish("index", "v2", 2, &["--valid-for", "10s"]);
     a.wait_current("index", "v2", &fleet);
     let s = a.status();
     assert_eq!(s["feed_expired"], false, "{s}");
