@@ -32,6 +32,7 @@ PKGS=(
   "util-linux|command -v fincore"
   "time|test -x /usr/bin/time"
   "iproute2|command -v ip"
+  "systemd|command -v systemd-analyze"
 )
 
 install_missing() {

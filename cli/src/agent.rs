@@ -23,7 +23,12 @@ use crate::Ctx;
 /// releases stay. Each new release is downloaded into DIR/.staging/, verified, fsynced,
 /// renamed into DIR/releases/NAME/VERSION, then DIR/NAME/current is switched to it
 /// atomically (a reader sees the old release or the new one, never a mix). Then the
-/// --hook runs (RINGSWARM_RELEASE_NAME, _VERSION and _PATH in its environment). With
+/// --hook runs with a clean environment: PATH, RINGSWARM_RELEASE_NAME, _VERSION and _PATH,
+/// and the --hook-env variables. It is journaled in DIR/.agent/hooks/ first, so a hook cut
+/// short by a crash or restart runs again (keep it idempotent); past --hook-timeout its
+/// process group is killed; the last 64 KiB of its output are kept, the last line shown by
+/// `status`. A feed past its expiry (`publish --valid-for`) activates nothing: the agent
+/// keeps its releases and reports "feed expired" (status, ringswarm_feed_expired). With
 /// --lock the release is locked in memory before the switch and the old one unlocked
 /// after it, within --lock-budget: a release that does not fit is switched in unlocked
 /// and the error reported. Releases stay seeded; beyond the newest --keep they are
@@ -31,7 +36,8 @@ use crate::Ctx;
 ///
 /// `ringswarm status` asks a running agent for its state; --metrics serves Prometheus
 /// metrics. Every setting can come from --config FILE (TOML, keys as the long flags with
-/// `_`: feed, pubkey, dir, lock, lock_budget, hook, keep, poll, listen, trackers, topology,
+/// `_`: feed, pubkey, dir, lock, lock_budget, hook, hook_env, hook_timeout, keep, poll,
+/// listen, trackers, topology,
 /// dc, rack, cores, metrics, status_socket, max_upload_rate, max_download_rate); flags
 /// win over the file.
 #[derive(Debug, clap::Args)]
@@ -59,6 +65,14 @@ pub struct Args {
     /// A shell command run after each activation.
     #[arg(long, value_name = "CMD")]
     pub hook: Option<String>,
+
+    /// An environment variable of the agent passed to the hook; repeat for more.
+    #[arg(long = "hook-env", value_name = "NAME", value_parser = parse_env_name)]
+    pub hook_env: Vec<String>,
+
+    /// How long the hook may run before it (its process group) is killed [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_hook_timeout)]
+    pub hook_timeout: Option<Duration>,
 
     /// Releases kept (and seeded) per name, the current one included [default: 2].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -93,6 +107,9 @@ struct FileConfig {
     lock: Option<bool>,
     lock_budget: Option<String>,
     hook: Option<String>,
+    #[serde(default)]
+    hook_env: Vec<String>,
+    hook_timeout: Option<String>,
     keep: Option<u64>,
     poll: Option<String>,
     listen: Option<String>,
@@ -116,6 +133,20 @@ fn parse_poll(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}`: the poll interval must be from 100ms to 1h"));
     }
     Ok(d)
+}
+
+/// A hook timeout: 1 s to a day.
+fn parse_hook_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&d) {
+        return Err(format!("`{s}`: the hook timeout must be from 1s to 24h"));
+    }
+    Ok(d)
+}
+
+fn parse_env_name(s: &str) -> Result<String, String> {
+    ringswarm_engine::fleet::hook::check_env_name(s)?;
+    Ok(s.to_owned())
 }
 
 fn required<T>(value: Option<T>, flag: &str) -> Result<T> {
@@ -154,6 +185,23 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             parsed("poll", file.poll.as_deref(), parse_duration)?.unwrap_or(Duration::from_secs(2))
         }
     };
+    let hook_timeout = match args.hook_timeout {
+        Some(t) => t,
+        None => parsed(
+            "hook_timeout",
+            file.hook_timeout.as_deref(),
+            parse_hook_timeout,
+        )?
+        .unwrap_or(Duration::from_secs(600)),
+    };
+    let hook_env = if args.hook_env.is_empty() {
+        for name in &file.hook_env {
+            parse_env_name(name).map_err(|e| anyhow::anyhow!("config key `hook_env`: {e}"))?;
+        }
+        file.hook_env
+    } else {
+        args.hook_env
+    };
     let metrics = match args.metrics {
         Some(a) => Some(a),
         None => parsed("metrics", file.metrics.as_deref(), parse_listen)?,
@@ -165,6 +213,8 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         lock: args.lock || file.lock.unwrap_or(false),
         lock_budget,
         hook: args.hook.or(file.hook),
+        hook_env,
+        hook_timeout,
         keep: usize::try_from(args.keep.or(file.keep).unwrap_or(2).max(1)).unwrap_or(usize::MAX),
         poll,
         session: peer.session,
@@ -224,5 +274,14 @@ mod tests {
         assert!(parse_poll("0").is_err());
         assert!(parse_poll("10ms").is_err());
         assert!(parse_poll("18446744073709551615").is_err());
+    }
+
+    #[test]
+    fn the_hook_timeout_and_env_names_are_checked() {
+        assert_eq!(parse_hook_timeout("10m").unwrap(), Duration::from_secs(600));
+        assert!(parse_hook_timeout("0").is_err());
+        assert!(parse_hook_timeout("2d").is_err());
+        assert!(parse_env_name("HOME").is_ok());
+        assert!(parse_env_name("A=B").is_err());
     }
 }

@@ -1,11 +1,12 @@
 //! `ringswarm publish`: on the build machine, add a blob to the signed release feed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ringswarm_engine::fleet::publish::{publish, PublishSpec};
+use ringswarm_engine::fleet::publish::{publish, refresh, PublishSpec};
 
-use crate::args::{format_bytes, parse_piece_size, parse_tracker_url};
+use crate::args::{format_bytes, parse_duration, parse_piece_size, parse_tracker_url};
 use crate::keygen::load_secret;
 use crate::output::Summary;
 use crate::Ctx;
@@ -20,18 +21,29 @@ use crate::Ctx;
 ///
 /// Releases of NAME beyond the newest --keep leave the feed (agents keep theirs on disk
 /// until their own --keep removes them).
+///
+/// The feed is valid for --valid-for: past that (plus a tenth of it, at most a minute, for
+/// clocks that disagree) agents activate nothing from it and report "feed expired", so
+/// publish at least that often. Its sequence is above the last one and at least the time
+/// in ms, so it grows even when ORIGIN-DIR was lost. With nothing new to publish,
+/// `publish --refresh` signs the same feed again with a new sequence and expiry.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The blob: a file or a directory.
-    pub path: PathBuf,
+    #[arg(required_unless_present = "refresh")]
+    pub path: Option<PathBuf>,
 
     /// The release name (a directory name on every host: letters, digits, - _ . +).
-    #[arg(long)]
-    pub name: String,
+    #[arg(long, required_unless_present = "refresh")]
+    pub name: Option<String>,
 
     /// The version [default: the UTC time, e.g. 20261124T231500Z].
     #[arg(long)]
     pub version: Option<String>,
+
+    /// Publish nothing new: sign ORIGIN-DIR's feed again (new sequence, new expiry).
+    #[arg(long, conflicts_with_all = ["path", "name", "version"])]
+    pub refresh: bool,
 
     /// The secret key file from `ringswarm keygen`.
     #[arg(long, value_name = "FILE")]
@@ -53,6 +65,19 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: u64,
+
+    /// How long agents act on this feed, 1s to 365d (e.g. 12h, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_valid_for)]
+    pub valid_for: Duration,
+}
+
+/// A feed validity: from a second (tests) to a year (a replayed feed must end some time).
+fn parse_valid_for(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(365 * 86_400)).contains(&d) {
+        return Err(format!("`{s}`: the validity must be from 1s to 365d"));
+    }
+    Ok(d)
 }
 
 /// The UTC time as a version label: 20261124T231500Z.
@@ -79,28 +104,44 @@ fn time_version() -> String {
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let key = load_secret(&args.key)?;
+    let (Some(path), Some(name)) = (args.path.clone(), args.name.clone()) else {
+        let feed = refresh(&args.origin_dir, &key, args.valid_for)
+            .with_context(|| format!("refreshing the feed of `{}`", args.origin_dir.display()))?;
+        ctx.out.line(format!(
+            "refreshed the feed ({} releases) as feed sequence {}, valid for {}",
+            feed.releases.len(),
+            feed.sequence,
+            humantime::format_duration(args.valid_for)
+        ));
+        let mut s = Summary::new("publish");
+        s.ok = true;
+        ctx.out.summary(&s);
+        return Ok(());
+    };
     let version = args.version.clone().unwrap_or_else(time_version);
     if args.trackers.is_empty() {
         eprintln!("ringswarm: warning: no --tracker: agents can only find peers they are told of");
     }
     let published = publish(&PublishSpec {
-        data: args.path.clone(),
-        name: args.name.clone(),
+        data: path.clone(),
+        name,
         version,
         key,
         origin_dir: args.origin_dir.clone(),
         trackers: args.trackers.clone(),
         piece_size: args.piece_size,
         keep: usize::try_from(args.keep).unwrap_or(usize::MAX),
+        valid_for: args.valid_for,
     })
-    .with_context(|| format!("publishing `{}`", args.path.display()))?;
+    .with_context(|| format!("publishing `{}`", path.display()))?;
     let r = &published.release;
     let hash = ringswarm_engine::hex(&r.info_hash);
     ctx.out.line(format!(
-        "published {} ({}, {hash}) as feed sequence {}",
+        "published {} ({}, {hash}) as feed sequence {}, valid for {}",
         r.label(),
         format_bytes(r.size),
-        published.sequence
+        published.sequence,
+        humantime::format_duration(args.valid_for)
     ));
     for old in &published.retired {
         ctx.out.line(format!("{old} left the feed"));
@@ -130,5 +171,16 @@ mod tests {
         assert_eq!(v.len(), 16, "{v}");
         assert!(v.starts_with("20"), "{v}");
         ringswarm_engine::feed::check_label(&v, "version").unwrap();
+    }
+
+    #[test]
+    fn the_validity_is_bounded() {
+        assert_eq!(
+            super::parse_valid_for("7d").unwrap(),
+            std::time::Duration::from_secs(7 * 86_400)
+        );
+        assert!(super::parse_valid_for("0").is_err());
+        assert!(super::parse_valid_for("500ms").is_err());
+        assert!(super::parse_valid_for("400d").is_err());
     }
 }

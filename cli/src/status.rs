@@ -38,10 +38,15 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "feed {} (sequence {}, {} errors{})",
+        "feed {} (sequence {}, {} errors{}{})",
         status.feed_url,
         status.feed_sequence,
         status.feed_errors,
+        if status.feed_expired {
+            "; FEED EXPIRED: nothing is activated until a fresh one"
+        } else {
+            ""
+        },
         status
             .last_feed_error
             .as_ref()

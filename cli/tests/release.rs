@@ -509,9 +509,17 @@ fn agent_origin_and_tracker_serve_metrics() {
         Some(1.0),
         "{text}"
     );
+    // The sequence is the one `publish` printed (at least the publish time in ms).
+    let published = std::fs::read_to_string(fleet.base().join("publish-v1.stdout")).unwrap();
+    let sequence: f64 = published
+        .split("as feed sequence ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sequence in {published}"));
     assert_eq!(
         metric(&text, "ringswarm_feed_sequence", ""),
-        Some(1.0),
+        Some(sequence),
         "{text}"
     );
     let local = metric(&text, "ringswarm_bytes_in_total", "class=\"local\"").unwrap();

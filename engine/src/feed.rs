@@ -5,17 +5,26 @@
 //! a body from one publish with the signature of another:
 //!
 //! ```json
-//! {"format": "ringswarm-feed/1", "body": "<base64>", "signature": "<base64>"}
+//! {"format": "ringswarm-feed/2", "body": "<base64>", "signature": "<base64>"}
 //! ```
 //!
 //! `signature` is ed25519 over the exact bytes of the decoded `body`, which is JSON:
-//! `{"sequence": N, "releases": [{"name", "version", "info_hash", "size", "published_ms",
-//! "metainfo"}]}` with `metainfo` the base64 of the .torrent file. Signing the bytes rather
-//! than a re-serialisation keeps verification independent of JSON formatting.
+//! `{"sequence": N, "signed_ms": T, "expires_ms": E, "releases": [{"name", "version",
+//! "info_hash", "size", "published_ms", "metainfo"}]}` with `metainfo` the base64 of the
+//! .torrent file. Signing the bytes rather than a re-serialisation keeps verification
+//! independent of JSON formatting.
 //!
 //! Decisions:
 //! - `sequence` grows with every publish; an agent refuses a feed older than the newest it
 //!   accepted, so a replayed (validly signed) old feed cannot roll the fleet back.
+//! - A feed expires (`expires_ms`, `publish --valid-for`): an agent never activates from an
+//!   expired feed, so a replayed old feed cannot hold a *new* agent (which has no sequence
+//!   to compare with) on an old release for longer than the validity. A host whose clock is
+//!   behind the build machine's accepts a feed a little longer: [`allowed_skew_ms`].
+//! - Format 1 feeds (signed by older versions) carry no expiry: they are read (the origin
+//!   serves them, `publish` extends them into format 2) but [`Feed::check_fresh`] refuses
+//!   them as expired, with a message that says to publish again. Older agents refuse format
+//!   2 by its `format` field: upgrade the agents first; they keep their releases meanwhile.
 //! - A release's `info_hash` must be the SHA-1 of its metainfo's info dictionary and `size`
 //!   its total length: the signature then covers the data itself, through the piece hashes.
 //! - Names and versions become directory names on every host, so they are checked like
@@ -29,7 +38,12 @@ use serde::{Deserialize, Serialize};
 use crate::metainfo::Metainfo;
 
 /// The `format` of the envelope this code writes and reads.
-pub const FORMAT: &str = "ringswarm-feed/1";
+pub const FORMAT: &str = "ringswarm-feed/2";
+/// The format older versions wrote: no expiry, read but never fresh.
+pub const FORMAT_V1: &str = "ringswarm-feed/1";
+/// Most clock difference between the build machine and a host that is forgiven past a
+/// feed's expiry (a tenth of the feed's validity, when that is shorter).
+pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 /// A feed larger than this is refused before it is parsed.
 pub const MAX_FEED_BYTES: usize = 64 << 20;
 /// Longest release name or version.
@@ -52,6 +66,21 @@ pub enum FeedError {
     BadRelease { index: usize, reason: String },
     #[error("key: {0}")]
     BadKey(String),
+    #[error(
+        "feed expired: sequence {sequence} was valid until {expires_ms} ms since the epoch, \
+         {} s ago (publish again, or check this host's clock)",
+        ago_ms / 1000
+    )]
+    Expired {
+        sequence: u64,
+        expires_ms: u64,
+        ago_ms: u64,
+    },
+    #[error(
+        "feed expired: sequence {0} carries no expiry (format {FORMAT_V1}, signed by an older \
+         ringswarm); publish again with this version"
+    )]
+    NoExpiry(u64),
 }
 
 /// One published blob.
@@ -149,6 +178,10 @@ pub fn check_label(label: &str, what: &str) -> Result<(), String> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Feed {
     pub sequence: u64,
+    /// When it was signed, in ms since the Unix epoch (0 in a format 1 feed).
+    pub signed_ms: u64,
+    /// When it stops being fresh (None: a format 1 feed, never fresh).
+    pub expires_ms: Option<u64>,
     pub releases: Vec<Release>,
 }
 
@@ -163,6 +196,10 @@ struct Envelope {
 #[serde(deny_unknown_fields)]
 struct Body {
     sequence: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signed_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
     releases: Vec<BodyRelease>,
 }
 
@@ -190,10 +227,30 @@ impl Feed {
         out
     }
 
-    /// Signs the feed: the bytes of `feed.json`.
+    /// Whether an agent may act on the feed at `now_ms`: an expired feed (or one without
+    /// an expiry) is an error saying so.
+    pub fn check_fresh(&self, now_ms: u64) -> Result<(), FeedError> {
+        let Some(expires_ms) = self.expires_ms else {
+            return Err(FeedError::NoExpiry(self.sequence));
+        };
+        let skew = allowed_skew_ms(self.signed_ms, expires_ms);
+        if now_ms > expires_ms.saturating_add(skew) {
+            return Err(FeedError::Expired {
+                sequence: self.sequence,
+                expires_ms,
+                ago_ms: now_ms - expires_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs the feed (format 2, with `signed_ms` and `expires_ms`; a feed without an
+    /// expiry is signed as expiring when signed): the bytes of `feed.json`.
     pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
         let body = Body {
             sequence: self.sequence,
+            signed_ms: Some(self.signed_ms),
+            expires_ms: Some(self.expires_ms.unwrap_or(self.signed_ms)),
             releases: self
                 .releases
                 .iter()
@@ -223,30 +280,49 @@ impl Feed {
     /// Checks the signature, then every release. Nothing of an unsigned feed is parsed
     /// beyond the envelope.
     pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Feed, FeedError> {
-        let body = open_envelope(bytes, Some(key))?;
-        parse_body(&body)
+        let (format, body) = open_envelope(bytes, Some(key))?;
+        parse_body(&body, format)
     }
 
     /// Reads a feed without checking its signature: for the origin, which reads the feed
     /// it wrote itself to learn what to seed.
     pub fn read_unverified(bytes: &[u8]) -> Result<Feed, FeedError> {
-        let body = open_envelope(bytes, None)?;
-        parse_body(&body)
+        let (format, body) = open_envelope(bytes, None)?;
+        parse_body(&body, format)
     }
+}
+
+/// How long past its expiry a feed is still taken, for clocks that disagree: a tenth of
+/// the feed's validity, at most [`MAX_CLOCK_SKEW_MS`] (a feed made to live 2 s is meant
+/// to be strict; one made to live a week forgives a minute).
+pub fn allowed_skew_ms(signed_ms: u64, expires_ms: u64) -> u64 {
+    (expires_ms.saturating_sub(signed_ms) / 10).min(MAX_CLOCK_SKEW_MS)
+}
+
+/// The envelope's format version.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Version {
+    V1,
+    V2,
 }
 
 fn malformed(e: impl std::fmt::Display) -> FeedError {
     FeedError::Malformed(e.to_string())
 }
 
-fn open_envelope(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Vec<u8>, FeedError> {
+fn open_envelope(
+    bytes: &[u8],
+    key: Option<&VerifyingKey>,
+) -> Result<(Version, Vec<u8>), FeedError> {
     if bytes.len() > MAX_FEED_BYTES {
         return Err(FeedError::TooLarge(bytes.len()));
     }
     let envelope: Envelope = serde_json::from_slice(bytes).map_err(malformed)?;
-    if envelope.format != FORMAT {
-        return Err(FeedError::Format(envelope.format));
-    }
+    let version = match envelope.format.as_str() {
+        FORMAT => Version::V2,
+        FORMAT_V1 => Version::V1,
+        _ => return Err(FeedError::Format(envelope.format)),
+    };
     let body = B64
         .decode(envelope.body.as_bytes())
         .map_err(|e| malformed(format!("body: {e}")))?;
@@ -260,11 +336,19 @@ fn open_envelope(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Vec<u8>, Fe
         key.verify_strict(&body, &Signature::from_bytes(&sig))
             .map_err(|_| FeedError::BadSignature)?;
     }
-    Ok(body)
+    Ok((version, body))
 }
 
-fn parse_body(body: &[u8]) -> Result<Feed, FeedError> {
+fn parse_body(body: &[u8], version: Version) -> Result<Feed, FeedError> {
     let body: Body = serde_json::from_slice(body).map_err(|e| malformed(format!("body: {e}")))?;
+    let (signed_ms, expires_ms) = match version {
+        // Whatever a format 1 body says, it is read as having no expiry.
+        Version::V1 => (0, None),
+        Version::V2 => match (body.signed_ms, body.expires_ms) {
+            (Some(s), Some(e)) => (s, Some(e)),
+            _ => return Err(malformed("body: no signed_ms or expires_ms")),
+        },
+    };
     let mut releases = Vec::with_capacity(body.releases.len());
     for (index, r) in body.releases.into_iter().enumerate() {
         let bad = |reason: String| FeedError::BadRelease { index, reason };
@@ -292,6 +376,8 @@ fn parse_body(body: &[u8]) -> Result<Feed, FeedError> {
     }
     Ok(Feed {
         sequence: body.sequence,
+        signed_ms,
+        expires_ms,
         releases,
     })
 }
@@ -391,6 +477,8 @@ mod tests {
     fn feed() -> Feed {
         Feed {
             sequence: 3,
+            signed_ms: 10_000,
+            expires_ms: Some(20_000),
             releases: vec![
                 Release::new("index", "v1", torrent("blob", 40000), 1000).unwrap(),
                 Release::new("model", "2026.11.24", torrent("m", 5), 2000).unwrap(),
@@ -407,6 +495,42 @@ mod tests {
         assert_eq!(back, feed());
         let newest: Vec<String> = back.newest_per_name().iter().map(|r| r.label()).collect();
         assert_eq!(newest, ["index v2", "model 2026.11.24"]);
+    }
+
+    #[test]
+    fn a_feed_is_fresh_until_its_expiry_plus_a_bounded_skew() {
+        let f = feed(); // signed at 10 s, valid 10 s: 1 s of skew forgiven
+        assert_eq!(allowed_skew_ms(10_000, 20_000), 1_000);
+        f.check_fresh(0).unwrap();
+        f.check_fresh(21_000).unwrap();
+        let e = f.check_fresh(21_001).unwrap_err();
+        assert!(e.to_string().starts_with("feed expired: sequence 3"), "{e}");
+        // A week-long feed forgives a minute, no more.
+        assert_eq!(allowed_skew_ms(0, 7 * 86_400_000), MAX_CLOCK_SKEW_MS);
+        // A feed without an expiry is never fresh.
+        let old = Feed {
+            expires_ms: None,
+            ..feed()
+        };
+        let e = old.check_fresh(0).unwrap_err();
+        assert_eq!(e, FeedError::NoExpiry(3));
+        assert!(e.to_string().contains("feed expired"), "{e}");
+    }
+
+    #[test]
+    fn a_format_1_feed_is_read_without_an_expiry() {
+        let key = generate_key();
+        let body = serde_json::json!({"sequence": 5, "expires_ms": u64::MAX, "releases": []});
+        let body = body.to_string().into_bytes();
+        let env = serde_json::json!({"format": FORMAT_V1, "body": B64.encode(&body),
+            "signature": B64.encode(key.sign(&body).to_bytes())});
+        let f = Feed::verify(env.to_string().as_bytes(), &key.verifying_key()).unwrap();
+        assert_eq!((f.sequence, f.expires_ms), (5, None));
+        assert!(f.check_fresh(0).is_err());
+        // Format 2 must say when it expires.
+        let env = serde_json::json!({"format": FORMAT, "body": B64.encode(&body),
+            "signature": B64.encode(key.sign(&body).to_bytes())});
+        assert!(Feed::verify(env.to_string().as_bytes(), &key.verifying_key()).is_err());
     }
 
     #[test]

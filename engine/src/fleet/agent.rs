@@ -41,6 +41,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use super::files::write_atomic;
+use super::hook::{HookSettings, Hooks};
 use super::http::{FeedFetcher, Fetched, HttpServer, Reply};
 use super::releases::{read_release, write_record, AgentDir};
 use super::{data_paths, now_ms};
@@ -91,8 +92,12 @@ pub struct AgentConfig {
     /// Bytes the agent may hold locked at once (None: only `RLIMIT_MEMLOCK` limits).
     pub lock_budget: Option<u64>,
     /// Run with `sh -c` after each activation, with `RINGSWARM_RELEASE_NAME`,
-    /// `RINGSWARM_RELEASE_VERSION` and `RINGSWARM_RELEASE_PATH` set.
+    /// `RINGSWARM_RELEASE_VERSION` and `RINGSWARM_RELEASE_PATH` set (see [`super::hook`]).
     pub hook: Option<String>,
+    /// Variables of the agent's environment passed to the hook (besides PATH).
+    pub hook_env: Vec<String>,
+    /// How long a hook may run before its process group is killed.
+    pub hook_timeout: Duration,
     /// Releases kept on disk (and seeded) per name, the current one included.
     pub keep: usize,
     /// Time between feed polls (each jittered by ±10 %).
@@ -114,6 +119,12 @@ pub struct AgentStatus {
     pub feed_sequence: u64,
     pub feed_errors: u64,
     pub last_feed_error: Option<String>,
+    /// The newest feed is expired (or has no expiry): nothing is activated from it.
+    #[serde(default)]
+    pub feed_expired: bool,
+    /// When the accepted feed expires, in ms since the Unix epoch.
+    #[serde(default)]
+    pub feed_expires_ms: Option<u64>,
     pub locked_bytes: u64,
     pub peers: u32,
     pub releases: Vec<ReleaseStatus>,
@@ -146,7 +157,6 @@ pub struct ReleaseStatus {
 struct Counters {
     feed_errors: AtomicU64,
     activations: AtomicU64,
-    hook_failures: AtomicU64,
     lock_failures: AtomicU64,
     download_failures: AtomicU64,
 }
@@ -369,8 +379,12 @@ struct State {
     flip_failed: HashMap<String, Instant>,
     /// Releases already reported as republished with other data.
     warned: std::collections::HashSet<String>,
-    /// Hooks run one at a time, in activation order (see [`hook_runner`]).
-    hooks: Option<crossbeam_channel::Sender<HookJob>>,
+    /// The hook runner, with `--hook`.
+    hooks: Option<Hooks>,
+    /// When the accepted feed expires, with its allowance for clock skew (ms).
+    feed_expiry: Option<(u64, u64)>,
+    /// Why the agent activates nothing now: the newest feed is expired (None: fresh).
+    expired: Option<String>,
 }
 
 impl State {
@@ -385,6 +399,14 @@ impl State {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
+        let hooks = config.hook.clone().map(|cmd| {
+            let settings = HookSettings {
+                cmd,
+                env: config.hook_env.clone(),
+                timeout: config.hook_timeout,
+            };
+            Hooks::new(settings, super::hook::journal_dir(&dir.state_dir()))
+        });
         State {
             config,
             dir,
@@ -402,7 +424,9 @@ impl State {
             latency: BTreeMap::new(),
             flip_failed: HashMap::new(),
             warned: std::collections::HashSet::new(),
-            hooks: None,
+            hooks,
+            feed_expiry: None,
+            expired: None,
         }
     }
 
@@ -460,7 +484,7 @@ impl State {
         if self.config.lock {
             let names: Vec<String> = self.held.keys().cloned().collect();
             for name in names {
-                let Some(version) = self.dir.current_version(&name) else {
+                let Some(version) = self.current_version(&name) else {
                     continue;
                 };
                 if let Some(i) = self.held_index(&name, &version) {
@@ -468,7 +492,38 @@ impl State {
                 }
             }
         }
+        self.rerun_pending_hooks();
         self.publish_status();
+    }
+
+    /// Runs again the hooks a crash or restart interrupted, for the releases still current.
+    fn rerun_pending_hooks(&mut self) {
+        let journal = super::hook::journal_dir(&self.dir.state_dir());
+        for (p, path) in super::hook::pending(&journal) {
+            let label = format!("{} {}", p.name, p.version);
+            let index = self
+                .held_index(&p.name, &p.version)
+                .filter(|&i| crate::hex(&self.held[&p.name][i].release.info_hash) == p.info_hash);
+            let current = self.current_version(&p.name).as_deref() == Some(p.version.as_str());
+            match index {
+                Some(i) if current && self.hooks.is_some() => {
+                    tracing::warn!(release = %label, "the hook of this activation did not finish before the agent stopped; running it again");
+                    self.run_hook(&p.name, i);
+                }
+                _ => {
+                    tracing::info!(release = %label, "an unfinished hook is not run again: the release is no longer current (or there is no --hook)");
+                    super::hook::forget(&path);
+                }
+            }
+        }
+    }
+
+    /// The version `NAME/current` leads to, when it leads to this agent's own
+    /// `releases/NAME/VERSION` (a link to `/elsewhere/releases/NAME/VERSION` is not).
+    fn current_version(&self, name: &str) -> Option<String> {
+        let link = self.dir.current_link(name);
+        let target = std::fs::read_link(&link).ok()?;
+        own_version(&link, &target, &self.dir.releases_root().join(name))
     }
 
     fn run(
@@ -484,9 +539,10 @@ impl State {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
             }
+            self.check_expiry();
             self.check_downloads();
             self.retry_failed();
-            if self.have_feed {
+            if self.have_feed && self.expired.is_none() {
                 // Cheap (a few map lookups and a readlink per name); it retries what did
                 // not happen on the feed event: a flip that failed, a shared download.
                 self.reconcile();
@@ -508,6 +564,25 @@ impl State {
         self.session.shutdown();
     }
 
+    /// Marks the accepted feed expired once its time (and skew allowance) is past: from then
+    /// on nothing is activated or switched until a fresh feed comes.
+    fn check_expiry(&mut self) {
+        let Some((expires_ms, skew)) = self.feed_expiry else {
+            return;
+        };
+        let now = now_ms();
+        if self.expired.is_none() && now > expires_ms.saturating_add(skew) {
+            let e = crate::feed::FeedError::Expired {
+                sequence: self.sequence,
+                expires_ms,
+                ago_ms: now - expires_ms,
+            }
+            .to_string();
+            self.expired = Some(e.clone());
+            self.feed_error(e);
+        }
+    }
+
     fn feed_error(&mut self, e: String) {
         self.counters.feed_errors.fetch_add(1, Ordering::Relaxed);
         if self.last_feed_error.as_deref() != Some(e.as_str()) {
@@ -524,7 +599,19 @@ impl State {
             ));
             return;
         }
+        if let Err(e) = feed.check_fresh(now_ms()) {
+            // Nothing of it is taken, not even its sequence: a fresh feed of the same
+            // sequence (the same publish, served late) must still be accepted.
+            let e = e.to_string();
+            self.expired = Some(e.clone());
+            self.feed_error(e);
+            return;
+        }
         self.last_feed_error = None;
+        self.expired = None;
+        self.feed_expiry = feed
+            .expires_ms
+            .map(|e| (e, crate::feed::allowed_skew_ms(feed.signed_ms, e)));
         if feed.sequence != self.sequence {
             let path = self.dir.state_dir().join("sequence");
             if let Err(e) = write_atomic(&path, format!("{}\n", feed.sequence).as_bytes()) {
@@ -594,7 +681,7 @@ impl State {
                     }
                     continue;
                 }
-                let current = self.dir.current_version(&name);
+                let current = self.current_version(&name);
                 let due = self
                     .flip_failed
                     .get(&name)
@@ -777,7 +864,9 @@ impl State {
             .iter()
             .filter(|(_, d)| {
                 let s = d.handle.stats();
-                s.complete || s.error.is_some()
+                // From an expired feed nothing is activated: a finished download waits
+                // (seeding) for a fresh feed.
+                (s.complete && self.expired.is_none()) || s.error.is_some()
             })
             .map(|(h, _)| *h)
             .collect();
@@ -862,7 +951,7 @@ impl State {
     /// Locks (when asked) and switches `NAME/current` to `held[name][index]`, runs the
     /// hook, unlocks the release it replaces, and removes releases beyond `keep`.
     fn switch_to(&mut self, name: &str, index: usize, latency: Option<u64>) {
-        let old_version = self.dir.current_version(name);
+        let old_version = self.current_version(name);
         let old_index = old_version
             .as_deref()
             .and_then(|v| self.held_index(name, v));
@@ -981,39 +1070,16 @@ impl State {
 
     /// Queues the hook for this activation; its outcome shows in the status and metrics.
     fn run_hook(&mut self, name: &str, index: usize) {
-        let Some(cmd) = self.config.hook.clone() else {
+        let Some(hooks) = self.hooks.as_mut() else {
             return;
         };
         let held = &self.held[name][index];
-        let job = HookJob {
-            cmd,
-            release: held.release.clone(),
-            path: held.dir.clone(),
-            outcome: held.hook.clone(),
-        };
-        if self.hooks.is_none() {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let counters = self.counters.clone();
-            match std::thread::Builder::new()
-                .name("rs-hook".into())
-                .spawn(move || hook_runner(&rx, &counters))
-            {
-                Ok(_) => self.hooks = Some(tx),
-                Err(e) => {
-                    tracing::error!("cannot start the hook thread (tried again next time): {e}")
-                }
-            }
-        }
-        let sent = self.hooks.as_ref().is_some_and(|tx| tx.send(job).is_ok());
-        if !sent {
-            *held.hook.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some("hook not run: no hook thread".into());
-        }
+        hooks.queue(&held.release, &held.dir, held.hook.clone());
     }
 
     /// Removes the oldest releases of `name` beyond `keep` (never the current one).
     fn collect_garbage(&mut self, name: &str) {
-        let current = self.dir.current_version(name);
+        let current = self.current_version(name);
         let keep = self.config.keep.max(1);
         let Some(list) = self.held.get_mut(name) else {
             return;
@@ -1074,7 +1140,7 @@ impl State {
             }
         }
         for (name, list) in &self.held {
-            let current = self.dir.current_version(name);
+            let current = self.current_version(name);
             for h in list.iter().rev() {
                 let s = h
                     .handle
@@ -1106,6 +1172,8 @@ impl State {
             feed_sequence: self.sequence,
             feed_errors: self.counters.feed_errors.load(Ordering::Relaxed),
             last_feed_error: self.last_feed_error.clone(),
+            feed_expired: self.expired.is_some(),
+            feed_expires_ms: self.feed_expiry.map(|(e, _)| e),
             locked_bytes: self.locked_bytes(),
             peers: all_stats.iter().map(|s| s.connected_peers).sum(),
             releases,
@@ -1143,10 +1211,24 @@ impl State {
             "Releases switched in.",
             c.activations.load(Ordering::Relaxed),
         );
+        e.gauge(
+            "ringswarm_feed_expired",
+            "1 while the newest feed is expired (nothing is activated), else 0.",
+            if status.feed_expired { 1.0 } else { 0.0 },
+        );
+        let hooks = self.hooks.as_ref().map(Hooks::counters);
+        let hook_count = |f: fn(&super::hook::HookCounters) -> &AtomicU64| {
+            hooks.map_or(0, |h| f(h).load(Ordering::Relaxed))
+        };
         e.counter(
             "ringswarm_hook_failures_total",
-            "Hooks that failed.",
-            c.hook_failures.load(Ordering::Relaxed),
+            "Hooks that failed (timeouts included).",
+            hook_count(|h| &h.failures),
+        );
+        e.counter(
+            "ringswarm_hook_timeouts_total",
+            "Hooks killed at --hook-timeout.",
+            hook_count(|h| &h.timeouts),
         );
         e.counter(
             "ringswarm_lock_failures_total",
@@ -1261,63 +1343,31 @@ pub fn write_transfer_metrics<'a>(
     );
 }
 
-/// One hook to run after an activation.
-struct HookJob {
-    cmd: String,
-    release: Release,
-    path: PathBuf,
-    outcome: Arc<Mutex<Option<String>>>,
+/// The version a `current` link names when its whole target, resolved from the link's
+/// directory, is `releases_of_name/VERSION` (compared lexically: no link is followed).
+fn own_version(link: &Path, target: &Path, releases_of_name: &Path) -> Option<String> {
+    let resolved = lexical_normal(&link.parent()?.join(target));
+    let version = resolved.file_name()?.to_str()?.to_owned();
+    (resolved.parent()? == lexical_normal(releases_of_name)).then_some(version)
 }
 
-/// Runs hooks one at a time, in activation order, so a service never hears of an older
-/// release after a newer one. When several activations of one name are waiting, only the
-/// newest one's hook runs (the others are marked skipped). Ends when the agent drops the
-/// sender.
-fn hook_runner(jobs: &crossbeam_channel::Receiver<HookJob>, counters: &Counters) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        batch.extend(jobs.try_iter());
-        let mut keep: Vec<HookJob> = Vec::new();
-        for job in batch {
-            if let Some(at) = keep.iter().position(|k| k.release.name == job.release.name) {
-                let old = keep.remove(at);
-                *old.outcome.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("hook skipped: {} came first", job.release.label()));
+/// `path` with `.` dropped and `..` taken back (as the kernel would, were no component a
+/// symbolic link).
+fn lexical_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
             }
-            keep.push(job);
-        }
-        for job in keep {
-            let text = run_hook_now(&job);
-            if text != "hook ok" {
-                counters.hook_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(release = %job.release.label(), "{text}");
-            } else {
-                tracing::info!(release = %job.release.label(), "hook ran");
-            }
-            *job.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+            other => out.push(other),
         }
     }
-}
-
-/// Runs one hook with `sh -c`; "hook ok" or why not.
-fn run_hook_now(job: &HookJob) -> String {
-    let result = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&job.cmd)
-        .env("RINGSWARM_RELEASE_NAME", &job.release.name)
-        .env("RINGSWARM_RELEASE_VERSION", &job.release.version)
-        .env("RINGSWARM_RELEASE_PATH", &job.path)
-        .stdin(std::process::Stdio::null())
-        .output();
-    match result {
-        Ok(o) if o.status.success() => "hook ok".to_owned(),
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err.lines().last().unwrap_or("").trim();
-            format!("hook failed ({}): {last}", o.status)
-        }
-        Err(e) => format!("hook could not run: {e}"),
-    }
+    out
 }
 
 /// Memory that locking a release pins (its files page-rounded).
@@ -1354,4 +1404,24 @@ pub fn query_status(socket: &Path) -> std::io::Result<AgentStatus> {
     let mut buf = Vec::new();
     stream.take(16 << 20).read_to_end(&mut buf)?;
     serde_json::from_slice(&buf).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_is_the_whole_target_not_its_last_component() {
+        let link = Path::new("/srv/rs/index/current");
+        let own = Path::new("/srv/rs/releases/index");
+        let v = |t: &str| own_version(link, Path::new(t), own);
+        assert_eq!(v("../releases/index/v1").as_deref(), Some("v1"));
+        assert_eq!(v("/srv/rs/releases/index/v1").as_deref(), Some("v1"));
+        assert_eq!(v("./../releases/./index/v2").as_deref(), Some("v2"));
+        assert_eq!(v("/elsewhere/releases/index/v1"), None);
+        assert_eq!(v("../releases/other/v1"), None);
+        assert_eq!(v("../releases/index/v1/.."), None);
+        assert_eq!(v("../../rs/releases/index/v1").as_deref(), Some("v1"));
+        assert_eq!(v("v1"), None);
+    }
 }

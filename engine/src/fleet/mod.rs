@@ -6,12 +6,14 @@
 //! - [`publish`]: make the metainfo, add the release to the feed, sign it (build machine);
 //! - [`origin`]: serve the feed and seed the releases it lists;
 //! - [`agent`]: the daemon on every service host;
+//! - [`hook`]: the command run after each activation (journaled, sandboxed env, timeout);
 //! - [`releases`]: the agent's directory: staging, releases, the `current` links;
 //! - [`http`]: the feed and metrics over HTTP, both ends;
 //! - [`files`]: durable writes (write, fsync, rename, fsync the directory).
 
 pub mod agent;
 pub mod files;
+pub mod hook;
 pub mod http;
 pub mod origin;
 pub mod publish;

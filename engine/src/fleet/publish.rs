@@ -68,6 +68,8 @@ pub struct PublishSpec {
     pub piece_size: u64,
     /// Releases of this name kept in the feed (the newest); older ones leave it.
     pub keep: usize,
+    /// How long agents act on the feed signed now ([`crate::feed::Feed::check_fresh`]).
+    pub valid_for: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -106,6 +108,45 @@ fn ctime(m: &std::fs::Metadata) -> std::time::SystemTime {
     let secs = u64::try_from(m.ctime()).unwrap_or(0);
     let nanos = u32::try_from(m.ctime_nsec()).unwrap_or(0);
     std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+}
+
+/// Signs the origin's feed again, unchanged but for a higher sequence and a new expiry:
+/// for a fleet with nothing new to publish within `--valid-for`. Returns the sequence.
+pub fn refresh(
+    origin_dir: &Path,
+    key: &SigningKey,
+    valid_for: std::time::Duration,
+) -> Result<Feed, PublishError> {
+    let lock_path = origin_dir.join(PUBLISH_LOCK);
+    if !origin_dir.join(FEED_FILE).exists() {
+        return Err(PublishError::Refused(format!(
+            "{}: no feed to refresh (publish a release first)",
+            origin_dir.join(FEED_FILE).display()
+        )));
+    }
+    let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+    let mut feed = read_own_feed(origin_dir, key)?;
+    stamp(&mut feed, valid_for);
+    let path = origin_dir.join(FEED_FILE);
+    write_atomic(&path, &feed.sign(key)).map_err(io_err(&path))?;
+    Ok(feed)
+}
+
+/// Gives the feed its next sequence, signing time and expiry.
+fn stamp(feed: &mut Feed, valid_for: std::time::Duration) {
+    let now = super::now_ms();
+    feed.sequence = next_sequence(feed.sequence, now);
+    feed.signed_ms = now;
+    let valid_ms = u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX);
+    feed.expires_ms = Some(now.saturating_add(valid_ms));
+}
+
+/// The sequence of the next feed: above the last one, and at least the time in ms, so a
+/// publish into a lost (empty) origin directory still outnumbers every feed signed before
+/// (as long as the build machine's clock does not go back).
+pub fn next_sequence(last: u64, now_ms: u64) -> u64 {
+    last.saturating_add(1).max(now_ms)
 }
 
 pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
@@ -181,7 +222,7 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
         feed.releases[i].name.clear();
     }
     feed.releases.retain(|r| !r.name.is_empty());
-    feed.sequence += 1;
+    stamp(&mut feed, spec.valid_for);
     let signed = feed.sign(&spec.key);
     if signed.len() > crate::feed::MAX_FEED_BYTES {
         return Err(PublishError::Refused(format!(
@@ -202,4 +243,18 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
         retired,
         origin_running: origin_running(dir),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_sequence;
+
+    #[test]
+    fn the_sequence_never_goes_back() {
+        assert_eq!(next_sequence(0, 1_000), 1_000);
+        assert_eq!(next_sequence(1_000, 1_000), 1_001);
+        // A clock behind the last feed (or an old small sequence) still moves forward.
+        assert_eq!(next_sequence(5_000, 1_000), 5_001);
+        assert_eq!(next_sequence(u64::MAX, 0), u64::MAX);
+    }
 }
