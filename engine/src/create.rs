@@ -241,6 +241,11 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut Vec<Found>) -> Result<(), C
             continue;
         }
         let name = entry.file_name();
+        if name == crate::storage::resume::RESUME_DIR {
+            // A download's resume records (`get` into this tree): state, not data.
+            tracing::warn!(path = %disk.display(), "skipping ringswarm's resume records");
+            continue;
+        }
         let bad = |reason: String| CreateError::BadPath {
             path: disk.display().to_string(),
             reason,
