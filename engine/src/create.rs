@@ -705,6 +705,25 @@ mod tests {
     }
 
     #[test]
+    fn resume_records_are_state_not_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("r");
+        fs::create_dir_all(root.join(".ringswarm")).unwrap();
+        fs::write(root.join(".ringswarm/x.resume"), b"state").unwrap();
+        fs::write(root.join("data"), b"data").unwrap();
+        let m = create(&root, &opts(1)).unwrap();
+        let paths: Vec<_> = m.info.files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(paths, vec![vec!["data".to_string()]]);
+        // Given as the root itself, it is refused.
+        match create(&root.join(".ringswarm"), &opts(1)) {
+            Err(CreateError::BadPath { reason, .. }) => {
+                assert!(reason.contains("reserved"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn root_name_resolves_dot() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("named");

@@ -874,7 +874,10 @@ fn refused_direct(path: &Path, r: io::Result<File>) -> Result<io::Result<File>, 
 /// `fallocate(fd, 0, 0, length)`: reserves the blocks and keeps the size at `length`
 /// (mode 0 extends a shorter file). Filesystems without it get `set_len`.
 fn preallocate(file: &File, path: &Path, length: u64, allocated: u64) -> Result<(), StorageError> {
-    if length == 0 {
+    // Nothing to reserve when every block is there already; skipping also leaves the
+    // file's mtime and ctime alone, so its resume record still matches.
+    let full = || file.metadata().is_ok_and(|m| m.len() >= length);
+    if length == 0 || (allocated >= length && full()) {
         return Ok(());
     }
     let Ok(len) = libc::off_t::try_from(length) else {

@@ -238,6 +238,8 @@ pub fn save(
         f.sync_all()?;
         drop(f);
         state.rename(tmp.as_ref(), name.as_ref())?;
+        // Older versions' completion fingerprint, superseded by the identities here.
+        let _ = state.remove_file(format!("{}.verified", crate::hex(info_hash)).as_ref());
         state.sync()
     })();
     if result.is_err() {
