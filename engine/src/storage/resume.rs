@@ -180,8 +180,19 @@ pub fn load(
 ) -> Option<Record> {
     let name = file_name(info_hash);
     let path = state.path().join(&name);
-    let file = match state.open_file(Path::new(&name), libc::O_RDONLY, 0, false) {
-        Ok(f) => f,
+    // O_NONBLOCK: a FIFO put in its place must not hang the start.
+    let opened = state.open_file(
+        Path::new(&name),
+        libc::O_RDONLY | libc::O_NONBLOCK,
+        0,
+        false,
+    );
+    let file = match opened {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "the resume record is not a regular file; rechecking instead");
+            return None;
+        }
         Err(super::StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return None
         }
@@ -403,6 +414,23 @@ mod tests {
             format_1(&hash, &Bitfield::full(8)),
         )
         .unwrap();
+        assert_eq!(load(&d, &hash, 8, 1), None);
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_record_does_not_hang() {
+        let (t, d) = dir();
+        let hash = [8u8; 20];
+        let name = resume_path(t.path(), &hash);
+        let c = std::ffi::CString::new(
+            t.path()
+                .join(name.file_name().unwrap())
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert_eq!(load(&d, &hash, 8, 1), None);
     }
 
