@@ -6,6 +6,11 @@
 //! truncated behind our back no longer matches and its pieces are hashed again
 //! ([`trust`]); a record without identities (format 1, before issue 11) matches nothing.
 //!
+//! Timestamps move in kernel clock ticks (a few ms): a write in the same tick as the
+//! record's `fstat` that keeps size and inode would go unseen. Our own writes of pieces
+//! after that `fstat` are not in the record's bitfield anyway; a stranger's write that
+//! close is out of reach of any stat-based check (and needs write access to `DEST`).
+//!
 //! The identity holds no path: a directory renamed as a whole (the agent moving a release
 //! out of staging) keeps its record valid.
 
