@@ -32,7 +32,10 @@ const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(60);
 /// magnet's) own, udp:// only, announced to until the command exits. For a magnet, the
 /// torrent's metadata is first fetched from those peers.
 /// Files land at DEST/<name>. An interrupted download resumes where it stopped when run
-/// again with the same DEST: only pieces not yet verified on disk are fetched.
+/// again with the same DEST: only pieces not yet verified on disk are fetched (the record
+/// in DEST/.ringswarm is trusted only for files unchanged since; others are hashed again).
+/// Nothing is written through a symbolic link below DEST: one there is an error (DEST
+/// itself may be a link).
 ///
 /// The command waits until every piece is verified and on disk (fsync), then:
 ///   - with --seed-for D, keeps serving the data to other peers for D, then exits;

@@ -241,6 +241,11 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut Vec<Found>) -> Result<(), C
             continue;
         }
         let name = entry.file_name();
+        if name == crate::storage::resume::RESUME_DIR {
+            // A download's resume records (`get` into this tree): state, not data.
+            tracing::warn!(path = %disk.display(), "skipping ringswarm's resume records");
+            continue;
+        }
         let bad = |reason: String| CreateError::BadPath {
             path: disk.display().to_string(),
             reason,
@@ -694,6 +699,25 @@ mod tests {
             Err(CreateError::BadPath { path, reason }) => {
                 assert!(path.ends_with("sub/back\\slash"), "{path}");
                 assert!(reason.contains("separator"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resume_records_are_state_not_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("r");
+        fs::create_dir_all(root.join(".ringswarm")).unwrap();
+        fs::write(root.join(".ringswarm/x.resume"), b"state").unwrap();
+        fs::write(root.join("data"), b"data").unwrap();
+        let m = create(&root, &opts(1)).unwrap();
+        let paths: Vec<_> = m.info.files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(paths, vec![vec!["data".to_string()]]);
+        // Given as the root itself, it is refused.
+        match create(&root.join(".ringswarm"), &opts(1)) {
+            Err(CreateError::BadPath { reason, .. }) => {
+                assert!(reason.contains("reserved"), "{reason}")
             }
             other => panic!("{other:?}"),
         }

@@ -5,7 +5,8 @@
 //! - A torrent whose total length is 0 (a single empty file, or only empty files) is
 //!   rejected: it has no pieces, so there is nothing to transfer or verify, and every layer
 //!   above would need a special case for it.
-//! - Paths are checked component by component ([`check_component`]); besides that, two
+//! - Paths are checked component by component ([`check_component`]); `.ringswarm` is
+//!   refused as any component (the resume records' directory). Besides that, two
 //!   non-pad files may not share a path, and a file may not also be a directory of another
 //!   (`a` and `a/b`): either would make storage write one file's data over another's.
 //! - `name.utf-8` / `path.utf-8` are used when present and valid UTF-8, else `name` / `path`,
@@ -256,6 +257,10 @@ pub fn check_component(component: &str, field: &str) -> Result<(), MetainfoError
         "path component contains a path separator"
     } else if component.contains('\0') {
         "path component contains a NUL byte"
+    } else if component == crate::storage::resume::RESUME_DIR {
+        // Downloads keep their resume records in DEST/.ringswarm: a torrent writing there
+        // (or into DEST/x/.ringswarm, the records of a download into DEST/x) could forge them.
+        "`.ringswarm` is reserved for ringswarm's resume records"
     } else {
         return Ok(());
     };
@@ -801,8 +806,9 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_rejected_naming_the_field() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 9] = [
             (b"", "empty"),
+            (b".ringswarm", "reserved"),
             (b".", "`.`"),
             (b"..", "`..`"),
             (b"a/b", "separator"),

@@ -918,14 +918,12 @@ impl State {
         handle: Option<TorrentHandle>,
         announcer: Option<AnnouncerHandle>,
     ) {
-        // The files moved: record them verified where they now are (so a restart seeds
-        // them without hashing again), and the release beside them. A failure here costs a
-        // recheck or a download after a restart, never the data: it is kept and used.
-        let recorded = release
-            .parse_metainfo()
-            .map_err(std::io::Error::other)
-            .and_then(|meta| super::record_verified(&meta, &dir))
-            .and_then(|()| write_record(&dir, &release, Some(now_ms())));
+        // Record the release beside its data. The download's resume record moved with the
+        // directory and still holds (it is bound to the files' identity, not their paths),
+        // so a restart seeds them without hashing again; nothing here vouches for data it
+        // did not verify (linked data is hashed again after a restart). A failure here
+        // costs a recheck or a download after a restart, never the data.
+        let recorded = write_record(&dir, &release, Some(now_ms()));
         if let Err(e) = recorded {
             tracing::error!(release = %release.label(), dir = %dir.display(), err = %e, "cannot record the release; a restart will not know it");
         }

@@ -41,17 +41,15 @@ pub fn data_paths(
 }
 
 /// Records that the data of `meta` below `dest` is verified whole, so a session adding it
-/// to seed trusts it without hashing it again (as long as the files do not change).
+/// to seed trusts it without hashing it again (as long as the files do not change: the
+/// record holds their identity). Only for data just verified, e.g. hashed by `create`.
 pub fn record_verified(
     meta: &crate::metainfo::Metainfo,
     dest: &std::path::Path,
 ) -> std::io::Result<()> {
-    use crate::storage::{fingerprint, resume};
-    let hash = meta.info_hash;
+    use crate::storage::{Layout, OpenMode, Storage};
+    let storage = Storage::open(dest, Layout::from_metainfo(meta), OpenMode::Seed)
+        .map_err(std::io::Error::other)?;
     let all = crate::bitfield::Bitfield::full(meta.piece_count());
-    resume::save(&resume::resume_path(dest, &hash), &hash, &all)?;
-    fingerprint::save(
-        &fingerprint::fingerprint_path(dest, &hash),
-        &data_paths(meta, dest),
-    )
+    storage.save_resume(&meta.info_hash, &all)
 }

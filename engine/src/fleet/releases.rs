@@ -10,7 +10,11 @@
 //! A staging or release directory keeps, in its `.ringswarm/` folder, the engine's resume
 //! records and the agent's `release.json` + `release.torrent`, so a restart knows every
 //! release on disk without the feed. Staging and releases are on one filesystem, so moving
-//! a verified download into `releases/` is one rename.
+//! a verified download into `releases/` is one rename. The resume record moves with it and
+//! stays valid: it is bound to the files' identity (device, inode, size, mtime, ctime), not
+//! to their paths, so it is never rewritten for the move; a file changed since makes a
+//! restart hash it again (`storage::fingerprint`). No torrent can write into `.ringswarm/`
+//! (the name is refused in torrents).
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
 use crate::reactor::{self, net, EventFd, HashPool};
-use crate::storage::{fingerprint, resume, Layout, OpenMode, Storage};
+use crate::storage::{Layout, OpenMode, Storage};
 use torrent::TorrentShared;
 use worker::{Command, Worker, WorkerConfig, WorkerLink};
 
@@ -291,15 +291,6 @@ impl Session {
             )));
         }
         let layout = Layout::from_metainfo(&meta);
-        // A resume record speaks for files that are still there: one deleted or cut short
-        // since (recreated empty by `open`) voids it.
-        let files_intact =
-            layout.files().iter().filter(|f| !f.pad).all(|f| {
-                std::fs::metadata(spec.dest.join(&f.path)).is_ok_and(|m| m.len() >= f.length)
-            });
-        let had_data = layout.files().iter().any(|f| {
-            !f.pad && std::fs::metadata(spec.dest.join(&f.path)).is_ok_and(|m| m.len() > 0)
-        });
         let mode = match spec.mode {
             TorrentMode::Download => OpenMode::Download,
             TorrentMode::Seed => OpenMode::Seed,
@@ -310,29 +301,9 @@ impl Session {
             Storage::open(&spec.dest, layout, mode)?
         });
         let n = meta.piece_count();
-        let resume_file = resume::resume_path(&spec.dest, &info_hash);
-        // A partial record is trusted as is (the files change while a download runs); a
-        // complete one only while the files are as they were when it was made.
-        let record = fingerprint::fingerprint_path(&spec.dest, &info_hash);
-        let trusted = resume::load(&resume_file, &info_hash, n).filter(|bits| {
-            files_intact
-                && (!bits.is_complete() || fingerprint::matches(&record, &storage.file_paths()))
-        });
-        let verified = match trusted {
-            Some(bits) => bits,
-            None if had_data || spec.mode == TorrentMode::Seed => {
-                let bits = storage.recheck(&meta.info.pieces, self.cores.max(1))?;
-                if bits.is_complete() {
-                    let saved = resume::save(&resume_file, &info_hash, &bits)
-                        .and_then(|()| fingerprint::save(&record, &storage.file_paths()));
-                    if let Err(e) = saved {
-                        tracing::debug!(err = %e, "no verification record (read-only data?)");
-                    }
-                }
-                bits
-            }
-            None => Bitfield::new(n),
-        };
+        // The resume record where it still matches the files, a recheck elsewhere.
+        let verified =
+            storage.verified_at_start(&info_hash, &meta.info.pieces, self.cores.max(1))?;
         if spec.mode == TorrentMode::Seed && !verified.is_complete() {
             return Err(SessionError::Config(format!(
                 "{}: the data does not match the torrent ({} of {} pieces verify)",

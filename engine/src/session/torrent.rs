@@ -372,9 +372,12 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
                 .and_then(|()| if complete { t.storage.finish() } else { Ok(()) })
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
-                    let path = resume::resume_path(&t.dest, &t.info_hash());
-                    resume::save(&path, &t.info_hash(), &snapshot)
-                        .map_err(|e| format!("writing resume file {}: {e}", path.display()))
+                    t.storage
+                        .save_resume(&t.info_hash(), &snapshot)
+                        .map_err(|e| {
+                            let path = resume::resume_path(&t.dest, &t.info_hash());
+                            format!("writing resume file {}: {e}", path.display())
+                        })
                 });
             if let Err(e) = result {
                 t.fail(e);
@@ -383,10 +386,6 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
             saved = Some(count);
         }
         if complete {
-            let record = crate::storage::fingerprint::fingerprint_path(&t.dest, &t.info_hash());
-            if let Err(e) = crate::storage::fingerprint::save(&record, &t.storage.file_paths()) {
-                tracing::warn!(err = %e, "could not record the verified files; a restart rechecks them");
-            }
             t.complete.store(true, Ordering::Release);
             tracing::info!(torrent = %crate::hex(&t.info_hash()), "complete: verified and durable");
             return;

@@ -38,11 +38,29 @@
 //! left (`POSIX_FADV_DONTNEED`), except in [`Storage::open_resident`]'s mode, where every
 //! I/O is buffered and the pages are meant to stay (data about to be locked in memory). [`Storage::finish`] truncates padded tails and `fsync`s
 //! files and directories.
+//!
+//! # Links and the state directory
+//!
+//! In `Download` mode every file and directory below the destination is opened without
+//! following symbolic links ([`beneath`]): a link found there is refused with
+//! [`StorageError::Symlink`] naming it, and nothing outside the destination is created,
+//! truncated, preallocated or written (the destination itself may be a link). Later
+//! truncation, `fallocate` and `fsync` go through the descriptors opened that way.
+//!
+//! `Seed` mode opens the data files by path and does follow links (`ringswarm create` of a
+//! link, then `seed`, is a supported way to share data kept elsewhere): nothing is written
+//! to them, and every byte served has been verified against the torrent's hashes through
+//! the very descriptors it is read from (or is vouched for by a record bound to those
+//! files' identity), so a link can only serve what the torrent already describes. The
+//! resume records of either mode live in the destination's `.ringswarm/`, which is never
+//! followed through a link and which no torrent may name ([`resume`]).
 
 pub mod aligned;
+pub mod beneath;
 pub mod fingerprint;
 pub mod layout;
 pub mod resume;
+mod state;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -53,6 +71,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use aligned::AlignedBuf;
+use beneath::Dir;
+use fingerprint::FileIdentity;
 pub use layout::{FileSpec, Layout, Span};
 
 /// O_DIRECT alignment for offsets, lengths and buffer addresses.
@@ -78,6 +98,13 @@ pub enum StorageError {
     },
     #[error("{path}: a file of the torrent is missing")]
     Missing { path: PathBuf },
+    #[error("{path}: is a symbolic link; refusing to write through it")]
+    Symlink { path: PathBuf },
+    #[error(
+        "{path}: `{}` is reserved for ringswarm's resume records; no torrent may write there",
+        resume::RESUME_DIR
+    )]
+    Reserved { path: PathBuf },
 }
 
 impl StorageError {
@@ -138,6 +165,9 @@ struct OpenFile {
     buffered_read: AtomicBool,
     /// Written and read through the page cache, and left there ([`Storage::open_resident`]).
     keep_cached: bool,
+    /// What the file was when opened, before this storage changed it (resume records are
+    /// checked against it).
+    opened: FileIdentity,
 }
 
 impl OpenFile {
@@ -153,13 +183,19 @@ impl OpenFile {
 #[derive(Debug)]
 pub struct Storage {
     root: PathBuf,
+    /// The root, open: files and directories below it are opened through it.
+    root_dir: Dir,
+    /// `root/.ringswarm`, opened (created) in `Download` mode.
+    state_dir: Option<Dir>,
     layout: Layout,
     mode: OpenMode,
     /// Indexed like `layout.files()`; None for pad files.
     files: Vec<Option<OpenFile>>,
-    /// Directories holding the files (and their ancestors up to the root, and the root's
-    /// parent when the root was created): fsynced by `finish`.
+    /// Directories holding the files, relative to the root (and their ancestors up to the
+    /// root, the empty path): fsynced by `finish`.
     dirs: Vec<PathBuf>,
+    /// The root's parent when the root was created: fsynced by `finish` too.
+    root_parent: Option<PathBuf>,
 }
 
 impl Storage {
@@ -198,16 +234,40 @@ impl Storage {
         raise_nofile_limit(non_pad.saturating_mul(2) as u64);
 
         let mut dirs = BTreeSet::new();
+        let mut root_parent = None;
+        if let Some(spec) = layout.files().iter().find(|f| reserved(&f.path)) {
+            return Err(StorageError::Reserved {
+                path: root.join(&spec.path),
+            });
+        }
         if mode == OpenMode::Download {
             let root_existed = root.exists();
+            // The root itself may be a link (or below one): it is the caller's choice.
             fs::create_dir_all(root).map_err(|e| StorageError::io(root, e))?;
-            dirs.insert(root.to_path_buf());
+            dirs.insert(PathBuf::new());
             if !root_existed {
-                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    dirs.insert(parent.to_path_buf());
-                }
+                root_parent = root
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(Path::to_path_buf);
             }
         }
+        let root_dir = match Dir::open(root) {
+            Ok(d) => d,
+            Err(StorageError::Io { source, .. })
+                if mode == OpenMode::Seed && source.kind() == io::ErrorKind::NotFound =>
+            {
+                let first = layout.files().iter().find(|f| !f.pad);
+                return Err(StorageError::Missing {
+                    path: first.map_or(root.to_path_buf(), |f| root.join(&f.path)),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let state_dir = match mode {
+            OpenMode::Download => Some(root_dir.open_dir(Path::new(resume::RESUME_DIR), true)?),
+            OpenMode::Seed => None,
+        };
 
         let piece_aligned = layout.piece_length().is_multiple_of(ALIGN_U64);
         let mut files = Vec::with_capacity(layout.files().len());
@@ -219,8 +279,8 @@ impl Storage {
                 continue;
             }
             let path = root.join(&spec.path);
-            let (direct, buffered) = match mode {
-                OpenMode::Download => open_for_download(&path, spec.length)?,
+            let (direct, buffered, opened) = match mode {
+                OpenMode::Download => open_for_download(&root_dir, &spec.path, spec.length)?,
                 OpenMode::Seed => open_for_seed(&path, spec.length)?,
             };
             let direct = match direct {
@@ -233,9 +293,9 @@ impl Storage {
                 }
             };
             if mode == OpenMode::Download {
-                let mut dir = path.parent();
+                let mut dir = spec.path.parent();
                 while let Some(d) = dir {
-                    if !d.starts_with(root) || !dirs.insert(d.to_path_buf()) {
+                    if !dirs.insert(d.to_path_buf()) {
                         break;
                     }
                     dir = d.parent();
@@ -256,6 +316,7 @@ impl Storage {
                 buffered_written: AtomicBool::new(false),
                 buffered_read: AtomicBool::new(false),
                 keep_cached: !use_direct && keep_cached,
+                opened,
             }));
         }
         if let Some((path, err)) = refused_direct {
@@ -269,10 +330,13 @@ impl Storage {
         }
         Ok(Storage {
             root: root.to_path_buf(),
+            root_dir,
+            state_dir,
             layout,
             mode,
             files,
             dirs: dirs.into_iter().collect(),
+            root_parent,
         })
     }
 
@@ -591,10 +655,14 @@ impl Storage {
                 drop_cache(f);
             }
         }
-        for dir in &self.dirs {
-            File::open(dir)
+        for rel in &self.dirs {
+            let dir = self.root_dir.open_dir(rel, false)?;
+            dir.sync().map_err(|e| StorageError::io(dir.path(), e))?;
+        }
+        if let Some(parent) = &self.root_parent {
+            File::open(parent)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| StorageError::io(dir, e))?;
+                .map_err(|e| StorageError::io(parent, e))?;
         }
         Ok(())
     }
@@ -618,7 +686,19 @@ impl Storage {
         hashes: &[[u8; 20]],
         threads: usize,
     ) -> Result<crate::bitfield::Bitfield, StorageError> {
+        self.recheck_only(hashes, threads, None)
+    }
+
+    /// [`Storage::recheck`] of the pieces set in `only` (all when None); the others are
+    /// neither read nor reported.
+    pub fn recheck_only(
+        &self,
+        hashes: &[[u8; 20]],
+        threads: usize,
+        only: Option<&crate::bitfield::Bitfield>,
+    ) -> Result<crate::bitfield::Bitfield, StorageError> {
         let n = self.layout.piece_count();
+        let wanted = |p: u32| only.is_none_or(|b| b.get(p));
         let count = n.min(u32::try_from(hashes.len()).unwrap_or(u32::MAX));
         let mut verified = crate::bitfield::Bitfield::new(n);
         if count == 0 {
@@ -640,6 +720,9 @@ impl Storage {
                 let Ok(p) = u32::try_from(p) else { break };
                 if p >= count {
                     break;
+                }
+                if !wanted(p) {
+                    continue;
                 }
                 if let Err(e) = self.read_piece(p, &mut buf) {
                     stop.store(true, Ordering::Relaxed);
@@ -691,29 +774,35 @@ impl Storage {
     }
 }
 
-/// Opens one file for download: (direct or why not, buffered).
-fn open_for_download(path: &Path, length: u64) -> Result<(io::Result<File>, File), StorageError> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
-    }
-    let buffered = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(path)
-        .map_err(|e| StorageError::io(path, e))?;
+/// Opens one file for download, below `root` and through no link, creating it and its
+/// directories: (direct or why not, buffered, what it was before we changed it).
+fn open_for_download(root: &Dir, rel: &Path, length: u64) -> Result<Opened, StorageError> {
+    let path = root.path().join(rel);
+    let path = path.as_path();
+    let buffered = root.open_file(rel, libc::O_RDWR | libc::O_CREAT, 0o644, true)?;
     let meta = buffered.metadata().map_err(|e| StorageError::io(path, e))?;
     if !meta.is_file() {
         return Err(StorageError::io(path, not_a_regular_file()));
     }
-    let direct = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path);
+    let opened = FileIdentity::of(&meta);
+    let direct = match root.open_file(rel, libc::O_RDWR | libc::O_DIRECT, 0, false) {
+        Ok(f) => Ok(f),
+        Err(StorageError::Io { source, .. }) => Err(source),
+        Err(e) => return Err(e),
+    };
     let direct = refused_direct(path, direct)?;
+    if let Ok(d) = &direct {
+        // The name could have been swapped between the two opens.
+        let same = d
+            .metadata()
+            .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+        if !same {
+            return Err(StorageError::io(
+                path,
+                io::Error::other("the file was replaced while being opened"),
+            ));
+        }
+    }
     // A padded tail written before a crash (finish never ran) leaves the file too long.
     if meta.len() > length {
         buffered
@@ -721,11 +810,21 @@ fn open_for_download(path: &Path, length: u64) -> Result<(io::Result<File>, File
             .map_err(|e| StorageError::io(path, e))?;
     }
     preallocate(&buffered, path, length, meta.blocks().saturating_mul(512))?;
-    Ok((direct, buffered))
+    Ok((direct, buffered, opened))
 }
 
-/// Opens one file for seeding: it must exist with exactly `length` bytes.
-fn open_for_seed(path: &Path, length: u64) -> Result<(io::Result<File>, File), StorageError> {
+/// An opened file: (direct or why not, buffered, its identity when opened).
+type Opened = (io::Result<File>, File, FileIdentity);
+
+/// Whether a path below the root would land in the state directory.
+fn reserved(rel: &Path) -> bool {
+    rel.components()
+        .any(|c| c.as_os_str() == resume::RESUME_DIR)
+}
+
+/// Opens one file for seeding: it must exist with exactly `length` bytes. Links are
+/// followed (see the module docs).
+fn open_for_seed(path: &Path, length: u64) -> Result<Opened, StorageError> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -746,12 +845,16 @@ fn open_for_seed(path: &Path, length: u64) -> Result<(io::Result<File>, File), S
         });
     }
     let buffered = File::open(path).map_err(|e| StorageError::io(path, e))?;
+    let opened = buffered
+        .metadata()
+        .map(|m| FileIdentity::of(&m))
+        .map_err(|e| StorageError::io(path, e))?;
     let direct = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(path);
     let direct = refused_direct(path, direct)?;
-    Ok((direct, buffered))
+    Ok((direct, buffered, opened))
 }
 
 fn not_a_regular_file() -> io::Error {
@@ -771,7 +874,10 @@ fn refused_direct(path: &Path, r: io::Result<File>) -> Result<io::Result<File>, 
 /// `fallocate(fd, 0, 0, length)`: reserves the blocks and keeps the size at `length`
 /// (mode 0 extends a shorter file). Filesystems without it get `set_len`.
 fn preallocate(file: &File, path: &Path, length: u64, allocated: u64) -> Result<(), StorageError> {
-    if length == 0 {
+    // Nothing to reserve when every block is there already; skipping also leaves the
+    // file's mtime and ctime alone, so its resume record still matches.
+    let full = || file.metadata().is_ok_and(|m| m.len() >= length);
+    if length == 0 || (allocated >= length && full()) {
         return Ok(());
     }
     let Ok(len) = libc::off_t::try_from(length) else {
