@@ -7,6 +7,7 @@
 //! share only the small lock-free state in [`torrent`].
 
 mod announce;
+mod choker;
 mod limits;
 mod locality;
 mod torrent;
@@ -138,7 +139,8 @@ pub struct TorrentStats {
     pub error: Option<String>,
     pub hash_failures: u32,
     pub banned_peers: u32,
-    /// Distinct remote peers seen holding a full copy.
+    /// Distinct remote peers that received data from us and then announced every piece
+    /// (a peer claiming every piece from the start is not counted).
     pub peers_completed: u32,
     /// Upload requests served from the per-core recent-piece cache vs from disk.
     pub cache_hits: u64,

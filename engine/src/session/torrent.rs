@@ -29,6 +29,17 @@ const GRANT_LAPSE: Duration = Duration::from_secs(10);
 /// Bytes verified since the last sync that trigger an early sync (besides the 1 s timer).
 const SYNC_EVERY_BYTES: u64 = 256 << 20;
 
+/// Whether a peer counts as a receiver of ours (`send --receivers`, `peers_completed`): it
+/// holds every piece by its own announcements, we sent it payload, and it did not open by
+/// claiming every piece (HAVE ALL or a full BITFIELD at once is a seed, or a liar).
+pub(crate) fn counts_as_receiver(
+    opened_complete: bool,
+    uploaded_to: u64,
+    have: &crate::bitfield::Bitfield,
+) -> bool {
+    !opened_complete && uploaded_to > 0 && have.is_complete()
+}
+
 #[derive(Default)]
 pub(crate) struct PeerBook {
     pub connected: HashSet<[u8; 20]>,
@@ -394,5 +405,28 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
         if stop {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counts_as_receiver;
+    use crate::bitfield::Bitfield;
+
+    #[test]
+    fn a_receiver_got_data_from_us_and_announced_every_piece() {
+        let mut have = Bitfield::new(3);
+        assert!(!counts_as_receiver(false, 1 << 20, &have), "holds nothing");
+        have.set(0);
+        have.set(1);
+        assert!(!counts_as_receiver(false, 1 << 20, &have), "holds 2 of 3");
+        have.set(2);
+        assert!(counts_as_receiver(false, 1 << 20, &have));
+        assert!(!counts_as_receiver(false, 0, &have), "we sent it nothing");
+        let all = Bitfield::full(3);
+        assert!(
+            !counts_as_receiver(true, 1 << 20, &all),
+            "HAVE ALL up front is a seed, not a receiver"
+        );
     }
 }

@@ -21,7 +21,7 @@ use io_uring::cqueue;
 
 use super::limits::{self, ConnectionLimits, RateLimiter};
 use super::locality::{locality, Locality, Locator, NamedPlace};
-use super::torrent::{TorrentShared, STRIKES_BEFORE_BAN};
+use super::torrent::{counts_as_receiver, TorrentShared, STRIKES_BEFORE_BAN};
 use crate::bitfield::Bitfield;
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::picker::{self, PickInput, RemoteRule};
@@ -273,6 +273,10 @@ struct Conn {
     last_block: Instant,
     /// A BITFIELD, HAVE ALL or HAVE NONE came already: one per connection.
     got_bitfield: bool,
+    /// It said it held every piece in that first message: a seed, never a receiver.
+    opened_complete: bool,
+    /// Payload bytes we sent it.
+    uploaded_to: u64,
     /// The last refill found no piece or no buffer: skip refills until the tick.
     refill_blocked: bool,
     /// Requests we keep outstanding with this peer (its `reqq`, at most our depth).
@@ -614,6 +618,8 @@ impl Ctx {
             attempt: 1,
             last_block: now,
             got_bitfield: false,
+            opened_complete: false,
+            uploaded_to: 0,
             refill_blocked: false,
             max_requests: REQUEST_QUEUE_DEPTH,
             locality: Locality::Rack,
@@ -1201,6 +1207,7 @@ impl Ctx {
                 conn.got_bitfield = true;
                 let field =
                     Bitfield::from_bytes(bits, n).map_err(|e| format!("bad bitfield: {e}"))?;
+                conn.opened_complete = field.is_complete();
                 self.set_peer_pieces(ring, index, t, field);
             }
             Message::HaveAll => {
@@ -1208,6 +1215,7 @@ impl Ctx {
                     return Err("HAVE ALL without the fast extension".into());
                 }
                 conn.got_bitfield = true;
+                conn.opened_complete = true;
                 self.set_peer_pieces(ring, index, t, Bitfield::full(n));
             }
             Message::HaveNone => {
@@ -1431,7 +1439,7 @@ impl Ctx {
             return;
         };
         let shared = &self.torrents[t].shared;
-        if conn.have.is_complete() {
+        if counts_as_receiver(conn.opened_complete, conn.uploaded_to, &conn.have) {
             if let Ok(mut book) = shared.peers.lock() {
                 book.completed.insert(conn.peer_id);
             }
@@ -2189,6 +2197,7 @@ impl Ctx {
         }
         conn.upload_queue.drain(..blocks.len());
         let uploaded: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
+        conn.uploaded_to += uploaded;
         if let Some(t) = conn.torrent {
             let c = &self.torrents[t].shared.counters;
             c.uploaded.fetch_add(uploaded, Ordering::Relaxed);
