@@ -208,3 +208,35 @@ fn read_frame(s: &mut impl Read, frame: &mut Vec<u8>) -> Result<(), String> {
     s.read_exact(frame).map_err(|e| format!("read: {e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_trickling_peer_cannot_stretch_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            // One byte of a handshake every 100 ms: each read gets a byte well within
+            // any per-read timeout; the whole answer would take 6.8 s.
+            for _ in 0..30 {
+                if s.write_all(&[19]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        let got = fetch_metainfo([7; 20], Vec::new(), &[addr], Duration::from_millis(700));
+        let took = started.elapsed();
+        assert!(
+            matches!(got, Err(FetchError::NoPeerAnswered(..))),
+            "{got:?}"
+        );
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+        peer.join().unwrap();
+    }
+}

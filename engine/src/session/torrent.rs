@@ -45,7 +45,7 @@ pub(crate) struct PeerBook {
     pub connected: HashSet<[u8; 20]>,
     pub completed: HashSet<[u8; 20]>,
     pub strikes: HashMap<IpAddr, u32>,
-    pub banned: HashSet<IpAddr>,
+    pub banned: super::limits::BanList,
     /// Connected peers of our rack, by peer id (only when we know our rack).
     pub rack_peers: BTreeSet<[u8; 20]>,
 }
@@ -64,6 +64,8 @@ pub(crate) struct Counters {
     pub cache_misses: AtomicU64,
     pub connected: AtomicU32,
     pub unchoked: AtomicU32,
+    /// Interested peers waiting for an upload slot, over every core (a tick behind).
+    pub waiting: AtomicU32,
 }
 
 pub(crate) struct TorrentShared {
@@ -314,7 +316,12 @@ impl TorrentShared {
         let (banned, completed) = self
             .peers
             .lock()
-            .map(|p| (p.banned.len() as u32, p.completed.len() as u32))
+            .map(|p| {
+                (
+                    p.banned.count(Instant::now()) as u32,
+                    p.completed.len() as u32,
+                )
+            })
             .unwrap_or((0, 0));
         TorrentStats {
             piece_count: meta.piece_count(),
