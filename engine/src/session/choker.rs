@@ -218,8 +218,9 @@ mod tests {
         let t0 = Instant::now();
         let n = busy + idle;
         let mut unchoked: Vec<Option<Instant>> = vec![None; n];
-        let mut waiting_since: Vec<Instant> =
-            (0..n).map(|k| if k < busy { t0 + busy_from } else { t0 }).collect();
+        let mut waiting_since: Vec<Instant> = (0..n)
+            .map(|k| if k < busy { t0 + busy_from } else { t0 })
+            .collect();
         let mut worst = vec![Duration::ZERO; n];
         let tick = Duration::from_millis(100);
         for step in 0..(for_secs * 10) {

@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(g("::ffff:127.0.0.1"), None);
         assert_eq!(g("::ffff:198.18.0.1"), g("198.18.0.1"), "v4-mapped is IPv4");
         assert_eq!(g("2001:db8:1:2::1"), g("2001:db8:1:2:ffff:ffff:ffff:ffff"));
-        assert_eq!(g("2001:db8:1:2::1"), Some("2001:db8:1:2::".parse().unwrap()));
+        assert_eq!(
+            g("2001:db8:1:2::1"),
+            Some("2001:db8:1:2::".parse().unwrap())
+        );
         assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"), "IPv6: /64");
         // One /64 holds the cap however many addresses it uses.
         let l = ConnectionLimits::new(100, 2);
@@ -252,12 +255,18 @@ mod tests {
         bans.ban(ip, t0);
         assert!(bans.is_banned(ip, t0 + Duration::from_secs(3599)));
         assert_eq!(bans.count(t0 + Duration::from_secs(3599)), 1);
-        assert!(!bans.is_banned(ip, t0 + Duration::from_secs(3600)), "an hour by default");
+        assert!(
+            !bans.is_banned(ip, t0 + Duration::from_secs(3600)),
+            "an hour by default"
+        );
         assert_eq!(bans.count(t0 + Duration::from_secs(3600)), 0);
         let mut bans = BanList::new(Duration::from_secs(5));
         bans.ban(ip, t0);
         assert!(bans.is_banned(ip, t0 + Duration::from_secs(4)));
-        assert!(!bans.is_banned(ip, t0 + Duration::from_secs(5)), "configurable");
+        assert!(
+            !bans.is_banned(ip, t0 + Duration::from_secs(5)),
+            "configurable"
+        );
         assert!(!bans.is_banned("198.18.0.10".parse().unwrap(), t0));
     }
 

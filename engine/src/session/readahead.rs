@@ -168,7 +168,10 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].buf_offset, got[0].len), (3 * MIB - 4096, 4096));
         assert_eq!(got[0].file_offset, 4 * MIB as u64 - 4096);
-        assert_eq!((got[1].buf_offset, got[1].len, got[1].data_len), (3 * MIB, MIB, MIB - 100));
+        assert_eq!(
+            (got[1].buf_offset, got[1].len, got[1].data_len),
+            (3 * MIB, MIB, MIB - 100)
+        );
         // The whole piece is the plan unchanged.
         let whole = clip_plan(plan.clone(), 0, 4 * MIB);
         assert_eq!(whole.len(), 2);
@@ -178,6 +181,9 @@ mod tests {
         );
         // A buffered op is cut to the widened range.
         let got = clip_plan(vec![op(false, 7, 0, MIB, MIB)], 5000, 6000);
-        assert_eq!((got[0].file_offset, got[0].buf_offset, got[0].len), (7 + 4096, 4096, 4096));
+        assert_eq!(
+            (got[0].file_offset, got[0].buf_offset, got[0].len),
+            (7 + 4096, 4096, 4096)
+        );
     }
 }
