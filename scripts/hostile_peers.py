@@ -6,6 +6,7 @@
     hostile_peers.py haveall --torrent T --target HOST:PORT [--bitfield] [--seconds 60]
     hostile_peers.py sparse  --torrent T --target HOST:PORT --pieces N [--seconds 60]
     hostile_peers.py trickle --torrent T [--ip 127.0.0.1] [--port 0] [--every 2] [--seconds 60]
+    hostile_peers.py greedy  --torrent T --target HOST:PORT [--pieces N] [--seconds 60]
 
 idle: opens N connections to the target, spread round-robin over the source addresses
   (each bound before connecting), does the handshake (fast extension bit set), says
@@ -19,6 +20,10 @@ sparse: one connection that asks for one 16 KiB block (at offset 0) of each of t
   pieces, one at a time, waiting for each PIECE; prints `sparse: N blocks, N bytes` and JSON.
 trickle: listens and prints `listening on IP:PORT`; to every peer that connects it sends
   its handshake (extension bit set) one byte every --every seconds, and nothing else.
+greedy: once unchoked, sends REQUESTs for every block of the first N pieces and, in the same
+  write, NOT_INTERESTED; then reads for 3 s and prints `greedy: N pieces before the choke,
+  N after, N rejects` (and JSON): a choke must drop the queued requests (REJECT each under
+  the fast extension), so nothing is sent after the CHOKE.
 
 Bounded: each mode exits after --seconds whatever happens (or at once on SIGTERM/SIGINT),
 and every socket has a timeout.
@@ -210,6 +215,49 @@ def run_sparse(args):
     print(json.dumps(got), flush=True)
 
 
+def run_greedy(args):
+    info_hash, pieces, piece_length, total = load_torrent(args.torrent)
+    deadline = time.monotonic() + args.seconds
+    s = open_peer(args, info_hash, 4, None, deadline)
+    got = {"before_choke": 0, "after_choke": 0, "rejects": 0, "requested": 0}
+    if s is None:
+        print("greedy: refused", flush=True)
+        return
+    s.sendall(msg(INTERESTED))
+    try:
+        while True:
+            mid, _ = read_message(s, deadline)
+            if mid == UNCHOKE:
+                break
+        out = bytearray()
+        for p in range(min(args.pieces, pieces)):
+            size = min(piece_length, total - p * piece_length)
+            for begin in range(0, size, BLOCK):
+                out += msg(REQUEST, struct.pack(">III", p, begin, min(BLOCK, size - begin)))
+                got["requested"] += 1
+        out += msg(NOT_INTERESTED)
+        s.sendall(bytes(out))
+        choked = False
+        until = min(deadline, time.monotonic() + 3)
+        while True:
+            mid, _ = read_message(s, until)
+            if mid == CHOKE:
+                choked = True
+            elif mid == PIECE:
+                got["after_choke" if choked else "before_choke"] += 1
+            elif mid == 0x10:  # REJECT
+                got["rejects"] += 1
+    except (ConnectionError, OSError, TimeoutError, ValueError):
+        pass
+    s.close()
+    print(
+        "greedy: %d pieces before the choke, %d after, %d rejects, %d requested"
+        % (got["before_choke"], got["after_choke"], got["rejects"], got["requested"]),
+        flush=True,
+    )
+    print(json.dumps(got), flush=True)
+
+
 def run_trickle(args):
     info_hash = load_torrent(args.torrent)[0]
     deadline = time.monotonic() + args.seconds
@@ -244,7 +292,7 @@ def run_trickle(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["idle", "haveall", "sparse", "trickle"])
+    ap.add_argument("mode", choices=["idle", "haveall", "sparse", "trickle", "greedy"])
     ap.add_argument("--torrent", required=True)
     ap.add_argument("--target", default="127.0.0.1:6881")
     ap.add_argument("--sources", default="")
@@ -258,9 +306,14 @@ def main():
     args = ap.parse_args()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: STOP.set())
-    {"idle": run_idle, "haveall": run_haveall, "sparse": run_sparse, "trickle": run_trickle}[
-        args.mode
-    ](args)
+    modes = {
+        "idle": run_idle,
+        "haveall": run_haveall,
+        "sparse": run_sparse,
+        "trickle": run_trickle,
+        "greedy": run_greedy,
+    }
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

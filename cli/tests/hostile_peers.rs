@@ -354,3 +354,42 @@ fn seed_reads_follow_the_requests() {
         "the seed read {read} bytes for {requested} requested"
     );
 }
+
+/// Item 5: a choke drops the peer's queued requests, with a REJECT each under the fast
+/// extension; nothing is sent after the CHOKE. Today's main chokes a peer that says
+/// NOT_INTERESTED on a side path that keeps its queue, and the blocks still go out.
+#[test]
+fn nothing_queued_goes_out_after_a_choke() {
+    let dir = scratch("greedy");
+    let d = dir.path();
+    write_blob(d, "blob.bin", MIB);
+    create(d, "blob.bin", "256K");
+    let (seed, addr) = start_seed(d, "1");
+    let mut c = py("hostile_peers.py");
+    c.current_dir(d).args([
+        "greedy",
+        "--torrent",
+        "t.torrent",
+        "--target",
+        &addr,
+        "--pieces",
+        "4",
+        "--seconds",
+        "30",
+    ]);
+    let mut greedy = Guard::spawn("greedy", c, d);
+    let line = greedy.wait_line("greedy: ", Duration::from_secs(30), &[&seed]);
+    let n: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (before, after, rejects, requested) = (n[0], n[1], n[2], n[3]);
+    assert_eq!(requested, 64, "{line}");
+    assert_eq!(after, 0, "blocks sent after the CHOKE: {line}");
+    assert_eq!(
+        before + rejects,
+        requested,
+        "every request answered: {line}"
+    );
+    assert!(rejects > 0, "{line}");
+}
