@@ -58,12 +58,12 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
         d.saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
-    let mut s = TcpStream::connect_timeout(&addr, left(deadline).min(Duration::from_secs(5)))
+    let s = TcpStream::connect_timeout(&addr, left(deadline).min(Duration::from_secs(5)))
         .map_err(|e| format!("connect: {e}"))?;
-    let io_timeout = Some(left(deadline).min(Duration::from_secs(10)));
-    s.set_read_timeout(io_timeout).ok();
-    s.set_write_timeout(io_timeout).ok();
-    s.set_nodelay(true).ok();
+    // Every read and write may take only the time left, so a peer trickling a byte at a
+    // time cannot stretch the deadline (a per-read timeout restarts with each byte).
+    let mut s = DeadlineStream { s, deadline };
+    s.s.set_nodelay(true).ok();
 
     let ours = Handshake::new(info_hash, crate::session::random_peer_id());
     s.write_all(&ours.encode())
@@ -156,8 +156,48 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
     }
 }
 
+/// A socket whose reads and writes fail with `TimedOut` once `deadline` has passed: each
+/// one gets the time left as its timeout.
+struct DeadlineStream {
+    s: TcpStream,
+    deadline: Instant,
+}
+
+impl DeadlineStream {
+    fn time_left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "deadline passed",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.time_left()?;
+        self.s.set_read_timeout(Some(left))?;
+        self.s.read(buf)
+    }
+}
+
+impl Write for DeadlineStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.time_left()?;
+        self.s.set_write_timeout(Some(left))?;
+        self.s.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
+}
+
 /// Reads one length-prefixed frame body into `frame` (empty for a keep-alive).
-fn read_frame(s: &mut TcpStream, frame: &mut Vec<u8>) -> Result<(), String> {
+fn read_frame(s: &mut impl Read, frame: &mut Vec<u8>) -> Result<(), String> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).map_err(|e| format!("read: {e}"))?;
     let len = u32::from_be_bytes(len);
@@ -167,4 +207,36 @@ fn read_frame(s: &mut TcpStream, frame: &mut Vec<u8>) -> Result<(), String> {
     frame.resize(len as usize, 0);
     s.read_exact(frame).map_err(|e| format!("read: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_trickling_peer_cannot_stretch_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            // One byte of a handshake every 100 ms: each read gets a byte well within
+            // any per-read timeout; the whole answer would take 6.8 s.
+            for _ in 0..30 {
+                if s.write_all(&[19]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        let got = fetch_metainfo([7; 20], Vec::new(), &[addr], Duration::from_millis(700));
+        let took = started.elapsed();
+        assert!(
+            matches!(got, Err(FetchError::NoPeerAnswered(..))),
+            "{got:?}"
+        );
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+        peer.join().unwrap();
+    }
 }

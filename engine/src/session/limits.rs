@@ -8,9 +8,9 @@
 //! second's worth, at least 256 KiB, as burst.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Smallest burst: a few blocks, so a low rate still moves whole batches.
 const MIN_BURST: f64 = 256.0 * 1024.0;
@@ -70,10 +70,30 @@ pub fn take(limiter: Option<&RateLimiter>, want: u64) -> u64 {
     limiter.map_or(want, |l| l.take(want))
 }
 
+/// The group an address is counted in for the per-address cap: an IPv4 address alone
+/// (/32), an IPv6 address by its /64 (one host or one customer gets a whole /64, so
+/// counting single IPv6 addresses would cap nothing). An IPv4-mapped IPv6 address counts
+/// as its IPv4 address. None for this host's own loopback address (127.0.0.1, ::1), where
+/// every local peer comes from, exempt from the cap.
+pub fn addr_group(ip: IpAddr) -> Option<IpAddr> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => None,
+        IpAddr::V4(_) => Some(ip),
+        IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => None,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            Some(IpAddr::V6(Ipv6Addr::from(prefix)))
+        }
+    }
+}
+
 /// Connections: at most `max_total` peers at once (connecting or connected, every torrent
-/// and core), and at most `max_per_ip` from or to one address, so one host cannot take
-/// every slot. Loopback addresses are exempt from the per-address cap: they are this host,
-/// where every local peer shares 127.0.0.1.
+/// and core), and at most `max_per_ip` from or to one address group ([`addr_group`]: an
+/// IPv4 address, an IPv6 /64), so one host cannot take every slot.
 #[derive(Debug)]
 pub struct ConnectionLimits {
     max_total: u32,
@@ -97,8 +117,8 @@ impl ConnectionLimits {
         if *total >= self.max_total {
             return false;
         }
-        if !ip.is_loopback() {
-            let n = per_ip.entry(ip).or_insert(0);
+        if let Some(group) = addr_group(ip) {
+            let n = per_ip.entry(group).or_insert(0);
             if *n >= self.max_per_ip {
                 return false;
             }
@@ -113,14 +133,62 @@ impl ConnectionLimits {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let (total, per_ip) = &mut *c;
         *total = total.saturating_sub(1);
-        if !ip.is_loopback() {
-            if let Some(n) = per_ip.get_mut(&ip) {
+        if let Some(group) = addr_group(ip) {
+            if let Some(n) = per_ip.get_mut(&group) {
                 *n -= 1;
                 if *n == 0 {
-                    per_ip.remove(&ip);
+                    per_ip.remove(&group);
                 }
             }
         }
+    }
+}
+
+/// How long a ban lasts by default: long enough to stop a peer sending bad data, short
+/// enough that a host fixed (or an address reused) is served again.
+pub const DEFAULT_BAN_DURATION: Duration = Duration::from_secs(3600);
+
+/// Banned addresses, each until its ban expires.
+#[derive(Debug)]
+pub struct BanList {
+    duration: Duration,
+    until: HashMap<IpAddr, Instant>,
+}
+
+impl Default for BanList {
+    fn default() -> Self {
+        BanList::new(DEFAULT_BAN_DURATION)
+    }
+}
+
+impl BanList {
+    pub fn new(duration: Duration) -> BanList {
+        BanList {
+            duration,
+            until: HashMap::new(),
+        }
+    }
+
+    /// Bans `ip` from `now` for the ban duration.
+    pub fn ban(&mut self, ip: IpAddr, now: Instant) {
+        self.until.insert(ip, now + self.duration);
+    }
+
+    /// Whether `ip` is banned at `now`; forgets expired bans.
+    pub fn is_banned(&mut self, ip: IpAddr, now: Instant) -> bool {
+        match self.until.get(&ip) {
+            Some(&until) if now < until => true,
+            Some(_) => {
+                self.until.remove(&ip);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Bans in force at `now`.
+    pub fn count(&self, now: Instant) -> usize {
+        self.until.values().filter(|&&u| now < u).count()
     }
 }
 
@@ -139,7 +207,7 @@ mod tests {
         assert!(!l.acquire(a), "per-address cap");
         assert!(
             l.acquire(lo) && l.acquire(lo),
-            "loopback is exempt from the per-address cap"
+            "this host's loopback address is exempt from the per-address cap"
         );
         assert!(!l.acquire(b), "total cap");
         l.release(a);
@@ -148,6 +216,58 @@ mod tests {
         l.release(lo);
         l.release(b);
         assert!(l.acquire(a));
+    }
+
+    #[test]
+    fn addresses_count_by_ipv4_address_and_ipv6_slash_64() {
+        let g = |s: &str| addr_group(s.parse().unwrap());
+        assert_eq!(g("198.18.0.1"), Some("198.18.0.1".parse().unwrap()));
+        assert_ne!(g("198.18.0.1"), g("198.18.0.2"), "IPv4: /32");
+        assert_ne!(g("127.0.0.2"), g("127.0.0.3"));
+        assert_eq!(g("127.0.0.1"), None, "this host is exempt");
+        assert_eq!(g("::1"), None);
+        assert_eq!(g("::ffff:127.0.0.1"), None);
+        assert_eq!(g("::ffff:198.18.0.1"), g("198.18.0.1"), "v4-mapped is IPv4");
+        assert_eq!(g("2001:db8:1:2::1"), g("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(
+            g("2001:db8:1:2::1"),
+            Some("2001:db8:1:2::".parse().unwrap())
+        );
+        assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"), "IPv6: /64");
+        // One /64 holds the cap however many addresses it uses.
+        let l = ConnectionLimits::new(100, 2);
+        assert!(l.acquire("2001:db8::1".parse().unwrap()));
+        assert!(l.acquire("2001:db8::2".parse().unwrap()));
+        assert!(!l.acquire("2001:db8::3".parse().unwrap()));
+        assert!(l.acquire("2001:db8:0:1::3".parse().unwrap()));
+        l.release("2001:db8::1".parse().unwrap());
+        assert!(l.acquire("2001:db8::4".parse().unwrap()));
+        // 127.0.0.2 is another address: capped.
+        assert!(l.acquire("127.0.0.2".parse().unwrap()) && l.acquire("127.0.0.2".parse().unwrap()));
+        assert!(!l.acquire("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn bans_expire_after_the_ban_duration() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "198.18.0.9".parse().unwrap();
+        let mut bans = BanList::default();
+        bans.ban(ip, t0);
+        assert!(bans.is_banned(ip, t0 + Duration::from_secs(3599)));
+        assert_eq!(bans.count(t0 + Duration::from_secs(3599)), 1);
+        assert!(
+            !bans.is_banned(ip, t0 + Duration::from_secs(3600)),
+            "an hour by default"
+        );
+        assert_eq!(bans.count(t0 + Duration::from_secs(3600)), 0);
+        let mut bans = BanList::new(Duration::from_secs(5));
+        bans.ban(ip, t0);
+        assert!(bans.is_banned(ip, t0 + Duration::from_secs(4)));
+        assert!(
+            !bans.is_banned(ip, t0 + Duration::from_secs(5)),
+            "configurable"
+        );
+        assert!(!bans.is_banned("198.18.0.10".parse().unwrap(), t0));
     }
 
     #[test]

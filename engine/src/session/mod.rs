@@ -7,8 +7,10 @@
 //! share only the small lock-free state in [`torrent`].
 
 mod announce;
+mod choker;
 mod limits;
 mod locality;
+mod readahead;
 mod torrent;
 mod worker;
 
@@ -65,8 +67,10 @@ pub struct SessionConfig {
     pub max_download_rate: Option<u64>,
     /// Peers at once, connecting or connected, over every torrent and core.
     pub max_peers: u32,
-    /// Peers at once from or to one IP address (loopback exempt).
+    /// Peers at once from or to one IPv4 address or IPv6 /64 (127.0.0.1 and ::1 exempt).
     pub max_peers_per_ip: u32,
+    /// How long an address that sent corrupt data stays banned.
+    pub ban_duration: Duration,
 }
 
 impl Default for SessionConfig {
@@ -81,6 +85,7 @@ impl Default for SessionConfig {
             max_download_rate: None,
             max_peers: 1000,
             max_peers_per_ip: 16,
+            ban_duration: limits::DEFAULT_BAN_DURATION,
         }
     }
 }
@@ -138,7 +143,8 @@ pub struct TorrentStats {
     pub error: Option<String>,
     pub hash_failures: u32,
     pub banned_peers: u32,
-    /// Distinct remote peers seen holding a full copy.
+    /// Distinct remote peers that received data from us and then announced every piece
+    /// (a peer claiming every piece from the start is not counted).
     pub peers_completed: u32,
     /// Upload requests served from the per-core recent-piece cache vs from disk.
     pub cache_hits: u64,
@@ -154,6 +160,7 @@ pub struct Session {
     next_worker: Arc<AtomicUsize>,
     cores: usize,
     peer_id: [u8; 20],
+    ban_duration: Duration,
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionError {
@@ -248,6 +255,7 @@ impl Session {
             next_worker: Arc::new(AtomicUsize::new(0)),
             cores,
             peer_id: config.peer_id,
+            ban_duration: config.ban_duration,
         };
         for _ in 0..cores {
             match ready_rx.recv() {
@@ -315,6 +323,9 @@ impl Session {
             )));
         }
         let shared = Arc::new(TorrentShared::new(meta, storage, spec.dest));
+        if let Ok(mut book) = shared.peers.lock() {
+            book.banned = limits::BanList::new(self.ban_duration);
+        }
         for i in verified.ones() {
             shared.mark_verified(i);
         }

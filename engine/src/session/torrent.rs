@@ -29,12 +29,23 @@ const GRANT_LAPSE: Duration = Duration::from_secs(10);
 /// Bytes verified since the last sync that trigger an early sync (besides the 1 s timer).
 const SYNC_EVERY_BYTES: u64 = 256 << 20;
 
+/// Whether a peer counts as a receiver of ours (`send --receivers`, `peers_completed`): it
+/// holds every piece by its own announcements, we sent it payload, and it did not open by
+/// claiming every piece (HAVE ALL or a full BITFIELD at once is a seed, or a liar).
+pub(crate) fn counts_as_receiver(
+    opened_complete: bool,
+    uploaded_to: u64,
+    have: &crate::bitfield::Bitfield,
+) -> bool {
+    !opened_complete && uploaded_to > 0 && have.is_complete()
+}
+
 #[derive(Default)]
 pub(crate) struct PeerBook {
     pub connected: HashSet<[u8; 20]>,
     pub completed: HashSet<[u8; 20]>,
     pub strikes: HashMap<IpAddr, u32>,
-    pub banned: HashSet<IpAddr>,
+    pub banned: super::limits::BanList,
     /// Connected peers of our rack, by peer id (only when we know our rack).
     pub rack_peers: BTreeSet<[u8; 20]>,
 }
@@ -53,6 +64,8 @@ pub(crate) struct Counters {
     pub cache_misses: AtomicU64,
     pub connected: AtomicU32,
     pub unchoked: AtomicU32,
+    /// Interested peers waiting for an upload slot, over every core (a tick behind).
+    pub waiting: AtomicU32,
 }
 
 pub(crate) struct TorrentShared {
@@ -303,7 +316,12 @@ impl TorrentShared {
         let (banned, completed) = self
             .peers
             .lock()
-            .map(|p| (p.banned.len() as u32, p.completed.len() as u32))
+            .map(|p| {
+                (
+                    p.banned.count(Instant::now()) as u32,
+                    p.completed.len() as u32,
+                )
+            })
             .unwrap_or((0, 0));
         TorrentStats {
             piece_count: meta.piece_count(),
@@ -393,5 +411,28 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
         if stop {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counts_as_receiver;
+    use crate::bitfield::Bitfield;
+
+    #[test]
+    fn a_receiver_got_data_from_us_and_announced_every_piece() {
+        let mut have = Bitfield::new(3);
+        assert!(!counts_as_receiver(false, 1 << 20, &have), "holds nothing");
+        have.set(0);
+        have.set(1);
+        assert!(!counts_as_receiver(false, 1 << 20, &have), "holds 2 of 3");
+        have.set(2);
+        assert!(counts_as_receiver(false, 1 << 20, &have));
+        assert!(!counts_as_receiver(false, 0, &have), "we sent it nothing");
+        let all = Bitfield::full(3);
+        assert!(
+            !counts_as_receiver(true, 1 << 20, &all),
+            "HAVE ALL up front is a seed, not a receiver"
+        );
     }
 }

@@ -9,7 +9,10 @@
 //! `ReadFixed` into a pool slot (and cached); blocks are gathered into one `sendmsg` of
 //! header/data iovecs straight from the slot.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod slots;
+mod uploads;
+
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -21,7 +24,7 @@ use io_uring::cqueue;
 
 use super::limits::{self, ConnectionLimits, RateLimiter};
 use super::locality::{locality, Locality, Locator, NamedPlace};
-use super::torrent::{TorrentShared, STRIKES_BEFORE_BAN};
+use super::torrent::{counts_as_receiver, TorrentShared, STRIKES_BEFORE_BAN};
 use crate::bitfield::Bitfield;
 use crate::extension::{self, ExtHandshake, MetadataMsg};
 use crate::picker::{self, PickInput, RemoteRule};
@@ -30,6 +33,7 @@ use crate::reactor::{
 };
 use crate::storage::IoOp;
 use crate::wire::{self, Event, Framer, Handshake, Message, BLOCK_SIZE};
+use uploads::ReadRange;
 
 /// Most blocks requested and not yet received, per connection: 8 MiB in flight covers
 /// bandwidth × delay on a 25 GbE link with a couple of milliseconds of RTT, and keeps a
@@ -47,7 +51,7 @@ const MIN_REQUEST_DEPTH: u32 = 32;
 /// Requests are topped up when this many have come back, so they leave in batches rather
 /// than one small send per block.
 const REQUEST_REFILL_BATCH: u32 = 32;
-/// Uncached pieces a connection's queue may start reading at once.
+/// Uncached ranges a connection's queue may start reading at once.
 const READ_AHEAD_PIECES: usize = 4;
 /// Requests a peer may queue with us before we refuse more.
 const MAX_PEER_REQUESTS: usize = 2048;
@@ -201,7 +205,8 @@ struct Assembly {
 
 /// A verified or freshly read piece kept in memory for uploads.
 struct CacheEntry {
-    piece: u32,
+    /// The bytes of the piece in the slot (at their offsets in the piece).
+    range: ReadRange,
     slot: SlotId,
     last_used: u64,
     /// Came from our own download (a relay serves it without touching the disk).
@@ -220,9 +225,11 @@ struct LocalTorrent {
     shared: Arc<TorrentShared>,
     assemblies: HashMap<u32, Assembly>,
     cache: Vec<CacheEntry>,
-    /// Pieces being read from disk for uploads.
-    reads: HashSet<u32>,
+    /// Ranges of pieces being read from disk for uploads.
+    reads: Vec<ReadRange>,
     conns: Vec<usize>,
+    /// Our peers waiting for an upload slot, as last added to the torrent's count.
+    waiting_published: u32,
     /// Being removed: no new peers; told on this channel once forgotten.
     removing: Option<Sender<()>>,
 }
@@ -252,6 +259,12 @@ struct Conn {
     ext: bool,
     their_metadata_id: Option<u8>,
     am_choking: bool,
+    /// When we last unchoked it, and its last REQUEST since (the idle-slot rule).
+    unchoked_at: Instant,
+    last_request: Option<Instant>,
+    /// When it last started waiting for a slot (interested and choked): slots go to the
+    /// peers waiting longest.
+    waiting_since: Instant,
     am_interested: bool,
     peer_choking: bool,
     peer_interested: bool,
@@ -273,6 +286,10 @@ struct Conn {
     last_block: Instant,
     /// A BITFIELD, HAVE ALL or HAVE NONE came already: one per connection.
     got_bitfield: bool,
+    /// It said it held every piece in that first message: a seed, never a receiver.
+    opened_complete: bool,
+    /// Payload bytes we sent it.
+    uploaded_to: u64,
     /// The last refill found no piece or no buffer: skip refills until the tick.
     refill_blocked: bool,
     /// Requests we keep outstanding with this peer (its `reqq`, at most our depth).
@@ -351,7 +368,7 @@ struct RetryConnect {
 
 enum DiskKind {
     Write,
-    Read,
+    Read(ReadRange),
 }
 
 struct DiskJob {
@@ -597,6 +614,9 @@ impl Ctx {
             ext: false,
             their_metadata_id: None,
             am_choking: true,
+            unchoked_at: now,
+            last_request: None,
+            waiting_since: now,
             am_interested: false,
             peer_choking: true,
             peer_interested: false,
@@ -614,6 +634,8 @@ impl Ctx {
             attempt: 1,
             last_block: now,
             got_bitfield: false,
+            opened_complete: false,
+            uploaded_to: 0,
             refill_blocked: false,
             max_requests: REQUEST_QUEUE_DEPTH,
             locality: Locality::Rack,
@@ -670,7 +692,7 @@ impl Ctx {
             t.shared
                 .peers
                 .lock()
-                .is_ok_and(|p| p.banned.contains(&addr.ip()))
+                .is_ok_and(|mut p| p.banned.is_banned(addr.ip(), Instant::now()))
         }) {
             tracing::debug!(%addr, "refused a banned peer");
             return;
@@ -754,7 +776,7 @@ impl Ctx {
         let banned = shared
             .peers
             .lock()
-            .map_or(true, |p| p.banned.contains(&addr.ip()));
+            .map_or(true, |mut p| p.banned.is_banned(addr.ip(), Instant::now()));
         if self.shutting_down
             || banned
             || shared.all_verified()
@@ -888,86 +910,6 @@ impl Ctx {
         }
     }
 
-    /// Unchokes an interested peer when an upload slot is free (slots are shared by the
-    /// torrent's peers on every core).
-    fn try_unchoke(&mut self, index: usize) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
-            return;
-        };
-        let Some(t) = conn.torrent else { return };
-        if !conn.am_choking || !conn.peer_interested || !matches!(conn.phase, Phase::Active) {
-            return;
-        }
-        let slots = self.upload_slots;
-        let locality = conn.locality;
-        let unchoked = &self.torrents[t].shared.counters.unchoked;
-        if unchoked
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u < slots).then_some(u + 1)
-            })
-            .is_ok()
-        {
-            conn.am_choking = false;
-            Message::Unchoke.encode(&mut conn.ctrl_out);
-            self.dirty.push(index);
-            return;
-        }
-        // Slots full: a nearer peer takes the slot of the farthest unchoked one on this core.
-        let farthest = self.torrents[t]
-            .conns
-            .iter()
-            .copied()
-            .filter(|&i| i != index)
-            .filter_map(|i| Some((i, self.conns.get(i)?.as_ref()?)))
-            .filter(|(_, c)| !c.am_choking && c.locality > locality)
-            .max_by_key(|(_, c)| c.locality)
-            .map(|(i, _)| i);
-        if let Some(victim) = farthest {
-            self.choke(victim);
-            // The freed slot goes to the nearer peer at once.
-            if let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) {
-                conn.am_choking = false;
-                Message::Unchoke.encode(&mut conn.ctrl_out);
-                self.torrents[t]
-                    .shared
-                    .counters
-                    .unchoked
-                    .fetch_add(1, Ordering::AcqRel);
-                self.dirty.push(index);
-            }
-        }
-    }
-
-    /// Chokes an unchoked peer, freeing its upload slot; its queued requests are dropped
-    /// (with a REJECT each under the fast extension, as BEP 6 asks).
-    fn choke(&mut self, index: usize) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
-            return;
-        };
-        let Some(t) = conn.torrent else { return };
-        if conn.am_choking {
-            return;
-        }
-        conn.am_choking = true;
-        Message::Choke.encode(&mut conn.ctrl_out);
-        for r in std::mem::take(&mut conn.upload_queue) {
-            if conn.fast {
-                Message::Reject {
-                    index: r.piece,
-                    begin: r.begin,
-                    length: r.len,
-                }
-                .encode(&mut conn.ctrl_out);
-            }
-        }
-        self.torrents[t]
-            .shared
-            .counters
-            .unchoked
-            .fetch_sub(1, Ordering::AcqRel);
-        self.dirty.push(index);
-    }
-
     // ---- receiving ---------------------------------------------------------------------
 
     fn on_data(&mut self, ring: &mut Ring, index: usize, mut data: &[u8]) {
@@ -1030,12 +972,11 @@ impl Ctx {
         let shared = self.torrents[t].shared.clone();
         {
             let mut book = shared.peers.lock().map_err(|_| "peer book poisoned")?;
-            if book.banned.contains(
-                &self.conns[index]
-                    .as_ref()
-                    .map(|c| c.addr.ip())
-                    .ok_or("gone")?,
-            ) {
+            let ip = self.conns[index]
+                .as_ref()
+                .map(|c| c.addr.ip())
+                .ok_or("gone")?;
+            if book.banned.is_banned(ip, Instant::now()) {
                 return Err("banned peer".into());
             }
             if !book.connected.insert(hs.peer_id) {
@@ -1163,17 +1104,15 @@ impl Ctx {
                 self.fill_requests(ring, index);
             }
             Message::Interested => {
+                if !conn.peer_interested {
+                    conn.waiting_since = Instant::now();
+                }
                 conn.peer_interested = true;
                 self.try_unchoke(index);
             }
             Message::NotInterested => {
                 conn.peer_interested = false;
-                if !conn.am_choking {
-                    conn.am_choking = true;
-                    shared.counters.unchoked.fetch_sub(1, Ordering::AcqRel);
-                    Message::Choke.encode(&mut conn.ctrl_out);
-                    self.dirty.push(index);
-                }
+                self.choke(index);
             }
             Message::Have { index: piece } => {
                 if piece >= n {
@@ -1201,6 +1140,7 @@ impl Ctx {
                 conn.got_bitfield = true;
                 let field =
                     Bitfield::from_bytes(bits, n).map_err(|e| format!("bad bitfield: {e}"))?;
+                conn.opened_complete = field.is_complete();
                 self.set_peer_pieces(ring, index, t, field);
             }
             Message::HaveAll => {
@@ -1208,6 +1148,7 @@ impl Ctx {
                     return Err("HAVE ALL without the fast extension".into());
                 }
                 conn.got_bitfield = true;
+                conn.opened_complete = true;
                 self.set_peer_pieces(ring, index, t, Bitfield::full(n));
             }
             Message::HaveNone => {
@@ -1226,6 +1167,7 @@ impl Ctx {
                     && length <= wire::MAX_BLOCK_SIZE
                     && u64::from(begin) + u64::from(length)
                         <= u64::from(shared.meta.piece_size(piece));
+                conn.last_request = Some(Instant::now());
                 if !ok {
                     return Err(format!(
                         "bad request: piece {piece} begin {begin} length {length}"
@@ -1431,7 +1373,7 @@ impl Ctx {
             return;
         };
         let shared = &self.torrents[t].shared;
-        if conn.have.is_complete() {
+        if counts_as_receiver(conn.opened_complete, conn.uploaded_to, &conn.have) {
             if let Ok(mut book) = shared.peers.lock() {
                 book.completed.insert(conn.peer_id);
             }
@@ -1633,7 +1575,9 @@ impl Ctx {
                     let strikes = book.strikes.entry(addr.ip()).or_insert(0);
                     *strikes += 1;
                     if *strikes >= STRIKES_BEFORE_BAN {
-                        book.banned.insert(addr.ip());
+                        // Once the ban expires, it takes as many strikes again.
+                        book.strikes.remove(&addr.ip());
+                        book.banned.ban(addr.ip(), Instant::now());
                         true
                     } else {
                         false
@@ -1718,7 +1662,7 @@ impl Ctx {
         // the end of the file, but must bring at least the file's real bytes.
         let need = job.ops.get(op_index).map_or(0, |op| match job.kind {
             DiskKind::Write => op.len,
-            DiskKind::Read => op.data_len,
+            DiskKind::Read(_) => op.data_len,
         });
         if result < 0 {
             let err = std::io::Error::from_raw_os_error(-result);
@@ -1767,7 +1711,12 @@ impl Ctx {
                     tracing::info!(torrent = %crate::hex(&shared.info_hash()), "every piece verified and written; making it durable");
                 }
                 shared.note_piece_stored(u64::from(shared.meta.piece_size(job.piece)));
-                self.cache_insert(job.torrent, job.piece, job.slot, true);
+                let whole = ReadRange {
+                    piece: job.piece,
+                    start: 0,
+                    end: shared.meta.piece_size(job.piece),
+                };
+                self.cache_insert(job.torrent, whole, job.slot, true);
                 self.announce_piece(job.torrent, job.piece);
                 for link in self
                     .links
@@ -1782,8 +1731,8 @@ impl Ctx {
                     });
                 }
             }
-            (DiskKind::Read, Some(e)) => {
-                lt.reads.remove(&job.piece);
+            (DiskKind::Read(range), Some(e)) => {
+                lt.reads.retain(|r| *r != range);
                 self.pool.release(job.slot);
                 tracing::error!(piece = job.piece, err = %e, "reading a piece to upload failed");
                 let waiting: Vec<usize> = lt.conns.clone();
@@ -1796,24 +1745,24 @@ impl Ctx {
                     }
                 }
             }
-            (DiskKind::Read, None) => {
-                lt.reads.remove(&job.piece);
+            (DiskKind::Read(range), None) => {
+                lt.reads.retain(|r| *r != range);
                 // Pad-file ranges are never read; a padded tail read may have left bytes there.
                 if let Some(buf) = self.pool.data_mut(job.slot) {
                     shared.storage.zero_gaps(job.piece, buf);
                 }
-                self.cache_insert(job.torrent, job.piece, job.slot, false);
+                self.cache_insert(job.torrent, range, job.slot, false);
                 let conns = self.torrents[job.torrent].conns.clone();
                 self.dirty.extend(conns);
             }
         }
     }
 
-    fn cache_insert(&mut self, t: usize, piece: u32, slot: SlotId, downloaded: bool) {
+    fn cache_insert(&mut self, t: usize, range: ReadRange, slot: SlotId, downloaded: bool) {
         self.clock += 1;
         let lt = &mut self.torrents[t];
         lt.cache.push(CacheEntry {
-            piece,
+            range,
             slot,
             last_used: self.clock,
             downloaded,
@@ -2074,141 +2023,6 @@ impl Ctx {
                 .any(|j| j.torrent == t && j.piece == piece && matches!(j.kind, DiskKind::Write))
     }
 
-    // ---- sending -----------------------------------------------------------------------
-
-    fn pump_dirty(&mut self, ring: &mut Ring) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        for index in dirty.drain(..) {
-            self.pump(ring, index);
-        }
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
-    }
-
-    /// Starts the next send on a connection: pending control bytes, then as many queued
-    /// blocks as are in memory, in request order.
-    fn pump(&mut self, ring: &mut Ring, index: usize) {
-        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
-            return;
-        };
-        if conn.sending || matches!(conn.phase, Phase::Connecting) {
-            return;
-        }
-        let mut blocks = Vec::new();
-        let mut bytes = 0usize;
-        let mut need_read: Vec<(usize, u32)> = Vec::new();
-        // Under --max-upload-rate a batch is as large as the tokens we get.
-        let allowance = if conn.upload_queue.is_empty() {
-            0
-        } else {
-            limits::take(self.upload_limit.as_deref(), SEND_BATCH_BYTES as u64) as usize
-        };
-        if let Some(t) = conn.torrent {
-            self.clock += 1;
-            let lt = &mut self.torrents[t];
-            // Blocks leave in request order: the batch stops at the first block whose piece
-            // is not in memory. Further on, up to READ_AHEAD_PIECES uncached pieces start
-            // loading now, so the disk works while the socket drains.
-            let mut batching = true;
-            for r in conn
-                .upload_queue
-                .iter()
-                .take(4 * REQUEST_QUEUE_DEPTH as usize)
-            {
-                let cached = lt.cache.iter_mut().find(|e| e.piece == r.piece);
-                if batching {
-                    if let Some(e) =
-                        cached.filter(|_| bytes + r.len as usize <= allowance && blocks.len() < 256)
-                    {
-                        e.last_used = self.clock;
-                        let counter = if e.downloaded {
-                            &lt.shared.counters.cache_hits
-                        } else {
-                            &lt.shared.counters.cache_misses
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let header = wire::piece_header(r.piece, r.begin, r.len);
-                        blocks.push(SendBlock {
-                            header,
-                            slot: e.slot,
-                            offset: r.begin,
-                            len: r.len,
-                        });
-                        bytes += r.len as usize;
-                        continue;
-                    }
-                    batching = false;
-                    if lt.cache.iter().any(|e| e.piece == r.piece) {
-                        continue;
-                    }
-                } else if cached.is_some() {
-                    continue;
-                }
-                if !need_read.iter().any(|&(_, p)| p == r.piece) {
-                    need_read.push((t, r.piece));
-                    if need_read.len() >= READ_AHEAD_PIECES {
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some(l) = &self.upload_limit {
-            l.give_back(allowance.saturating_sub(bytes) as u64);
-        }
-        self.send_batch(ring, index, &blocks);
-        // Only now, with the batch's slots pinned by the send, may a read evict cache.
-        for (t, piece) in need_read {
-            self.start_upload_read(ring, t, piece);
-        }
-    }
-
-    /// Reads a piece from disk into the cache for uploads, unless that is under way. With
-    /// no free slot, the tick retries.
-    fn start_upload_read(&mut self, ring: &mut Ring, t: usize, piece: u32) {
-        if self.torrents[t].reads.contains(&piece) {
-            return;
-        }
-        let size = self.torrents[t].shared.storage.piece_buffer_len();
-        if let Some(slot) = self.acquire_slot(ring, size) {
-            self.torrents[t].reads.insert(piece);
-            let ops = self.torrents[t].shared.storage.read_plan(piece);
-            self.start_disk_job(ring, t, piece, slot, DiskKind::Read, ops);
-        }
-    }
-
-    /// Sends pending control bytes and `blocks` (taken from the front of the queue).
-    fn send_batch(&mut self, ring: &mut Ring, index: usize, blocks: &[SendBlock]) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
-            return;
-        };
-        if blocks.is_empty() && conn.ctrl_out.is_empty() {
-            return;
-        }
-        conn.upload_queue.drain(..blocks.len());
-        let uploaded: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
-        if let Some(t) = conn.torrent {
-            let c = &self.torrents[t].shared.counters;
-            c.uploaded.fetch_add(uploaded, Ordering::Relaxed);
-            if conn.locality != Locality::Rack {
-                c.uploaded_outside_rack
-                    .fetch_add(uploaded, Ordering::Relaxed);
-            }
-        }
-        let ctrl = std::mem::take(&mut conn.ctrl_out);
-        conn.sending = true;
-        conn.last_send = Instant::now();
-        ring.send(
-            &mut self.pool,
-            conn.fd.as_raw_fd(),
-            ctrl,
-            blocks,
-            token(K_SEND, conn.gen, index as u32),
-        );
-    }
-
     // ---- commands and housekeeping -------------------------------------------------------
 
     fn drain_commands(&mut self, ring: &mut Ring) {
@@ -2222,8 +2036,9 @@ impl Ctx {
                         shared,
                         assemblies: HashMap::new(),
                         cache: Vec::new(),
-                        reads: HashSet::new(),
+                        reads: Vec::new(),
                         conns: Vec::new(),
+                        waiting_published: 0,
                         removing: None,
                     });
                 }
@@ -2389,8 +2204,7 @@ impl Ctx {
                 }
             }
         }
-        // Keep every downloading peer busy (a buffer may have freed up), and give free
-        // upload slots to interested peers still waiting.
+        // Keep every downloading peer busy (a buffer may have freed up).
         for i in 0..self.conns.len() {
             let Some(conn) = self.conns[i].as_mut() else {
                 continue;
@@ -2402,7 +2216,10 @@ impl Ctx {
             if !conn.peer_choking {
                 self.fill_requests(ring, i);
             }
-            self.try_unchoke(i);
+        }
+        // Idle peers lose their slots, slots rotate, waiting peers get free ones.
+        for t in 0..self.torrents.len() {
+            self.rechoke(t, now);
         }
         if self.accept_paused && !self.shutting_down {
             self.accept_paused = false;
