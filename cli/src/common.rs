@@ -17,7 +17,7 @@ use ringswarm_engine::session::{
 use ringswarm_engine::tracker::client::AnnouncerHandle;
 use ringswarm_engine::tracker::topology::Topology;
 
-use crate::args::{parse_place_name, parse_rate};
+use crate::args::{parse_duration, parse_place_name, parse_rate};
 use crate::interrupt::interrupted;
 use crate::output::Out;
 use crate::progress::{poll_interval, Progress};
@@ -69,10 +69,15 @@ pub struct LimitArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers: u32,
 
-    /// Most peers at once from or to one IP address (loopback exempt).
+    /// Most peers at once from or to one IPv4 address or IPv6 /64 (127.0.0.1 and ::1
+    /// exempt).
     #[arg(long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers_per_ip: u32,
+
+    /// How long an address that sent corrupt data stays banned (30m, 1h, 1d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub ban_duration: Duration,
 }
 
 /// Where this host stands, for rack-local preference (`--topology`, `--dc`, `--rack`).
@@ -127,6 +132,7 @@ pub fn start_session(cores: usize, listen: Option<SocketAddr>) -> Result<Session
         max_download_rate: None,
         max_peers: defaults.max_peers,
         max_peers_per_ip: defaults.max_peers_per_ip,
+        ban_duration: defaults.ban_duration,
     };
     start_placed_session(cores, listen, Locator::default(), &limits)
 }
@@ -146,6 +152,7 @@ pub fn start_placed_session(
         max_download_rate: limits.max_download_rate,
         max_peers: limits.max_peers,
         max_peers_per_ip: limits.max_peers_per_ip,
+        ban_duration: limits.ban_duration,
         ..SessionConfig::default()
     };
     Session::start(config).with_context(|| match listen {

@@ -129,6 +129,7 @@ pub fn peer_settings(args: &PeerArgs, file: PeerFile) -> Result<PeerSettings> {
         max_download_rate: download,
         max_peers: args.limits.max_peers,
         max_peers_per_ip: args.limits.max_peers_per_ip,
+        ban_duration: args.limits.ban_duration,
         ..SessionConfig::default()
     };
     Ok(PeerSettings {
