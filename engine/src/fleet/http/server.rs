@@ -116,8 +116,7 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serves GET and HEAD requests on `addr` with `handler`.
     pub fn start(addr: SocketAddr, limits: Limits, handler: Handler) -> io::Result<HttpServer> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        let listener = listen(addr)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -160,6 +159,21 @@ impl Drop for HttpServer {
             t.join().ok();
         }
     }
+}
+
+/// Connections the kernel queues before they are accepted: thousands of agents may poll
+/// at once after an origin restart (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std's bind does: a restarted server gets its port back at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// What a client past the connection cap is told before its connection is closed.
@@ -323,17 +337,27 @@ fn quiet_limit(write_blocked: bool, limits: &Limits) -> Duration {
     }
 }
 
+/// How long the watchdog may sleep after seeing a connection quiet for `quiet`, or None
+/// when it has been quiet too long. A write may block meanwhile without waking the
+/// watchdog, so it looks again at least every shortest limit.
+fn next_look(quiet: Duration, write_blocked: bool, limits: &Limits) -> Option<Duration> {
+    let left = quiet_limit(write_blocked, limits).checked_sub(quiet)?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(left.min(limits.write_stall_timeout.min(limits.idle_timeout)))
+}
+
 /// Ends when the connection has been quiet for longer than its limit.
 async fn watchdog(activity: &Activity, limits: Limits) {
     loop {
-        let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-        let limit = quiet_limit(activity.write_blocked.load(Ordering::Relaxed), &limits);
-        let due = activity.start + last + limit;
-        if Instant::now() >= due {
-            return;
+        let last = activity.start + Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+        let quiet = Instant::now().saturating_duration_since(last);
+        let blocked = activity.write_blocked.load(Ordering::Relaxed);
+        match next_look(quiet, blocked, &limits) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return,
         }
-        // Bytes moved or the state changed meanwhile: the loop looks again.
-        tokio::time::sleep_until(due).await;
     }
 }
 
@@ -415,14 +439,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_blocked_write_has_the_stall_limit() {
+    fn a_write_that_blocks_while_idle_is_seen_within_the_stall_limit() {
         let limits = Limits {
             write_stall_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(30),
             ..Limits::default()
         };
-        assert_eq!(quiet_limit(true, &limits), Duration::from_secs(3));
-        assert_eq!(quiet_limit(false, &limits), Duration::from_secs(30));
+        let s = Duration::from_secs;
+        // Idle for 1 s: look again in 3 s (a write may block meanwhile), not in 29 s.
+        assert_eq!(next_look(s(1), false, &limits), Some(s(3)));
+        assert_eq!(next_look(s(28), false, &limits), Some(s(2)));
+        assert_eq!(next_look(s(30), false, &limits), None);
+        // Blocked for 2 s: 1 s left.
+        assert_eq!(next_look(s(2), true, &limits), Some(s(1)));
+        assert_eq!(next_look(s(3), true, &limits), None);
+        assert_eq!(next_look(s(4), true, &limits), None);
     }
 
     #[test]
