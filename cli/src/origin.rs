@@ -30,9 +30,10 @@ use crate::Ctx;
 /// max_upload_rate, max_download_rate); flags win over the file.
 ///
 /// The HTTP server stays up under slow or hostile clients: past --http-max-connections a
-/// connection gets a 503 at once; a request header over 16 KiB gets a 431; a header not
-/// complete in 10 s, an answer the client does not take for 10 s, or a connection idle for
-/// 30 s is closed.
+/// connection gets a 503 at once; a request header over 16 KiB gets a 431; a request not
+/// complete 10 s after the connection opened or the previous answer went out (so an idle
+/// keep-alive connection lasts 10 s), or an answer the client does not take for 10 s,
+/// closes the connection.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The origin directory [default: /var/lib/ringswarm/origin].

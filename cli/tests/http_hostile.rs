@@ -373,11 +373,14 @@ fn connections_past_the_cap_are_refused_at_once_and_the_server_recovers() {
     loop {
         match get(addr, "/metrics", &[]) {
             Ok(r) if r.status == 200 => {
-                assert!(
-                    r.body.starts_with(b"# HELP"),
-                    "{}",
-                    String::from_utf8_lossy(&r.body)
-                );
+                let text = String::from_utf8_lossy(&r.body);
+                let refused = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("ringswarm_http_connections_total{outcome=\"refused\"} ")
+                    })
+                    .and_then(|v| v.trim().parse::<f64>().ok());
+                assert!(refused >= Some(8.0), "refusals not counted: {text}");
                 break;
             }
             other if Instant::now() > deadline => origin.fail(

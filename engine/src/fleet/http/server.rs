@@ -6,10 +6,12 @@
 //!   closed at once, so the others keep being served;
 //! - a request header larger than [`Limits::max_header_bytes`] gets a `431` and the
 //!   connection is closed (an endless header line costs that much, once);
-//! - a request header not complete within [`Limits::header_read_timeout`] closes the
-//!   connection (half-sent requests, one byte at a time or none);
+//! - a request header not complete within [`Limits::header_read_timeout`] of the
+//!   connection's start or of the previous answer closes the connection (half-sent
+//!   requests, one byte at a time or none, and idle keep-alive connections);
 //! - a connection whose answer makes no write progress for [`Limits::write_stall_timeout`]
-//!   (a client that does not read), or that is idle for [`Limits::idle_timeout`], is closed;
+//!   (a client that does not read), or that moves no byte for [`Limits::idle_timeout`] (a
+//!   backstop), is closed;
 //! - writes never block: a slow reader holds its socket buffer and a reference to the
 //!   shared body ([`bytes::Bytes`]), never a copy of it, and never the thread.
 
@@ -42,9 +44,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// The request line and headers together (hyper's read buffer; at least 8 KiB).
     pub max_header_bytes: usize,
-    /// From the connection's start, or the previous answer, to the request's last header.
+    /// From the connection's start, or the previous answer, to the request's last header
+    /// (hyper's timer): also how long an idle keep-alive connection is kept.
     pub header_read_timeout: Duration,
-    /// No byte in or out between requests.
+    /// No byte in or out, whatever the state (our watchdog, a backstop to hyper's timer).
     pub idle_timeout: Duration,
     /// No byte of an answer taken by the client.
     pub write_stall_timeout: Duration,
