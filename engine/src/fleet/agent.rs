@@ -41,7 +41,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use super::files::write_atomic;
-use super::http::{FeedFetcher, Fetched, HttpServer, Limits, Reply};
+use super::http::{FeedFetcher, Fetched, HttpServer, Reply};
 use super::releases::{read_release, write_record, AgentDir};
 use super::{data_paths, now_ms};
 use crate::feed::{Feed, Release};
@@ -184,7 +184,7 @@ impl Agent {
                 Some(
                     HttpServer::start(
                         addr,
-                        Limits::metrics(),
+                        super::http::Limits::metrics(),
                         Arc::new(move |req| match req.path {
                             "/metrics" => {
                                 Reply::metrics(text.lock().map(|t| t.clone()).unwrap_or_default())
