@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ringswarm_engine::fleet::agent::{Agent, AgentConfig};
 use serde::Deserialize;
 
-use crate::args::{parse_duration, parse_listen, parse_size};
+use crate::args::{parse_duration, parse_metrics_addr, parse_size};
 use crate::common::stop_flag;
 use crate::config::{load, parsed, peer_settings, PeerArgs, PeerFile};
 use crate::interrupt::interrupted;
@@ -85,8 +85,8 @@ pub struct Args {
     #[command(flatten)]
     pub peer: PeerArgs,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    /// Serve Prometheus metrics at http://ADDR/metrics; a PORT alone means 127.0.0.1:PORT.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
 
     /// The status socket [default: DIR/.agent/status.sock].
@@ -204,7 +204,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     };
     let metrics = match args.metrics {
         Some(a) => Some(a),
-        None => parsed("metrics", file.metrics.as_deref(), parse_listen)?,
+        None => parsed("metrics", file.metrics.as_deref(), parse_metrics_addr)?,
     };
     let config = AgentConfig {
         feed_url: feed_url.clone(),

@@ -144,6 +144,17 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// A metrics address: IP:PORT, or a PORT alone, which binds to 127.0.0.1 (metrics stay
+/// on the host unless an address says otherwise).
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    match s.trim().parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => parse_listen(s).map_err(|_| {
+            format!("`{s}` is not a metrics address (expected PORT for 127.0.0.1:PORT, or IP:PORT)")
+        }),
+    }
+}
+
 /// Resolves a peer `HOST:PORT` (or `[v6]:PORT`) to its first address. Done at run time,
 /// not at argument parsing, so a name that does not resolve is reported like any error.
 pub fn resolve_peer(peer: &str) -> Result<SocketAddr> {
@@ -326,5 +337,20 @@ mod tests {
         assert_eq!(format_rate(2.0 * 1048576.0), "2.00 MiB/s");
         assert_eq!(rate(10, Duration::ZERO), 0.0);
         assert_eq!(rate(10, Duration::from_secs(2)), 5.0);
+    }
+
+    #[test]
+    fn a_metrics_port_alone_is_on_localhost() {
+        assert_eq!(
+            parse_metrics_addr("9470"),
+            Ok("127.0.0.1:9470".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("0.0.0.0:9470"),
+            Ok("0.0.0.0:9470".parse().unwrap())
+        );
+        assert!(parse_metrics_addr("host:9470")
+            .unwrap_err()
+            .contains("not a metrics address"));
     }
 }

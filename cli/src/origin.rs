@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ringswarm_engine::fleet::http::Limits;
 use ringswarm_engine::fleet::origin::{Origin, OriginConfig};
 use serde::Deserialize;
 
@@ -19,13 +20,20 @@ use crate::Ctx;
 ///
 /// The feed is DIR/feed.json as `ringswarm publish` writes it, served at
 /// http://HTTP/feed.json with an entity tag (agents poll it with conditional GETs);
-/// Prometheus metrics are at http://HTTP/metrics. Each publish is picked up within a
+/// Prometheus metrics are at http://HTTP/metrics (the same port: they show counters, no
+/// secret). Each publish is picked up within a
 /// second. Any static web server can serve DIR/feed.json instead; the origin is still
 /// what seeds the data.
 ///
 /// Every setting can come from --config FILE (TOML, keys as the long flags with `_`:
-/// dir, http, listen, trackers, topology, dc, rack, cores, max_upload_rate,
-/// max_download_rate); flags win over the file.
+/// dir, http, http_max_connections, listen, trackers, topology, dc, rack, cores,
+/// max_upload_rate, max_download_rate); flags win over the file.
+///
+/// The HTTP server stays up under slow or hostile clients: past --http-max-connections a
+/// connection gets a 503 at once; a request header over 16 KiB gets a 431; a request not
+/// complete 10 s after the connection opened or the previous answer went out (so an idle
+/// keep-alive connection lasts 10 s), or an answer the client does not take for 10 s,
+/// closes the connection.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The origin directory [default: /var/lib/ringswarm/origin].
@@ -35,6 +43,10 @@ pub struct Args {
     /// Where the feed and /metrics are served [default: 0.0.0.0:8470].
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub http: Option<SocketAddr>,
+
+    /// Most HTTP connections open at once [default: 16384].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_max_connections: Option<u64>,
 
     #[command(flatten)]
     pub peer: PeerArgs,
@@ -49,6 +61,7 @@ pub struct Args {
 struct FileConfig {
     dir: Option<PathBuf>,
     http: Option<String>,
+    http_max_connections: Option<u64>,
     listen: Option<String>,
     #[serde(default)]
     trackers: Vec<String>,
@@ -88,10 +101,21 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         None => parsed("http", file.http.as_deref(), parse_listen)?
             .unwrap_or_else(|| "0.0.0.0:8470".parse().expect("a valid address")),
     };
+    let defaults = Limits::default();
+    let http_limits = Limits {
+        max_connections: args
+            .http_max_connections
+            .or(file.http_max_connections)
+            .map_or(defaults.max_connections, |n| {
+                usize::try_from(n.max(1)).unwrap_or(usize::MAX)
+            }),
+        ..defaults
+    };
     let stop = stop_flag();
     let origin = Origin::start(OriginConfig {
         dir: dir.clone(),
         http,
+        http_limits,
         session: peer.session,
         trackers: peer.trackers,
         place: peer.place.tracker_place(),

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ringswarm_engine::fleet::http::{HttpServer, Reply};
+use ringswarm_engine::fleet::http::{HttpServer, Limits, Reply};
 use ringswarm_engine::metrics::Exposition;
 use ringswarm_engine::tracker::server::{TrackerConfig, TrackerServer};
 use ringswarm_engine::tracker::store::StoreConfig;
@@ -14,7 +14,7 @@ use ringswarm_engine::tracker::topology::Cidr;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use crate::args::{parse_listen, parse_size};
+use crate::args::{parse_listen, parse_metrics_addr, parse_size};
 use crate::common::stop_flag;
 use crate::config::{load, parsed};
 use crate::interrupt::interrupted;
@@ -72,8 +72,8 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub recv_buffer: Option<u64>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    /// Serve Prometheus metrics at http://ADDR/metrics; a PORT alone means 127.0.0.1:PORT.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
 
     /// A TOML config file: keys as the long flags with `_` (listen, topology, interval,
@@ -153,7 +153,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     };
     let metrics_addr = match args.metrics {
         Some(a) => Some(a),
-        None => parsed("metrics", file.metrics.as_deref(), parse_listen)?,
+        None => parsed("metrics", file.metrics.as_deref(), parse_metrics_addr)?,
     };
     let recv_buffer = match args.recv_buffer {
         Some(b) => b,
@@ -194,7 +194,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             let s = server.clone();
             let http = HttpServer::start(
                 addr,
-                1,
+                Limits::metrics(),
                 Arc::new(move |req| match req.path {
                     "/metrics" => Reply::metrics(tracker_metrics(&s)),
                     _ => Reply::not_found(),

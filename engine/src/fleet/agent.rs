@@ -194,7 +194,7 @@ impl Agent {
                 Some(
                     HttpServer::start(
                         addr,
-                        1,
+                        super::http::Limits::metrics(),
                         Arc::new(move |req| match req.path {
                             "/metrics" => {
                                 Reply::metrics(text.lock().map(|t| t.clone()).unwrap_or_default())

@@ -1,32 +1,42 @@
-//! The feed and the metrics over HTTP: a small server (tiny_http) for the origin's feed
-//! and every daemon's `/metrics`, and the agent's conditional GET of the feed (ureq).
+//! The feed and the metrics over HTTP: the server for the origin's feed and every daemon's
+//! `/metrics` ([`HttpServer`], hyper on a small runtime of its own, with limits so slow
+//! or hostile clients cost bounded time and memory), the pure request-to-reply logic it
+//! calls, and the agent's conditional GET of the feed (ureq).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-/// What the server needs of a request.
+use bytes::Bytes;
+
+mod server;
+pub use server::{HttpServer, HttpStats, Limits};
+
+/// What the server needs of a request (GET or HEAD; other methods never reach a handler).
+#[derive(Default)]
 pub struct Request<'a> {
     pub path: &'a str,
     pub if_none_match: Option<&'a str>,
+    pub if_modified_since: Option<&'a str>,
 }
 
-/// An answer: status, body, content type and (for cacheable bodies) an entity tag.
+/// An answer: status, body, content type and, for cacheable bodies, its validators.
 pub struct Reply {
     pub status: u16,
-    pub body: Vec<u8>,
+    /// Shared, not copied: a clone of the feed's `Bytes` is a reference count.
+    pub body: Bytes,
     pub content_type: &'static str,
     pub etag: Option<String>,
+    /// An HTTP date (`Last-Modified`).
+    pub last_modified: Option<String>,
 }
 
 impl Reply {
     pub fn text(status: u16, body: impl Into<String>) -> Reply {
         Reply {
             status,
-            body: body.into().into_bytes(),
+            body: Bytes::from(body.into()),
             content_type: "text/plain; charset=utf-8",
             etag: None,
+            last_modified: None,
         }
     }
 
@@ -38,24 +48,67 @@ impl Reply {
     pub fn metrics(body: String) -> Reply {
         Reply {
             status: 200,
-            body: body.into_bytes(),
+            body: Bytes::from(body),
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             etag: None,
+            last_modified: None,
         }
     }
 
-    /// A cacheable body with its entity tag ([`entity_tag`]): 304 without the body when
-    /// the client has this version already, so the body is only copied for a 200.
-    pub fn cached(req: &Request<'_>, etag: &str, body: &[u8], content_type: &'static str) -> Reply {
-        let fresh = req
-            .if_none_match
-            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    /// A cacheable body with its entity tag ([`entity_tag`]) and modification time: 304
+    /// without the body when the client has this version already ([`is_fresh`]).
+    pub fn cached(req: &Request<'_>, body: &Cached, content_type: &'static str) -> Reply {
+        let fresh = is_fresh(req, &body.etag, body.modified);
         Reply {
             status: if fresh { 304 } else { 200 },
-            body: if fresh { Vec::new() } else { body.to_vec() },
+            body: if fresh {
+                Bytes::new()
+            } else {
+                body.body.clone()
+            },
             content_type,
-            etag: Some(etag.to_owned()),
+            etag: Some(body.etag.clone()),
+            last_modified: body.modified.map(httpdate::fmt_http_date),
         }
+    }
+}
+
+/// A body served with validators, computed once per body (not per request).
+#[derive(Clone, Default)]
+pub struct Cached {
+    pub body: Bytes,
+    pub etag: String,
+    pub modified: Option<SystemTime>,
+}
+
+impl Cached {
+    pub fn new(body: Bytes, modified: Option<SystemTime>) -> Cached {
+        Cached {
+            etag: entity_tag(&body),
+            body,
+            modified,
+        }
+    }
+}
+
+/// Whether the client's copy is current (RFC 9110 13.1): `If-None-Match` decides when
+/// present (weak comparison, `*` matches); otherwise `If-Modified-Since`, to the second.
+pub fn is_fresh(req: &Request<'_>, etag: &str, modified: Option<SystemTime>) -> bool {
+    if let Some(tags) = req.if_none_match {
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let ours = weak(etag);
+        return tags.split(',').any(|t| t.trim() == "*" || weak(t) == ours);
+    }
+    match (req.if_modified_since, modified) {
+        (Some(since), Some(modified)) => httpdate::parse_http_date(since).is_ok_and(|since| {
+            // HTTP dates have whole seconds: compare at that precision.
+            let secs = |t: SystemTime| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            };
+            secs(modified) <= secs(since)
+        }),
+        _ => false,
     }
 }
 
@@ -64,94 +117,7 @@ pub fn entity_tag(body: &[u8]) -> String {
     format!("\"{}\"", crate::hex(&crate::verify::sha1(body)))
 }
 
-pub type Handler = Arc<dyn Fn(&Request<'_>) -> Reply + Send + Sync>;
-
-/// A running HTTP server; stops when dropped.
-pub struct HttpServer {
-    server: Arc<tiny_http::Server>,
-    threads: Vec<JoinHandle<()>>,
-    addr: SocketAddr,
-}
-
-impl HttpServer {
-    /// Serves GET requests on `addr` with `threads` threads.
-    pub fn start(
-        addr: SocketAddr,
-        threads: usize,
-        handler: Handler,
-    ) -> std::io::Result<HttpServer> {
-        let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("the HTTP server is not on an IP address"))?;
-        let server = Arc::new(server);
-        let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let server = server.clone();
-            let handler = handler.clone();
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("rs-http-{i}"))
-                    .spawn(move || serve(&server, &*handler))?,
-            );
-        }
-        Ok(HttpServer {
-            server,
-            threads: handles,
-            addr: bound,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        for _ in &self.threads {
-            self.server.unblock();
-        }
-        for t in self.threads.drain(..) {
-            t.join().ok();
-        }
-    }
-}
-
-fn serve(server: &tiny_http::Server, handler: &(dyn Fn(&Request<'_>) -> Reply + Send + Sync)) {
-    // `recv` ends with an error once the server is unblocked.
-    while let Ok(req) = server.recv() {
-        let reply = if *req.method() != tiny_http::Method::Get
-            && *req.method() != tiny_http::Method::Head
-        {
-            Reply::text(405, "only GET\n")
-        } else {
-            let inm = req
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("If-None-Match"))
-                .map(|h| h.value.as_str().to_owned());
-            let path = req.url().split('?').next().unwrap_or("/").to_owned();
-            handler(&Request {
-                path: &path,
-                if_none_match: inm.as_deref(),
-            })
-        };
-        let mut resp = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-        if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", reply.content_type) {
-            resp.add_header(h);
-        }
-        if let Some(tag) = reply.etag {
-            if let Ok(h) = tiny_http::Header::from_bytes("ETag", tag) {
-                resp.add_header(h);
-            }
-        }
-        if let Err(e) = req.respond(resp) {
-            tracing::debug!(err = %e, "HTTP client went away");
-        }
-    }
-}
+pub type Handler = std::sync::Arc<dyn Fn(&Request<'_>) -> Reply + Send + Sync>;
 
 /// Longest wait for a TCP connection to the feed server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -241,20 +207,59 @@ impl FeedFetcher {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    fn req<'a>(inm: Option<&'a str>, ims: Option<&'a str>) -> Request<'a> {
+        Request {
+            path: "/feed.json",
+            if_none_match: inm,
+            if_modified_since: ims,
+        }
+    }
+
+    #[test]
+    fn freshness_follows_the_validators() {
+        let tag = "\"abc\"";
+        let modified = httpdate::parse_http_date("Sun, 06 Dec 2026 10:00:00 GMT").unwrap();
+        let at = Some(modified + Duration::from_millis(700));
+        assert!(!is_fresh(&req(None, None), tag, at));
+        assert!(is_fresh(&req(Some("\"abc\""), None), tag, at));
+        assert!(is_fresh(&req(Some("\"x\", W/\"abc\""), None), tag, at));
+        assert!(is_fresh(&req(Some("*"), None), tag, at));
+        assert!(!is_fresh(&req(Some("\"x\""), None), tag, at));
+        let same = "Sun, 06 Dec 2026 10:00:00 GMT";
+        let before = "Sun, 06 Dec 2026 09:59:59 GMT";
+        assert!(is_fresh(&req(None, Some(same)), tag, at));
+        assert!(!is_fresh(&req(None, Some(before)), tag, at));
+        assert!(!is_fresh(&req(None, Some("yesterday")), tag, at));
+        assert!(!is_fresh(&req(None, Some(same)), tag, None));
+        // A tag that does not match wins over a date that does.
+        assert!(!is_fresh(&req(Some("\"x\""), Some(same)), tag, at));
+    }
+
+    #[test]
+    fn a_fresh_reply_has_no_body_and_shares_the_stale_one() {
+        let cached = Cached::new(Bytes::from_static(b"{}"), None);
+        let whole = Reply::cached(&req(None, None), &cached, "application/json");
+        assert_eq!(whole.status, 200);
+        assert_eq!(whole.body.as_ptr(), cached.body.as_ptr(), "not copied");
+        let again = Reply::cached(&req(Some(&cached.etag), None), &cached, "application/json");
+        assert_eq!(again.status, 304);
+        assert!(again.body.is_empty());
+        assert_eq!(again.etag.as_deref(), Some(cached.etag.as_str()));
+    }
 
     #[test]
     fn conditional_get_round_trip() {
-        let body = Arc::new(std::sync::Mutex::new(b"v1".to_vec()));
+        let body = Arc::new(Mutex::new(Cached::new(Bytes::from_static(b"v1"), None)));
         let served = body.clone();
         let server = HttpServer::start(
             "127.0.0.1:0".parse().unwrap(),
-            1,
+            Limits::metrics(),
             Arc::new(move |req| match req.path {
-                "/feed.json" => {
-                    let body = served.lock().unwrap().clone();
-                    Reply::cached(req, &entity_tag(&body), &body, "application/json")
-                }
+                "/feed.json" => Reply::cached(req, &served.lock().unwrap(), "application/json"),
                 _ => Reply::not_found(),
             }),
         )
@@ -263,7 +268,7 @@ mod tests {
         let mut f = FeedFetcher::new(&format!("{base}/feed.json"), Duration::from_secs(5));
         assert_eq!(f.fetch().unwrap(), Fetched::New(b"v1".to_vec()));
         assert_eq!(f.fetch().unwrap(), Fetched::NotModified);
-        *body.lock().unwrap() = b"v2".to_vec();
+        *body.lock().unwrap() = Cached::new(Bytes::from_static(b"v2"), None);
         assert_eq!(f.fetch().unwrap(), Fetched::New(b"v2".to_vec()));
         let mut missing = FeedFetcher::new(&format!("{base}/nope"), Duration::from_secs(5));
         assert!(missing.fetch().unwrap_err().contains("404"));

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::http::{HttpServer, Reply};
+use super::http::{Cached, HttpServer, HttpStats, Limits, Reply};
 use super::publish::{source_path, Source, FEED_FILE, ORIGIN_LOCK};
 use crate::feed::{Feed, Release};
 use crate::metrics::{Exposition, Kind};
@@ -47,6 +47,8 @@ pub struct OriginConfig {
     pub dir: PathBuf,
     /// Where the feed and `/metrics` are served.
     pub http: SocketAddr,
+    /// What the feed server allows each client.
+    pub http_limits: Limits,
     /// The engine; its `listen` is where peers reach the origin.
     pub session: SessionConfig,
     /// Trackers besides each torrent's own.
@@ -62,9 +64,9 @@ struct Seeding {
 
 #[derive(Default)]
 struct Served {
-    feed: Arc<Vec<u8>>,
-    /// The feed's entity tag, computed once per feed (not per request).
-    etag: String,
+    /// The feed with its validators, computed once per feed (not per request); each
+    /// answer shares its bytes.
+    feed: Cached,
     sequence: u64,
 }
 
@@ -100,23 +102,23 @@ impl Origin {
         let served = Arc::new(Mutex::new(Served::default()));
         let state = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(HttpCounters::default());
+        // The server starts before its stats exist to hand to the handler: they come in here.
+        let http_stats: Arc<OnceLock<Arc<HttpStats>>> = Arc::default();
         let http = {
             let served = served.clone();
             let state = state.clone();
             let counters = counters.clone();
+            let http_stats = http_stats.clone();
             HttpServer::start(
                 config.http,
-                2,
+                config.http_limits,
                 Arc::new(move |req| match req.path {
                     "/feed.json" => {
-                        let (feed, etag) = served
-                            .lock()
-                            .map(|s| (s.feed.clone(), s.etag.clone()))
-                            .unwrap_or_default();
-                        if feed.is_empty() {
+                        let feed = served.lock().map(|s| s.feed.clone()).unwrap_or_default();
+                        if feed.body.is_empty() {
                             return Reply::text(404, "nothing published yet\n");
                         }
-                        let reply = Reply::cached(req, &etag, &feed, "application/json");
+                        let reply = Reply::cached(req, &feed, "application/json");
                         let c = if reply.status == 304 {
                             &counters.feed_not_modified
                         } else {
@@ -125,7 +127,12 @@ impl Origin {
                         c.fetch_add(1, Ordering::Relaxed);
                         reply
                     }
-                    "/metrics" => Reply::metrics(origin_metrics(&served, &state, &counters)),
+                    "/metrics" => Reply::metrics(origin_metrics(
+                        &served,
+                        &state,
+                        &counters,
+                        http_stats.get().map(|s| &**s),
+                    )),
                     _ => Reply::not_found(),
                 }),
             )
@@ -134,6 +141,7 @@ impl Origin {
                 err,
             })?
         };
+        let _ = http_stats.set(http.stats());
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
             let stop = stop.clone();
@@ -193,6 +201,17 @@ fn stamp(path: &Path) -> Option<(u64, u64, i64, i64)> {
     Some((m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
 }
 
+/// The feed file's bytes and modification time, both of the same file (a publish may
+/// rename a new one over it at any moment).
+fn read_feed(path: &Path) -> Result<(Vec<u8>, Option<std::time::SystemTime>), String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let modified = file.metadata().and_then(|m| m.modified()).ok();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok((bytes, modified))
+}
+
 fn watch(
     config: &OriginConfig,
     session: Session,
@@ -210,22 +229,20 @@ fn watch(
         let now = stamp(&feed_path);
         if now != seen {
             seen = now;
-            match std::fs::read(&feed_path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    Feed::read_unverified(&b)
-                        .map(|f| (b, f))
-                        .map_err(|e| e.to_string())
-                }) {
-                Ok((bytes, feed)) => {
+            match read_feed(&feed_path).and_then(|(b, modified)| {
+                Feed::read_unverified(&b)
+                    .map(|f| (b, modified, f))
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok((bytes, modified, feed)) => {
                     tracing::info!(
                         sequence = feed.sequence,
                         releases = feed.releases.len(),
                         "feed changed"
                     );
+                    let cached = Cached::new(bytes.into(), modified);
                     if let Ok(mut s) = served.lock() {
-                        s.etag = super::http::entity_tag(&bytes);
-                        s.feed = Arc::new(bytes);
+                        s.feed = cached;
                         s.sequence = feed.sequence;
                     }
                     live = feed.releases;
@@ -326,6 +343,7 @@ fn origin_metrics(
     served: &Mutex<Served>,
     state: &Mutex<Vec<(Release, crate::session::TorrentStats)>>,
     counters: &HttpCounters,
+    http: Option<&HttpStats>,
 ) -> String {
     let mut e = Exposition::new();
     let sequence = served.lock().map(|s| s.sequence).unwrap_or(0);
@@ -356,5 +374,8 @@ fn origin_metrics(
         "Releases being seeded.",
         stats.len() as f64,
     );
+    if let Some(http) = http {
+        http.write_metrics(&mut e);
+    }
     e.finish()
 }
