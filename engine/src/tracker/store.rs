@@ -145,6 +145,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::sync::Arc;
+
+use super::limits::{CreationRefusal, Limits};
 use super::topology::{Cidr, Place};
 
 /// A torrent's info-hash.
@@ -232,6 +235,19 @@ pub enum AnnounceError {
     PeerIdCollision { info_hash: InfoHash },
     #[error("announce from {source_addr} gives port 0")]
     PortZero { source_addr: SocketAddr },
+    #[error(
+        "address {ip} already holds {max} peers in torrent {}; stop one first",
+        crate::hex(info_hash)
+    )]
+    AddressFull {
+        info_hash: InfoHash,
+        ip: IpAddr,
+        max: usize,
+    },
+    #[error("address {ip} created {max} torrents this minute; try again later")]
+    TooManyNewTorrents { ip: IpAddr, max: usize },
+    #[error("tracker is full ({max} peers); try again later")]
+    TrackerFull { max: usize },
 }
 
 /// Counters the glue can expose.
@@ -246,6 +262,12 @@ pub struct Counters {
     pub bad_announces: u64,
     pub torrents_evicted: u64,
     pub expired_peers: u64,
+    /// New peers refused because their address holds `max_peers_per_address` in the torrent.
+    pub address_refusals: u64,
+    /// New torrents refused by the per-address creation budget.
+    pub creation_refusals: u64,
+    /// New peers refused because the tracker holds `max_peers`.
+    pub peer_limit_refusals: u64,
 }
 
 /// Tracker store configuration.
@@ -258,6 +280,15 @@ pub struct StoreConfig {
     pub max_torrents: usize,
     /// Clamped to 1..=2^31−1.
     pub max_peers_per_torrent: usize,
+    /// Peers one address (the stored peer address's IP) may hold in one torrent; new peer
+    /// ids beyond it are refused. Clamped to 1..=65535.
+    pub max_peers_per_address: usize,
+    /// Torrents one source address may create per minute (a new info-hash is refused
+    /// beyond it; announcing to existing torrents is not limited).
+    pub max_new_torrents_per_address: usize,
+    /// Peers stored at most, over all torrents (and over every store sharing one
+    /// [`Limits`]): the one cap that bounds the tracker's memory (see the module doc).
+    pub max_peers: usize,
     /// Peers from other racks while the announcer's rack has no seed.
     pub min_remote: usize,
     pub default_numwant: usize,
@@ -279,6 +310,9 @@ impl Default for StoreConfig {
             grace: 120,
             max_torrents: 100_000,
             max_peers_per_torrent: 250_000,
+            max_peers_per_address: 8,
+            max_new_torrents_per_address: 256,
+            max_peers: 2_000_000,
             min_remote: 2,
             default_numwant: 50,
             max_numwant: 200,
@@ -450,11 +484,56 @@ struct Entry {
     port: u16,
     place: Place,
     last: u32,
+    /// Keyed by its address alone (the first entry its address made in the torrent, or the
+    /// one that took that key back), else by (address, peer id). Fills padding: 48 bytes.
+    first: bool,
 }
 
 impl Entry {
     fn addr(&self, v6: bool) -> SocketAddr {
         addr_of(self.ip, self.port, v6)
+    }
+}
+
+/// The address bytes a key hashes: 4 for IPv4, 16 for IPv6 (the lengths keep the key kinds
+/// and families apart: SipHash covers the length).
+fn ip_key_bytes(ip: &[u8; 16], v6: bool) -> &[u8] {
+    if v6 {
+        ip
+    } else {
+        &ip[..4]
+    }
+}
+
+/// Peer-map key of the address's "first" entry.
+fn first_key(key: [u64; 2], ip: &[u8; 16], v6: bool) -> u64 {
+    siphash24(key[0], key[1], ip_key_bytes(ip, v6))
+}
+
+/// Peer-map key of the address's entry count (present when it is not implied, see
+/// [`Torrent::address_count`]).
+fn count_key(key: [u64; 2], ip: &[u8; 16], v6: bool) -> u64 {
+    let mut m = [0u8; 17];
+    let b = ip_key_bytes(ip, v6);
+    m[..b.len()].copy_from_slice(b);
+    m[b.len()] = b'#';
+    siphash24(key[0], key[1], &m[..b.len() + 1])
+}
+
+/// Peer-map key of a further entry of an address: (address, peer id).
+fn pair_key(key: [u64; 2], ip: &[u8; 16], v6: bool, id: &PeerId) -> u64 {
+    let mut m = [0u8; 36];
+    let b = ip_key_bytes(ip, v6);
+    m[..b.len()].copy_from_slice(b);
+    m[b.len()..b.len() + 20].copy_from_slice(id);
+    siphash24(key[0], key[1], &m[..b.len() + 20])
+}
+
+fn entry_key(key: [u64; 2], e: &Entry, v6: bool) -> u64 {
+    if e.first {
+        first_key(key, &e.ip, v6)
+    } else {
+        pair_key(key, &e.ip, v6, &e.peer_id)
     }
 }
 
@@ -522,7 +601,7 @@ struct Torrent {
 }
 
 fn fix(peers: &mut PeerMap, key: [u64; 2], e: &Entry, v6: bool, idx: usize) {
-    if let Some(l) = peers.get_mut(&siphash24(key[0], key[1], &e.peer_id)) {
+    if let Some(l) = peers.get_mut(&entry_key(key, e, v6)) {
         *l = Loc::new(e.place, v6, idx);
     }
 }
@@ -541,18 +620,78 @@ impl Torrent {
         }
     }
 
-    fn pkey(&self, id: &PeerId) -> u64 {
-        siphash24(self.key[0], self.key[1], id)
+    /// Peers stored (the peer map also holds address counts).
+    fn len(&self) -> usize {
+        self.sides[0].count + self.sides[1].count
     }
 
-    /// The (group, index, is seed, peer id) of the entry `loc` points at.
-    fn locate(&self, loc: Loc) -> Option<(usize, usize, bool, PeerId)> {
+    /// Entries the address holds in this torrent: the count record when present, else 1
+    /// when its first key is taken, else 0. The record exists exactly when the count is ≥ 2,
+    /// or 1 held under a pair key (the first-keyed entry left before the others).
+    fn address_count(&self, ip: &[u8; 16], v6: bool) -> usize {
+        match self.peers.get(&count_key(self.key, ip, v6)) {
+            Some(l) => l.slot as usize,
+            None => usize::from(self.peers.contains_key(&first_key(self.key, ip, v6))),
+        }
+    }
+
+    /// Sets the address's count to `n` after a peer of it was added or removed (see
+    /// [`Torrent::address_count`] for when a record is kept).
+    fn set_address_count(&mut self, ip: &[u8; 16], v6: bool, n: usize) {
+        let ck = count_key(self.key, ip, v6);
+        let first_taken = self.peers.contains_key(&first_key(self.key, ip, v6));
+        if n == 0 || (n == 1 && first_taken) {
+            self.peers.remove(&ck);
+        } else {
+            self.peers.insert(
+                ck,
+                Loc {
+                    place: Place::UNKNOWN,
+                    slot: n as u32,
+                },
+            );
+        }
+    }
+
+    /// Finds the entry of (`ip`, `id`): `Ok(Some(loc, (group, index, is seed)))`, `Ok(None)`
+    /// when absent, `Err` when a key it needs is held by another peer (a 64-bit keyed-hash
+    /// collision, ≈ n/2^64 per new peer, not steerable without the key).
+    #[allow(clippy::type_complexity)]
+    fn find_peer(
+        &self,
+        ip: &[u8; 16],
+        v6: bool,
+        id: &PeerId,
+    ) -> Result<Option<(Loc, (usize, usize, bool))>, ()> {
+        let fk = first_key(self.key, ip, v6);
+        if let Some(&loc) = self.peers.get(&fk) {
+            let (g, idx, seed, e) = self.locate(loc).ok_or(())?;
+            if e.ip != *ip || loc.v6() != v6 {
+                return Err(());
+            }
+            if e.peer_id == *id {
+                return Ok(Some((loc, (g, idx, seed))));
+            }
+        }
+        match self.peers.get(&pair_key(self.key, ip, v6, id)) {
+            None => Ok(None),
+            Some(&loc) => match self.locate(loc) {
+                Some((g, idx, seed, e)) if e.peer_id == *id && e.ip == *ip && loc.v6() == v6 => {
+                    Ok(Some((loc, (g, idx, seed))))
+                }
+                _ => Err(()),
+            },
+        }
+    }
+
+    /// The (group, index, is seed, entry) `loc` points at.
+    fn locate(&self, loc: Loc) -> Option<(usize, usize, bool, Entry)> {
         let side = &self.sides[usize::from(loc.v6())];
         let g = side.find(loc.place).ok()?;
         let grp = side.groups.get(g)?;
         let idx = loc.idx();
         let e = grp.peers.get(idx)?;
-        Some((g, idx, idx < grp.seeds as usize, e.peer_id))
+        Some((g, idx, idx < grp.seeds as usize, *e))
     }
 
     /// Stores `e`; switches the side to grouped mode when it outgrows `flat_max`.
@@ -599,7 +738,7 @@ impl Torrent {
             self.leechers += 1;
         }
         side.count += 1;
-        let k = siphash24(key[0], key[1], &e.peer_id);
+        let k = entry_key(key, &e, v6);
         self.peers.insert(k, Loc::new(e.place, v6, idx));
         if side.flat && side.count > flat_max {
             self.regroup(v6, false, flat_max);
@@ -643,7 +782,7 @@ impl Torrent {
             grp.peers.shrink_to(len + len / 4);
         }
         side.count = side.count.saturating_sub(1);
-        self.peers.remove(&siphash24(key[0], key[1], &e.peer_id));
+        self.peers.remove(&entry_key(key, &e, v6));
         if !side.flat && side.count < flat_max / 2 {
             self.regroup(v6, true, flat_max);
         }
@@ -932,12 +1071,26 @@ pub struct Store {
     scratch: Vec<Walk>,
     lists: [Vec<u32>; 6],
     counters: Counters,
+    /// The tracker-wide peer cap and creation budget (shared by every core's store).
+    limits: Arc<Limits>,
 }
 
 impl Store {
-    /// A store with `config`, accepting connection ids of `ids`.
-    pub fn new(mut config: StoreConfig, ids: ConnectionIds) -> Store {
+    /// A store with `config`, accepting connection ids of `ids`, with its own [`Limits`]
+    /// from `config.max_peers` and `config.max_new_torrents_per_address`.
+    pub fn new(config: StoreConfig, ids: ConnectionIds) -> Store {
+        let limits = Arc::new(Limits::new(
+            config.max_peers,
+            config.max_new_torrents_per_address,
+        ));
+        Store::with_limits(config, ids, limits)
+    }
+
+    /// A store sharing `limits` with the other cores' stores (their `max_peers` and
+    /// creation budget apply; `config`'s copies of those are ignored).
+    pub fn with_limits(mut config: StoreConfig, ids: ConnectionIds, limits: Arc<Limits>) -> Store {
         config.max_peers_per_torrent = config.max_peers_per_torrent.clamp(1, IDX_MASK as usize);
+        config.max_peers_per_address = config.max_peers_per_address.clamp(1, u16::MAX as usize);
         let seed = config.rng_seed.unwrap_or_else(rand::random);
         let mut rng = Rng(seed);
         let key = [rng.next_u64(), rng.next_u64()];
@@ -955,7 +1108,13 @@ impl Store {
             scratch: Vec::new(),
             lists: Default::default(),
             counters: Counters::default(),
+            limits,
         }
+    }
+
+    /// The limits this store shares.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -1022,7 +1181,7 @@ impl Store {
 
     fn note_if_empty(&mut self, slot: usize) {
         if let Some(Some(t)) = self.slots.get_mut(slot) {
-            if t.peers.is_empty() {
+            if t.len() == 0 {
                 t.peers.shrink_to_fit();
                 t.sides[0].groups.shrink_to_fit();
                 t.sides[1].groups.shrink_to_fit();
@@ -1034,7 +1193,22 @@ impl Store {
         }
     }
 
-    fn new_torrent(&mut self, info_hash: InfoHash) -> Result<usize, AnnounceError> {
+    fn new_torrent(
+        &mut self,
+        info_hash: InfoHash,
+        source: IpAddr,
+        now: u64,
+    ) -> Result<usize, AnnounceError> {
+        if let Err(why) = self.limits.check_creation(source, now) {
+            self.counters.creation_refusals += 1;
+            return Err(AnnounceError::TooManyNewTorrents {
+                ip: source,
+                max: match why {
+                    CreationRefusal::SourceBudget => self.config.max_new_torrents_per_address,
+                    CreationRefusal::TooManySources => 0,
+                },
+            });
+        }
         if self.index.len() >= self.config.max_torrents {
             let mut evicted = false;
             while let Some(s) = self.empties.pop() {
@@ -1043,7 +1217,7 @@ impl Store {
                     continue;
                 };
                 t.listed_empty = false;
-                if t.peers.is_empty() {
+                if t.len() == 0 {
                     let ih = t.info_hash;
                     self.slots[s] = None;
                     self.index.remove(&ih);
@@ -1073,6 +1247,7 @@ impl Store {
             }
         };
         self.index.insert(info_hash, slot as u32);
+        self.limits.record_creation(source, now);
         Ok(slot)
     }
 
@@ -1095,90 +1270,27 @@ impl Store {
         }
         let v6 = addr.is_ipv6();
         let now32 = now as u32;
+        let source = normalize(req.addr.ip());
         let slot = match self.index.get(&req.info_hash) {
             Some(&s) => s as usize,
             None if req.event == Event::Stopped => return Ok(self.answer(None)),
-            None => self.new_torrent(req.info_hash)?,
+            None => self.new_torrent(req.info_hash, source, now)?,
         };
-        let max_peers = self.config.max_peers_per_torrent;
-        let flat_max = self.config.flat_max;
-        let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
-            return Ok(self.answer(None));
+        let (g, idx) = match self.update_peer(slot, req, addr, now32) {
+            Ok(Some(at)) => at,
+            Ok(None) => {
+                // `stopped`, of a stored peer or not: no peers in the answer.
+                let out = self.answer(self.slots[slot].as_ref());
+                self.note_if_empty(slot);
+                return Ok(out);
+            }
+            Err(e) => {
+                // A torrent this announce just created stays empty: make it evictable.
+                self.note_if_empty(slot);
+                return Err(e);
+            }
         };
         let seed = req.left == 0;
-        let entry = Entry {
-            peer_id: req.peer_id,
-            ip: ip_bytes(addr.ip()),
-            port: addr.port(),
-            place: req.place,
-            last: now32,
-        };
-        let key = t.pkey(&req.peer_id);
-        let found = match t.peers.get(&key).copied() {
-            None => None,
-            Some(loc) => match t.locate(loc) {
-                Some((g, idx, was_seed, id)) if id == req.peer_id => {
-                    Some((loc, (g, idx, was_seed)))
-                }
-                Some(_) => {
-                    // Two peer ids with the same 64-bit keyed hash: ~n/2^64 per new peer.
-                    self.counters.bad_announces += 1;
-                    return Err(AnnounceError::PeerIdCollision {
-                        info_hash: req.info_hash,
-                    });
-                }
-                None => {
-                    // An inconsistent map entry (cannot happen) is dropped, not trusted.
-                    t.peers.remove(&key);
-                    None
-                }
-            },
-        };
-        let before = t.peers.len();
-        let (g, idx) = match found {
-            Some((loc, (g, idx, was_seed))) => {
-                if req.event == Event::Stopped {
-                    t.remove_at(loc.v6(), g, idx, flat_max);
-                    self.peer_total = (self.peer_total + t.peers.len()).saturating_sub(before);
-                    let out = self.answer(self.slots[slot].as_ref());
-                    self.note_if_empty(slot);
-                    return Ok(out);
-                }
-                if req.event == Event::Completed && !was_seed {
-                    t.completed = t.completed.saturating_add(1);
-                }
-                if loc.place == req.place && loc.v6() == v6 && was_seed == seed {
-                    if let Some(e) = t.sides[usize::from(v6)]
-                        .groups
-                        .get_mut(g)
-                        .and_then(|grp| grp.peers.get_mut(idx))
-                    {
-                        *e = entry;
-                    }
-                    (g, idx)
-                } else {
-                    t.remove_at(loc.v6(), g, idx, flat_max);
-                    t.insert(entry, v6, seed, flat_max)
-                }
-            }
-            None => {
-                if req.event == Event::Stopped {
-                    return Ok(self.answer(self.slots[slot].as_ref()));
-                }
-                if t.peers.len() >= max_peers {
-                    self.counters.full_torrent_refusals += 1;
-                    return Err(AnnounceError::TorrentFull {
-                        info_hash: req.info_hash,
-                        max: max_peers,
-                    });
-                }
-                if req.event == Event::Completed {
-                    t.completed = t.completed.saturating_add(1);
-                }
-                t.insert(entry, v6, seed, flat_max)
-            }
-        };
-        self.peer_total = (self.peer_total + t.peers.len()).saturating_sub(before);
         let want = if req.numwant < 0 {
             self.config.default_numwant
         } else {
@@ -1248,6 +1360,119 @@ impl Store {
         })
     }
 
+    /// Stores, updates or (on `stopped`) removes the announcer's entry in torrent `slot`.
+    /// `Ok(Some((group, index)))`: where the entry now is; `Ok(None)`: `stopped` (whether
+    /// or not the peer was stored). Entries are keyed by (address, peer id): the same peer
+    /// id from another address is another entry and can neither move nor stop this one.
+    fn update_peer(
+        &mut self,
+        slot: usize,
+        req: &AnnounceIn,
+        addr: SocketAddr,
+        now32: u32,
+    ) -> Result<Option<(usize, usize)>, AnnounceError> {
+        let max_peers = self.config.max_peers_per_torrent;
+        let per_address = self.config.max_peers_per_address;
+        let flat_max = self.config.flat_max;
+        let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(None);
+        };
+        let v6 = addr.is_ipv6();
+        let seed = req.left == 0;
+        let ip = ip_bytes(addr.ip());
+        let mut entry = Entry {
+            peer_id: req.peer_id,
+            ip,
+            port: addr.port(),
+            place: req.place,
+            last: now32,
+            first: false,
+        };
+        let found = match t.find_peer(&ip, v6, &req.peer_id) {
+            Ok(f) => f,
+            Err(()) => {
+                self.counters.bad_announces += 1;
+                return Err(AnnounceError::PeerIdCollision {
+                    info_hash: req.info_hash,
+                });
+            }
+        };
+        let Some((loc, (g, idx, was_seed))) = found else {
+            if req.event == Event::Stopped {
+                return Ok(None);
+            }
+            if t.len() >= max_peers {
+                self.counters.full_torrent_refusals += 1;
+                return Err(AnnounceError::TorrentFull {
+                    info_hash: req.info_hash,
+                    max: max_peers,
+                });
+            }
+            let held = t.address_count(&ip, v6);
+            if held >= per_address {
+                self.counters.address_refusals += 1;
+                return Err(AnnounceError::AddressFull {
+                    info_hash: req.info_hash,
+                    ip: addr.ip(),
+                    max: per_address,
+                });
+            }
+            if !self.limits.take_peer() {
+                self.counters.peer_limit_refusals += 1;
+                return Err(AnnounceError::TrackerFull {
+                    max: self.limits.max_peers(),
+                });
+            }
+            entry.first = !t.peers.contains_key(&first_key(t.key, &ip, v6));
+            if req.event == Event::Completed {
+                t.completed = t.completed.saturating_add(1);
+            }
+            let at = t.insert(entry, v6, seed, flat_max);
+            t.set_address_count(&ip, v6, held + 1);
+            self.peer_total += 1;
+            return Ok(Some(at));
+        };
+        let old_first = t.locate(loc).is_some_and(|(_, _, _, e)| e.first);
+        if req.event == Event::Stopped {
+            self.remove_peer(slot, loc.v6(), g, idx);
+            return Ok(None);
+        }
+        if req.event == Event::Completed && !was_seed {
+            t.completed = t.completed.saturating_add(1);
+        }
+        entry.first = old_first;
+        if loc.place == req.place && loc.v6() == v6 && was_seed == seed {
+            if let Some(e) = t.sides[usize::from(v6)]
+                .groups
+                .get_mut(g)
+                .and_then(|grp| grp.peers.get_mut(idx))
+            {
+                *e = entry;
+            }
+            Ok(Some((g, idx)))
+        } else {
+            t.remove_at(loc.v6(), g, idx, flat_max);
+            Ok(Some(t.insert(entry, v6, seed, flat_max)))
+        }
+    }
+
+    /// Removes a stored peer for good (`stopped` or expiry): its address count and its peer
+    /// slot go with it.
+    fn remove_peer(&mut self, slot: usize, v6: bool, g: usize, idx: usize) -> bool {
+        let flat_max = self.config.flat_max;
+        let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        let Some(e) = t.remove_at(v6, g, idx, flat_max) else {
+            return false;
+        };
+        let held = t.address_count(&e.ip, v6);
+        t.set_address_count(&e.ip, v6, held.saturating_sub(1));
+        self.peer_total = self.peer_total.saturating_sub(1);
+        self.limits.release_peers(1);
+        true
+    }
+
     /// Scrape counts of one torrent (zeros when unknown).
     pub fn scrape(&mut self, info_hash: &InfoHash) -> ScrapeCounts {
         self.counters.scrapes += 1;
@@ -1267,7 +1492,6 @@ impl Store {
     pub fn expire(&mut self, now: u64, budget: usize) -> usize {
         let now32 = now as u32;
         let ttl = self.ttl();
-        let flat_max = self.config.flat_max;
         let mut work = 0;
         let mut removed = 0;
         let mut wraps = 0;
@@ -1313,14 +1537,16 @@ impl Store {
             };
             if now32.wrapping_sub(e.last) > ttl {
                 let groups_before = side.groups.len();
-                if t.remove_at(c.v6, c.group, c.idx, flat_max).is_some() {
+                if self.remove_peer(c.slot, c.v6, c.group, c.idx) {
                     removed += 1;
-                    self.peer_total = self.peer_total.saturating_sub(1);
-                    if side_len(t, c.v6) < groups_before {
+                    let (groups_after, empty) = self.slots[c.slot]
+                        .as_ref()
+                        .map_or((0, true), |t| (side_len(t, c.v6), t.len() == 0));
+                    if groups_after < groups_before {
                         // The group vanished; the next one now sits at `c.group`.
                         c.idx = 0;
                     }
-                    if t.peers.is_empty() {
+                    if empty {
                         self.note_if_empty(c.slot);
                     }
                 } else {
@@ -1888,10 +2114,12 @@ mod tests {
         let mapped: SocketAddr = "[::ffff:10.0.3.3]:1".parse().unwrap();
         let got = ann(&mut s, &req(1, 997, mapped, place(1, 1), 5), T0);
         assert!(got.iter().all(|a| a.is_ipv4()));
-        // A peer switching family moves.
+        // A peer id announcing from another address (here another family) is another
+        // entry: it gets peers of its family, and the original entry stays (issue 11: an
+        // address cannot take over another's peer id).
         let got = ann(&mut s, &req(1, 0, v6(77), place(1, 1), 5), T0);
         assert!(got.iter().all(|a| a.is_ipv6()));
-        assert_eq!(s.scrape(&ih(1)).leechers, 13);
+        assert_eq!(s.scrape(&ih(1)).leechers, 14);
     }
 
     #[test]
