@@ -2280,6 +2280,142 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_id_from_another_address_neither_replaces_nor_stops_the_original() {
+        for fm in [0, 128] {
+            let mut s = store_fm(fm);
+            let real = req(1, 1, v4(1), place(1, 1), 5);
+            ann(&mut s, &real, T0);
+            let mut hijack = req(1, 1, v4(2), place(1, 2), 0);
+            hijack.port = 9999;
+            ann(&mut s, &hijack, T0);
+            hijack.event = Event::Stopped;
+            ann(&mut s, &hijack, T0);
+            // The original is listed, at its own port, and still a leecher.
+            let got = ann(&mut s, &req(1, 3, v4(3), place(1, 1), 5), T0);
+            assert_eq!(got, vec![at(v4(1))], "flat_max {fm}");
+            assert_eq!(s.scrape(&ih(1)).leechers, 2);
+            // Its own `stopped` still works.
+            let mut stop = real.clone();
+            stop.event = Event::Stopped;
+            ann(&mut s, &stop, T0);
+            assert!(ann(&mut s, &req(1, 3, v4(3), place(1, 1), 5), T0).is_empty());
+        }
+    }
+
+    #[test]
+    fn one_address_holds_at_most_max_peers_per_address_per_torrent() {
+        for fm in [0, 3, 128] {
+            let mut s = store_with(StoreConfig {
+                flat_max: fm,
+                ..StoreConfig::default()
+            });
+            let mut out = Vec::new();
+            let mut refused = 0;
+            for i in 0..1000u32 {
+                let mut r = req(1, i, v4(7), place(1, (i % 5) as u16 + 1), 5);
+                r.port = 1000 + i as u16;
+                match s.announce(&r, T0, &mut out) {
+                    Ok(_) => {}
+                    Err(AnnounceError::AddressFull { max: 8, .. }) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(s.peer_count(), 8, "flat_max {fm}");
+            assert_eq!(refused, 992);
+            assert_eq!(s.counters().address_refusals, 992);
+            // Another torrent and another address are not affected.
+            ann(&mut s, &req(2, 5000, v4(7), place(1, 1), 5), T0);
+            ann(&mut s, &req(1, 5001, v4(8), place(1, 1), 5), T0);
+            // The stored ones re-announce; stopping one (the first-keyed one) frees a place.
+            ann(&mut s, &req(1, 3, v4(7), place(1, 1), 5), T0);
+            let mut stop = req(1, 0, v4(7), place(1, 1), 5);
+            stop.event = Event::Stopped;
+            ann(&mut s, &stop, T0);
+            ann(&mut s, &req(1, 900, v4(7), place(1, 1), 5), T0);
+            assert!(s
+                .announce(&req(1, 901, v4(7), place(1, 1), 5), T0, &mut out)
+                .is_err());
+            // After expiry the address starts from zero again.
+            s.expire(T0 + 1000, usize::MAX);
+            assert_eq!(s.peer_count(), 0);
+            for i in 0..8 {
+                ann(&mut s, &req(1, 2000 + i, v4(7), place(1, 1), 5), T0 + 1000);
+            }
+            assert!(s
+                .announce(&req(1, 3000, v4(7), place(1, 1), 5), T0 + 1000, &mut out)
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn one_address_creates_a_bounded_number_of_torrents_per_minute() {
+        let mut s = store_with(StoreConfig {
+            max_new_torrents_per_address: 10,
+            ..StoreConfig::default()
+        });
+        let mut out = Vec::new();
+        let t = 60 * 1000;
+        let mut made = 0;
+        for i in 0..100u32 {
+            match s.announce(&req(i, i, v4(1), place(1, 1), 5), t, &mut out) {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    assert!(matches!(e, AnnounceError::TooManyNewTorrents { max: 10, .. }));
+                    assert!(e.to_string().contains("10.0.0.1"), "{e}");
+                }
+            }
+        }
+        assert_eq!(made, 10);
+        assert_eq!(s.torrent_count(), 10);
+        assert_eq!(s.counters().creation_refusals, 90);
+        // Existing torrents still take announces, other addresses still create.
+        ann(&mut s, &req(0, 500, v4(1), place(1, 1), 5), t + 1);
+        ann(&mut s, &req(0, 501, v4(2), place(1, 1), 5), t + 1);
+        ann(&mut s, &req(200, 502, v4(2), place(1, 1), 5), t + 1);
+        // Next minute: ten more.
+        for i in 100..120u32 {
+            let _ = s.announce(&req(i, i, v4(1), place(1, 1), 5), t + 60, &mut out);
+        }
+        assert_eq!(s.torrent_count(), 21);
+    }
+
+    #[test]
+    fn max_peers_caps_every_store_sharing_the_limits() {
+        let c = StoreConfig {
+            max_peers: 100,
+            rng_seed: Some(3),
+            ..StoreConfig::default()
+        };
+        let limits = Arc::new(Limits::new(c.max_peers, 1000));
+        let ids = || ConnectionIds::with_key(5, 60);
+        let mut a = Store::with_limits(c.clone(), ids(), limits.clone());
+        let mut b = Store::with_limits(c, ids(), limits.clone());
+        let mut out = Vec::new();
+        let mut full = 0;
+        for i in 0..1000u32 {
+            let s = if i % 2 == 0 { &mut a } else { &mut b };
+            match s.announce(&req(i % 37, i, v4(i), place(1, 1), 5), T0, &mut out) {
+                Ok(_) => {}
+                Err(AnnounceError::TrackerFull { max: 100 }) => full += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(a.peer_count() + b.peer_count(), 100);
+        assert_eq!(limits.peers(), 100);
+        assert_eq!(full, 900);
+        // Stored peers re-announce; a stop or expiry gives room back.
+        ann(&mut a, &req(0, 0, v4(0), place(1, 1), 5), T0);
+        let mut stop = req(0, 0, v4(0), place(1, 1), 5);
+        stop.event = Event::Stopped;
+        ann(&mut a, &stop, T0);
+        assert_eq!(limits.peers(), 99);
+        ann(&mut b, &req(5, 7777, v4(7777), place(1, 1), 5), T0);
+        a.expire(T0 + 1000, usize::MAX);
+        b.expire(T0 + 1000, usize::MAX);
+        assert_eq!(limits.peers(), 0);
+    }
+
+    #[test]
     fn completed_counted_once_per_transition() {
         let mut s = store();
         let mut r = req(1, 1, v4(1), place(1, 1), 5);
@@ -2353,6 +2489,64 @@ mod tests {
     fn entry_sizes() {
         assert_eq!(std::mem::size_of::<Entry>(), 48);
         assert_eq!(std::mem::size_of::<(u64, Loc)>(), 16);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Address counts stay exact through adds, stops, moves between racks and families
+        /// and expiry: an address is refused a new peer exactly when the model says it
+        /// holds the cap.
+        #[test]
+        fn address_counts_match_a_model(
+            ops in proptest::collection::vec((0u32..3, 0u32..6, 0u8..5, 0u16..3), 1..300),
+            flat_max in prop_oneof![Just(0usize), Just(2), Just(128)],
+        ) {
+            let cap = 3;
+            let mut s = store_with(StoreConfig {
+                max_peers_per_address: cap,
+                interval: 100,
+                grace: 0,
+                flat_max,
+                ..StoreConfig::default()
+            });
+            // (address, peer) → last announce
+            let mut model: HashMap<(u32, u32), u64> = HashMap::new();
+            let mut now = T0;
+            let mut out = Vec::new();
+            for (a, p, op, rack) in ops {
+                let addr = if a == 2 { v6(1) } else { v4(a) };
+                match op {
+                    0 => {
+                        now += 60;
+                        s.expire(now, usize::MAX);
+                        model.retain(|_, last| now - *last <= 100);
+                    }
+                    1 => {
+                        let mut r = req(1, p, addr, place(1, rack), 5);
+                        r.event = Event::Stopped;
+                        s.announce(&r, now, &mut out).unwrap();
+                        model.remove(&(a, p));
+                    }
+                    _ => {
+                        let r = req(1, p, addr, place(1, rack), u64::from(op == 2));
+                        let held = model.keys().filter(|k| k.0 == a).count();
+                        let known = model.contains_key(&(a, p));
+                        let res = s.announce(&r, now, &mut out);
+                        if known || held < cap {
+                            prop_assert!(res.is_ok(), "{:?}", res);
+                            model.insert((a, p), now);
+                        } else {
+                            let refused = matches!(res, Err(AnnounceError::AddressFull { .. }));
+                            prop_assert!(refused, "{:?}", res);
+                        }
+                    }
+                }
+                prop_assert_eq!(s.peer_count(), model.len());
+                prop_assert_eq!(s.limits().peers(), model.len());
+                let c = s.scrape(&ih(1));
+                prop_assert_eq!((c.seeders + c.leechers) as usize, model.len());
+            }
+        }
     }
 
     // ---- model check -------------------------------------------------------------------
