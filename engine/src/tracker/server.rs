@@ -117,10 +117,12 @@ impl TrackerServer {
         } else {
             config.cores
         };
-        let topology = Arc::new(RwLock::new(match &config.topology {
+        let mut topology = match &config.topology {
             Some(p) => Topology::load(p)?,
             None => Topology::empty(),
-        }));
+        };
+        topology.set_max_names_per_source(config.store.max_url_names_per_address);
+        let topology = Arc::new(RwLock::new(topology));
         // One key for every shard: a connect answered by one core is valid on all.
         let key: u128 = rand::random();
         // One peer cap and one creation budget for every shard: torrents are sharded by

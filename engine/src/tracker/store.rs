@@ -289,6 +289,9 @@ pub struct StoreConfig {
     /// Peers stored at most, over all torrents (and over every store sharing one
     /// [`Limits`]): the one cap that bounds the tracker's memory (see the module doc).
     pub max_peers: usize,
+    /// New dc/rack names one source address may add from BEP 41 URL data (applied to the
+    /// server's [`super::topology::Topology`]; the store itself does not use it).
+    pub max_url_names_per_address: usize,
     /// Peers from other racks while the announcer's rack has no seed.
     pub min_remote: usize,
     pub default_numwant: usize,
@@ -313,6 +316,7 @@ impl Default for StoreConfig {
             max_peers_per_address: 8,
             max_new_torrents_per_address: 256,
             max_peers: 2_000_000,
+            max_url_names_per_address: super::topology::DEFAULT_NAMES_PER_SOURCE,
             min_remote: 2,
             default_numwant: 50,
             max_numwant: 200,
