@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 /// Sources remembered per minute by the creation budget: beyond this many distinct sources
 /// creating torrents in one minute, further new sources are refused until the minute ends
-/// (keeps the map's memory bounded: ≈ 64 bytes a source).
-pub const MAX_CREATING_SOURCES: usize = 65_536;
+/// (keeps the map bounded: ≈ 50 bytes a source, ≈ 12 MiB at most).
+pub const MAX_CREATING_SOURCES: usize = 262_144;
 
 /// Why the creation budget refused a new torrent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
