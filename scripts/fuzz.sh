@@ -6,8 +6,8 @@
 #   scripts/fuzz.sh --runs 100000 --time 60 tracker_request tracker_response
 #   nice -n 19 scripts/fuzz.sh               # on a shared machine
 #
-# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Builds with
-# `cargo +nightly fuzz build` (release, debug assertions, AddressSanitizer) into
+# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Builds every target
+# once with `cargo +nightly fuzz build` (release, debug assertions, AddressSanitizer) into
 # $FUZZ_TARGET_DIR (default fuzz/target). Corpora live in fuzz/corpus/TARGET, crash inputs
 # in fuzz/artifacts/TARGET (both git-ignored). Not part of scripts/test.sh: it is slow.
 #
@@ -63,6 +63,10 @@ done
 
 echo "==> building ${#TARGETS[@]} target(s) into $TARGET_DIR"
 cargo +nightly fuzz build --target-dir "$TARGET_DIR" || die "cargo fuzz build failed"
+# Run the built binaries directly: `cargo fuzz run` would rebuild when sources change while
+# this script runs, so every target tests the code of this one build.
+HOST=$(rustc +nightly -vV | sed -n 's/^host: //p')
+BINDIR=$TARGET_DIR/$HOST/release
 
 LOGDIR=$(mktemp -d /tmp/ringswarm-fuzz.XXXXXX)
 SUMMARY=()
@@ -72,9 +76,10 @@ for t in "${TARGETS[@]}"; do
     log=$LOGDIR/$t.log
     echo "==> $t: up to $RUNS runs or ${TIME}s (log $log)"
     start=$(date +%s)
-    cargo +nightly fuzz run --target-dir "$TARGET_DIR" "$t" -- \
-        -runs="$RUNS" -max_total_time="$TIME" -print_final_stats=1 \
-        -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1
+    [ -x "$BINDIR/$t" ] || die "no binary $BINDIR/$t after the build"
+    "$BINDIR/$t" -runs="$RUNS" -max_total_time="$TIME" -print_final_stats=1 \
+        -rss_limit_mb=2048 -timeout=10 -artifact_prefix="fuzz/artifacts/$t/" \
+        "fuzz/corpus/$t" >"$log" 2>&1
     status=$?
     secs=$(($(date +%s) - start))
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)

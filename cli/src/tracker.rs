@@ -200,7 +200,10 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             .max_peers_per_torrent
             .or(file.max_peers_per_torrent)
             .unwrap_or(250_000),
-        max_peers: args.max_peers.or(file.max_peers).unwrap_or(defaults.max_peers),
+        max_peers: args
+            .max_peers
+            .or(file.max_peers)
+            .unwrap_or(defaults.max_peers),
         max_peers_per_address: args
             .max_peers_per_address
             .or(file.max_peers_per_address)

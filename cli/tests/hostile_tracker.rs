@@ -225,10 +225,16 @@ fn one_address_announcing_1000_peer_ids_holds_at_most_the_cap() {
         }
     }
     let mut real = Client::new([127, 0, 0, 5], addr);
-    assert_eq!(real.held(7), 8, "default cap: 8 peers per address and torrent");
+    assert_eq!(
+        real.held(7),
+        8,
+        "default cap: 8 peers per address and torrent"
+    );
     assert_eq!(refused, 992);
     // The real host is admitted and sees at most 8 of the flood.
-    let peers = real.announce(7, peer_id(5000), 7005, Event::Started).unwrap();
+    let peers = real
+        .announce(7, peer_id(5000), 7005, Event::Started)
+        .unwrap();
     assert_eq!(peers.len(), 8);
 
     // The cap is a flag.
@@ -265,7 +271,8 @@ fn one_address_creates_a_bounded_number_of_torrents_per_minute() {
         "{created} of 600 torrents created from one address"
     );
     // Another address still creates torrents; the flooder still announces to its own.
-    real.announce(5000, peer_id(1), 7007, Event::Started).unwrap();
+    real.announce(5000, peer_id(1), 7007, Event::Started)
+        .unwrap();
     flood
         .announce(torrents[0], peer_id(torrents[0]), 7006, Event::None)
         .unwrap();
@@ -326,7 +333,7 @@ fn a_real_host_keeps_getting_answers_while_one_address_floods() {
             let mut out = Vec::new();
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) && Instant::now() < end && i < 400_000 {
-                let torrent = if i % 2 == 0 { 9 } else { 10_000 + i };
+                let torrent = if i.is_multiple_of(2) { 9 } else { 10_000 + i };
                 out.clear();
                 flood
                     .announce_req(torrent, peer_id(100_000 + i), 9000, Event::Started)

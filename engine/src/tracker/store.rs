@@ -2364,7 +2364,10 @@ mod tests {
             match s.announce(&req(i, i, v4(1), place(1, 1), 5), t, &mut out) {
                 Ok(_) => made += 1,
                 Err(e) => {
-                    assert!(matches!(e, AnnounceError::TooManyNewTorrents { max: 10, .. }));
+                    assert!(matches!(
+                        e,
+                        AnnounceError::TooManyNewTorrents { max: 10, .. }
+                    ));
                     assert!(e.to_string().contains("10.0.0.1"), "{e}");
                 }
             }

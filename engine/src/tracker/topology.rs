@@ -488,8 +488,7 @@ impl Topology {
     fn may_add_name(&self, source: Option<IpAddr>) -> bool {
         self.dynamic_names < self.max_dynamic_names
             && source.is_none_or(|ip| {
-                self.names_by_source.get(&ip).map_or(0, |&n| n as usize)
-                    < self.max_names_per_source
+                self.names_by_source.get(&ip).map_or(0, |&n| n as usize) < self.max_names_per_source
             })
     }
 
@@ -552,15 +551,13 @@ impl Topology {
             None => 0,
             Some(n) => match self.rack_ids.get(&(dc_id, n.to_string())) {
                 Some(&id) => id,
-                None if self.may_add_name(source) => {
-                    match self.intern_rack(dc_id, n) {
-                        Some(id) => {
-                            self.note_name(source);
-                            id
-                        }
-                        None => 0,
+                None if self.may_add_name(source) => match self.intern_rack(dc_id, n) {
+                    Some(id) => {
+                        self.note_name(source);
+                        id
                     }
-                }
+                    None => 0,
+                },
                 None => 0,
             },
         };
