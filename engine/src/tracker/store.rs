@@ -56,7 +56,7 @@
 //!
 //! # Events and counts
 //!
-//! - `stopped` removes that peer from that torrent only and answers with no peers; a
+//! - `stopped` removes that peer (that address's entry of that peer id) from that torrent only and answers with no peers; a
 //!   `stopped` for an unknown torrent creates nothing.
 //! - `completed` increments the torrent's completed count once per transition to seed: a
 //!   repeated `completed` from a peer already stored as a seed (a client retrying after a
@@ -72,7 +72,31 @@
 //! every tick with a budget that covers the store within a few seconds, a peer disappears
 //! within `interval + grace + one sweep round`.
 //!
+//! # Who a peer is
+//!
+//! A peer entry is keyed by (address, peer id), the address being the stored peer address's
+//! IP (the source's, see *Peer address*). The same peer id announced from another address
+//! is another entry, subject to that address's own bounds: it can neither move, update,
+//! complete nor stop the original (issue 11). A host that really changes address leaves
+//! its old entry to expire.
+//!
 //! # Bounds and eviction
+//!
+//! No address is exempt (loopback included); a load generator that simulates many peers
+//! from few addresses must raise the per-address bounds explicitly.
+//!
+//! - One address holds at most [`StoreConfig::max_peers_per_address`] (default 8) entries
+//!   per torrent: a further *new* peer id from it is refused with
+//!   [`AnnounceError::AddressFull`] (counted); its stored entries re-announce normally.
+//! - One source address creates at most [`StoreConfig::max_new_torrents_per_address`]
+//!   (default 256) torrents per minute (`now / 60`, so at most twice that in any 60 s):
+//!   [`AnnounceError::TooManyNewTorrents`] (counted); existing torrents are not limited.
+//!   The budget is shared by every core ([`Limits`]); it remembers at most
+//!   [`super::limits::MAX_CREATING_SOURCES`] sources a minute.
+//! - At most [`StoreConfig::max_peers`] (default 2 000 000) peers in all, over every
+//!   core's store ([`Limits`], one atomic counter touched only when a peer is added or
+//!   removed): a new peer beyond it is refused with [`AnnounceError::TrackerFull`]
+//!   (counted). This is the one memory cap: see *Memory per peer*.
 //!
 //! - At most [`StoreConfig::max_peers_per_torrent`] peers per torrent: a *new* peer of a
 //!   full torrent is refused with [`AnnounceError::TorrentFull`] (counted); peers already
@@ -84,7 +108,7 @@
 //!   `torrents_evicted`); if every torrent has peers, it is refused with
 //!   [`AnnounceError::TooManyTorrents`] (counted). Empty torrents are otherwise kept, so
 //!   their completed counts stay exact.
-//! - Memory is therefore bounded by `max_torrents × (torrent overhead) + total peers × (per-peer
+//! - Memory is therefore bounded by `max_torrents × (torrent overhead) + max_peers × (per-peer
 //!   bytes)`, whatever the announce stream.
 //!
 //! # Storage
@@ -104,12 +128,17 @@
 //! O(1) swap-removes; the torrent's `peer map` (keyed hash of the peer id → place, family,
 //! index) is fixed up for the at most two entries a removal moves.
 //!
-//! Peer map keys are SipHash-2-4 of the peer id under a random per-store key, truncated to
-//! 64 bits; the entry holds the full peer id and is compared on every hit. Two peer ids of
-//! one torrent with the same key (probability ≈ n / 2^64 per new peer, not steerable
-//! without the key) make the newcomer be refused with [`AnnounceError::PeerIdCollision`].
+//! Peer map keys are SipHash-2-4 under a random per-store key, truncated to 64 bits, of
+//! the entry's address (4 or 16 bytes) for the *first* entry an address holds in the
+//! torrent (a flag in the entry's padding), else of (address, peer id). An address holding
+//! more than one entry (or one under a pair key) has a count record in the same map (key:
+//! SipHash of the address and `#`, value: the count); an address with one entry needs
+//! none, so a fleet (one peer per address) pays nothing for the per-address bound. The
+//! entry holds the full peer id and address and is compared on every hit. A key held by
+//! another peer (probability ≈ n / 2^64 per new peer, not steerable without the key) makes
+//! the newcomer be refused with [`AnnounceError::PeerIdCollision`].
 //!
-//! # Memory per peer (target ≤ 128 bytes)
+//! # Memory per peer (target ≤ 128 bytes; `--max-peers` × 150 bytes bounds the total)
 //!
 //! - `Entry` = peer id 20 + address 16 + port 2 + place 4 + last-seen 4 = 46 → **48 bytes**
 //!   (4-byte alignment). Vectors grow by one entry up to 8, then by 25 %, never by
@@ -131,10 +160,17 @@
 //! criterion bench prints ≈ 85 bytes for 500 000 peers in 10 000 torrents and for
 //! 1 000 000 peers (one of 100 000 + 18 000 of 50), peers spread over 100 racks.
 //!
+//! Per-address count records: one peer map slot (≤ 39 bytes) per address holding ≥ 2
+//! entries of a torrent, so ≤ 20 bytes per entry; the test with 2 entries per address in
+//! the worst-case layout measures ≤ 150 bytes per peer. Hence the documented figure:
+//! **memory ≤ `max_peers` × 150 bytes + `max_torrents` × ≈ 200 bytes** (+ ≤ 12 MiB for the
+//! creation budget and ≤ 4096 interned URL names), whatever the announce stream.
+//!
 //! # Cost per announce
 //!
 //! Two hash lookups (torrent: std SipHash with random keys, so chosen info-hashes cannot
-//! flood a bucket; peer: one SipHash-2-4 of the peer id), O(1) update, a binary search over
+//! flood a bucket; peer: one SipHash-2-4 of the address, a second one of (address, peer id)
+//! for an address's further entries), O(1) update, a binary search over
 //! the torrent's rack groups (grouped) or a scan of ≤ `flat_max` entries (flat), and
 //! O(numwant) sampling. Nothing is proportional to the swarm size. Measured (criterion,
 //! shared 2-core VM, numwant 50, topology on): ≈ 0.6–1.0 µs in the small-swarm world
@@ -2490,6 +2526,21 @@ mod tests {
         let b = per_peer(&s);
         eprintln!("one peer per rack: {b:.1} bytes per peer");
         assert!(b <= 128.0, "{b} bytes per peer");
+    }
+
+    #[test]
+    fn memory_per_peer_with_two_peers_per_address_worst_layout() {
+        let mut s = store();
+        let mut out = Vec::new();
+        for i in 0..225u32 {
+            let pl = place((i % 4) as u16 + 1, i as u16 + 1);
+            s.announce(&req(1, i, v4(i / 2), pl, 5), T0, &mut out)
+                .unwrap();
+        }
+        assert_eq!(s.peer_count(), 225);
+        let b = per_peer(&s);
+        eprintln!("two peers per address, one peer per rack: {b:.1} bytes per peer");
+        assert!(b <= 150.0, "{b} bytes per peer");
     }
 
     #[test]
