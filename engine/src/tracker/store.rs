@@ -282,6 +282,8 @@ pub enum AnnounceError {
     },
     #[error("address {ip} created {max} torrents this minute; try again later")]
     TooManyNewTorrents { ip: IpAddr, max: usize },
+    #[error("too many addresses created torrents this minute; {ip} may try again later")]
+    TooManyCreators { ip: IpAddr },
     #[error("tracker is full ({max} peers); try again later")]
     TrackerFull { max: usize },
 }
@@ -1241,12 +1243,12 @@ impl Store {
     ) -> Result<usize, AnnounceError> {
         if let Err(why) = self.limits.check_creation(source, now) {
             self.counters.creation_refusals += 1;
-            return Err(AnnounceError::TooManyNewTorrents {
-                ip: source,
-                max: match why {
-                    CreationRefusal::SourceBudget => self.config.max_new_torrents_per_address,
-                    CreationRefusal::TooManySources => 0,
+            return Err(match why {
+                CreationRefusal::SourceBudget => AnnounceError::TooManyNewTorrents {
+                    ip: source,
+                    max: self.config.max_new_torrents_per_address,
                 },
+                CreationRefusal::TooManySources => AnnounceError::TooManyCreators { ip: source },
             });
         }
         if self.index.len() >= self.config.max_torrents {
