@@ -21,6 +21,7 @@ RUNS=10000000
 TIME=1800
 TARGET_DIR=${FUZZ_TARGET_DIR:-$ROOT/fuzz/target}
 TARGETS=()
+BUILD=1
 
 usage() {
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -28,6 +29,7 @@ usage() {
 Options:
   --runs N      executions per target (libFuzzer -runs; default $RUNS)
   --time SECS   wall-clock bound per target (libFuzzer -max_total_time; default $TIME)
+  --no-build    run the binaries of the last build as they are
   --list        print the targets and exit
 EOF
 }
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
     --time) TIME=${2:?--time needs seconds}; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
     --list) cargo +nightly fuzz list; exit 0 ;;
     -h | --help) usage; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
@@ -61,8 +64,10 @@ for t in "${TARGETS[@]}"; do
     grep -qx "$t" <<<"$ALL" || die "no fuzz target '$t' (have: $(echo $ALL))"
 done
 
-echo "==> building ${#TARGETS[@]} target(s) into $TARGET_DIR"
-cargo +nightly fuzz build --target-dir "$TARGET_DIR" || die "cargo fuzz build failed"
+if [ "$BUILD" = 1 ]; then
+    echo "==> building every target into $TARGET_DIR"
+    cargo +nightly fuzz build --target-dir "$TARGET_DIR" || die "cargo fuzz build failed"
+fi
 # Run the built binaries directly: `cargo fuzz run` would rebuild when sources change while
 # this script runs, so every target tests the code of this one build.
 HOST=$(rustc +nightly -vV | sed -n 's/^host: //p')
