@@ -52,6 +52,9 @@ fn store() -> Store {
     let config = StoreConfig {
         max_torrents: 1_000_000,
         max_peers_per_torrent: 1_000_000,
+        max_peers: 2_000_000,
+        // The worlds are built by one "source" creating every torrent.
+        max_new_torrents_per_address: usize::MAX,
         interval: 1800,
         ..StoreConfig::default()
     };

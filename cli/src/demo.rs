@@ -211,7 +211,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         listen: loopback,
         topology: None,
         cores: 1,
-        store: StoreConfig::default(),
+        // Every receiver announces from 127.0.0.1: raise the per-address bound (8).
+        store: StoreConfig {
+            max_peers_per_address: 128,
+            ..StoreConfig::default()
+        },
         ..TrackerConfig::default()
     })
     .context("starting the demo's tracker")?;

@@ -62,6 +62,25 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_peers_per_torrent: Option<usize>,
 
+    /// Peers stored at most, over all torrents: the one cap on the tracker's memory
+    /// (≤ 128 bytes a peer, ≈ 80 typical; see engine/src/tracker/store.rs) [default: 2000000].
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<usize>,
+
+    /// Peers one address may hold in one torrent; more peer ids from it are refused. No
+    /// address is exempt, loopback included [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_peers_per_address: Option<usize>,
+
+    /// New torrents (info-hashes) one source address may create per minute [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_new_torrents_per_address: Option<usize>,
+
+    /// New dc/rack names one source address may add through BEP 41 URL data (4096 in all)
+    /// [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_url_names_per_address: Option<usize>,
+
     /// Peers from other racks always included while the announcer's rack has no seed
     /// [default: 2].
     #[arg(long, value_name = "N")]
@@ -77,7 +96,8 @@ pub struct Args {
     pub metrics: Option<SocketAddr>,
 
     /// A TOML config file: keys as the long flags with `_` (listen, topology, interval,
-    /// cores, trusted, max_torrents, max_peers_per_torrent, min_remote, recv_buffer,
+    /// cores, trusted, max_torrents, max_peers_per_torrent, max_peers, max_peers_per_address,
+    /// max_new_torrents_per_address, max_url_names_per_address, min_remote, recv_buffer,
     /// metrics); flags win over the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -94,6 +114,10 @@ struct FileConfig {
     trusted: Vec<String>,
     max_torrents: Option<usize>,
     max_peers_per_torrent: Option<usize>,
+    max_peers: Option<usize>,
+    max_peers_per_address: Option<usize>,
+    max_new_torrents_per_address: Option<usize>,
+    max_url_names_per_address: Option<usize>,
     min_remote: Option<usize>,
     recv_buffer: Option<String>,
     metrics: Option<String>,
@@ -176,6 +200,22 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             .max_peers_per_torrent
             .or(file.max_peers_per_torrent)
             .unwrap_or(250_000),
+        max_peers: args
+            .max_peers
+            .or(file.max_peers)
+            .unwrap_or(defaults.max_peers),
+        max_peers_per_address: args
+            .max_peers_per_address
+            .or(file.max_peers_per_address)
+            .unwrap_or(defaults.max_peers_per_address),
+        max_new_torrents_per_address: args
+            .max_new_torrents_per_address
+            .or(file.max_new_torrents_per_address)
+            .unwrap_or(defaults.max_new_torrents_per_address),
+        max_url_names_per_address: args
+            .max_url_names_per_address
+            .or(file.max_url_names_per_address)
+            .unwrap_or(defaults.max_url_names_per_address),
         min_remote: args.min_remote.or(file.min_remote).unwrap_or(2),
         trusted,
         ..defaults

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::limits::Limits;
 use super::proto::{self, Request, Response};
 use super::store::{AnnounceIn, ConnectionIds, Event, Store, StoreConfig};
 use super::topology::Topology;
@@ -116,18 +117,27 @@ impl TrackerServer {
         } else {
             config.cores
         };
-        let topology = Arc::new(RwLock::new(match &config.topology {
+        let mut topology = match &config.topology {
             Some(p) => Topology::load(p)?,
             None => Topology::empty(),
-        }));
+        };
+        topology.set_max_names_per_source(config.store.max_url_names_per_address);
+        let topology = Arc::new(RwLock::new(topology));
         // One key for every shard: a connect answered by one core is valid on all.
         let key: u128 = rand::random();
+        // One peer cap and one creation budget for every shard: torrents are sharded by
+        // info-hash, so one source's torrents and the total span every shard.
+        let limits = Arc::new(Limits::new(
+            config.store.max_peers,
+            config.store.max_new_torrents_per_address,
+        ));
         let shards: Arc<Vec<Mutex<Store>>> = Arc::new(
             (0..cores)
                 .map(|_| {
-                    Mutex::new(Store::new(
+                    Mutex::new(Store::with_limits(
                         config.store.clone(),
                         ConnectionIds::with_key(key, 60),
+                        limits.clone(),
                     ))
                 })
                 .collect(),

@@ -56,7 +56,7 @@
 //!
 //! # Events and counts
 //!
-//! - `stopped` removes that peer from that torrent only and answers with no peers; a
+//! - `stopped` removes that peer (that address's entry of that peer id) from that torrent only and answers with no peers; a
 //!   `stopped` for an unknown torrent creates nothing.
 //! - `completed` increments the torrent's completed count once per transition to seed: a
 //!   repeated `completed` from a peer already stored as a seed (a client retrying after a
@@ -72,7 +72,31 @@
 //! every tick with a budget that covers the store within a few seconds, a peer disappears
 //! within `interval + grace + one sweep round`.
 //!
+//! # Who a peer is
+//!
+//! A peer entry is keyed by (address, peer id), the address being the stored peer address's
+//! IP (the source's, see *Peer address*). The same peer id announced from another address
+//! is another entry, subject to that address's own bounds: it can neither move, update,
+//! complete nor stop the original (issue 11). A host that really changes address leaves
+//! its old entry to expire.
+//!
 //! # Bounds and eviction
+//!
+//! No address is exempt (loopback included); a load generator that simulates many peers
+//! from few addresses must raise the per-address bounds explicitly.
+//!
+//! - One address holds at most [`StoreConfig::max_peers_per_address`] (default 8) entries
+//!   per torrent: a further *new* peer id from it is refused with
+//!   [`AnnounceError::AddressFull`] (counted); its stored entries re-announce normally.
+//! - One source address creates at most [`StoreConfig::max_new_torrents_per_address`]
+//!   (default 256) torrents per minute (`now / 60`, so at most twice that in any 60 s):
+//!   [`AnnounceError::TooManyNewTorrents`] (counted); existing torrents are not limited.
+//!   The budget is shared by every core ([`Limits`]); it remembers at most
+//!   [`super::limits::MAX_CREATING_SOURCES`] sources a minute.
+//! - At most [`StoreConfig::max_peers`] (default 2 000 000) peers in all, over every
+//!   core's store ([`Limits`], one atomic counter touched only when a peer is added or
+//!   removed): a new peer beyond it is refused with [`AnnounceError::TrackerFull`]
+//!   (counted). This is the one memory cap: see *Memory per peer*.
 //!
 //! - At most [`StoreConfig::max_peers_per_torrent`] peers per torrent: a *new* peer of a
 //!   full torrent is refused with [`AnnounceError::TorrentFull`] (counted); peers already
@@ -84,7 +108,7 @@
 //!   `torrents_evicted`); if every torrent has peers, it is refused with
 //!   [`AnnounceError::TooManyTorrents`] (counted). Empty torrents are otherwise kept, so
 //!   their completed counts stay exact.
-//! - Memory is therefore bounded by `max_torrents × (torrent overhead) + total peers × (per-peer
+//! - Memory is therefore bounded by `max_torrents × (torrent overhead) + max_peers × (per-peer
 //!   bytes)`, whatever the announce stream.
 //!
 //! # Storage
@@ -104,12 +128,17 @@
 //! O(1) swap-removes; the torrent's `peer map` (keyed hash of the peer id → place, family,
 //! index) is fixed up for the at most two entries a removal moves.
 //!
-//! Peer map keys are SipHash-2-4 of the peer id under a random per-store key, truncated to
-//! 64 bits; the entry holds the full peer id and is compared on every hit. Two peer ids of
-//! one torrent with the same key (probability ≈ n / 2^64 per new peer, not steerable
-//! without the key) make the newcomer be refused with [`AnnounceError::PeerIdCollision`].
+//! Peer map keys are SipHash-2-4 under a random per-store key, truncated to 64 bits, of
+//! the entry's address (4 or 16 bytes) for the *first* entry an address holds in the
+//! torrent (a flag in the entry's padding), else of (address, peer id). An address holding
+//! more than one entry (or one under a pair key) has a count record in the same map (key:
+//! SipHash of the address and `#`, value: the count); an address with one entry needs
+//! none, so a fleet (one peer per address) pays nothing for the per-address bound. The
+//! entry holds the full peer id and address and is compared on every hit. A key held by
+//! another peer (probability ≈ n / 2^64 per new peer, not steerable without the key) makes
+//! the newcomer be refused with [`AnnounceError::PeerIdCollision`].
 //!
-//! # Memory per peer (target ≤ 128 bytes)
+//! # Memory per peer (target ≤ 128 bytes; `--max-peers` × 150 bytes bounds the total)
 //!
 //! - `Entry` = peer id 20 + address 16 + port 2 + place 4 + last-seen 4 = 46 → **48 bytes**
 //!   (4-byte alignment). Vectors grow by one entry up to 8, then by 25 %, never by
@@ -131,10 +160,17 @@
 //! criterion bench prints ≈ 85 bytes for 500 000 peers in 10 000 torrents and for
 //! 1 000 000 peers (one of 100 000 + 18 000 of 50), peers spread over 100 racks.
 //!
+//! Per-address count records: one peer map slot (≤ 39 bytes) per address holding ≥ 2
+//! entries of a torrent, so ≤ 20 bytes per entry; the test with 2 entries per address in
+//! the worst-case layout measures ≤ 150 bytes per peer. Hence the documented figure:
+//! **memory ≤ `max_peers` × 150 bytes + `max_torrents` × ≈ 200 bytes** (+ ≤ 12 MiB for the
+//! creation budget and ≤ 4096 interned URL names), whatever the announce stream.
+//!
 //! # Cost per announce
 //!
 //! Two hash lookups (torrent: std SipHash with random keys, so chosen info-hashes cannot
-//! flood a bucket; peer: one SipHash-2-4 of the peer id), O(1) update, a binary search over
+//! flood a bucket; peer: one SipHash-2-4 of the address, a second one of (address, peer id)
+//! for an address's further entries), O(1) update, a binary search over
 //! the torrent's rack groups (grouped) or a scan of ≤ `flat_max` entries (flat), and
 //! O(numwant) sampling. Nothing is proportional to the swarm size. Measured (criterion,
 //! shared 2-core VM, numwant 50, topology on): ≈ 0.6–1.0 µs in the small-swarm world
@@ -145,6 +181,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::sync::Arc;
+
+use super::limits::{CreationRefusal, Limits};
 use super::topology::{Cidr, Place};
 
 /// A torrent's info-hash.
@@ -232,6 +271,21 @@ pub enum AnnounceError {
     PeerIdCollision { info_hash: InfoHash },
     #[error("announce from {source_addr} gives port 0")]
     PortZero { source_addr: SocketAddr },
+    #[error(
+        "address {ip} already holds {max} peers in torrent {}; stop one first",
+        crate::hex(info_hash)
+    )]
+    AddressFull {
+        info_hash: InfoHash,
+        ip: IpAddr,
+        max: usize,
+    },
+    #[error("address {ip} created {max} torrents this minute; try again later")]
+    TooManyNewTorrents { ip: IpAddr, max: usize },
+    #[error("too many addresses created torrents this minute; {ip} may try again later")]
+    TooManyCreators { ip: IpAddr },
+    #[error("tracker is full ({max} peers); try again later")]
+    TrackerFull { max: usize },
 }
 
 /// Counters the glue can expose.
@@ -246,6 +300,12 @@ pub struct Counters {
     pub bad_announces: u64,
     pub torrents_evicted: u64,
     pub expired_peers: u64,
+    /// New peers refused because their address holds `max_peers_per_address` in the torrent.
+    pub address_refusals: u64,
+    /// New torrents refused by the per-address creation budget.
+    pub creation_refusals: u64,
+    /// New peers refused because the tracker holds `max_peers`.
+    pub peer_limit_refusals: u64,
 }
 
 /// Tracker store configuration.
@@ -258,6 +318,18 @@ pub struct StoreConfig {
     pub max_torrents: usize,
     /// Clamped to 1..=2^31−1.
     pub max_peers_per_torrent: usize,
+    /// Peers one address (the stored peer address's IP) may hold in one torrent; new peer
+    /// ids beyond it are refused. Clamped to 1..=65535.
+    pub max_peers_per_address: usize,
+    /// Torrents one source address may create per minute (a new info-hash is refused
+    /// beyond it; announcing to existing torrents is not limited).
+    pub max_new_torrents_per_address: usize,
+    /// Peers stored at most, over all torrents (and over every store sharing one
+    /// [`Limits`]): the one cap that bounds the tracker's memory (see the module doc).
+    pub max_peers: usize,
+    /// New dc/rack names one source address may add from BEP 41 URL data (applied to the
+    /// server's [`super::topology::Topology`]; the store itself does not use it).
+    pub max_url_names_per_address: usize,
     /// Peers from other racks while the announcer's rack has no seed.
     pub min_remote: usize,
     pub default_numwant: usize,
@@ -279,6 +351,10 @@ impl Default for StoreConfig {
             grace: 120,
             max_torrents: 100_000,
             max_peers_per_torrent: 250_000,
+            max_peers_per_address: 8,
+            max_new_torrents_per_address: 256,
+            max_peers: 2_000_000,
+            max_url_names_per_address: super::topology::DEFAULT_NAMES_PER_SOURCE,
             min_remote: 2,
             default_numwant: 50,
             max_numwant: 200,
@@ -450,11 +526,56 @@ struct Entry {
     port: u16,
     place: Place,
     last: u32,
+    /// Keyed by its address alone (the first entry its address made in the torrent, or the
+    /// one that took that key back), else by (address, peer id). Fills padding: 48 bytes.
+    first: bool,
 }
 
 impl Entry {
     fn addr(&self, v6: bool) -> SocketAddr {
         addr_of(self.ip, self.port, v6)
+    }
+}
+
+/// The address bytes a key hashes: 4 for IPv4, 16 for IPv6 (the lengths keep the key kinds
+/// and families apart: SipHash covers the length).
+fn ip_key_bytes(ip: &[u8; 16], v6: bool) -> &[u8] {
+    if v6 {
+        ip
+    } else {
+        &ip[..4]
+    }
+}
+
+/// Peer-map key of the address's "first" entry.
+fn first_key(key: [u64; 2], ip: &[u8; 16], v6: bool) -> u64 {
+    siphash24(key[0], key[1], ip_key_bytes(ip, v6))
+}
+
+/// Peer-map key of the address's entry count (present when it is not implied, see
+/// [`Torrent::address_count`]).
+fn count_key(key: [u64; 2], ip: &[u8; 16], v6: bool) -> u64 {
+    let mut m = [0u8; 17];
+    let b = ip_key_bytes(ip, v6);
+    m[..b.len()].copy_from_slice(b);
+    m[b.len()] = b'#';
+    siphash24(key[0], key[1], &m[..b.len() + 1])
+}
+
+/// Peer-map key of a further entry of an address: (address, peer id).
+fn pair_key(key: [u64; 2], ip: &[u8; 16], v6: bool, id: &PeerId) -> u64 {
+    let mut m = [0u8; 36];
+    let b = ip_key_bytes(ip, v6);
+    m[..b.len()].copy_from_slice(b);
+    m[b.len()..b.len() + 20].copy_from_slice(id);
+    siphash24(key[0], key[1], &m[..b.len() + 20])
+}
+
+fn entry_key(key: [u64; 2], e: &Entry, v6: bool) -> u64 {
+    if e.first {
+        first_key(key, &e.ip, v6)
+    } else {
+        pair_key(key, &e.ip, v6, &e.peer_id)
     }
 }
 
@@ -522,7 +643,7 @@ struct Torrent {
 }
 
 fn fix(peers: &mut PeerMap, key: [u64; 2], e: &Entry, v6: bool, idx: usize) {
-    if let Some(l) = peers.get_mut(&siphash24(key[0], key[1], &e.peer_id)) {
+    if let Some(l) = peers.get_mut(&entry_key(key, e, v6)) {
         *l = Loc::new(e.place, v6, idx);
     }
 }
@@ -541,18 +662,78 @@ impl Torrent {
         }
     }
 
-    fn pkey(&self, id: &PeerId) -> u64 {
-        siphash24(self.key[0], self.key[1], id)
+    /// Peers stored (the peer map also holds address counts).
+    fn len(&self) -> usize {
+        self.sides[0].count + self.sides[1].count
     }
 
-    /// The (group, index, is seed, peer id) of the entry `loc` points at.
-    fn locate(&self, loc: Loc) -> Option<(usize, usize, bool, PeerId)> {
+    /// Entries the address holds in this torrent: the count record when present, else 1
+    /// when its first key is taken, else 0. The record exists exactly when the count is ≥ 2,
+    /// or 1 held under a pair key (the first-keyed entry left before the others).
+    fn address_count(&self, ip: &[u8; 16], v6: bool) -> usize {
+        match self.peers.get(&count_key(self.key, ip, v6)) {
+            Some(l) => l.slot as usize,
+            None => usize::from(self.peers.contains_key(&first_key(self.key, ip, v6))),
+        }
+    }
+
+    /// Sets the address's count to `n` after a peer of it was added or removed (see
+    /// [`Torrent::address_count`] for when a record is kept).
+    fn set_address_count(&mut self, ip: &[u8; 16], v6: bool, n: usize) {
+        let ck = count_key(self.key, ip, v6);
+        let first_taken = self.peers.contains_key(&first_key(self.key, ip, v6));
+        if n == 0 || (n == 1 && first_taken) {
+            self.peers.remove(&ck);
+        } else {
+            self.peers.insert(
+                ck,
+                Loc {
+                    place: Place::UNKNOWN,
+                    slot: n as u32,
+                },
+            );
+        }
+    }
+
+    /// Finds the entry of (`ip`, `id`): `Ok(Some(loc, (group, index, is seed)))`, `Ok(None)`
+    /// when absent, `Err` when a key it needs is held by another peer (a 64-bit keyed-hash
+    /// collision, ≈ n/2^64 per new peer, not steerable without the key).
+    #[allow(clippy::type_complexity)]
+    fn find_peer(
+        &self,
+        ip: &[u8; 16],
+        v6: bool,
+        id: &PeerId,
+    ) -> Result<Option<(Loc, (usize, usize, bool))>, ()> {
+        let fk = first_key(self.key, ip, v6);
+        if let Some(&loc) = self.peers.get(&fk) {
+            let (g, idx, seed, e) = self.locate(loc).ok_or(())?;
+            if e.ip != *ip || loc.v6() != v6 {
+                return Err(());
+            }
+            if e.peer_id == *id {
+                return Ok(Some((loc, (g, idx, seed))));
+            }
+        }
+        match self.peers.get(&pair_key(self.key, ip, v6, id)) {
+            None => Ok(None),
+            Some(&loc) => match self.locate(loc) {
+                Some((g, idx, seed, e)) if e.peer_id == *id && e.ip == *ip && loc.v6() == v6 => {
+                    Ok(Some((loc, (g, idx, seed))))
+                }
+                _ => Err(()),
+            },
+        }
+    }
+
+    /// The (group, index, is seed, entry) `loc` points at.
+    fn locate(&self, loc: Loc) -> Option<(usize, usize, bool, Entry)> {
         let side = &self.sides[usize::from(loc.v6())];
         let g = side.find(loc.place).ok()?;
         let grp = side.groups.get(g)?;
         let idx = loc.idx();
         let e = grp.peers.get(idx)?;
-        Some((g, idx, idx < grp.seeds as usize, e.peer_id))
+        Some((g, idx, idx < grp.seeds as usize, *e))
     }
 
     /// Stores `e`; switches the side to grouped mode when it outgrows `flat_max`.
@@ -599,7 +780,7 @@ impl Torrent {
             self.leechers += 1;
         }
         side.count += 1;
-        let k = siphash24(key[0], key[1], &e.peer_id);
+        let k = entry_key(key, &e, v6);
         self.peers.insert(k, Loc::new(e.place, v6, idx));
         if side.flat && side.count > flat_max {
             self.regroup(v6, false, flat_max);
@@ -643,7 +824,7 @@ impl Torrent {
             grp.peers.shrink_to(len + len / 4);
         }
         side.count = side.count.saturating_sub(1);
-        self.peers.remove(&siphash24(key[0], key[1], &e.peer_id));
+        self.peers.remove(&entry_key(key, &e, v6));
         if !side.flat && side.count < flat_max / 2 {
             self.regroup(v6, true, flat_max);
         }
@@ -932,12 +1113,26 @@ pub struct Store {
     scratch: Vec<Walk>,
     lists: [Vec<u32>; 6],
     counters: Counters,
+    /// The tracker-wide peer cap and creation budget (shared by every core's store).
+    limits: Arc<Limits>,
 }
 
 impl Store {
-    /// A store with `config`, accepting connection ids of `ids`.
-    pub fn new(mut config: StoreConfig, ids: ConnectionIds) -> Store {
+    /// A store with `config`, accepting connection ids of `ids`, with its own [`Limits`]
+    /// from `config.max_peers` and `config.max_new_torrents_per_address`.
+    pub fn new(config: StoreConfig, ids: ConnectionIds) -> Store {
+        let limits = Arc::new(Limits::new(
+            config.max_peers,
+            config.max_new_torrents_per_address,
+        ));
+        Store::with_limits(config, ids, limits)
+    }
+
+    /// A store sharing `limits` with the other cores' stores (their `max_peers` and
+    /// creation budget apply; `config`'s copies of those are ignored).
+    pub fn with_limits(mut config: StoreConfig, ids: ConnectionIds, limits: Arc<Limits>) -> Store {
         config.max_peers_per_torrent = config.max_peers_per_torrent.clamp(1, IDX_MASK as usize);
+        config.max_peers_per_address = config.max_peers_per_address.clamp(1, u16::MAX as usize);
         let seed = config.rng_seed.unwrap_or_else(rand::random);
         let mut rng = Rng(seed);
         let key = [rng.next_u64(), rng.next_u64()];
@@ -955,7 +1150,13 @@ impl Store {
             scratch: Vec::new(),
             lists: Default::default(),
             counters: Counters::default(),
+            limits,
         }
+    }
+
+    /// The limits this store shares.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -1022,7 +1223,7 @@ impl Store {
 
     fn note_if_empty(&mut self, slot: usize) {
         if let Some(Some(t)) = self.slots.get_mut(slot) {
-            if t.peers.is_empty() {
+            if t.len() == 0 {
                 t.peers.shrink_to_fit();
                 t.sides[0].groups.shrink_to_fit();
                 t.sides[1].groups.shrink_to_fit();
@@ -1034,7 +1235,22 @@ impl Store {
         }
     }
 
-    fn new_torrent(&mut self, info_hash: InfoHash) -> Result<usize, AnnounceError> {
+    fn new_torrent(
+        &mut self,
+        info_hash: InfoHash,
+        source: IpAddr,
+        now: u64,
+    ) -> Result<usize, AnnounceError> {
+        if let Err(why) = self.limits.check_creation(source, now) {
+            self.counters.creation_refusals += 1;
+            return Err(match why {
+                CreationRefusal::SourceBudget => AnnounceError::TooManyNewTorrents {
+                    ip: source,
+                    max: self.config.max_new_torrents_per_address,
+                },
+                CreationRefusal::TooManySources => AnnounceError::TooManyCreators { ip: source },
+            });
+        }
         if self.index.len() >= self.config.max_torrents {
             let mut evicted = false;
             while let Some(s) = self.empties.pop() {
@@ -1043,7 +1259,7 @@ impl Store {
                     continue;
                 };
                 t.listed_empty = false;
-                if t.peers.is_empty() {
+                if t.len() == 0 {
                     let ih = t.info_hash;
                     self.slots[s] = None;
                     self.index.remove(&ih);
@@ -1073,6 +1289,7 @@ impl Store {
             }
         };
         self.index.insert(info_hash, slot as u32);
+        self.limits.record_creation(source, now);
         Ok(slot)
     }
 
@@ -1095,90 +1312,27 @@ impl Store {
         }
         let v6 = addr.is_ipv6();
         let now32 = now as u32;
+        let source = normalize(req.addr.ip());
         let slot = match self.index.get(&req.info_hash) {
             Some(&s) => s as usize,
             None if req.event == Event::Stopped => return Ok(self.answer(None)),
-            None => self.new_torrent(req.info_hash)?,
+            None => self.new_torrent(req.info_hash, source, now)?,
         };
-        let max_peers = self.config.max_peers_per_torrent;
-        let flat_max = self.config.flat_max;
-        let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
-            return Ok(self.answer(None));
+        let (g, idx) = match self.update_peer(slot, req, addr, now32) {
+            Ok(Some(at)) => at,
+            Ok(None) => {
+                // `stopped`, of a stored peer or not: no peers in the answer.
+                let out = self.answer(self.slots[slot].as_ref());
+                self.note_if_empty(slot);
+                return Ok(out);
+            }
+            Err(e) => {
+                // A torrent this announce just created stays empty: make it evictable.
+                self.note_if_empty(slot);
+                return Err(e);
+            }
         };
         let seed = req.left == 0;
-        let entry = Entry {
-            peer_id: req.peer_id,
-            ip: ip_bytes(addr.ip()),
-            port: addr.port(),
-            place: req.place,
-            last: now32,
-        };
-        let key = t.pkey(&req.peer_id);
-        let found = match t.peers.get(&key).copied() {
-            None => None,
-            Some(loc) => match t.locate(loc) {
-                Some((g, idx, was_seed, id)) if id == req.peer_id => {
-                    Some((loc, (g, idx, was_seed)))
-                }
-                Some(_) => {
-                    // Two peer ids with the same 64-bit keyed hash: ~n/2^64 per new peer.
-                    self.counters.bad_announces += 1;
-                    return Err(AnnounceError::PeerIdCollision {
-                        info_hash: req.info_hash,
-                    });
-                }
-                None => {
-                    // An inconsistent map entry (cannot happen) is dropped, not trusted.
-                    t.peers.remove(&key);
-                    None
-                }
-            },
-        };
-        let before = t.peers.len();
-        let (g, idx) = match found {
-            Some((loc, (g, idx, was_seed))) => {
-                if req.event == Event::Stopped {
-                    t.remove_at(loc.v6(), g, idx, flat_max);
-                    self.peer_total = (self.peer_total + t.peers.len()).saturating_sub(before);
-                    let out = self.answer(self.slots[slot].as_ref());
-                    self.note_if_empty(slot);
-                    return Ok(out);
-                }
-                if req.event == Event::Completed && !was_seed {
-                    t.completed = t.completed.saturating_add(1);
-                }
-                if loc.place == req.place && loc.v6() == v6 && was_seed == seed {
-                    if let Some(e) = t.sides[usize::from(v6)]
-                        .groups
-                        .get_mut(g)
-                        .and_then(|grp| grp.peers.get_mut(idx))
-                    {
-                        *e = entry;
-                    }
-                    (g, idx)
-                } else {
-                    t.remove_at(loc.v6(), g, idx, flat_max);
-                    t.insert(entry, v6, seed, flat_max)
-                }
-            }
-            None => {
-                if req.event == Event::Stopped {
-                    return Ok(self.answer(self.slots[slot].as_ref()));
-                }
-                if t.peers.len() >= max_peers {
-                    self.counters.full_torrent_refusals += 1;
-                    return Err(AnnounceError::TorrentFull {
-                        info_hash: req.info_hash,
-                        max: max_peers,
-                    });
-                }
-                if req.event == Event::Completed {
-                    t.completed = t.completed.saturating_add(1);
-                }
-                t.insert(entry, v6, seed, flat_max)
-            }
-        };
-        self.peer_total = (self.peer_total + t.peers.len()).saturating_sub(before);
         let want = if req.numwant < 0 {
             self.config.default_numwant
         } else {
@@ -1248,6 +1402,119 @@ impl Store {
         })
     }
 
+    /// Stores, updates or (on `stopped`) removes the announcer's entry in torrent `slot`.
+    /// `Ok(Some((group, index)))`: where the entry now is; `Ok(None)`: `stopped` (whether
+    /// or not the peer was stored). Entries are keyed by (address, peer id): the same peer
+    /// id from another address is another entry and can neither move nor stop this one.
+    fn update_peer(
+        &mut self,
+        slot: usize,
+        req: &AnnounceIn,
+        addr: SocketAddr,
+        now32: u32,
+    ) -> Result<Option<(usize, usize)>, AnnounceError> {
+        let max_peers = self.config.max_peers_per_torrent;
+        let per_address = self.config.max_peers_per_address;
+        let flat_max = self.config.flat_max;
+        let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(None);
+        };
+        let v6 = addr.is_ipv6();
+        let seed = req.left == 0;
+        let ip = ip_bytes(addr.ip());
+        let mut entry = Entry {
+            peer_id: req.peer_id,
+            ip,
+            port: addr.port(),
+            place: req.place,
+            last: now32,
+            first: false,
+        };
+        let found = match t.find_peer(&ip, v6, &req.peer_id) {
+            Ok(f) => f,
+            Err(()) => {
+                self.counters.bad_announces += 1;
+                return Err(AnnounceError::PeerIdCollision {
+                    info_hash: req.info_hash,
+                });
+            }
+        };
+        let Some((loc, (g, idx, was_seed))) = found else {
+            if req.event == Event::Stopped {
+                return Ok(None);
+            }
+            if t.len() >= max_peers {
+                self.counters.full_torrent_refusals += 1;
+                return Err(AnnounceError::TorrentFull {
+                    info_hash: req.info_hash,
+                    max: max_peers,
+                });
+            }
+            let held = t.address_count(&ip, v6);
+            if held >= per_address {
+                self.counters.address_refusals += 1;
+                return Err(AnnounceError::AddressFull {
+                    info_hash: req.info_hash,
+                    ip: addr.ip(),
+                    max: per_address,
+                });
+            }
+            if !self.limits.take_peer() {
+                self.counters.peer_limit_refusals += 1;
+                return Err(AnnounceError::TrackerFull {
+                    max: self.limits.max_peers(),
+                });
+            }
+            entry.first = !t.peers.contains_key(&first_key(t.key, &ip, v6));
+            if req.event == Event::Completed {
+                t.completed = t.completed.saturating_add(1);
+            }
+            let at = t.insert(entry, v6, seed, flat_max);
+            t.set_address_count(&ip, v6, held + 1);
+            self.peer_total += 1;
+            return Ok(Some(at));
+        };
+        let old_first = t.locate(loc).is_some_and(|(_, _, _, e)| e.first);
+        if req.event == Event::Stopped {
+            self.remove_peer(slot, loc.v6(), g, idx);
+            return Ok(None);
+        }
+        if req.event == Event::Completed && !was_seed {
+            t.completed = t.completed.saturating_add(1);
+        }
+        entry.first = old_first;
+        if loc.place == req.place && loc.v6() == v6 && was_seed == seed {
+            if let Some(e) = t.sides[usize::from(v6)]
+                .groups
+                .get_mut(g)
+                .and_then(|grp| grp.peers.get_mut(idx))
+            {
+                *e = entry;
+            }
+            Ok(Some((g, idx)))
+        } else {
+            t.remove_at(loc.v6(), g, idx, flat_max);
+            Ok(Some(t.insert(entry, v6, seed, flat_max)))
+        }
+    }
+
+    /// Removes a stored peer for good (`stopped` or expiry): its address count and its peer
+    /// slot go with it.
+    fn remove_peer(&mut self, slot: usize, v6: bool, g: usize, idx: usize) -> bool {
+        let flat_max = self.config.flat_max;
+        let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        let Some(e) = t.remove_at(v6, g, idx, flat_max) else {
+            return false;
+        };
+        let held = t.address_count(&e.ip, v6);
+        t.set_address_count(&e.ip, v6, held.saturating_sub(1));
+        self.peer_total = self.peer_total.saturating_sub(1);
+        self.limits.release_peers(1);
+        true
+    }
+
     /// Scrape counts of one torrent (zeros when unknown).
     pub fn scrape(&mut self, info_hash: &InfoHash) -> ScrapeCounts {
         self.counters.scrapes += 1;
@@ -1267,7 +1534,6 @@ impl Store {
     pub fn expire(&mut self, now: u64, budget: usize) -> usize {
         let now32 = now as u32;
         let ttl = self.ttl();
-        let flat_max = self.config.flat_max;
         let mut work = 0;
         let mut removed = 0;
         let mut wraps = 0;
@@ -1313,14 +1579,16 @@ impl Store {
             };
             if now32.wrapping_sub(e.last) > ttl {
                 let groups_before = side.groups.len();
-                if t.remove_at(c.v6, c.group, c.idx, flat_max).is_some() {
+                if self.remove_peer(c.slot, c.v6, c.group, c.idx) {
                     removed += 1;
-                    self.peer_total = self.peer_total.saturating_sub(1);
-                    if side_len(t, c.v6) < groups_before {
+                    let (groups_after, empty) = self.slots[c.slot]
+                        .as_ref()
+                        .map_or((0, true), |t| (side_len(t, c.v6), t.len() == 0));
+                    if groups_after < groups_before {
                         // The group vanished; the next one now sits at `c.group`.
                         c.idx = 0;
                     }
-                    if t.peers.is_empty() {
+                    if empty {
                         self.note_if_empty(c.slot);
                     }
                 } else {
@@ -1888,10 +2156,12 @@ mod tests {
         let mapped: SocketAddr = "[::ffff:10.0.3.3]:1".parse().unwrap();
         let got = ann(&mut s, &req(1, 997, mapped, place(1, 1), 5), T0);
         assert!(got.iter().all(|a| a.is_ipv4()));
-        // A peer switching family moves.
+        // A peer id announcing from another address (here another family) is another
+        // entry: it gets peers of its family, and the original entry stays (issue 11: an
+        // address cannot take over another's peer id).
         let got = ann(&mut s, &req(1, 0, v6(77), place(1, 1), 5), T0);
         assert!(got.iter().all(|a| a.is_ipv6()));
-        assert_eq!(s.scrape(&ih(1)).leechers, 13);
+        assert_eq!(s.scrape(&ih(1)).leechers, 14);
     }
 
     #[test]
@@ -2052,6 +2322,145 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_id_from_another_address_neither_replaces_nor_stops_the_original() {
+        for fm in [0, 128] {
+            let mut s = store_fm(fm);
+            let real = req(1, 1, v4(1), place(1, 1), 5);
+            ann(&mut s, &real, T0);
+            let mut hijack = req(1, 1, v4(2), place(1, 2), 0);
+            hijack.port = 9999;
+            ann(&mut s, &hijack, T0);
+            hijack.event = Event::Stopped;
+            ann(&mut s, &hijack, T0);
+            // The original is listed, at its own port, and still a leecher.
+            let got = ann(&mut s, &req(1, 3, v4(3), place(1, 1), 5), T0);
+            assert_eq!(got, vec![at(v4(1))], "flat_max {fm}");
+            assert_eq!(s.scrape(&ih(1)).leechers, 2);
+            // Its own `stopped` still works.
+            let mut stop = real.clone();
+            stop.event = Event::Stopped;
+            ann(&mut s, &stop, T0);
+            assert!(ann(&mut s, &req(1, 3, v4(3), place(1, 1), 5), T0).is_empty());
+        }
+    }
+
+    #[test]
+    fn one_address_holds_at_most_max_peers_per_address_per_torrent() {
+        for fm in [0, 3, 128] {
+            let mut s = store_with(StoreConfig {
+                flat_max: fm,
+                ..StoreConfig::default()
+            });
+            let mut out = Vec::new();
+            let mut refused = 0;
+            for i in 0..1000u32 {
+                let mut r = req(1, i, v4(7), place(1, (i % 5) as u16 + 1), 5);
+                r.port = 1000 + i as u16;
+                match s.announce(&r, T0, &mut out) {
+                    Ok(_) => {}
+                    Err(AnnounceError::AddressFull { max: 8, .. }) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(s.peer_count(), 8, "flat_max {fm}");
+            assert_eq!(refused, 992);
+            assert_eq!(s.counters().address_refusals, 992);
+            // Another torrent and another address are not affected.
+            ann(&mut s, &req(2, 5000, v4(7), place(1, 1), 5), T0);
+            ann(&mut s, &req(1, 5001, v4(8), place(1, 1), 5), T0);
+            // The stored ones re-announce; stopping one (the first-keyed one) frees a place.
+            ann(&mut s, &req(1, 3, v4(7), place(1, 1), 5), T0);
+            let mut stop = req(1, 0, v4(7), place(1, 1), 5);
+            stop.event = Event::Stopped;
+            ann(&mut s, &stop, T0);
+            ann(&mut s, &req(1, 900, v4(7), place(1, 1), 5), T0);
+            assert!(s
+                .announce(&req(1, 901, v4(7), place(1, 1), 5), T0, &mut out)
+                .is_err());
+            // After expiry the address starts from zero again.
+            s.expire(T0 + 1000, usize::MAX);
+            assert_eq!(s.peer_count(), 0);
+            for i in 0..8 {
+                ann(&mut s, &req(1, 2000 + i, v4(7), place(1, 1), 5), T0 + 1000);
+            }
+            assert!(s
+                .announce(&req(1, 3000, v4(7), place(1, 1), 5), T0 + 1000, &mut out)
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn one_address_creates_a_bounded_number_of_torrents_per_minute() {
+        let mut s = store_with(StoreConfig {
+            max_new_torrents_per_address: 10,
+            ..StoreConfig::default()
+        });
+        let mut out = Vec::new();
+        let t = 60 * 1000;
+        let mut made = 0;
+        for i in 0..100u32 {
+            match s.announce(&req(i, i, v4(1), place(1, 1), 5), t, &mut out) {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    assert!(matches!(
+                        e,
+                        AnnounceError::TooManyNewTorrents { max: 10, .. }
+                    ));
+                    assert!(e.to_string().contains("10.0.0.1"), "{e}");
+                }
+            }
+        }
+        assert_eq!(made, 10);
+        assert_eq!(s.torrent_count(), 10);
+        assert_eq!(s.counters().creation_refusals, 90);
+        // Existing torrents still take announces, other addresses still create.
+        ann(&mut s, &req(0, 500, v4(1), place(1, 1), 5), t + 1);
+        ann(&mut s, &req(0, 501, v4(2), place(1, 1), 5), t + 1);
+        ann(&mut s, &req(200, 502, v4(2), place(1, 1), 5), t + 1);
+        // Next minute: ten more.
+        for i in 100..120u32 {
+            let _ = s.announce(&req(i, i, v4(1), place(1, 1), 5), t + 60, &mut out);
+        }
+        assert_eq!(s.torrent_count(), 21);
+    }
+
+    #[test]
+    fn max_peers_caps_every_store_sharing_the_limits() {
+        let c = StoreConfig {
+            max_peers: 100,
+            rng_seed: Some(3),
+            ..StoreConfig::default()
+        };
+        let limits = Arc::new(Limits::new(c.max_peers, 1000));
+        let ids = || ConnectionIds::with_key(5, 60);
+        let mut a = Store::with_limits(c.clone(), ids(), limits.clone());
+        let mut b = Store::with_limits(c, ids(), limits.clone());
+        let mut out = Vec::new();
+        let mut full = 0;
+        for i in 0..1000u32 {
+            let s = if i % 2 == 0 { &mut a } else { &mut b };
+            match s.announce(&req(i % 37, i, v4(i), place(1, 1), 5), T0, &mut out) {
+                Ok(_) => {}
+                Err(AnnounceError::TrackerFull { max: 100 }) => full += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(a.peer_count() + b.peer_count(), 100);
+        assert_eq!(limits.peers(), 100);
+        assert_eq!(full, 900);
+        // Stored peers re-announce; a stop or expiry gives room back.
+        ann(&mut a, &req(0, 0, v4(0), place(1, 1), 5), T0);
+        let mut stop = req(0, 0, v4(0), place(1, 1), 5);
+        stop.event = Event::Stopped;
+        ann(&mut a, &stop, T0);
+        assert_eq!(limits.peers(), 99);
+        ann(&mut b, &req(5, 7777, v4(7777), place(1, 1), 5), T0);
+        a.expire(T0 + 1000, usize::MAX);
+        b.expire(T0 + 1000, usize::MAX);
+        assert_eq!(limits.peers(), 0);
+    }
+
+    #[test]
     fn completed_counted_once_per_transition() {
         let mut s = store();
         let mut r = req(1, 1, v4(1), place(1, 1), 5);
@@ -2122,9 +2531,82 @@ mod tests {
     }
 
     #[test]
+    fn memory_per_peer_with_two_peers_per_address_worst_layout() {
+        let mut s = store();
+        let mut out = Vec::new();
+        for i in 0..225u32 {
+            let pl = place((i % 4) as u16 + 1, i as u16 + 1);
+            s.announce(&req(1, i, v4(i / 2), pl, 5), T0, &mut out)
+                .unwrap();
+        }
+        assert_eq!(s.peer_count(), 225);
+        let b = per_peer(&s);
+        eprintln!("two peers per address, one peer per rack: {b:.1} bytes per peer");
+        assert!(b <= 150.0, "{b} bytes per peer");
+    }
+
+    #[test]
     fn entry_sizes() {
         assert_eq!(std::mem::size_of::<Entry>(), 48);
         assert_eq!(std::mem::size_of::<(u64, Loc)>(), 16);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Address counts stay exact through adds, stops, moves between racks and families
+        /// and expiry: an address is refused a new peer exactly when the model says it
+        /// holds the cap.
+        #[test]
+        fn address_counts_match_a_model(
+            ops in proptest::collection::vec((0u32..3, 0u32..6, 0u8..5, 0u16..3), 1..300),
+            flat_max in prop_oneof![Just(0usize), Just(2), Just(128)],
+        ) {
+            let cap = 3;
+            let mut s = store_with(StoreConfig {
+                max_peers_per_address: cap,
+                interval: 100,
+                grace: 0,
+                flat_max,
+                ..StoreConfig::default()
+            });
+            // (address, peer) → last announce
+            let mut model: HashMap<(u32, u32), u64> = HashMap::new();
+            let mut now = T0;
+            let mut out = Vec::new();
+            for (a, p, op, rack) in ops {
+                let addr = if a == 2 { v6(1) } else { v4(a) };
+                match op {
+                    0 => {
+                        now += 60;
+                        s.expire(now, usize::MAX);
+                        model.retain(|_, last| now - *last <= 100);
+                    }
+                    1 => {
+                        let mut r = req(1, p, addr, place(1, rack), 5);
+                        r.event = Event::Stopped;
+                        s.announce(&r, now, &mut out).unwrap();
+                        model.remove(&(a, p));
+                    }
+                    _ => {
+                        let r = req(1, p, addr, place(1, rack), u64::from(op == 2));
+                        let held = model.keys().filter(|k| k.0 == a).count();
+                        let known = model.contains_key(&(a, p));
+                        let res = s.announce(&r, now, &mut out);
+                        if known || held < cap {
+                            prop_assert!(res.is_ok(), "{:?}", res);
+                            model.insert((a, p), now);
+                        } else {
+                            let refused = matches!(res, Err(AnnounceError::AddressFull { .. }));
+                            prop_assert!(refused, "{:?}", res);
+                        }
+                    }
+                }
+                prop_assert_eq!(s.peer_count(), model.len());
+                prop_assert_eq!(s.limits().peers(), model.len());
+                let c = s.scrape(&ih(1));
+                prop_assert_eq!((c.seeders + c.leechers) as usize, model.len());
+            }
+        }
     }
 
     // ---- model check -------------------------------------------------------------------

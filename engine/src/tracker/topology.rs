@@ -38,7 +38,9 @@
 //! `dc=`/`rack=`; [`Topology::place_from_url_data`] interns those names. Names the file
 //! defines resolve to the file's ids; other names are added at run time up to a bound
 //! ([`Topology::set_max_dynamic_names`], default 4096), after which they resolve to unknown,
-//! so a flood of made-up names cannot grow memory. Each worker core owns (a clone of) its
+//! so a flood of made-up names cannot grow memory; one source address adds at most
+//! [`Topology::set_max_names_per_source`] of them (default [`DEFAULT_NAMES_PER_SOURCE`]), so
+//! one host cannot use up the bound for everyone. Each worker core owns (a clone of) its
 //! `Topology`; ids from the file are the same in every clone, run-time ids are only
 //! meaningful within the core that made them, which is all a per-core store compares.
 
@@ -51,6 +53,10 @@ use serde::Deserialize;
 
 /// Longest accepted dc or rack name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
+
+/// New dc and rack names one source address may add from URL data (a host states one dc
+/// and one rack; a few more allow for moves).
+pub const DEFAULT_NAMES_PER_SOURCE: usize = 4;
 
 /// Where a peer lives: interned datacenter and rack ids. `0` means unknown.
 ///
@@ -332,6 +338,10 @@ pub struct Topology {
     /// Names interned from BEP 41 URL data so far, and the bound.
     dynamic_names: usize,
     max_dynamic_names: usize,
+    /// Names each source address added from URL data, and the bound per source. Only
+    /// sources that added a name are here, so it holds at most `max_dynamic_names` keys.
+    names_by_source: HashMap<IpAddr, u32>,
+    max_names_per_source: usize,
 }
 
 impl Default for Topology {
@@ -374,6 +384,8 @@ impl Topology {
             rack_ids: HashMap::new(),
             dynamic_names: 0,
             max_dynamic_names: 4096,
+            names_by_source: HashMap::new(),
+            max_names_per_source: DEFAULT_NAMES_PER_SOURCE,
         }
     }
 
@@ -466,6 +478,27 @@ impl Topology {
         self.max_dynamic_names = max;
     }
 
+    /// Sets how many new dc and rack names one source address may add from URL data
+    /// (default [`DEFAULT_NAMES_PER_SOURCE`]); names already known cost nothing.
+    pub fn set_max_names_per_source(&mut self, max: usize) {
+        self.max_names_per_source = max;
+    }
+
+    /// Whether `source` may intern one more name from URL data.
+    fn may_add_name(&self, source: Option<IpAddr>) -> bool {
+        self.dynamic_names < self.max_dynamic_names
+            && source.is_none_or(|ip| {
+                self.names_by_source.get(&ip).map_or(0, |&n| n as usize) < self.max_names_per_source
+            })
+    }
+
+    fn note_name(&mut self, source: Option<IpAddr>) {
+        self.dynamic_names += 1;
+        if let Some(ip) = source {
+            *self.names_by_source.entry(ip).or_insert(0) += 1;
+        }
+    }
+
     /// Number of subnets loaded.
     pub fn subnet_count(&self) -> usize {
         self.v4.len() + self.v6.len()
@@ -483,15 +516,30 @@ impl Topology {
     /// percent-decoded by the caller). Invalid names are ignored; a rack without a dc is a
     /// rack in the unknown dc. New names are interned up to the dynamic-name bound.
     pub fn place_from_url_data(&mut self, dc: Option<&str>, rack: Option<&str>) -> Place {
+        self.place_from_url_data_of(None, dc, rack)
+    }
+
+    /// [`Topology::place_from_url_data`] for an announce from `source`: a source adds at
+    /// most its per-source bound of new names; beyond it, new names resolve to unknown.
+    pub fn place_from_url_data_of(
+        &mut self,
+        source: Option<IpAddr>,
+        dc: Option<&str>,
+        rack: Option<&str>,
+    ) -> Place {
+        let source = source.map(|ip| match v4_of(ip) {
+            Ok(a) => IpAddr::V4(a),
+            Err(a) => IpAddr::V6(a),
+        });
         let dc = dc.filter(|n| check_name(n).is_ok());
         let rack = rack.filter(|n| check_name(n).is_ok());
         let dc_id = match dc {
             None => 0,
             Some(n) => match self.dc_ids.get(n) {
                 Some(&id) => id,
-                None if self.dynamic_names < self.max_dynamic_names => match self.intern_dc(n) {
+                None if self.may_add_name(source) => match self.intern_dc(n) {
                     Some(id) => {
-                        self.dynamic_names += 1;
+                        self.note_name(source);
                         id
                     }
                     None => 0,
@@ -503,15 +551,13 @@ impl Topology {
             None => 0,
             Some(n) => match self.rack_ids.get(&(dc_id, n.to_string())) {
                 Some(&id) => id,
-                None if self.dynamic_names < self.max_dynamic_names => {
-                    match self.intern_rack(dc_id, n) {
-                        Some(id) => {
-                            self.dynamic_names += 1;
-                            id
-                        }
-                        None => 0,
+                None if self.may_add_name(source) => match self.intern_rack(dc_id, n) {
+                    Some(id) => {
+                        self.note_name(source);
+                        id
                     }
-                }
+                    None => 0,
+                },
                 None => 0,
             },
         };
@@ -527,7 +573,7 @@ impl Topology {
         match self.lookup(ip) {
             Some(p) => p,
             None if url_dc.is_some() || url_rack.is_some() => {
-                self.place_from_url_data(url_dc, url_rack)
+                self.place_from_url_data_of(Some(ip), url_dc, url_rack)
             }
             None => Place::UNKNOWN,
         }
@@ -770,6 +816,30 @@ rack = "r10"
         assert_eq!(t.place_from_url_data(Some("new1"), Some("q")).rack, 0);
         assert_eq!(t.place_from_url_data(Some("zzz"), None), Place::UNKNOWN);
         assert_eq!(t.place_from_url_data(Some("lon3"), Some("r07")), p);
+    }
+
+    #[test]
+    fn one_source_adds_a_bounded_number_of_url_names() {
+        let mut t = Topology::empty();
+        t.set_max_names_per_source(4);
+        let flood = ip("192.0.2.9");
+        let mut places = std::collections::HashSet::new();
+        for i in 0..1000 {
+            let p = t.resolve(flood, Some(&format!("dc{i}")), Some(&format!("r{i}")));
+            places.insert(p);
+        }
+        // dc0/r0, dc1/r1 and then unknown: four names.
+        assert_eq!(t.dynamic_names, 4);
+        assert_eq!(places.len(), 3, "{places:?}");
+        // The IPv4-mapped form is the same source.
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped());
+        assert_eq!(t.resolve(mapped, Some("other"), None), Place::UNKNOWN);
+        // Known names still resolve for it; another source still adds its own.
+        let p0 = t.resolve(flood, Some("dc0"), Some("r0"));
+        assert!(p0.dc != 0 && p0.rack != 0);
+        let p = t.resolve(ip("192.0.2.10"), Some("lon3"), Some("r07"));
+        assert!(p.dc != 0 && p.rack != 0);
+        assert_eq!(t.names_by_source.len(), 2);
     }
 
     #[test]
