@@ -143,7 +143,8 @@ fn idle_interested_peers_do_not_starve_a_seed() {
     std::thread::sleep(Duration::from_secs(2));
 
     let crowded = timed_get(d, "crowded", &addr, "20s", &[&seed, &idle]);
-    let bound = alone * 2 + Duration::from_secs(1);
+    // Generous for a loaded 2-core CI machine; main never finishes (its 20 s timeout).
+    let bound = alone * 2 + Duration::from_secs(3);
     assert!(
         crowded <= bound,
         "get with 70 idle peers took {crowded:?}, alone {alone:?} (bound {bound:?})"
