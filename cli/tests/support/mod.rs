@@ -2,6 +2,8 @@
 //! fail under `CI=true`), paths, test data, logs. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod release;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
