@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::pattern;
+use support::{create_args, json, pattern, seed_args};
 
 use ringswarm_engine::tracker::client::{Cancel, RetryPolicy, TrackerClient};
 use ringswarm_engine::tracker::proto::ScrapeEntry;
@@ -246,47 +246,16 @@ fn assert_no_panic(stderr: &str) {
     );
 }
 
-/// Parses the one JSON object `--json` prints on stdout.
-fn json(stdout: &str) -> serde_json::Value {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON on stdout:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
-}
-
 /// `create` for `path` with `piece_size`; returns the torrent's path.
 fn create(dir: &Path, path: &str, piece_size: &str) -> PathBuf {
-    let out = run_ok(
-        dir,
-        &[
-            "create",
-            path,
-            "--piece-size",
-            piece_size,
-            "-o",
-            "t.torrent",
-        ],
-    );
+    let out = run_ok(dir, &create_args(path, piece_size, "t.torrent"));
     assert!(out.contains("info-hash: "), "{out}");
     assert!(out.contains("t.torrent"), "{out}");
     dir.join("t.torrent")
 }
 
 fn start_seed(dir: &Path, torrent: &str, data: &str) -> (Proc, String) {
-    let mut seed = Proc::spawn(
-        dir,
-        &[
-            "seed",
-            torrent,
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-        ],
-    );
+    let mut seed = Proc::spawn(dir, &seed_args(torrent, data, "1"));
     let addr = seed.listen_addr();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     (seed, addr)

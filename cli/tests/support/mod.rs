@@ -333,3 +333,66 @@ pub fn assert_same_tree(src: &Path, dst: &Path, files: &[(&str, usize)], logs: &
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The one-shot commands' arguments, and what they print.
+
+/// `create PATH --piece-size SIZE -o OUT`.
+pub fn create_args<'a>(path: &'a str, piece_size: &'a str, out: &'a str) -> [&'a str; 6] {
+    ["create", path, "--piece-size", piece_size, "-o", out]
+}
+
+/// `seed TORRENT DATA` on a free loopback port, with `cores` cores.
+pub fn seed_args<'a>(torrent: &'a str, data: &'a str, cores: &'a str) -> [&'a str; 7] {
+    [
+        "seed",
+        torrent,
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        cores,
+    ]
+}
+
+/// `get TORRENT DEST --peer PEER` on a free loopback port, one core, bounded by `timeout`.
+pub fn get_args<'a>(
+    torrent: &'a str,
+    dest: &'a str,
+    peer: &'a str,
+    timeout: &'a str,
+) -> [&'a str; 11] {
+    [
+        "get",
+        torrent,
+        dest,
+        "--peer",
+        peer,
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--timeout",
+        timeout,
+    ]
+}
+
+/// The info-hash (hex) that `create` printed.
+pub fn info_hash(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("info-hash: "))
+        .unwrap_or_else(|| panic!("no info-hash in:\n{stdout}"))
+        .trim()
+        .to_owned()
+}
+
+/// Parses the one JSON object `--json` prints on stdout.
+pub fn json(stdout: &str) -> serde_json::Value {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON on stdout:\n{stdout}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
+}
