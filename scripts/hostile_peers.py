@@ -59,6 +59,12 @@ def peer_id(n):
     return (b"-HP0001-%06d%06d" % (os.getpid() % 1000000, n))[:20]
 
 
+def report(line, counters):
+    """Prints a mode's summary line, then its counters as JSON on the next line."""
+    print(line, flush=True)
+    print(json.dumps(counters), flush=True)
+
+
 def read_message(sock, deadline):
     (length,) = struct.unpack(">I", recv_exact(sock, 4, deadline))
     if length > (1 << 20) + 64:
@@ -142,12 +148,11 @@ def run_idle(args):
         t.join(max(0.0, deadline - time.monotonic()) + 1)
     for s in socks:
         s.close()
-    print(
+    report(
         "idle: %d accepted, %d refused, %d unchoked, %d open at the end"
         % (stats["accepted"], stats["refused"], stats["unchoked"], stats["open_at_end"]),
-        flush=True,
+        stats,
     )
-    print(json.dumps(stats), flush=True)
 
 
 def run_haveall(args):
@@ -196,8 +201,7 @@ def run_sparse(args):
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print("sparse: stopped: %s" % e, flush=True)
     s.close()
-    print("sparse: %d blocks, %d bytes" % (got["blocks"], got["bytes"]), flush=True)
-    print(json.dumps(got), flush=True)
+    report("sparse: %d blocks, %d bytes" % (got["blocks"], got["bytes"]), got)
 
 
 def run_greedy(args):
@@ -232,12 +236,11 @@ def run_greedy(args):
     except (ConnectionError, OSError, TimeoutError, ValueError):
         pass
     s.close()
-    print(
+    report(
         "greedy: %d pieces before the choke, %d after, %d rejects, %d requested"
         % (got["before_choke"], got["after_choke"], got["rejects"], got["requested"]),
-        flush=True,
+        got,
     )
-    print(json.dumps(got), flush=True)
 
 
 def run_trickle(args):

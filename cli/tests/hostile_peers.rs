@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 mod support;
 use support::{
-    create_args, get_args, info_hash, py, ringswarm, scratch, seed_args, skip_note, Guard,
+    create_args, get_args, info_hash, py, ringswarm, scratch, seed_args, send_args, skip_note,
+    Guard,
 };
 
 const MIB: usize = 1 << 20;
@@ -45,7 +46,10 @@ fn timed_get(dir: &Path, dest: &str, peer: &str, timeout: &str, others: &[&Guard
     let started = Instant::now();
     let mut get = Guard::spawn(
         dest,
-        rs(&get_args("t.torrent", dest, peer, timeout), dir),
+        rs(
+            &get_args("t.torrent", dest, peer, &["--timeout", timeout]),
+            dir,
+        ),
         dir,
     );
     get.expect_success(Duration::from_secs(90), others);
@@ -143,9 +147,12 @@ fn get_timeout_bounds_a_trickled_metadata_fetch() {
     let addr = trickle.wait_listening(Duration::from_secs(20), &[]);
     let magnet = format!("magnet:?xt=urn:btih:{hash}");
     let started = Instant::now();
-    let out = rs(&get_args(&magnet, "dl", &addr.to_string(), "5s"), d)
-        .output()
-        .expect("run get");
+    let out = rs(
+        &get_args(&magnet, "dl", &addr.to_string(), &["--timeout", "5s"]),
+        d,
+    )
+    .output()
+    .expect("run get");
     let took = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "get succeeded?\n{err}");
@@ -166,21 +173,7 @@ fn send_counts_only_receivers_that_got_the_data() {
     write_blob(d, "blob.bin", 2 * MIB);
     let mut send = Guard::spawn(
         "send",
-        rs(
-            &[
-                "send",
-                "blob.bin",
-                "--listen",
-                "127.0.0.1:0",
-                "--receivers",
-                "1",
-                "--cores",
-                "1",
-                "--piece-size",
-                "256K",
-            ],
-            d,
-        ),
+        rs(&send_args("blob.bin", &["--piece-size", "256K"]), d),
         d,
     );
     let addr = send.wait_listening(Duration::from_secs(60), &[]);

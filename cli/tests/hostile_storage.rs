@@ -68,7 +68,11 @@ fn seed(cwd: &Path, name: &str, torrent: &str, data: &str) -> (Guard, String) {
 
 /// `get TORRENT DEST --peer PEER` with `--json`, bounded by `--timeout`.
 fn get(cwd: &Path, torrent: &str, dest: &str, peer: &str) -> (ExitStatus, String, String) {
-    let args = [&["--json"][..], &get_args(torrent, dest, peer, "30s")].concat();
+    let args = [
+        &["--json"][..],
+        &get_args(torrent, dest, peer, &["--timeout", "30s"]),
+    ]
+    .concat();
     run(cwd, "get", &args)
 }
 
@@ -206,7 +210,11 @@ fn a_torrent_that_would_write_into_a_state_directory_is_refused() {
         let dest = format!("dest{i}");
         // No peer serves it: a refusal must come before any transfer (the timeout bounds
         // a binary that accepts it).
-        let (status, out, err) = run(d, "get-evil", &get_args(&file, &dest, "127.0.0.1:9", "5s"));
+        let (status, out, err) = run(
+            d,
+            "get-evil",
+            &get_args(&file, &dest, "127.0.0.1:9", &["--timeout", "5s"]),
+        );
         let line = error_line(status, &out, &err);
         assert!(
             line.contains(".ringswarm") && line.contains("reserved"),
@@ -293,19 +301,12 @@ fn bytes_changed_behind_a_partial_record_are_fetched_again() {
     // A slow first run, interrupted (Ctrl-C) once its record shows progress.
     let mut slow = cmd(
         d,
-        &[
-            "get",
+        &get_args(
             "t.torrent",
             "dest",
-            "--peer",
             &addr,
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-            "--max-download-rate",
-            "2MiB/s",
-        ],
+            &["--max-download-rate", "2MiB/s"],
+        ),
     );
     slow.env("RINGSWARM_PROGRESS_INTERVAL", "100ms");
     let mut first = Guard::spawn("get-slow", slow, d);

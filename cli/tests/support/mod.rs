@@ -355,14 +355,14 @@ pub fn seed_args<'a>(torrent: &'a str, data: &'a str, cores: &'a str) -> [&'a st
     ]
 }
 
-/// `get TORRENT DEST --peer PEER` on a free loopback port, one core, bounded by `timeout`.
+/// `get TORRENT DEST --peer PEER` on a free loopback port, one core, then `extra`.
 pub fn get_args<'a>(
     torrent: &'a str,
     dest: &'a str,
     peer: &'a str,
-    timeout: &'a str,
-) -> [&'a str; 11] {
-    [
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
         "get",
         torrent,
         dest,
@@ -372,9 +372,25 @@ pub fn get_args<'a>(
         "127.0.0.1:0",
         "--cores",
         "1",
-        "--timeout",
-        timeout,
-    ]
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `send PATH` on a free loopback port until one receiver has it, one core, then `extra`.
+pub fn send_args<'a>(path: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "send",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--receivers",
+        "1",
+        "--cores",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// The info-hash (hex) that `create` printed.
