@@ -40,13 +40,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bad_peer import load_torrent  # noqa: E402
+from bad_peer import STOP, alive, load_torrent, message, recv_exact  # noqa: E402
 
 PSTR = b"BitTorrent protocol"
 CHOKE, UNCHOKE, INTERESTED, NOT_INTERESTED, HAVE, BITFIELD, REQUEST, PIECE = range(8)
 HAVE_ALL = 0x0E
 BLOCK = 16 << 10
-STOP = threading.Event()
 
 
 def handshake(info_hash, peer_id):
@@ -60,23 +59,10 @@ def peer_id(n):
     return (b"-HP0001-%06d%06d" % (os.getpid() % 1000000, n))[:20]
 
 
-def msg(mid, payload=b""):
-    return struct.pack(">IB", 1 + len(payload), mid) + payload
-
-
-def recv_exact(sock, n, deadline):
-    buf = bytearray()
-    while len(buf) < n:
-        if time.monotonic() >= deadline or STOP.is_set():
-            raise TimeoutError("lifetime over")
-        try:
-            chunk = sock.recv(n - len(buf))
-        except socket.timeout:
-            continue
-        if not chunk:
-            raise ConnectionError("peer closed")
-        buf += chunk
-    return bytes(buf)
+def report(line, counters):
+    """Prints a mode's summary line, then its counters as JSON on the next line."""
+    print(line, flush=True)
+    print(json.dumps(counters), flush=True)
 
 
 def read_message(sock, deadline):
@@ -87,6 +73,14 @@ def read_message(sock, deadline):
         return None, b""
     body = recv_exact(sock, length, deadline)
     return body[0], body[1:]
+
+
+def read_until(sock, wanted, deadline):
+    """Reads messages until one of type `wanted`."""
+    while True:
+        mid, _ = read_message(sock, deadline)
+        if mid == wanted:
+            return
 
 
 def connect(target, source, deadline):
@@ -131,7 +125,7 @@ def run_idle(args):
             stats["refused"] += 1
             continue
         stats["accepted"] += 1
-        s.sendall(msg(INTERESTED))
+        s.sendall(message(INTERESTED))
         socks.append(s)
     print("idle: ready %d accepted, %d refused" % (stats["accepted"], stats["refused"]), flush=True)
 
@@ -154,12 +148,11 @@ def run_idle(args):
         t.join(max(0.0, deadline - time.monotonic()) + 1)
     for s in socks:
         s.close()
-    print(
+    report(
         "idle: %d accepted, %d refused, %d unchoked, %d open at the end"
         % (stats["accepted"], stats["refused"], stats["unchoked"], stats["open_at_end"]),
-        flush=True,
+        stats,
     )
-    print(json.dumps(stats), flush=True)
 
 
 def run_haveall(args):
@@ -173,10 +166,10 @@ def run_haveall(args):
         bits = bytearray((pieces + 7) // 8)
         for i in range(pieces):
             bits[i // 8] |= 0x80 >> (i % 8)
-        s.sendall(msg(BITFIELD, bytes(bits)))
+        s.sendall(message(BITFIELD, bytes(bits)))
     else:
-        s.sendall(msg(HAVE_ALL))
-    s.sendall(msg(INTERESTED))
+        s.sendall(message(HAVE_ALL))
+    s.sendall(message(INTERESTED))
     print("haveall: ready", flush=True)
     try:
         while True:
@@ -194,14 +187,11 @@ def run_sparse(args):
     if s is None:
         print("sparse: refused", flush=True)
         return
-    s.sendall(msg(INTERESTED))
+    s.sendall(message(INTERESTED))
     try:
-        while True:  # until unchoked
-            mid, _ = read_message(s, deadline)
-            if mid == UNCHOKE:
-                break
+        read_until(s, UNCHOKE, deadline)
         for p in range(min(args.pieces, pieces)):
-            s.sendall(msg(REQUEST, struct.pack(">III", p, 0, BLOCK)))
+            s.sendall(message(REQUEST, struct.pack(">III", p, 0, BLOCK)))
             while True:
                 mid, payload = read_message(s, deadline)
                 if mid == PIECE:
@@ -211,8 +201,7 @@ def run_sparse(args):
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print("sparse: stopped: %s" % e, flush=True)
     s.close()
-    print("sparse: %d blocks, %d bytes" % (got["blocks"], got["bytes"]), flush=True)
-    print(json.dumps(got), flush=True)
+    report("sparse: %d blocks, %d bytes" % (got["blocks"], got["bytes"]), got)
 
 
 def run_greedy(args):
@@ -223,19 +212,16 @@ def run_greedy(args):
     if s is None:
         print("greedy: refused", flush=True)
         return
-    s.sendall(msg(INTERESTED))
+    s.sendall(message(INTERESTED))
     try:
-        while True:
-            mid, _ = read_message(s, deadline)
-            if mid == UNCHOKE:
-                break
+        read_until(s, UNCHOKE, deadline)
         out = bytearray()
         for p in range(min(args.pieces, pieces)):
             size = min(piece_length, total - p * piece_length)
             for begin in range(0, size, BLOCK):
-                out += msg(REQUEST, struct.pack(">III", p, begin, min(BLOCK, size - begin)))
+                out += message(REQUEST, struct.pack(">III", p, begin, min(BLOCK, size - begin)))
                 got["requested"] += 1
-        out += msg(NOT_INTERESTED)
+        out += message(NOT_INTERESTED)
         s.sendall(bytes(out))
         choked = False
         until = min(deadline, time.monotonic() + 3)
@@ -250,12 +236,11 @@ def run_greedy(args):
     except (ConnectionError, OSError, TimeoutError, ValueError):
         pass
     s.close()
-    print(
+    report(
         "greedy: %d pieces before the choke, %d after, %d rejects, %d requested"
         % (got["before_choke"], got["after_choke"], got["rejects"], got["requested"]),
-        flush=True,
+        got,
     )
-    print(json.dumps(got), flush=True)
 
 
 def run_trickle(args):
@@ -272,7 +257,7 @@ def run_trickle(args):
         data = handshake(info_hash, peer_id(3))
         try:
             for b in data:
-                if time.monotonic() >= deadline or STOP.is_set():
+                if not alive(deadline):
                     break
                 c.sendall(bytes([b]))
                 STOP.wait(args.every)
@@ -280,7 +265,7 @@ def run_trickle(args):
             pass
         c.close()
 
-    while time.monotonic() < deadline and not STOP.is_set():
+    while alive(deadline):
         try:
             c, _ = srv.accept()
         except socket.timeout:

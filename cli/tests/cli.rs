@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::pattern;
+use support::{create_args, get_args, json, pattern, seed_args, send_args};
 
 use ringswarm_engine::tracker::client::{Cancel, RetryPolicy, TrackerClient};
 use ringswarm_engine::tracker::proto::ScrapeEntry;
@@ -246,47 +246,16 @@ fn assert_no_panic(stderr: &str) {
     );
 }
 
-/// Parses the one JSON object `--json` prints on stdout.
-fn json(stdout: &str) -> serde_json::Value {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON on stdout:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
-}
-
 /// `create` for `path` with `piece_size`; returns the torrent's path.
 fn create(dir: &Path, path: &str, piece_size: &str) -> PathBuf {
-    let out = run_ok(
-        dir,
-        &[
-            "create",
-            path,
-            "--piece-size",
-            piece_size,
-            "-o",
-            "t.torrent",
-        ],
-    );
+    let out = run_ok(dir, &create_args(path, piece_size, "t.torrent"));
     assert!(out.contains("info-hash: "), "{out}");
     assert!(out.contains("t.torrent"), "{out}");
     dir.join("t.torrent")
 }
 
 fn start_seed(dir: &Path, torrent: &str, data: &str) -> (Proc, String) {
-    let mut seed = Proc::spawn(
-        dir,
-        &[
-            "seed",
-            torrent,
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-        ],
-    );
+    let mut seed = Proc::spawn(dir, &seed_args(torrent, data, "1"));
     let addr = seed.listen_addr();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     (seed, addr)
@@ -400,16 +369,7 @@ fn lock_and_seed_for() {
     create(d, "small.bin", "16K");
     let mut seed = Proc::spawn(
         d,
-        &[
-            "seed",
-            "t.torrent",
-            ".",
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-            "--lock",
-        ],
+        &[&seed_args("t.torrent", ".", "1")[..], &["--lock"]].concat(),
     );
     let addr = seed.listen_addr();
     let locked = seed.wait_line("`locked` line", |l| {
@@ -418,24 +378,8 @@ fn lock_and_seed_for() {
     assert!(locked.contains("in memory"), "{locked}");
 
     let started = Instant::now();
-    let out = run_ok(
-        d,
-        &[
-            "--json",
-            "get",
-            "t.torrent",
-            "dl",
-            "--peer",
-            &addr,
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-            "--lock",
-            "--seed-for",
-            "1s",
-        ],
-    );
+    let get = get_args("t.torrent", "dl", &addr, &["--lock", "--seed-for", "1s"]);
+    let out = run_ok(d, &[&["--json"][..], &get].concat());
     assert!(started.elapsed() >= Duration::from_secs(1), "--seed-for 1s");
     let v = json(&out);
     assert_eq!(v["ok"], true, "{v}");
@@ -555,19 +499,7 @@ fn send_then_get_with_the_printed_magnet() {
     let dir = scratch();
     let files = [("payload/x.bin", 777_777), ("payload/y/z.bin", 5)];
     write_tree(dir.path(), &files);
-    let mut send = Proc::spawn(
-        dir.path(),
-        &[
-            "send",
-            "payload",
-            "--listen",
-            "127.0.0.1:0",
-            "--receivers",
-            "1",
-            "--cores",
-            "1",
-        ],
-    );
+    let mut send = Proc::spawn(dir.path(), &send_args("payload", &[]));
     let magnet = send.wait_line("magnet link", |l| {
         l.starts_with("magnet:?").then(|| l.to_owned())
     });

@@ -9,7 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{py, ringswarm, scratch, skip_note, Guard};
+use support::{
+    create_args, get_args, info_hash, py, ringswarm, scratch, seed_args, send_args, skip_note,
+    Guard,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -21,26 +24,11 @@ fn rs(args: &[&str], dir: &Path) -> Command {
 
 /// `create` PATH with PIECE_SIZE into `t.torrent`; returns the info-hash (hex).
 fn create(dir: &Path, path: &str, piece_size: &str) -> String {
-    let out = rs(
-        &[
-            "create",
-            path,
-            "--piece-size",
-            piece_size,
-            "-o",
-            "t.torrent",
-        ],
-        dir,
-    )
-    .output()
-    .expect("run create");
+    let out = rs(&create_args(path, piece_size, "t.torrent"), dir)
+        .output()
+        .expect("run create");
     assert!(out.status.success(), "create: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("info-hash: "))
-        .unwrap_or_else(|| panic!("no info-hash in {text}"))
-        .trim()
-        .to_string()
+    info_hash(&String::from_utf8_lossy(&out.stdout))
 }
 
 fn write_blob(dir: &Path, name: &str, len: usize) {
@@ -48,22 +36,7 @@ fn write_blob(dir: &Path, name: &str, len: usize) {
 }
 
 fn start_seed(dir: &Path, cores: &str) -> (Guard, String) {
-    let mut seed = Guard::spawn(
-        "seed",
-        rs(
-            &[
-                "seed",
-                "t.torrent",
-                ".",
-                "--listen",
-                "127.0.0.1:0",
-                "--cores",
-                cores,
-            ],
-            dir,
-        ),
-        dir,
-    );
+    let mut seed = Guard::spawn("seed", rs(&seed_args("t.torrent", ".", cores), dir), dir);
     let addr = seed.wait_listening(Duration::from_secs(60), &[]);
     (seed, addr.to_string())
 }
@@ -74,19 +47,7 @@ fn timed_get(dir: &Path, dest: &str, peer: &str, timeout: &str, others: &[&Guard
     let mut get = Guard::spawn(
         dest,
         rs(
-            &[
-                "get",
-                "t.torrent",
-                dest,
-                "--peer",
-                peer,
-                "--listen",
-                "127.0.0.1:0",
-                "--cores",
-                "1",
-                "--timeout",
-                timeout,
-            ],
+            &get_args("t.torrent", dest, peer, &["--timeout", timeout]),
             dir,
         ),
         dir,
@@ -95,21 +56,18 @@ fn timed_get(dir: &Path, dest: &str, peer: &str, timeout: &str, others: &[&Guard
     started.elapsed()
 }
 
-fn idle_peers(dir: &Path, target: &str, sources: &str, conns: usize, name: &str) -> Guard {
+/// `scripts/hostile_peers.py MODE --torrent t.torrent --target TARGET`, run in `dir`.
+fn hostile(dir: &Path, mode: &str, target: &str) -> Command {
     let mut c = py("hostile_peers.py");
-    c.current_dir(dir).args([
-        "idle",
-        "--torrent",
-        "t.torrent",
-        "--target",
-        target,
-        "--sources",
-        sources,
-        "--conns",
-        &conns.to_string(),
-        "--seconds",
-        "90",
-    ]);
+    c.current_dir(dir)
+        .args([mode, "--torrent", "t.torrent", "--target", target]);
+    c
+}
+
+fn idle_peers(dir: &Path, target: &str, sources: &str, conns: usize, name: &str) -> Guard {
+    let mut c = hostile(dir, "idle", target);
+    c.args(["--sources", sources, "--conns", &conns.to_string()])
+        .args(["--seconds", "90"]);
     Guard::spawn(name, c, dir)
 }
 
@@ -191,19 +149,7 @@ fn get_timeout_bounds_a_trickled_metadata_fetch() {
     let magnet = format!("magnet:?xt=urn:btih:{hash}");
     let started = Instant::now();
     let out = rs(
-        &[
-            "get",
-            &magnet,
-            "dl",
-            "--peer",
-            &addr.to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-            "--timeout",
-            "5s",
-        ],
+        &get_args(&magnet, "dl", &addr.to_string(), &["--timeout", "5s"]),
         d,
     )
     .output()
@@ -228,21 +174,7 @@ fn send_counts_only_receivers_that_got_the_data() {
     write_blob(d, "blob.bin", 2 * MIB);
     let mut send = Guard::spawn(
         "send",
-        rs(
-            &[
-                "send",
-                "blob.bin",
-                "--listen",
-                "127.0.0.1:0",
-                "--receivers",
-                "1",
-                "--cores",
-                "1",
-                "--piece-size",
-                "256K",
-            ],
-            d,
-        ),
+        rs(&send_args("blob.bin", &["--piece-size", "256K"]), d),
         d,
     );
     let addr = send.wait_listening(Duration::from_secs(60), &[]);
@@ -253,16 +185,8 @@ fn send_counts_only_receivers_that_got_the_data() {
     assert!(magnet.contains(&hash), "{magnet} vs {hash}");
     let mut liars = Vec::new();
     for (name, extra) in [("haveall", None), ("bitfield", Some("--bitfield"))] {
-        let mut c = py("hostile_peers.py");
-        c.current_dir(d).args([
-            "haveall",
-            "--torrent",
-            "t.torrent",
-            "--target",
-            &addr.to_string(),
-            "--seconds",
-            "60",
-        ]);
+        let mut c = hostile(d, "haveall", &addr.to_string());
+        c.args(["--seconds", "60"]);
         c.args(extra);
         let mut g = Guard::spawn(name, c, d);
         g.wait_line("haveall: ready", Duration::from_secs(20), &[&send]);
@@ -323,18 +247,8 @@ fn seed_reads_follow_the_requests() {
         skip_note("seed_reads_follow_the_requests: /proc/PID/io is not readable here");
         return;
     };
-    let mut c = py("hostile_peers.py");
-    c.current_dir(d).args([
-        "sparse",
-        "--torrent",
-        "t.torrent",
-        "--target",
-        &addr,
-        "--pieces",
-        &pieces.to_string(),
-        "--seconds",
-        "60",
-    ]);
+    let mut c = hostile(d, "sparse", &addr);
+    c.args(["--pieces", &pieces.to_string(), "--seconds", "60"]);
     let mut sparse = Guard::spawn("sparse", c, d);
     let line = sparse.wait_line("sparse: ", Duration::from_secs(60), &[&seed]);
     let requested = (pieces * 16 * 1024) as u64;
@@ -366,18 +280,8 @@ fn nothing_queued_goes_out_after_a_choke() {
     write_blob(d, "blob.bin", MIB);
     create(d, "blob.bin", "256K");
     let (seed, addr) = start_seed(d, "1");
-    let mut c = py("hostile_peers.py");
-    c.current_dir(d).args([
-        "greedy",
-        "--torrent",
-        "t.torrent",
-        "--target",
-        &addr,
-        "--pieces",
-        "4",
-        "--seconds",
-        "30",
-    ]);
+    let mut c = hostile(d, "greedy", &addr);
+    c.args(["--pieces", "4", "--seconds", "30"]);
     let mut greedy = Guard::spawn("greedy", c, d);
     let line = greedy.wait_line("greedy: ", Duration::from_secs(30), &[&seed]);
     let n: Vec<usize> = line

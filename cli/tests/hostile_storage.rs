@@ -11,17 +11,15 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant, SystemTime};
 
 mod support;
-use support::{pattern, scratch, Guard};
+use support::{
+    create_args, get_args, info_hash, json, pattern, ringswarm, scratch, seed_args, Guard,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const PIECE: usize = 64 << 10;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ringswarm")
-}
-
 fn cmd(cwd: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
+    let mut c = Command::new(ringswarm());
     c.args(args).current_dir(cwd).env_remove("RUST_LOG");
     c
 }
@@ -56,71 +54,26 @@ fn error_line(status: ExitStatus, out: &str, err: &str) -> String {
 
 /// `create SRC -o OUT`; returns the info-hash (hex).
 fn create(cwd: &Path, src: &str, out: &str) -> String {
-    let (status, stdout, err) = run(
-        cwd,
-        "create",
-        &["create", src, "--piece-size", "64K", "-o", out],
-    );
+    let (status, stdout, err) = run(cwd, "create", &create_args(src, "64K", out));
     assert!(status.success(), "create {src}: {status}\n{stdout}\n{err}");
-    stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("info-hash: "))
-        .unwrap_or_else(|| panic!("no info-hash in:\n{stdout}"))
-        .trim()
-        .to_owned()
+    info_hash(&stdout)
 }
 
 /// `seed TORRENT DATA` on a free loopback port; returns it and its address.
 fn seed(cwd: &Path, name: &str, torrent: &str, data: &str) -> (Guard, String) {
-    let mut g = Guard::spawn(
-        name,
-        cmd(
-            cwd,
-            &[
-                "seed",
-                torrent,
-                data,
-                "--listen",
-                "127.0.0.1:0",
-                "--cores",
-                "1",
-            ],
-        ),
-        cwd,
-    );
+    let mut g = Guard::spawn(name, cmd(cwd, &seed_args(torrent, data, "1")), cwd);
     let addr = g.wait_listening(TIMEOUT, &[]);
     (g, addr.to_string())
 }
 
 /// `get TORRENT DEST --peer PEER` with `--json`, bounded by `--timeout`.
 fn get(cwd: &Path, torrent: &str, dest: &str, peer: &str) -> (ExitStatus, String, String) {
-    run(
-        cwd,
-        "get",
-        &[
-            "--json",
-            "get",
-            torrent,
-            dest,
-            "--peer",
-            peer,
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-            "--timeout",
-            "30s",
-        ],
-    )
-}
-
-fn json(stdout: &str) -> serde_json::Value {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON on stdout:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
+    let args = [
+        &["--json"][..],
+        &get_args(torrent, dest, peer, &["--timeout", "30s"]),
+    ]
+    .concat();
+    run(cwd, "get", &args)
 }
 
 fn get_ok(cwd: &Path, torrent: &str, dest: &str, peer: &str) -> serde_json::Value {
@@ -260,19 +213,7 @@ fn a_torrent_that_would_write_into_a_state_directory_is_refused() {
         let (status, out, err) = run(
             d,
             "get-evil",
-            &[
-                "get",
-                &file,
-                &dest,
-                "--peer",
-                "127.0.0.1:9",
-                "--listen",
-                "127.0.0.1:0",
-                "--cores",
-                "1",
-                "--timeout",
-                "5s",
-            ],
+            &get_args(&file, &dest, "127.0.0.1:9", &["--timeout", "5s"]),
         );
         let line = error_line(status, &out, &err);
         assert!(
@@ -360,19 +301,12 @@ fn bytes_changed_behind_a_partial_record_are_fetched_again() {
     // A slow first run, interrupted (Ctrl-C) once its record shows progress.
     let mut slow = cmd(
         d,
-        &[
-            "get",
+        &get_args(
             "t.torrent",
             "dest",
-            "--peer",
             &addr,
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-            "--max-download-rate",
-            "2MiB/s",
-        ],
+            &["--max-download-rate", "2MiB/s"],
+        ),
     );
     slow.env("RINGSWARM_PROGRESS_INTERVAL", "100ms");
     let mut first = Guard::spawn("get-slow", slow, d);

@@ -12,29 +12,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod support;
+use support::release::{keygen, origin_command, TIMEOUT};
 use support::{pattern, ringswarm, run, scratch, Guard};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
 /// The feed's size in the hostile test: the "18 MB feed".
 const BIG_FEED: usize = 18_000_000;
 
 /// An origin serving DIR/origin, with a signing key in DIR.
 fn start_origin(dir: &Path, extra: &[&str]) -> (Guard, SocketAddr) {
-    let mut keygen = Command::new(ringswarm());
-    keygen.arg("keygen").arg(dir.join("fleet"));
-    run("keygen", keygen, TIMEOUT, dir);
-    let mut cmd = Command::new(ringswarm());
-    cmd.args([
-        "-v",
-        "origin",
-        "--http",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .args(["--cores", "1", "--dir"])
-    .arg(dir.join("origin"))
-    .args(extra);
+    keygen(dir, "fleet");
+    let mut cmd = origin_command(dir);
+    cmd.args(extra);
     let mut origin = Guard::spawn("origin", cmd, dir);
     let url = origin.wait_line("serving the feed at http://", TIMEOUT, &[]);
     let addr = url

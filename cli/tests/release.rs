@@ -1,182 +1,15 @@
 //! The release flow end to end, with real processes on loopback: `keygen`, a `tracker`,
 //! an `origin`, `publish`, and `agent`s, checked through `status` and the files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 mod support;
-use support::{dump_logs, is_root, pattern, ringswarm, run, scratch, skip_note, Guard};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A tracker and an origin, with a signing key, in one scratch directory.
-struct Fleet {
-    dir: tempfile::TempDir,
-    tracker_url: String,
-    feed_url: String,
-    guards: Vec<Guard>,
-}
-
-impl Fleet {
-    fn start(tag: &str) -> Fleet {
-        let dir = scratch(tag);
-        let base = dir.path();
-        let mut keygen = Command::new(ringswarm());
-        keygen.arg("keygen").arg(base.join("fleet"));
-        run("keygen", keygen, TIMEOUT, base);
-        let mut tracker = Command::new(ringswarm());
-        tracker.args([
-            "tracker",
-            "--listen",
-            "127.0.0.1:0",
-            "--interval",
-            "2",
-            "--cores",
-            "1",
-        ]);
-        let mut tracker = Guard::spawn("tracker", tracker, base);
-        let tracker_url = format!(
-            "udp://{}",
-            tracker
-                .wait_line("tracker listening on udp://", TIMEOUT, &[])
-                .trim()
-        );
-        let mut origin = Command::new(ringswarm());
-        origin
-            .args([
-                "-v",
-                "origin",
-                "--http",
-                "127.0.0.1:0",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--cores", "1", "--dir"])
-            .arg(base.join("origin"));
-        let mut origin = Guard::spawn("origin", origin, base);
-        let feed_url = origin.wait_line("serving the feed at ", TIMEOUT, &[&tracker]);
-        origin.wait_listening(TIMEOUT, &[&tracker]);
-        Fleet {
-            dir,
-            tracker_url,
-            feed_url,
-            guards: vec![tracker, origin],
-        }
-    }
-
-    fn base(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes a blob of `len` bytes from `seed` and publishes it as `name version`.
-    fn publish(&self, name: &str, version: &str, len: usize, seed: u64) -> Vec<u8> {
-        let data = pattern(len, seed);
-        let src = self.base().join("build").join(name).join(version);
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("blob.bin"), &data).unwrap();
-        let mut cmd = Command::new(ringswarm());
-        cmd.arg("publish")
-            .arg(src.join("blob.bin"))
-            .args(["--name", name, "--version", version, "--piece-size", "256K"])
-            .args(["--tracker", &self.tracker_url])
-            .arg("--key")
-            .arg(self.base().join("fleet.key"))
-            .arg("--origin-dir")
-            .arg(self.base().join("origin"));
-        run(&format!("publish-{version}"), cmd, TIMEOUT, self.base());
-        data
-    }
-
-    /// An agent polling every 200 ms, with `extra` flags.
-    fn agent(&self, host: &str, extra: &[&str]) -> Agent {
-        self.agent_in(&self.base().join(host), extra)
-    }
-
-    fn agent_in(&self, dir: &Path, extra: &[&str]) -> Agent {
-        let dir = dir.to_path_buf();
-        let host = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let mut cmd = Command::new(ringswarm());
-        cmd.args(["-v", "agent", "--feed", &self.feed_url, "--poll", "200ms"])
-            .args(["--listen", "127.0.0.1:0", "--cores", "1", "--pubkey"])
-            .arg(self.base().join("fleet.pub"))
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra);
-        let mut guard = Guard::spawn(&host, cmd, self.base());
-        guard.wait_line("status socket ", TIMEOUT, &self.others());
-        Agent { dir, guard }
-    }
-
-    fn others(&self) -> Vec<&Guard> {
-        self.guards.iter().collect()
-    }
-}
-
-struct Agent {
-    dir: PathBuf,
-    guard: Guard,
-}
-
-impl Agent {
-    fn status(&self) -> Value {
-        let out = Command::new(ringswarm())
-            .args(["status", "--json", "--dir"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    /// The status entry of `name version`, if listed.
-    fn release(&self, name: &str, version: &str) -> Option<Value> {
-        self.status()["releases"]
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == name && r["version"] == version)
-            .cloned()
-    }
-
-    /// Waits until `cond` holds of the status; fails with the logs otherwise.
-    fn wait_for(&self, what: &str, fleet: &Fleet, cond: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status();
-            if cond(&s) {
-                return s;
-            }
-            if start.elapsed() > TIMEOUT {
-                let mut all = fleet.others();
-                all.push(&self.guard);
-                dump_logs(&all);
-                panic!(
-                    "{}: not {what} within {TIMEOUT:?}; status {s}",
-                    self.guard.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn wait_current(&self, name: &str, version: &str, fleet: &Fleet) -> Value {
-        self.wait_for(&format!("on {name} {version}"), fleet, |s| {
-            s["releases"].as_array().is_some_and(|rs| {
-                rs.iter().any(|r| {
-                    r["name"] == name && r["version"] == version && r["state"] == "current"
-                })
-            })
-        });
-        self.release(name, version).unwrap()
-    }
-
-    fn current_file(&self, name: &str) -> PathBuf {
-        self.dir.join(name).join("current").join("blob.bin")
-    }
-}
+use support::release::{http_get, http_server, keygen, metric, Agent, Fleet, TIMEOUT};
+use support::{is_root, pattern, ringswarm, run, skip_note, Guard};
 
 #[test]
 fn every_agent_activates_each_release_and_readers_never_see_a_mix() {
@@ -288,9 +121,7 @@ fn a_feed_with_a_bad_signature_or_an_old_sequence_is_rejected() {
     assert!(err.contains("published already"), "{err}");
 
     // A feed signed by another key: publish into a second origin dir, put its feed in place.
-    let mut keygen = Command::new(ringswarm());
-    keygen.arg("keygen").arg(fleet.base().join("intruder"));
-    run("keygen-intruder", keygen, TIMEOUT, fleet.base());
+    keygen(fleet.base(), "intruder");
     let evil_dir = fleet.base().join("evil");
     std::fs::create_dir_all(&evil_dir).unwrap();
     std::fs::write(evil_dir.join("blob.bin"), pattern(1 << 20, 99)).unwrap();
@@ -464,44 +295,13 @@ fn a_release_of_data_already_held_is_linked_not_downloaded() {
     assert!(log.contains("linked, not downloaded"), "{log}");
 }
 
-/// GET http://ADDR/PATH with a bare HTTP/1.0 request; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
-/// The value of an unlabelled sample (or the first with `labels`) in Prometheus text.
-fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let key = if labels.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}{{{labels}}}")
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[test]
 fn agent_origin_and_tracker_serve_metrics() {
     let fleet = Fleet::start("metrics");
     fleet.publish("index", "v1", 1 << 20, 12);
     let a = fleet.agent("host", &["--metrics", "127.0.0.1:0"]);
     // Printed before the `status socket` line the start waited for.
-    let out = a.guard.stdout();
-    let addr = out
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics at http://"))
-        .unwrap_or_else(|| panic!("no metrics line in {out}"))
-        .trim_end_matches("/metrics")
-        .to_owned();
+    let addr = a.metrics_addr();
     a.wait_current("index", "v1", &fleet);
     let text = http_get(&addr, "/metrics");
     assert_eq!(
@@ -590,42 +390,9 @@ fn a_static_web_server_can_serve_the_feed() {
     let fleet = Fleet::start("static");
     let data = fleet.publish("index", "v1", 1 << 20, 13);
     // python3's http.server: no entity tags, Last-Modified only.
-    let mut server = Command::new("python3");
-    server
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            "0",
-            "--directory",
-        ])
-        .arg(fleet.base().join("origin"));
-    let mut server = Guard::spawn("http.server", server, fleet.base());
-    let line = server.wait_line("Serving HTTP on 127.0.0.1 port ", TIMEOUT, &[]);
-    let port: u16 = line.split_whitespace().next().unwrap().parse().unwrap();
-    let dir = fleet.base().join("host");
-    let mut cmd = Command::new(ringswarm());
-    cmd.args([
-        "-v",
-        "agent",
-        "--poll",
-        "200ms",
-        "--listen",
-        "127.0.0.1:0",
-        "--cores",
-        "1",
-    ])
-    .arg("--feed")
-    .arg(format!("http://127.0.0.1:{port}/feed.json"))
-    .arg("--pubkey")
-    .arg(fleet.base().join("fleet.pub"))
-    .arg("--dir")
-    .arg(&dir);
-    let mut guard = Guard::spawn("host", cmd, fleet.base());
-    guard.wait_line("status socket ", TIMEOUT, &fleet.others());
-    let a = Agent { dir, guard };
+    let (_server, port) = http_server("http.server", &fleet.base().join("origin"), fleet.base());
+    let feed = format!("http://127.0.0.1:{port}/feed.json");
+    let a = fleet.agent_with("host", &feed, &[], &[]);
     a.wait_current("index", "v1", &fleet);
     assert!(std::fs::read(a.current_file("index")).unwrap() == data);
 }

@@ -2,152 +2,18 @@
 //! survive crashes and hostile output, and a `current` link that must be the agent's own.
 //! Real processes on loopback: `keygen`, `tracker`, `origin`, `publish`, `agent`, `status`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod support;
-use support::{dump_logs, pattern, ringswarm, run, scratch, Guard};
+use support::release::{http_server, keygen, metric, publish_into, Agent, Fleet, TIMEOUT};
+use support::{dump_logs, pattern, ringswarm, scratch, Guard};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A tracker and an origin, with a signing key, in one scratch directory.
-struct Fleet {
-    dir: tempfile::TempDir,
-    tracker_url: String,
-    feed_url: String,
-    guards: Vec<Guard>,
-}
-
-impl Fleet {
-    fn start(tag: &str) -> Fleet {
-        let dir = scratch(tag);
-        let base = dir.path();
-        keygen(base, "fleet");
-        let mut tracker = Command::new(ringswarm());
-        tracker.args(["tracker", "--listen", "127.0.0.1:0", "--interval", "2"]);
-        tracker.args(["--cores", "1"]);
-        let mut tracker = Guard::spawn("tracker", tracker, base);
-        let tracker_url = format!(
-            "udp://{}",
-            tracker
-                .wait_line("tracker listening on udp://", TIMEOUT, &[])
-                .trim()
-        );
-        let mut origin = Command::new(ringswarm());
-        origin
-            .args(["-v", "origin", "--http", "127.0.0.1:0"])
-            .args(["--listen", "127.0.0.1:0", "--cores", "1", "--dir"])
-            .arg(base.join("origin"));
-        let mut origin = Guard::spawn("origin", origin, base);
-        let feed_url = origin.wait_line("serving the feed at ", TIMEOUT, &[&tracker]);
-        origin.wait_listening(TIMEOUT, &[&tracker]);
-        Fleet {
-            dir,
-            tracker_url,
-            feed_url,
-            guards: vec![tracker, origin],
-        }
-    }
-
-    fn base(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Publishes `len` bytes from `seed` as `name version` with `extra` flags; returns the
-    /// data and the feed sequence `publish` printed.
-    fn publish(&self, name: &str, version: &str, seed: u64, extra: &[&str]) -> (Vec<u8>, u64) {
-        let data = pattern(1 << 20, seed);
-        let src = self.base().join("build").join(name).join(version);
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("blob.bin"), &data).unwrap();
-        let seq = publish_into(
-            self.base(),
-            &src.join("blob.bin"),
-            &self.base().join("origin"),
-            &[
-                "--name",
-                name,
-                "--version",
-                version,
-                "--tracker",
-                &self.tracker_url,
-            ],
-            extra,
-        );
-        (data, seq)
-    }
-
-    /// An agent on `feed` (polling every 200 ms) with `extra` flags and environment.
-    fn agent(&self, host: &str, feed: &str, extra: &[&str], env: &[(&str, &str)]) -> Agent {
-        let dir = self.base().join(host);
-        let mut cmd = Command::new(ringswarm());
-        cmd.args(["-v", "agent", "--feed", feed, "--poll", "200ms"])
-            .args(["--listen", "127.0.0.1:0", "--cores", "1", "--pubkey"])
-            .arg(self.base().join("fleet.pub"))
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .envs(env.iter().copied());
-        let mut guard = Guard::spawn(host, cmd, self.base());
-        guard.wait_line("status socket ", TIMEOUT, &self.others());
-        Agent { dir, guard }
-    }
-
-    fn others(&self) -> Vec<&Guard> {
-        self.guards.iter().collect()
-    }
-}
-
-fn keygen(base: &Path, name: &str) {
-    let mut cmd = Command::new(ringswarm());
-    cmd.arg("keygen").arg(base.join(name));
-    run(&format!("keygen-{name}"), cmd, TIMEOUT, base);
-}
-
-/// Runs `publish` (key `base/fleet.key`) and returns the sequence it printed.
-fn publish_into(base: &Path, data: &Path, origin: &Path, args: &[&str], extra: &[&str]) -> u64 {
-    let out = Command::new(ringswarm())
-        .arg("publish")
-        .arg(data)
-        .args(["--piece-size", "256K", "--key"])
-        .arg(base.join("fleet.key"))
-        .arg("--origin-dir")
-        .arg(origin)
-        .args(args)
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "publish failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.split("as feed sequence ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no sequence in {text}"))
-}
-
-struct Agent {
-    dir: PathBuf,
-    guard: Guard,
-}
-
+/// Status queries and waits only these tests make.
 impl Agent {
-    fn status(&self) -> Value {
-        let out = Command::new(ringswarm())
-            .args(["status", "--json", "--dir"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
     fn status_text(&self) -> String {
         let out = Command::new(ringswarm())
             .args(["status", "--dir"])
@@ -155,14 +21,6 @@ impl Agent {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn release(&self, name: &str, version: &str) -> Option<Value> {
-        self.status()["releases"]
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == name && r["version"] == version)
-            .cloned()
     }
 
     fn currents(&self) -> Vec<String> {
@@ -177,45 +35,8 @@ impl Agent {
             .unwrap_or_default()
     }
 
-    /// Waits (at most `within`) until `cond` holds of the status; fails with the logs.
-    fn wait_for(
-        &self,
-        what: &str,
-        fleet: &Fleet,
-        within: Duration,
-        cond: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status();
-            if cond(&s) {
-                return s;
-            }
-            if start.elapsed() > within {
-                let mut all = fleet.others();
-                all.push(&self.guard);
-                dump_logs(&all);
-                panic!(
-                    "{}: not {what} within {within:?}; status {s}",
-                    self.guard.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn wait_current(&self, name: &str, version: &str, fleet: &Fleet) {
-        self.wait_for(&format!("on {name} {version}"), fleet, TIMEOUT, |s| {
-            s["releases"].as_array().is_some_and(|rs| {
-                rs.iter().any(|r| {
-                    r["name"] == name && r["version"] == version && r["state"] == "current"
-                })
-            })
-        });
-    }
-
     fn wait_hook(&self, name: &str, version: &str, fleet: &Fleet, what: &str) -> String {
-        let s = self.wait_for(what, fleet, TIMEOUT, |s| {
+        let s = self.wait_for(what, fleet, |s| {
             s["releases"].as_array().is_some_and(|rs| {
                 rs.iter().any(|r| {
                     r["name"] == name
@@ -234,38 +55,6 @@ impl Agent {
             .unwrap();
         r["hook"].as_str().unwrap().to_owned()
     }
-
-    /// The agent's Prometheus text (it must run with --metrics).
-    fn metrics(&self) -> String {
-        let out = self.guard.stdout();
-        let addr = out
-            .lines()
-            .find_map(|l| l.strip_prefix("metrics at http://"))
-            .unwrap_or_else(|| panic!("no metrics line in {out}"))
-            .trim_end_matches("/metrics")
-            .to_owned();
-        http_get(&addr, "/metrics")
-    }
-}
-
-/// GET http://ADDR/PATH with a bare HTTP/1.0 request; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
-/// The value of an unlabelled sample in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn feed_expired(s: &Value) -> bool {
@@ -280,11 +69,11 @@ fn feed_expired(s: &Value) -> bool {
 #[test]
 fn an_expired_feed_activates_nothing_and_says_so() {
     let fleet = Fleet::start("expired");
-    fleet.publish("index", "v1", 1, &["--valid-for", "2s"]);
+    fleet.publish_with("index", "v1", 1, &["--valid-for", "2s"]);
     // 2 s of validity and its 0.2 s allowance for clock skew are over.
     std::thread::sleep(Duration::from_millis(2600));
-    let a = fleet.agent("host", &fleet.feed_url, &["--metrics", "127.0.0.1:0"], &[]);
-    a.wait_for("reporting the expired feed", &fleet, TIMEOUT, feed_expired);
+    let a = fleet.agent_with("host", &fleet.feed_url, &["--metrics", "127.0.0.1:0"], &[]);
+    a.wait_for("reporting the expired feed", &fleet, feed_expired);
     // The release is fully available from the origin: give it the time to come, were it taken.
     std::thread::sleep(Duration::from_secs(2));
     assert!(a.currents().is_empty(), "{}", a.status());
@@ -295,23 +84,33 @@ fn an_expired_feed_activates_nothing_and_says_so() {
         a.status_text()
     );
     let text = a.metrics();
-    assert_eq!(metric(&text, "ringswarm_feed_expired"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "ringswarm_feed_expired", ""),
+        Some(1.0),
+        "{text}"
+    );
 
     // A fresh feed is taken at once; when it expires in turn, the agent keeps its release.
-    fleet.publish("index", "v2", 2, &["--valid-for", "10s"]);
+    fleet.publish_with("index", "v2", 2, &["--valid-for", "10s"]);
     a.wait_current("index", "v2", &fleet);
     let s = a.status();
     assert_eq!(s["feed_expired"], false, "{s}");
-    assert_eq!(metric(&a.metrics(), "ringswarm_feed_expired"), Some(0.0));
-    a.wait_for("reporting the feed expired", &fleet, TIMEOUT, feed_expired);
+    assert_eq!(
+        metric(&a.metrics(), "ringswarm_feed_expired", ""),
+        Some(0.0)
+    );
+    a.wait_for("reporting the feed expired", &fleet, feed_expired);
     assert_eq!(a.currents(), ["\"index\" \"v2\""], "{}", a.status());
-    assert_eq!(metric(&a.metrics(), "ringswarm_feed_expired"), Some(1.0));
+    assert_eq!(
+        metric(&a.metrics(), "ringswarm_feed_expired", ""),
+        Some(1.0)
+    );
 }
 
 #[test]
 fn a_replayed_expired_feed_does_not_move_a_new_agent() {
     let fleet = Fleet::start("replay");
-    fleet.publish("index", "v1", 3, &["--valid-for", "2s"]);
+    fleet.publish_with("index", "v1", 3, &["--valid-for", "2s"]);
     // The attacker keeps a copy of the feed signed for v1 and serves it later, while the
     // origin (still seeding v1) has moved on to v2.
     let replay = fleet.base().join("replay");
@@ -321,19 +120,12 @@ fn a_replayed_expired_feed_does_not_move_a_new_agent() {
         replay.join("feed.json"),
     )
     .unwrap();
-    fleet.publish("index", "v2", 4, &[]);
+    fleet.publish_with("index", "v2", 4, &[]);
     std::thread::sleep(Duration::from_millis(2600));
-    let mut server = Command::new("python3");
-    server
-        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
-        .arg("--directory")
-        .arg(&replay);
-    let mut server = Guard::spawn("replay-server", server, fleet.base());
-    let line = server.wait_line("Serving HTTP on 127.0.0.1 port ", TIMEOUT, &[]);
-    let port: u16 = line.split_whitespace().next().unwrap().parse().unwrap();
+    let (_server, port) = http_server("replay-server", &replay, fleet.base());
     let feed = format!("http://127.0.0.1:{port}/feed.json");
-    let a = fleet.agent("newhost", &feed, &[], &[]);
-    a.wait_for("refusing the replayed feed", &fleet, TIMEOUT, feed_expired);
+    let a = fleet.agent_with("newhost", &feed, &[], &[]);
+    a.wait_for("refusing the replayed feed", &fleet, feed_expired);
     std::thread::sleep(Duration::from_secs(2));
     assert!(a.currents().is_empty(), "{}", a.status());
     assert!(a.release("index", "v1").is_none(), "{}", a.status());
@@ -343,10 +135,10 @@ fn a_replayed_expired_feed_does_not_move_a_new_agent() {
 #[test]
 fn a_refreshed_feed_is_fresh_again_with_a_higher_sequence() {
     let fleet = Fleet::start("refresh");
-    let (v1, first) = fleet.publish("index", "v1", 12, &["--valid-for", "2s"]);
+    let (v1, first) = fleet.publish_with("index", "v1", 12, &["--valid-for", "2s"]);
     std::thread::sleep(Duration::from_millis(2600));
-    let a = fleet.agent("host", &fleet.feed_url, &[], &[]);
-    a.wait_for("reporting the expired feed", &fleet, TIMEOUT, feed_expired);
+    let a = fleet.agent_with("host", &fleet.feed_url, &[], &[]);
+    a.wait_for("reporting the expired feed", &fleet, feed_expired);
     // Nothing new to publish: the same feed, signed again.
     let out = Command::new(ringswarm())
         .args(["publish", "--refresh", "--key"])
@@ -412,10 +204,10 @@ fn publishing_into_a_lost_origin_dir_still_raises_the_sequence() {
 #[test]
 fn a_hook_gets_only_path_its_release_and_the_variables_passed() {
     let fleet = Fleet::start("hookenv");
-    fleet.publish("index", "v1", 6, &[]);
+    fleet.publish_with("index", "v1", 6, &[]);
     let out = fleet.base().join("hook.env");
     let hook = format!("tr '\\0' '\\n' < /proc/$$/environ > '{}'", out.display());
-    let a = fleet.agent(
+    let a = fleet.agent_with(
         "host",
         &fleet.feed_url,
         &["--hook", &hook, "--hook-env", "KEEP_ME"],
@@ -458,13 +250,13 @@ fn alive(pid: &str) -> bool {
 #[test]
 fn a_hook_past_its_timeout_is_killed_with_its_children_and_reported() {
     let fleet = Fleet::start("hooktimeout");
-    fleet.publish("index", "v1", 7, &[]);
+    fleet.publish_with("index", "v1", 7, &[]);
     let base = fleet.base().display().to_string();
     let hook = format!(
         "echo $$ > '{base}/sh.pid'; sleep 120 & echo $! > '{base}/bg.pid'; \
          echo waiting for ever; sleep 120"
     );
-    let a = fleet.agent(
+    let a = fleet.agent_with(
         "host",
         &fleet.feed_url,
         &[
@@ -487,12 +279,12 @@ fn a_hook_past_its_timeout_is_killed_with_its_children_and_reported() {
     );
     let m = a.metrics();
     assert_eq!(
-        metric(&m, "ringswarm_hook_timeouts_total"),
+        metric(&m, "ringswarm_hook_timeouts_total", ""),
         Some(1.0),
         "{m}"
     );
     assert_eq!(
-        metric(&m, "ringswarm_hook_failures_total"),
+        metric(&m, "ringswarm_hook_failures_total", ""),
         Some(1.0),
         "{m}"
     );
@@ -516,7 +308,7 @@ fn a_hook_past_its_timeout_is_killed_with_its_children_and_reported() {
 #[test]
 fn a_hook_cut_short_by_a_killed_agent_runs_again_after_the_restart() {
     let fleet = Fleet::start("hookcrash");
-    fleet.publish("index", "v1", 8, &[]);
+    fleet.publish_with("index", "v1", 8, &[]);
     let base = fleet.base().display().to_string();
     let slow = fleet.base().join("slow");
     std::fs::write(&slow, "").unwrap();
@@ -525,7 +317,7 @@ fn a_hook_cut_short_by_a_killed_agent_runs_again_after_the_restart() {
         "echo \"$RINGSWARM_RELEASE_VERSION $$\" >> '{base}/runs.log'; \
          if [ -e '{base}/slow' ]; then exec sleep 120; fi"
     );
-    let mut a = fleet.agent("host", &fleet.feed_url, &["--hook", &hook], &[]);
+    let mut a = fleet.agent_with("host", &fleet.feed_url, &["--hook", &hook], &[]);
     a.wait_current("index", "v1", &fleet);
     let deadline = Instant::now() + TIMEOUT;
     let first = loop {
@@ -547,7 +339,7 @@ fn a_hook_cut_short_by_a_killed_agent_runs_again_after_the_restart() {
     std::fs::remove_file(&slow).unwrap();
     drop(a);
 
-    let a = fleet.agent("host", &fleet.feed_url, &["--hook", &hook], &[]);
+    let a = fleet.agent_with("host", &fleet.feed_url, &["--hook", &hook], &[]);
     let text = a.wait_hook("index", "v1", &fleet, "running the hook again");
     assert_eq!(text, "hook ok");
     let log = std::fs::read_to_string(&runs).unwrap();
@@ -558,7 +350,7 @@ fn a_hook_cut_short_by_a_killed_agent_runs_again_after_the_restart() {
     assert_eq!(versions, ["v1", "v1"], "{log}");
     // Finished: it does not run a third time after another restart.
     drop(a);
-    let a = fleet.agent("host", &fleet.feed_url, &["--hook", &hook], &[]);
+    let a = fleet.agent_with("host", &fleet.feed_url, &["--hook", &hook], &[]);
     a.wait_current("index", "v1", &fleet);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
@@ -578,9 +370,9 @@ fn peak_rss(pid: u32) -> u64 {
 #[test]
 fn a_hook_printing_100_mb_costs_the_agent_no_memory() {
     let fleet = Fleet::start("hookflood");
-    fleet.publish("index", "v1", 9, &[]);
+    fleet.publish_with("index", "v1", 9, &[]);
     let hook = "head -c 100000000 /dev/zero | tr '\\0' x; echo; echo >&2 the last line; exit 4";
-    let a = fleet.agent("host", &fleet.feed_url, &["--hook", hook], &[]);
+    let a = fleet.agent_with("host", &fleet.feed_url, &["--hook", hook], &[]);
     let text = a.wait_hook("index", "v1", &fleet, "running the noisy hook");
     assert!(
         text.starts_with("hook failed (exit status: 4)") && text.ends_with("the last line"),
@@ -603,8 +395,8 @@ fn a_hook_printing_100_mb_costs_the_agent_no_memory() {
 #[test]
 fn a_current_link_to_another_tree_with_the_same_version_is_switched_back() {
     let fleet = Fleet::start("elsewhere");
-    let (v1, _) = fleet.publish("index", "v1", 10, &[]);
-    let a = fleet.agent("host", &fleet.feed_url, &[], &[]);
+    let (v1, _) = fleet.publish_with("index", "v1", 10, &[]);
+    let a = fleet.agent_with("host", &fleet.feed_url, &[], &[]);
     a.wait_current("index", "v1", &fleet);
     // Another tree with the same last components, and other data.
     let elsewhere = fleet.base().join("elsewhere/releases/index/v1");
@@ -649,7 +441,7 @@ fn the_agent_locks_a_release_with_cap_ipc_lock_as_its_only_capability() {
         return;
     }
     let fleet = Fleet::start("caps");
-    fleet.publish("index", "v1", 11, &[]);
+    fleet.publish_with("index", "v1", 11, &[]);
     // As ringswarm-agent.service: root, bounding set CAP_IPC_LOCK, no new privileges; and a
     // 64 KiB RLIMIT_MEMLOCK, so locking the 1 MiB release takes the capability.
     let dir = fleet.base().join("host");

@@ -2,6 +2,8 @@
 //! fail under `CI=true`), paths, test data, logs. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod release;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -330,4 +332,83 @@ pub fn assert_same_tree(src: &Path, dst: &Path, files: &[(&str, usize)], logs: &
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The one-shot commands' arguments, and what they print.
+
+/// `create PATH --piece-size SIZE -o OUT`.
+pub fn create_args<'a>(path: &'a str, piece_size: &'a str, out: &'a str) -> [&'a str; 6] {
+    ["create", path, "--piece-size", piece_size, "-o", out]
+}
+
+/// `seed TORRENT DATA` on a free loopback port, with `cores` cores.
+pub fn seed_args<'a>(torrent: &'a str, data: &'a str, cores: &'a str) -> [&'a str; 7] {
+    [
+        "seed",
+        torrent,
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        cores,
+    ]
+}
+
+/// `get TORRENT DEST --peer PEER` on a free loopback port, one core, then `extra`.
+pub fn get_args<'a>(
+    torrent: &'a str,
+    dest: &'a str,
+    peer: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "get",
+        torrent,
+        dest,
+        "--peer",
+        peer,
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `send PATH` on a free loopback port until one receiver has it, one core, then `extra`.
+pub fn send_args<'a>(path: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "send",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--receivers",
+        "1",
+        "--cores",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The info-hash (hex) that `create` printed.
+pub fn info_hash(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("info-hash: "))
+        .unwrap_or_else(|| panic!("no info-hash in:\n{stdout}"))
+        .trim()
+        .to_owned()
+}
+
+/// Parses the one JSON object `--json` prints on stdout.
+pub fn json(stdout: &str) -> serde_json::Value {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON on stdout:\n{stdout}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
 }
