@@ -21,6 +21,7 @@ pub mod create;
 pub mod extension;
 pub mod feed;
 pub mod fleet;
+pub mod hostaddr;
 pub mod magnet;
 pub mod metadata_fetch;
 pub mod metainfo;

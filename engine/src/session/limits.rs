@@ -70,25 +70,18 @@ pub fn take(limiter: Option<&RateLimiter>, want: u64) -> u64 {
     limiter.map_or(want, |l| l.take(want))
 }
 
-/// The group an address is counted in for the per-address cap: an IPv4 address alone
-/// (/32), an IPv6 address by its /64 (one host or one customer gets a whole /64, so
-/// counting single IPv6 addresses would cap nothing). An IPv4-mapped IPv6 address counts
-/// as its IPv4 address. None for this host's own loopback address (127.0.0.1, ::1), where
-/// every local peer comes from, exempt from the cap.
+/// The group an address is counted in for the per-address cap: its host
+/// ([`crate::hostaddr::host_group`]: an IPv4 address, an IPv6 /64). None for this host's own
+/// loopback address (127.0.0.1, ::1), where every local peer comes from, exempt from the
+/// cap.
 pub fn addr_group(ip: IpAddr) -> Option<IpAddr> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => None,
-        IpAddr::V4(_) => Some(ip),
-        IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => None,
+    let own_loopback = match ip {
+        IpAddr::V4(v4) => v4 == Ipv4Addr::LOCALHOST,
         IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            Some(IpAddr::V6(Ipv6Addr::from(prefix)))
+            v6 == Ipv6Addr::LOCALHOST || v6.to_ipv4_mapped() == Some(Ipv4Addr::LOCALHOST)
         }
-    }
+    };
+    (!own_loopback).then(|| crate::hostaddr::host_group(ip))
 }
 
 /// Connections: at most `max_total` peers at once (connecting or connected, every torrent

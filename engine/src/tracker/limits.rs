@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::hostaddr::host_group;
+
 /// Sources remembered per minute by the creation budget: beyond this many distinct sources
 /// creating torrents in one minute, further new sources are refused until the minute ends
 /// (keeps the map bounded: ≈ 50 bytes a source, ≈ 12 MiB at most).
@@ -25,7 +27,8 @@ pub enum CreationRefusal {
     TooManySources,
 }
 
-/// Torrents created per source address in the current minute (`now / 60`), pure.
+/// Torrents created per source host in the current minute (`now / 60`), pure. A host is an
+/// IPv4 address or an IPv6 /64 ([`host_group`]), so rotating through a /64 gains nothing.
 #[derive(Debug)]
 pub struct CreationBudget {
     per_minute: usize,
@@ -59,7 +62,7 @@ impl CreationBudget {
     /// Whether `source` may create one more torrent at `now` (seconds); nothing is recorded.
     pub fn check(&mut self, source: IpAddr, now: u64) -> Result<(), CreationRefusal> {
         self.roll(now);
-        match self.counts.get(&source) {
+        match self.counts.get(&host_group(source)) {
             Some(&n) if n as usize >= self.per_minute => Err(CreationRefusal::SourceBudget),
             Some(_) => Ok(()),
             None if self.per_minute == 0 => Err(CreationRefusal::SourceBudget),
@@ -71,7 +74,7 @@ impl CreationBudget {
     /// Records one creation by `source` at `now` (after [`CreationBudget::check`] passed).
     pub fn record(&mut self, source: IpAddr, now: u64) {
         self.roll(now);
-        let n = self.counts.entry(source).or_insert(0);
+        let n = self.counts.entry(host_group(source)).or_insert(0);
         *n = n.saturating_add(1);
     }
 
@@ -170,6 +173,20 @@ mod tests {
         // The next minute starts afresh.
         assert_eq!(b.check(a, t + 60), Ok(()));
         assert_eq!(b.sources(), 0);
+    }
+
+    #[test]
+    fn creation_budget_counts_an_ipv6_slash_64_as_one_source() {
+        let mut b = CreationBudget::new(2, 100);
+        b.record(ip("2001:db8:7:7::1"), 0);
+        b.record(ip("2001:db8:7:7::2"), 0);
+        assert_eq!(
+            b.check(ip("2001:db8:7:7:ffff::3"), 0),
+            Err(CreationRefusal::SourceBudget),
+            "a new address in the same /64 is the same host"
+        );
+        assert_eq!(b.check(ip("2001:db8:7:8::1"), 0), Ok(()));
+        assert_eq!(b.sources(), 1);
     }
 
     #[test]

@@ -88,7 +88,10 @@
 //! - One address holds at most [`StoreConfig::max_peers_per_address`] (default 8) entries
 //!   per torrent: a further *new* peer id from it is refused with
 //!   [`AnnounceError::AddressFull`] (counted); its stored entries re-announce normally.
-//! - One source address creates at most [`StoreConfig::max_new_torrents_per_address`]
+//!   This cap counts exact addresses, IPv6 too: a datacenter often gives a whole rack one
+//!   /64, and each entry is a distinct endpoint peers will dial.
+//! - One source host (an IPv4 address, an IPv6 /64: [`crate::hostaddr::host_group`]; so do
+//!   the URL-name bounds of [`super::topology`]) creates at most [`StoreConfig::max_new_torrents_per_address`]
 //!   (default 256) torrents per minute (`now / 60`, so at most twice that in any 60 s):
 //!   [`AnnounceError::TooManyNewTorrents`] (counted); existing torrents are not limited.
 //!   The budget is shared by every core ([`Limits`]); it remembers at most

@@ -51,6 +51,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::hostaddr::host_group;
+
 /// Longest accepted dc or rack name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -478,7 +480,8 @@ impl Topology {
         self.max_dynamic_names = max;
     }
 
-    /// Sets how many new dc and rack names one source address may add from URL data
+    /// Sets how many new dc and rack names one source host (an IPv4 address, an IPv6 /64)
+    /// may add from URL data
     /// (default [`DEFAULT_NAMES_PER_SOURCE`]); names already known cost nothing.
     pub fn set_max_names_per_source(&mut self, max: usize) {
         self.max_names_per_source = max;
@@ -488,14 +491,16 @@ impl Topology {
     fn may_add_name(&self, source: Option<IpAddr>) -> bool {
         self.dynamic_names < self.max_dynamic_names
             && source.is_none_or(|ip| {
-                self.names_by_source.get(&ip).map_or(0, |&n| n as usize) < self.max_names_per_source
+                let host = host_group(ip);
+                self.names_by_source.get(&host).map_or(0, |&n| n as usize)
+                    < self.max_names_per_source
             })
     }
 
     fn note_name(&mut self, source: Option<IpAddr>) {
         self.dynamic_names += 1;
         if let Some(ip) = source {
-            *self.names_by_source.entry(ip).or_insert(0) += 1;
+            *self.names_by_source.entry(host_group(ip)).or_insert(0) += 1;
         }
     }
 
@@ -840,6 +845,18 @@ rack = "r10"
         let p = t.resolve(ip("192.0.2.10"), Some("lon3"), Some("r07"));
         assert!(p.dc != 0 && p.rack != 0);
         assert_eq!(t.names_by_source.len(), 2);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_rotating_addresses_is_one_source_of_url_names() {
+        let mut t = Topology::empty();
+        t.set_max_names_per_source(4);
+        for i in 0..1000u32 {
+            let rotating = ip(&format!("2001:db8:5:5::{:x}", i + 1));
+            t.resolve(rotating, Some(&format!("dc{i}")), Some(&format!("r{i}")));
+        }
+        assert_eq!(t.dynamic_names, 4);
+        assert_eq!(t.names_by_source.len(), 1);
     }
 
     #[test]
