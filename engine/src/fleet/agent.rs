@@ -508,7 +508,7 @@ impl State {
             match index {
                 Some(i) if current && self.hooks.is_some() => {
                     tracing::warn!(release = %label, "the hook of this activation did not finish before the agent stopped; running it again");
-                    self.run_hook(&p.name, i);
+                    self.run_hook(&p.name, i, path);
                 }
                 _ => {
                     tracing::info!(release = %label, "an unfinished hook is not run again: the release is no longer current (or there is no --hook)");
@@ -972,7 +972,15 @@ impl State {
             }
         }
         let version = self.held[name][index].release.version.clone();
+        // Journaled before the flip: a crash right after it must still run the hook.
+        let journal = self
+            .hooks
+            .as_ref()
+            .map(|h| h.record_activation(&self.held[name][index].release));
         if let Err(e) = self.dir.flip_current(name, &version) {
+            if let Some(j) = &journal {
+                super::hook::forget(j);
+            }
             tracing::error!(release = %self.held[name][index].release.label(), err = %e, "cannot switch `current`; trying again in {}s", RETRY_FLIP.as_secs());
             self.flip_failed.insert(name.to_owned(), Instant::now());
             // Not current: its lock would hold budget the next release may need.
@@ -994,7 +1002,9 @@ impl State {
             locked = held.locked.is_some(),
             "activated"
         );
-        self.run_hook(name, index);
+        if let Some(j) = journal {
+            self.run_hook(name, index, j);
+        }
         if let Some(i) = old_index.filter(|&i| i != index) {
             if let Some(l) = self.held.get_mut(name).and_then(|l| l.get_mut(i)) {
                 l.locked.take();
@@ -1067,12 +1077,12 @@ impl State {
     }
 
     /// Queues the hook for this activation; its outcome shows in the status and metrics.
-    fn run_hook(&mut self, name: &str, index: usize) {
+    fn run_hook(&mut self, name: &str, index: usize, journal: PathBuf) {
         let Some(hooks) = self.hooks.as_mut() else {
             return;
         };
         let held = &self.held[name][index];
-        hooks.queue(&held.release, &held.dir, held.hook.clone());
+        hooks.queue(&held.release, &held.dir, held.hook.clone(), journal);
     }
 
     /// Removes the oldest releases of `name` beyond `keep` (never the current one).

@@ -221,9 +221,10 @@ impl Hooks {
         &self.journal
     }
 
-    /// Journals the hook of `release` (moved into `path`), then queues it; its outcome
-    /// lands in `outcome`.
-    pub fn queue(&mut self, release: &Release, path: &Path, outcome: Arc<Mutex<Option<String>>>) {
+    /// Journals the hook of `release`'s activation, durably, and returns the record's path.
+    /// Called before `current` is flipped, so no crash can leave an activation without its
+    /// record (a record whose release did not become current is dropped at restart).
+    pub fn record_activation(&self, release: &Release) -> PathBuf {
         let journal = journal_path(&self.journal, &release.name, &release.version);
         let record = Pending {
             name: release.name.clone(),
@@ -234,6 +235,18 @@ impl Hooks {
         if let Err(e) = write_atomic(&journal, &text) {
             tracing::error!(path = %journal.display(), err = %e, "cannot journal the hook; a crash now would not run it again");
         }
+        journal
+    }
+
+    /// Queues the hook of `release` (moved into `path`), journaled in `journal` (see
+    /// [`Hooks::record_activation`]); its outcome lands in `outcome`.
+    pub fn queue(
+        &mut self,
+        release: &Release,
+        path: &Path,
+        outcome: Arc<Mutex<Option<String>>>,
+        journal: PathBuf,
+    ) {
         if self.jobs.is_none() {
             let (tx, rx) = crossbeam_channel::unbounded();
             let counters = self.counters.clone();
