@@ -791,18 +791,7 @@ fn open_for_download(root: &Dir, rel: &Path, length: u64) -> Result<Opened, Stor
         Err(e) => return Err(e),
     };
     let direct = refused_direct(path, direct)?;
-    if let Ok(d) = &direct {
-        // The name could have been swapped between the two opens.
-        let same = d
-            .metadata()
-            .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
-        if !same {
-            return Err(StorageError::io(
-                path,
-                io::Error::other("the file was replaced while being opened"),
-            ));
-        }
-    }
+    same_file(path, &direct, &meta)?;
     // A padded tail written before a crash (finish never ran) leaves the file too long.
     if meta.len() > length {
         buffered
@@ -845,16 +834,38 @@ fn open_for_seed(path: &Path, length: u64) -> Result<Opened, StorageError> {
         });
     }
     let buffered = File::open(path).map_err(|e| StorageError::io(path, e))?;
-    let opened = buffered
-        .metadata()
-        .map(|m| FileIdentity::of(&m))
-        .map_err(|e| StorageError::io(path, e))?;
+    let meta = buffered.metadata().map_err(|e| StorageError::io(path, e))?;
+    let opened = FileIdentity::of(&meta);
     let direct = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(path);
     let direct = refused_direct(path, direct)?;
+    same_file(path, &direct, &meta)?;
     Ok((direct, buffered, opened))
+}
+
+/// Refuses a direct descriptor that is not the file `meta` describes: the name could have
+/// been swapped between the two opens, and the record's identity is the buffered one's.
+fn same_file(
+    path: &Path,
+    direct: &io::Result<File>,
+    meta: &fs::Metadata,
+) -> Result<(), StorageError> {
+    let Ok(d) = direct else {
+        return Ok(());
+    };
+    let same = d
+        .metadata()
+        .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+    if same {
+        Ok(())
+    } else {
+        Err(StorageError::io(
+            path,
+            io::Error::other("the file was replaced while being opened"),
+        ))
+    }
 }
 
 fn not_a_regular_file() -> io::Error {
