@@ -53,3 +53,40 @@ fn linked_data_is_not_recorded_as_verified() {
         "the changed bytes were taken as verified after the restart: {r}"
     );
 }
+
+/// v2 is linked from v1 (the same bytes, both verified); while the agent is down a file of
+/// v2 is replaced by another file (a new inode, wrong bytes, same size). After the restart
+/// v2 is no longer v1's files, so it is not taken as verified: the agent fetches it again
+/// and `current` ends with the right bytes. (Before, a restart held v2 as v1's twin and
+/// kept serving the replaced file as the current release.)
+#[test]
+fn a_linked_release_whose_file_was_replaced_is_not_trusted_after_a_restart() {
+    let fleet = Fleet::start("hr-twin");
+    let data = fleet.publish("index", "v1", 2 << 20, 22);
+    let a = fleet.agent("host", &[]);
+    a.wait_current("index", "v1", &fleet);
+    assert_eq!(fleet.publish("index", "v2", 2 << 20, 22), data);
+    a.wait_current("index", "v2", &fleet);
+    let dir = a.dir.clone();
+    drop(a);
+
+    let v2 = dir.join("releases/index/v2/blob.bin");
+    let mut bytes = std::fs::read(&v2).unwrap();
+    bytes[4096] ^= 0xff;
+    let replacement = v2.with_extension("new");
+    std::fs::write(&replacement, &bytes).unwrap();
+    std::fs::rename(&replacement, &v2).unwrap();
+
+    let a = fleet.agent_in(&dir, &[]);
+    let deadline = Instant::now() + TIMEOUT;
+    while std::fs::read(a.current_file("index")).unwrap_or_default() != data
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&a.guard.stderr_log).unwrap_or_default();
+    assert!(
+        std::fs::read(a.current_file("index")).unwrap() == data,
+        "the replaced file is still the current release after the restart\n{log}"
+    );
+}

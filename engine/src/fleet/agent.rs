@@ -454,13 +454,22 @@ impl State {
                 hook: Arc::new(Mutex::new(None)),
                 activation_ms: None,
             };
-            // A release linked from another one (same data) shares that one's torrent.
-            let shared = self
+            // A release linked from another one (same data) shares that one's torrent, but
+            // only while its files are still that verified release's files (hard links):
+            // a file replaced behind the agent's back was never verified.
+            let twin = self
                 .held
                 .values()
                 .flatten()
-                .any(|h| h.release.info_hash == release.info_hash);
-            if !shared {
+                .find(|h| h.release.info_hash == release.info_hash)
+                .map(|h| h.dir.clone());
+            if let Some(twin) = &twin {
+                if !same_files(&release, twin, &dir) {
+                    tracing::error!(release = %release.label(), dir = %dir.display(), twin = %twin.display(), "the release on disk is not the verified release it was linked from; not used");
+                    continue;
+                }
+            }
+            if twin.is_none() {
                 match self.seed(&release, &dir, TorrentMode::Seed) {
                     Ok((handle, announcer)) => {
                         held.handle = Some(handle);
@@ -1376,6 +1385,25 @@ fn lexical_normal(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Whether every data file of `release` in `dir` is the same file (device and inode, not
+/// a symbolic link) as in `verified`: how a release linked from a verified one stays
+/// verified across restarts.
+fn same_files(release: &Release, verified: &Path, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = release.parse_metainfo() else {
+        return false;
+    };
+    data_paths(&meta, verified)
+        .into_iter()
+        .zip(data_paths(&meta, dir))
+        .all(
+            |(a, b)| match (std::fs::symlink_metadata(&a), std::fs::symlink_metadata(&b)) {
+                (Ok(a), Ok(b)) => b.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            },
+        )
 }
 
 /// Memory that locking a release pins (its files page-rounded).
