@@ -15,7 +15,7 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -164,6 +164,61 @@ impl Dir {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+
+    /// Writes `bytes` as the file `name` in this directory, atomically and without
+    /// following links: a new temp file (`O_CREAT | O_EXCL | O_NOFOLLOW`), fsync,
+    /// `renameat` over `name` (a link there is replaced, not followed), fsync of the
+    /// directory.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = format!("{name}.tmp.{}", std::process::id());
+        // A temp file left by a crash (or anything planted there) is removed, not followed;
+        // O_EXCL refuses whatever appears there again.
+        let _ = self.remove_file(tmp.as_ref());
+        let result = (|| {
+            let mut f = self
+                .open_file(
+                    Path::new(&tmp),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o644,
+                    false,
+                )
+                .map_err(StorageError::into_io)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            drop(f);
+            self.rename(tmp.as_ref(), name.as_ref())?;
+            self.sync()
+        })();
+        if result.is_err() {
+            let _ = self.remove_file(tmp.as_ref());
+        }
+        result
+    }
+
+    /// Reads the regular file `name` in this directory without following a link (refused
+    /// as [`StorageError::Symlink`]) and without blocking (`O_NONBLOCK`: a FIFO in its
+    /// place is refused, not waited on); a file longer than `max` bytes is an error.
+    pub fn read_regular(&self, name: &str, max: u64) -> io::Result<Vec<u8>> {
+        let path = self.path.join(name);
+        let file = self
+            .open_file(Path::new(name), libc::O_RDONLY | libc::O_NONBLOCK, 0, false)
+            .map_err(StorageError::into_io)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a regular file", path.display()),
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: larger than {max} bytes", path.display()),
+            ));
+        }
+        Ok(bytes)
     }
 
     /// Opens each of `comps` as a directory, from this one, without following links

@@ -108,6 +108,15 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// As an `io::Error` of the same kind (the message kept whole).
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            StorageError::Io { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+
     fn io(path: &Path, source: io::Error) -> StorageError {
         StorageError::Io {
             path: path.to_path_buf(),
