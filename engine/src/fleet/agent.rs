@@ -385,6 +385,10 @@ struct State {
     feed_expiry: Option<(u64, u64)>,
     /// Why the agent activates nothing now: the newest feed is expired (None: fresh).
     expired: Option<String>,
+    /// The newest feed, refused as expired by this host's clock: the poller will not see it
+    /// as new again (same entity tag), so it is looked at again each tick, in case this
+    /// host's clock was wrong and has been set right.
+    refused_as_expired: Option<Feed>,
 }
 
 impl State {
@@ -427,6 +431,7 @@ impl State {
             hooks,
             feed_expiry: None,
             expired: None,
+            refused_as_expired: None,
         }
     }
 
@@ -548,6 +553,16 @@ impl State {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
             }
+            if let Some(feed) = self
+                .refused_as_expired
+                .take_if(|f| f.check_fresh(now_ms()).is_ok())
+            {
+                tracing::info!(
+                    sequence = feed.sequence,
+                    "the feed refused as expired is fresh by this host's clock now"
+                );
+                self.on_feed(feed);
+            }
             self.check_expiry();
             self.check_downloads();
             self.retry_failed();
@@ -614,8 +629,10 @@ impl State {
             let e = e.to_string();
             self.expired = Some(e.clone());
             self.feed_error(e);
+            self.refused_as_expired = Some(feed);
             return;
         }
+        self.refused_as_expired = None;
         self.last_feed_error = None;
         self.expired = None;
         self.feed_expiry = feed
