@@ -449,11 +449,12 @@ fn decode_32(b64: &str) -> Result<[u8; 32], FeedError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::metainfo::{FileEntry, Info};
 
-    fn torrent(name: &str, len: u64) -> Vec<u8> {
+    /// A one-file torrent of `len` bytes named `name` (other modules' tests use it too).
+    pub(crate) fn torrent(name: &str, len: u64) -> Vec<u8> {
         Metainfo::from_info(
             Info {
                 name: name.into(),
