@@ -9,9 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
 use ringswarm_engine::tracker::proto::{self, Request};
-use ringswarm_engine::tracker::store::{
-    AnnounceIn, ConnectionIds, Event, Store, StoreConfig,
-};
+use ringswarm_engine::tracker::store::{AnnounceIn, ConnectionIds, Store, StoreConfig};
 use ringswarm_engine::tracker::topology::{Cidr, Place, Topology};
 
 struct World {
@@ -88,19 +86,10 @@ fuzz_target!(|data: &[u8]| {
             .as_deref()
             .map(proto::place_from_url_data)
             .unwrap_or_default();
-        let place: Place = w.topology.resolve(from.ip(), dc.as_deref(), rack.as_deref());
-        let req = AnnounceIn {
-            info_hash: a.info_hash,
-            peer_id: a.peer_id,
-            addr: from,
-            ip: (a.ip != 0).then(|| IpAddr::from(a.ip.to_be_bytes())),
-            port: a.port,
-            event: Event::from_bep15(a.event as u32),
-            left: a.left,
-            downloaded: a.downloaded,
-            numwant: a.num_want,
-            place,
-        };
+        let place: Place = w
+            .topology
+            .resolve(from.ip(), dc.as_deref(), rack.as_deref());
+        let req = AnnounceIn::from_packet(&a, from, place);
         let now = w.now;
         if w.store.announce(&req, now, &mut w.peers).is_ok() {
             assert!(w.peers.len() <= 200);

@@ -9,7 +9,7 @@
 //! of the torrent it serves (uncontended with one core, briefly contended with several).
 //! Connection ids need no shared state: every worker checks them with the same key.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::limits::Limits;
 use super::proto::{self, Request, Response};
-use super::store::{AnnounceIn, ConnectionIds, Event, Store, StoreConfig};
+use super::store::{AnnounceIn, ConnectionIds, Store, StoreConfig};
 use super::topology::Topology;
 use crate::reactor::{self, udp, BufRing, PiecePool, Ring};
 
@@ -422,19 +422,7 @@ impl TrackerWorker {
                         Err(_) => return false,
                     },
                 };
-                let ip = (a.ip != 0).then(|| IpAddr::from(a.ip.to_be_bytes()));
-                let req = AnnounceIn {
-                    info_hash: a.info_hash,
-                    peer_id: a.peer_id,
-                    addr: from,
-                    ip,
-                    port: a.port,
-                    event: Event::from_bep15(a.event as u32),
-                    left: a.left,
-                    downloaded: a.downloaded,
-                    numwant: a.num_want,
-                    place,
-                };
+                let req = AnnounceIn::from_packet(&a, from, place);
                 let shard = shard_of(&a.info_hash, self.shards.len());
                 let result = match self.shards[shard].lock() {
                     Ok(mut store) => store.announce(&req, now, &mut self.peers),

@@ -236,6 +236,24 @@ pub struct AnnounceIn {
     pub place: Place,
 }
 
+impl AnnounceIn {
+    /// The store's view of a BEP 15 announce packet from `from`, placed at `place`.
+    pub fn from_packet(a: &super::proto::AnnounceRequest, from: SocketAddr, place: Place) -> Self {
+        AnnounceIn {
+            info_hash: a.info_hash,
+            peer_id: a.peer_id,
+            addr: from,
+            ip: (a.ip != 0).then(|| IpAddr::from(a.ip.to_be_bytes())),
+            port: a.port,
+            event: Event::from_bep15(a.event as u32),
+            left: a.left,
+            downloaded: a.downloaded,
+            numwant: a.num_want,
+            place,
+        }
+    }
+}
+
 /// The answer to an announce; the peers are in the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnnounceOut {
