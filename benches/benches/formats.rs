@@ -1,6 +1,8 @@
 //! Format codecs on realistic inputs: peer-wire encode, the receive framer, and bencode
 //! decode of a .torrent. Throughput is in bytes of wire (or file) data.
 
+#![forbid(unsafe_code)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringswarm_engine::bencode::{self, Value};
 use ringswarm_engine::wire::{Event, Framer, Message, WireError, BLOCK_SIZE};

@@ -1,6 +1,8 @@
 //! SHA-1 throughput on one 4 MiB piece: the accelerated backend (RustCrypto `sha1`, SHA-NI
 //! when the CPU has it) against the portable one (`sha1_smol`).
 
+#![forbid(unsafe_code)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringswarm_engine::verify::Sha1Backend;
 use std::hint::black_box;

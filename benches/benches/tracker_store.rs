@@ -7,6 +7,8 @@
 //! ordering is on. Each iteration is a re-announce of an existing peer (the steady state of
 //! a fleet), cycling through 4096 pre-built requests over different torrents and racks.
 
+#![forbid(unsafe_code)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringswarm_engine::tracker::store::{
     AnnounceIn, ConnectionIds, Event, InfoHash, Store, StoreConfig,

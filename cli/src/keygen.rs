@@ -5,9 +5,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ringswarm_engine::feed::{
-    encode_public_key, encode_secret_key, generate_key, SigningKey, VerifyingKey,
-};
+use ringswarm_engine::feed::{encode_public_key, encode_secret_key, SigningKey, VerifyingKey};
+use ringswarm_engine::fleet::generate_key;
 
 use crate::output::Summary;
 use crate::Ctx;

@@ -13,35 +13,25 @@
 //! - the release flow: [`feed`] (the signed release list, a pure format), [`fleet`]
 //!   (publish, origin, agent), [`metrics`] (Prometheus text).
 //!
-//! `unsafe` lives only in `reactor`, `storage` and `residency`.
+//! `unsafe` lives only in `reactor`, `storage` and `residency` (denied everywhere else).
 
-pub mod bencode;
-pub mod bitfield;
+#![deny(unsafe_code)]
+
+// The formats live in `ringswarm-proto`; they are re-exported under their old paths.
+pub use ringswarm_proto::{
+    bencode, bitfield, extension, feed, hex, hostaddr, magnet, metainfo, sha as verify, wire,
+};
+
 pub mod create;
-pub mod extension;
-pub mod feed;
 pub mod fleet;
-pub mod hostaddr;
-pub mod magnet;
 pub mod metadata_fetch;
-pub mod metainfo;
 pub mod metrics;
 pub mod picker;
+#[allow(unsafe_code)]
 pub mod reactor;
+#[allow(unsafe_code)]
 pub mod residency;
 pub mod session;
+#[allow(unsafe_code)]
 pub mod storage;
 pub mod tracker;
-pub mod verify;
-pub mod wire;
-
-/// Formats a 20-byte hash as lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}

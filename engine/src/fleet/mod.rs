@@ -19,6 +19,12 @@ pub mod origin;
 pub mod publish;
 pub mod releases;
 
+/// A new random signing key for the release feed (the feed format takes keys from its
+/// caller; the randomness is here, with the rest of the I/O).
+pub fn generate_key() -> crate::feed::SigningKey {
+    crate::feed::SigningKey::from_bytes(&rand::random())
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

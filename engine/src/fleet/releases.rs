@@ -249,7 +249,26 @@ mod tests {
     use std::time::Duration;
 
     fn release() -> Release {
-        let torrent = crate::feed::tests::torrent("blob", 5000);
+        use crate::metainfo::{FileEntry, Info, Metainfo};
+        let len = 5000;
+        let torrent = Metainfo::from_info(
+            Info {
+                name: "blob".into(),
+                piece_length: 16384,
+                pieces: vec![[7; 20]],
+                files: vec![FileEntry {
+                    path: vec![],
+                    length: len,
+                    offset: 0,
+                    pad: false,
+                }],
+                multi_file: false,
+                total_length: len,
+                private: false,
+            },
+            vec![vec!["udp://127.0.0.1:6969".into()]],
+        )
+        .to_bytes();
         Release::new("index", "v1", torrent, 1000).unwrap()
     }
 

@@ -45,8 +45,8 @@ const HEADER: usize = 8 + 4 + 20 + 4;
 const CHECKSUM: usize = 20;
 
 /// The directory below a destination that holds resume records. No torrent may use this
-/// name as a path component.
-pub const RESUME_DIR: &str = ".ringswarm";
+/// name as a path component ([`crate::metainfo`] refuses it).
+pub const RESUME_DIR: &str = crate::metainfo::STATE_DIR;
 
 /// `dest/.ringswarm/<info-hash hex>.resume`
 pub fn resume_path(dest: &Path, info_hash: &[u8; 20]) -> PathBuf {

@@ -11,7 +11,7 @@
 
 pub mod client;
 pub mod limits;
-pub mod proto;
+pub use ringswarm_proto::tracker as proto;
 pub mod server;
 pub mod store;
-pub mod topology;
+pub use ringswarm_proto::topology;

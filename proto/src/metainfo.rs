@@ -19,6 +19,10 @@ use std::path::PathBuf;
 
 use crate::bencode::{self, Dict, Limits, Value};
 
+/// The directory below a destination that holds ringswarm's state (resume records). No
+/// torrent may use this name as a path component.
+pub const STATE_DIR: &str = ".ringswarm";
+
 /// Largest piece length we accept: piece buffers are allocated whole.
 pub const MAX_PIECE_LENGTH: u64 = 256 << 20;
 /// Most pieces a torrent may have: the `pieces` string must fit the decoder's default
@@ -124,7 +128,7 @@ impl Metainfo {
             }
         }
         Ok(Metainfo {
-            info_hash: crate::verify::sha1(info.raw),
+            info_hash: crate::sha::sha1(info.raw),
             info_bytes: info.raw.to_vec(),
             announce,
             announce_list,
@@ -144,7 +148,7 @@ impl Metainfo {
         let info = parse_info(info)?;
         let announce_list = clean_tiers(announce_list);
         Ok(Metainfo {
-            info_hash: crate::verify::sha1(info_bytes),
+            info_hash: crate::sha::sha1(info_bytes),
             info_bytes: info_bytes.to_vec(),
             announce: first_tracker(&announce_list),
             announce_list,
@@ -168,7 +172,7 @@ impl Metainfo {
         let info_bytes = encode_info(&info);
         let announce_list = clean_tiers(announce_list);
         Metainfo {
-            info_hash: crate::verify::sha1(&info_bytes),
+            info_hash: crate::sha::sha1(&info_bytes),
             info_bytes,
             announce: first_tracker(&announce_list),
             announce_list,
@@ -257,7 +261,7 @@ pub fn check_component(component: &str, field: &str) -> Result<(), MetainfoError
         "path component contains a path separator"
     } else if component.contains('\0') {
         "path component contains a NUL byte"
-    } else if component == crate::storage::resume::RESUME_DIR {
+    } else if component == STATE_DIR {
         // Downloads keep their resume records in DEST/.ringswarm: a torrent writing there
         // (or into DEST/x/.ringswarm, the records of a download into DEST/x) could forge them.
         "`.ringswarm` is reserved for ringswarm's resume records"
@@ -609,7 +613,7 @@ mod tests {
 
     fn pieces_for(total: u64) -> Vec<u8> {
         (0..total.div_ceil(PL))
-            .flat_map(|i| crate::verify::sha1(&i.to_le_bytes()))
+            .flat_map(|i| crate::sha::sha1(&i.to_le_bytes()))
             .collect()
     }
 
@@ -684,7 +688,7 @@ mod tests {
         assert_eq!(m.relative_path(&m.info.files[0]), PathBuf::from("root"));
         assert_eq!(m.announce.as_deref(), Some("http://t/announce"));
         assert_eq!(m.announce_list, vec![vec!["http://t/announce".to_string()]]);
-        assert_eq!(m.info_hash, crate::verify::sha1(&m.info_bytes));
+        assert_eq!(m.info_hash, crate::sha::sha1(&m.info_bytes));
         assert!(!m.info.private);
     }
 
@@ -720,7 +724,7 @@ mod tests {
         t.push(b'e');
         let m = Metainfo::from_bytes(&t).unwrap();
         assert_eq!(m.info_bytes, info);
-        assert_eq!(m.info_hash, crate::verify::sha1(&info));
+        assert_eq!(m.info_hash, crate::sha::sha1(&info));
         assert_eq!(m.announce, None);
         assert!(m.announce_list.is_empty());
         let again = Metainfo::from_info_bytes(&info, vec![]).unwrap();
@@ -1003,7 +1007,7 @@ mod tests {
                 entries[0].length += 1;
                 let total: u64 = entries.iter().map(|f| f.length).sum();
                 let pieces = (0..total.div_ceil(piece_length))
-                    .map(|i| crate::verify::sha1(&[seed.to_le_bytes(), i.to_le_bytes()].concat()))
+                    .map(|i| crate::sha::sha1(&[seed.to_le_bytes(), i.to_le_bytes()].concat()))
                     .collect();
                 let mut offset = 0;
                 for f in &mut entries {

@@ -399,13 +399,6 @@ pub fn parse_hash(s: &str) -> Option<[u8; 20]> {
 /// First line of a secret key file; the base64 seed follows on the second.
 const SECRET_HEADER: &str = "ringswarm ed25519 secret key";
 
-/// A new random signing key.
-pub fn generate_key() -> SigningKey {
-    let mut seed = [0u8; 32];
-    rand::fill(&mut seed);
-    SigningKey::from_bytes(&seed)
-}
-
 /// The text of a secret key file (keep it 0600).
 pub fn encode_secret_key(key: &SigningKey) -> String {
     format!("{SECRET_HEADER}\n{}\n", B64.encode(key.to_bytes()))
@@ -449,12 +442,19 @@ fn decode_32(b64: &str) -> Result<[u8; 32], FeedError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    /// A distinct key per call (the formats take no randomness; keys come from the caller).
+    fn generate_key() -> SigningKey {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static NEXT: AtomicU8 = AtomicU8::new(1);
+        SigningKey::from_bytes(&[NEXT.fetch_add(1, Ordering::Relaxed); 32])
+    }
+
     use super::*;
     use crate::metainfo::{FileEntry, Info};
 
-    /// A one-file torrent of `len` bytes named `name` (other modules' tests use it too).
-    pub(crate) fn torrent(name: &str, len: u64) -> Vec<u8> {
+    /// A one-file torrent of `len` bytes named `name`.
+    fn torrent(name: &str, len: u64) -> Vec<u8> {
         Metainfo::from_info(
             Info {
                 name: name.into(),
