@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SlotRules {
+pub struct SlotRules {
     /// No request for this long: the slot is lost even when nobody else waits.
     pub idle: Duration,
     /// No request for this long while others wait: the slot is lost.
@@ -33,7 +33,7 @@ impl Default for SlotRules {
 
 /// An unchoked peer, as the rules see it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Holder {
+pub struct Holder {
     /// The caller's handle on the peer, returned in the verdicts.
     pub key: usize,
     pub unchoked_at: Instant,
@@ -44,7 +44,7 @@ pub(crate) struct Holder {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ChokeReason {
+pub enum ChokeReason {
     Idle,
     Rotated,
 }
@@ -62,7 +62,7 @@ impl Holder {
 }
 
 /// The unchoked peers to choke now, given how many interested peers wait for a slot.
-pub(crate) fn to_choke(
+pub fn to_choke(
     rules: &SlotRules,
     holders: &[Holder],
     waiting: usize,
@@ -108,7 +108,7 @@ pub(crate) fn to_choke(
 }
 
 /// Orders waiting peers `(key, waiting since)` for free slots: the longest waiting first.
-pub(crate) fn unchoke_order(waiting: &mut [(usize, Instant)]) {
+pub fn unchoke_order(waiting: &mut [(usize, Instant)]) {
     waiting.sort_by_key(|&(key, since)| (since, key));
 }
 

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::bitfield::{AtomicBitfield, Bitfield};
+use ringswarm_proto::bitfield::{AtomicBitfield, Bitfield};
 
 /// Which of the pieces missing from the rack this host fetches from outside it: piece `i`
 /// when `i % members == rank`. `rank` is our position among the rack peers we know, by

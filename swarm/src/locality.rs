@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use crate::tracker::topology::Topology;
+use ringswarm_proto::topology::Topology;
 
 /// A place by name. `None` is unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

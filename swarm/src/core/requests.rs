@@ -1,0 +1,420 @@
+//! What to ask a peer for: its own pieces' missing blocks first, then a new piece
+//! ([`crate::picker`]: rarest first within the rack, the rack's share split by rank, dc
+//! before remote), then, in the endgame, a hand in other pieces in progress here: their
+//! missing blocks, then blocks requested from a much slower peer (work stealing: the first
+//! copy wins, the other request is cancelled), then a duplicate of a piece another core is
+//! slow to finish.
+//!
+//! The endgame starts when every missing piece is claimed somewhere (not before: a
+//! duplicate costs download, and rack uplink when it comes from outside), so its rules do
+//! not depend on how many cores run.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::assembly::{Assembly, Block, MAX_REQUESTERS};
+use super::{PieceBuffers, Swarm};
+use crate::ids::{BlockRef, PeerKey};
+use crate::locality::Locality;
+use crate::out::Out;
+use crate::picker::{self, PickInput, RemoteRule};
+
+/// The last this many pieces: a remote peer may be asked beyond the rack's share (the
+/// owners of the rest are not worth waiting for).
+pub const TAIL_PIECES: u32 = 4;
+/// A remote seed may serve any missing piece once at most 1/this of the pieces are missing.
+pub const SEED_TAIL_FRACTION: u32 = 8;
+/// No block from any rack peer for this long: pieces outside our share may come from
+/// outside the rack (a rack-mate died or is slow, or the split views disagree).
+pub const RACK_QUIET: Duration = Duration::from_secs(5);
+/// How long after a piece appears outside the rack (a remote HAVE) its share owner in the
+/// rack has to fetch it before any rack host may, so one slow owner holds the rack back by
+/// this much, not until the whole rack goes quiet. Long enough that a busy but healthy
+/// owner wins: in perf/fleet a 1.5 s grace let 1.2-1.5 x the blob into a rack (owners
+/// were merely queued), 4 s keeps it at 1.02-1.07 x, the same as no grace at all.
+pub const SHARE_GRACE: Duration = Duration::from_secs(4);
+/// A block is stolen from a peer only if this peer is at least this many times faster...
+pub const STEAL_SPEEDUP: f64 = 2.0;
+/// ...and the block was requested at least this long ago (requests just sent are not
+/// late; this is the request horizon, the time a request is meant to wait).
+pub const STEAL_AFTER: Duration = crate::rate::REQUEST_HORIZON;
+
+impl Swarm {
+    /// Keeps the peer's requests topped up to its depth.
+    pub(super) fn fill(&mut self, now: Instant, key: PeerKey, bufs: &mut dyn PieceBuffers) {
+        if self.stopped || self.shared.all_verified() {
+            return;
+        }
+        let Some(peer) = self.peer(key) else { return };
+        if peer.peer_choking || !peer.active() {
+            return;
+        }
+        let depth = peer.depth();
+        let was_idle = peer.requests_out == 0;
+        let mut budget = depth.saturating_sub(peer.requests_out);
+        if budget == 0 {
+            return;
+        }
+        let mut blocked = false;
+        // Under --max-download-rate, requests go out only as fast as the rate allows.
+        let limit = self.cfg.download_limit.clone();
+        if let Some(l) = &limit {
+            let block = u64::from(ringswarm_proto::wire::BLOCK_SIZE);
+            let granted = l.take_at(u64::from(budget) * block, now);
+            l.give_back(granted % block);
+            let allowed = (granted / block) as u32;
+            if allowed < budget {
+                blocked = true;
+            }
+            budget = allowed;
+        }
+        let mut out: Vec<BlockRef> = Vec::new();
+        // 1. The missing blocks of the pieces it works on.
+        let pieces = peer.pieces.clone();
+        for piece in pieces {
+            if budget == 0 {
+                break;
+            }
+            self.take_blocks(now, key, piece, &mut budget, &mut out, false);
+        }
+        // 2. New pieces (an unproven peer fills one at a time).
+        while budget > 0 {
+            let Some(peer) = self.peer(key) else { break };
+            if !peer.proven && !peer.pieces.is_empty() {
+                blocked = true;
+                break;
+            }
+            let Some(piece) = self.pick_new(now, key) else {
+                break;
+            };
+            if !self.start_piece(key, piece, true, bufs) {
+                self.shared.claimed.clear(piece);
+                blocked = true;
+                break;
+            }
+            self.take_blocks(now, key, piece, &mut budget, &mut out, false);
+        }
+        // 3. The endgame: a hand in the pieces in progress here, then a duplicate of a
+        // piece another core is fetching.
+        if budget > 0 && self.endgame() && self.peer(key).is_some_and(|p| p.proven) {
+            for steal in [false, true] {
+                for piece in self.joinable(key) {
+                    if budget == 0 {
+                        break;
+                    }
+                    self.take_blocks(now, key, piece, &mut budget, &mut out, steal);
+                }
+            }
+            while budget > 0 {
+                let Some(piece) = self.pick_duplicate(key) else {
+                    break;
+                };
+                if !self.start_piece(key, piece, false, bufs) {
+                    blocked = true;
+                    break;
+                }
+                self.take_blocks(now, key, piece, &mut budget, &mut out, false);
+            }
+        }
+        if budget > 0 && out.is_empty() {
+            blocked = true;
+        }
+        if let Some(l) = &limit {
+            l.give_back(u64::from(budget) * u64::from(ringswarm_proto::wire::BLOCK_SIZE));
+        }
+        let sent = out.len() as u32;
+        if let Some(peer) = self.peer_mut(key) {
+            peer.requests_out += sent;
+            peer.refill_blocked = blocked;
+            if was_idle && sent > 0 {
+                // The stall clock starts with the first request.
+                peer.last_block = now;
+            }
+        }
+        for b in out {
+            self.send(key, Out::Request(b));
+        }
+    }
+
+    /// Every missing piece is claimed by some core (or nearly nothing is missing).
+    pub(super) fn endgame(&self) -> bool {
+        let missing = self.shared.missing();
+        missing > 0
+            && (missing <= TAIL_PIECES
+                || self.shared.verified.count_neither(&self.shared.claimed) == 0)
+    }
+
+    /// Starts receiving `piece` here with `key` working on it; false when no buffer.
+    fn start_piece(
+        &mut self,
+        key: PeerKey,
+        piece: u32,
+        claimed: bool,
+        bufs: &mut dyn PieceBuffers,
+    ) -> bool {
+        let Some(buf) = bufs.reserve(piece) else {
+            return false;
+        };
+        let size = self.shared.piece_size(piece);
+        let mut a = Assembly::new(piece, size, buf, claimed);
+        a.single_source = self.single_source.remove(&piece);
+        self.assemblies.insert(piece, a);
+        if let Some(peer) = self.peer_mut(key) {
+            peer.pieces.push(piece);
+        }
+        true
+    }
+
+    /// Requests blocks of `piece` from `key`: missing ones, or (`steal`) ones requested
+    /// from a peer much slower than it.
+    fn take_blocks(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        piece: u32,
+        budget: &mut u32,
+        out: &mut Vec<BlockRef>,
+        steal: bool,
+    ) {
+        let my_rate = self.peer(key).map_or(0.0, |p| p.rate());
+        // Rates of the peers already asked, looked up before the assembly is borrowed.
+        let slow: Vec<PeerKey> = if steal {
+            self.order
+                .iter()
+                .filter(|&&k| k != key)
+                .filter(|&&k| {
+                    self.peer(k)
+                        .is_some_and(|p| p.rate() * STEAL_SPEEDUP < my_rate)
+                })
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let Some(a) = self.assemblies.get_mut(&piece) else {
+            return;
+        };
+        let mut joined = false;
+        for b in 0..a.blocks.len() {
+            if *budget == 0 {
+                break;
+            }
+            let state = a.blocks[b];
+            let take = match state {
+                Block::Missing => true,
+                Block::Requested { by, at } if steal => {
+                    !by.contains(&Some(key))
+                        && by.iter().filter(|k| k.is_some()).count() < MAX_REQUESTERS
+                        && now.saturating_duration_since(at) >= STEAL_AFTER
+                        && by.iter().flatten().all(|k| slow.contains(k))
+                }
+                _ => false,
+            };
+            if !take {
+                continue;
+            }
+            a.blocks[b] = match state {
+                Block::Requested { by: [first, _], at } => Block::Requested {
+                    by: [first, Some(key)],
+                    at,
+                },
+                _ => Block::Requested {
+                    by: [Some(key), None],
+                    at: now,
+                },
+            };
+            out.push(a.block_ref(b));
+            *budget -= 1;
+            joined = true;
+        }
+        if joined {
+            if let Some(peer) = self.peer_mut(key) {
+                if !peer.pieces.contains(&piece) {
+                    peer.pieces.push(piece);
+                }
+            }
+        }
+    }
+
+    /// Pieces in progress here that `key` may lend a hand with in the endgame: it has them,
+    /// has not refused them, they take several sources, and a remote peer only joins what
+    /// no rack peer has. The ones with the fewest blocks in first (closest to done).
+    fn joinable(&self, key: PeerKey) -> Vec<u32> {
+        let Some(peer) = self.peer(key) else {
+            return Vec::new();
+        };
+        let remote = peer.locality != Locality::Rack;
+        let mut v: Vec<(u32, u32)> = self
+            .assemblies
+            .values()
+            .filter(|a| !a.single_source && peer.have.get(a.piece) && !peer.is_refusing(a.piece))
+            .filter(|a| !remote || self.rack_lacks(a.piece))
+            .map(|a| (a.blocks.len() as u32 - a.received, a.piece))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn rack_lacks(&self, piece: u32) -> bool {
+        self.shared
+            .rack_availability
+            .get(piece as usize)
+            .is_some_and(|a| a.load(Ordering::Relaxed) == 0)
+    }
+
+    /// A new piece to fetch from `key`, claimed for this core.
+    fn pick_new(&self, now: Instant, key: PeerKey) -> Option<u32> {
+        let peer = self.peer(key)?;
+        let shared = &self.shared;
+        let missing = shared.missing();
+        let rack = peer.locality == Locality::Rack;
+        // The last eighth, from a remote seed (the origin): it has sent every piece once
+        // and its uplink would idle while rack peers hand the newest pieces on one upload
+        // at a time. It may be asked for what rack peers have too, rarest over the swarm
+        // first: a few pieces cross the rack uplink twice.
+        let seed_tail = !rack
+            && peer.have.is_complete()
+            && missing.saturating_mul(SEED_TAIL_FRACTION) <= shared.piece_count();
+        let input = PickInput {
+            peer_has: &peer.have,
+            verified: &shared.verified,
+            claimed: &shared.claimed,
+            // Rarest first counted within the rack for a rack peer.
+            availability: if rack {
+                &shared.rack_availability
+            } else {
+                &shared.availability
+            },
+            start: peer.pick_start,
+            refused: peer.refused_since.is_some().then_some(&peer.refused),
+            remote: (!rack && !seed_tail).then(|| RemoteRule {
+                rack_availability: &shared.rack_availability,
+                share: shared.share(),
+                beyond_share: missing <= TAIL_PIECES || shared.rack_quiet_for(RACK_QUIET, now),
+                seen_outside: &shared.seen_outside,
+                overdue_since: shared.overdue_since(SHARE_GRACE, now),
+            }),
+        };
+        picker::pick_and_claim(&input)
+    }
+
+    /// A piece another core is fetching, to fetch here too (the first copy wins).
+    fn pick_duplicate(&self, key: PeerKey) -> Option<u32> {
+        let peer = self.peer(key)?;
+        let shared = &self.shared;
+        let rack = peer.locality == Locality::Rack;
+        picker::pick_endgame(
+            &peer.have,
+            &shared.verified,
+            &shared.claimed,
+            peer.pick_start,
+            |p| {
+                self.in_progress(p)
+                    || peer.is_refusing(p)
+                    || self.single_source.contains(&p)
+                    || (!rack && !self.rack_lacks(p))
+            },
+        )
+    }
+
+    /// Withdraws every request of `key` (it choked us, or is leaving): blocks nobody else
+    /// asked for are missing again, and pieces nobody works on any more are given up.
+    pub(super) fn drop_requests(&mut self, key: PeerKey) {
+        let Some(peer) = self.peer_mut(key) else {
+            return;
+        };
+        peer.requests_out = 0;
+        let pieces = std::mem::take(&mut peer.pieces);
+        for piece in pieces {
+            self.leave_piece(piece, key, false);
+        }
+    }
+
+    /// `key` stops working on `piece`: its requests there are withdrawn (with a CANCEL
+    /// when `cancel`: the peer is still there and may yet send them). A piece left with no
+    /// request and nobody working on it is given up: its claim released, its buffer
+    /// discarded.
+    pub(super) fn leave_piece(&mut self, piece: u32, key: PeerKey, cancel: bool) {
+        let Some(a) = self.assemblies.get_mut(&piece) else {
+            return;
+        };
+        let mut cancels = Vec::new();
+        for b in 0..a.blocks.len() {
+            if a.blocks[b].drop_requester(key) {
+                cancels.push(a.block_ref(b));
+            }
+        }
+        let orphan = !a.has_requests();
+        if let Some(peer) = self.peer_mut(key) {
+            peer.pieces.retain(|&p| p != piece);
+            if cancel {
+                peer.requests_out = peer.requests_out.saturating_sub(cancels.len() as u32);
+            }
+        }
+        if cancel {
+            for b in cancels {
+                self.send(key, Out::Cancel(b));
+            }
+        }
+        if orphan && !self.order.iter().any(|&k| self.works_on(k, piece)) {
+            self.give_up(piece);
+        }
+    }
+
+    fn works_on(&self, key: PeerKey, piece: u32) -> bool {
+        self.peer(key).is_some_and(|p| p.pieces.contains(&piece))
+    }
+
+    /// Forgets an assembly: outstanding requests are cancelled, the claim released, the
+    /// buffer discarded.
+    pub(super) fn give_up(&mut self, piece: u32) {
+        let Some(a) = self.assemblies.remove(&piece) else {
+            return;
+        };
+        if a.claimed && !self.shared.verified.get(piece) {
+            self.shared.claimed.clear(piece);
+        }
+        for b in 0..a.blocks.len() {
+            let block = a.block_ref(b);
+            for k in a.blocks[b].requesters() {
+                if let Some(peer) = self.peer_mut(k) {
+                    peer.requests_out = peer.requests_out.saturating_sub(1);
+                }
+                self.send(k, Out::Cancel(block));
+            }
+        }
+        for k in self.order.clone() {
+            if let Some(peer) = self.peer_mut(k) {
+                peer.pieces.retain(|&p| p != piece);
+            }
+        }
+        self.actions
+            .push_back(crate::out::Action::Discard { buf: a.buf });
+    }
+
+    /// The peer will not give us `piece` now (BEP 6 REJECT: it is choking us, lacks it, or
+    /// as a first seeder has handed it to another peer): fetch it elsewhere, and do not ask
+    /// this peer for it again for a while.
+    pub(super) fn on_reject(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        piece: u32,
+        begin: u32,
+        bufs: &mut dyn PieceBuffers,
+    ) {
+        let requested = self.assemblies.get(&piece).is_some_and(|a| {
+            let b = (begin / ringswarm_proto::wire::BLOCK_SIZE) as usize;
+            a.blocks.get(b).is_some_and(|s| s.requested_by(key))
+        });
+        if !requested {
+            return;
+        }
+        if let Some(peer) = self.peer_mut(key) {
+            peer.refused.set(piece);
+            peer.refused_since.get_or_insert(now);
+        }
+        self.leave_piece(piece, key, true);
+        self.fill(now, key, bufs);
+    }
+}
