@@ -3,7 +3,7 @@
 //! Layers (see `shared/DESIGN.md`), from the bottom up:
 //! - formats, pure functions over bytes: [`bencode`], [`metainfo`], [`magnet`], [`wire`],
 //!   [`extension`], [`bitfield`];
-//! - swarm logic, sans-I/O state machines: [`picker`];
+//! - the swarm core, sans-I/O (crate `ringswarm-swarm`): every swarm decision;
 //! - [`reactor`]: thread-per-core io_uring, the only code that talks to the kernel for sockets;
 //! - [`storage`] (O_DIRECT piece I/O, resume) and [`verify`] (SHA-1);
 //! - [`residency`]: the post-verify mlock pass;
@@ -26,7 +26,6 @@ pub mod create;
 pub mod fleet;
 pub mod metadata_fetch;
 pub mod metrics;
-pub mod picker;
 #[allow(unsafe_code)]
 pub mod reactor;
 #[allow(unsafe_code)]

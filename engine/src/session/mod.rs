@@ -7,15 +7,13 @@
 //! share only the small lock-free state in [`torrent`].
 
 mod announce;
-mod choker;
 mod limits;
-mod locality;
 mod readahead;
 mod torrent;
 mod worker;
 
 pub use announce::{announce_torrent, find_peers, tracker_tiers, TrackerPlace};
-pub use locality::{Locality, Locator, NamedPlace};
+pub use ringswarm_swarm::locality::{Locality, Locator, NamedPlace};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use ringswarm_swarm::limits::{RateLimiter, DEFAULT_BAN_DURATION};
 
 use crate::bitfield::Bitfield;
 use crate::metainfo::Metainfo;
@@ -85,7 +85,7 @@ impl Default for SessionConfig {
             max_download_rate: None,
             max_peers: 1000,
             max_peers_per_ip: 16,
-            ban_duration: limits::DEFAULT_BAN_DURATION,
+            ban_duration: DEFAULT_BAN_DURATION,
         }
     }
 }
@@ -200,7 +200,7 @@ impl Session {
         let links = Arc::new(links);
         let limiter = |rate: Option<u64>| {
             rate.filter(|&r| r > 0)
-                .map(|r| Arc::new(limits::RateLimiter::new(r)))
+                .map(|r| Arc::new(RateLimiter::new(r, std::time::Instant::now())))
         };
         let upload_limit = limiter(config.max_upload_rate);
         let download_limit = limiter(config.max_download_rate);
@@ -322,17 +322,19 @@ impl Session {
                 n
             )));
         }
-        let shared = Arc::new(TorrentShared::new(meta, storage, spec.dest));
-        if let Ok(mut book) = shared.peers.lock() {
-            book.banned = limits::BanList::new(self.ban_duration);
-        }
+        let shared = Arc::new(TorrentShared::new(
+            meta,
+            storage,
+            spec.dest,
+            self.ban_duration,
+        ));
         for i in verified.ones() {
-            shared.mark_verified(i);
+            shared.swarm.mark_verified(i);
         }
         match spec.mode {
             TorrentMode::Seed => {
                 shared.complete.store(true, Ordering::Release);
-                shared.initial_seed.store(true, Ordering::Release);
+                shared.swarm.initial_seed.store(true, Ordering::Release);
             }
             TorrentMode::Download => torrent::start_syncer(&shared),
         }
@@ -430,7 +432,7 @@ impl TorrentHandle {
 
     /// The pieces verified so far.
     pub fn verified_pieces(&self) -> Bitfield {
-        self.shared.verified.snapshot()
+        self.shared.swarm.verified.snapshot()
     }
 
     /// Connects to more peers, spread over the worker cores.

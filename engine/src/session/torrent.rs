@@ -1,102 +1,32 @@
 //! A torrent's state shared by every worker core, and its durability thread.
 //!
-//! Hot-path state is lock-free: atomic bitsets for verified and claimed pieces, atomic
-//! availability counters and statistics. The mutex-guarded peer book is touched only when a
-//! connection starts or ends, or a piece fails its hash.
+//! The swarm state the cores share (lock-free on the hot path) is the swarm core's
+//! [`Shared`]; here are the storage, the error, and the thread that makes written pieces
+//! durable.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use ringswarm_swarm::limits::BanList;
+use ringswarm_swarm::Shared;
 
 use super::TorrentStats;
-use crate::bitfield::AtomicBitfield;
 use crate::metainfo::Metainfo;
-use crate::picker::Share;
 use crate::storage::{resume, Storage};
-
-/// Hash failures from one address before it is banned.
-pub(crate) const STRIKES_BEFORE_BAN: u32 = 2;
-
-/// A first seeder's grant of a piece that no peer has announced after this long lapses,
-/// and the piece may go to another peer (the first taker is slow, or stuck).
-const GRANT_LAPSE: Duration = Duration::from_secs(10);
 
 /// Bytes verified since the last sync that trigger an early sync (besides the 1 s timer).
 const SYNC_EVERY_BYTES: u64 = 256 << 20;
-
-/// Whether a peer counts as a receiver of ours (`send --receivers`, `peers_completed`): it
-/// holds every piece by its own announcements, we sent it payload, and it did not open by
-/// claiming every piece (HAVE ALL or a full BITFIELD at once is a seed, or a liar).
-pub(crate) fn counts_as_receiver(
-    opened_complete: bool,
-    uploaded_to: u64,
-    have: &crate::bitfield::Bitfield,
-) -> bool {
-    !opened_complete && uploaded_to > 0 && have.is_complete()
-}
-
-#[derive(Default)]
-pub(crate) struct PeerBook {
-    pub connected: HashSet<[u8; 20]>,
-    pub completed: HashSet<[u8; 20]>,
-    pub strikes: HashMap<IpAddr, u32>,
-    pub banned: super::limits::BanList,
-    /// Connected peers of our rack, by peer id (only when we know our rack).
-    pub rack_peers: BTreeSet<[u8; 20]>,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    /// Bytes of verified pieces (kept here so `stats` is O(1)).
-    pub verified_bytes: AtomicU64,
-    pub downloaded: AtomicU64,
-    pub uploaded: AtomicU64,
-    /// Of those, to or from peers outside our rack (bytes that crossed the rack uplink).
-    pub downloaded_outside_rack: AtomicU64,
-    pub uploaded_outside_rack: AtomicU64,
-    pub hash_failures: AtomicU32,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub connected: AtomicU32,
-    pub unchoked: AtomicU32,
-    /// Interested peers waiting for an upload slot, over every core (a tick behind).
-    pub waiting: AtomicU32,
-}
 
 pub(crate) struct TorrentShared {
     pub meta: Arc<Metainfo>,
     pub storage: Arc<Storage>,
     pub dest: PathBuf,
-    pub verified: AtomicBitfield,
-    pub claimed: AtomicBitfield,
-    pub availability: Box<[AtomicU32]>,
-    /// Like `availability`, counting only peers of our rack.
-    pub rack_availability: Box<[AtomicU32]>,
-    /// Our [`Share`] of the pieces fetched from outside the rack: `members << 32 | rank`.
-    rack_share: AtomicU64,
-    /// When a block last came from a rack peer, in ms since `epoch`.
-    last_rack_block_ms: AtomicU64,
-    /// Per piece, when a peer outside our rack first announced it with HAVE: ms since
-    /// `epoch` + 1, 0 = not yet (see `picker::RemoteRule::seen_outside`).
-    pub seen_outside: Box<[AtomicU64]>,
-    epoch: Instant,
-    pub counters: Counters,
-    /// We are the first seeder (the data was all here when the torrent was added): every
-    /// piece goes to one peer before any goes to a second ([`TorrentShared::grant`]).
-    pub initial_seed: AtomicBool,
-    /// Pieces handed to some peer (and not given back by its leaving).
-    granted: AtomicBitfield,
-    /// When each grant was made, in ms since `epoch`.
-    granted_at: Box<[AtomicU64]>,
-    /// Pieces some peer has announced holding (one copy is out), and how many.
-    delivered: AtomicBitfield,
-    delivered_count: AtomicU32,
-    pub peers: Mutex<PeerBook>,
+    /// What the swarm cores of this torrent share (verified and claimed pieces,
+    /// availability, grants, the peer book, counters).
+    pub swarm: Arc<Shared>,
     pub complete: AtomicBool,
     pub error: Mutex<Option<String>>,
     unsynced_bytes: AtomicU64,
@@ -105,24 +35,19 @@ pub(crate) struct TorrentShared {
 }
 
 impl TorrentShared {
-    pub fn new(meta: Arc<Metainfo>, storage: Arc<Storage>, dest: PathBuf) -> TorrentShared {
+    pub fn new(
+        meta: Arc<Metainfo>,
+        storage: Arc<Storage>,
+        dest: PathBuf,
+        ban_duration: Duration,
+    ) -> TorrentShared {
         let n = meta.piece_count();
+        let piece_len = meta.piece_size(0);
+        let last = meta.piece_size(n.saturating_sub(1));
+        let swarm =
+            Shared::new(n, piece_len, last, Instant::now()).with_bans(BanList::new(ban_duration));
         TorrentShared {
-            verified: AtomicBitfield::new(n),
-            claimed: AtomicBitfield::new(n),
-            availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
-            rack_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
-            rack_share: AtomicU64::new(1 << 32),
-            last_rack_block_ms: AtomicU64::new(0),
-            seen_outside: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            epoch: Instant::now(),
-            counters: Counters::default(),
-            initial_seed: AtomicBool::new(false),
-            granted: AtomicBitfield::new(n),
-            granted_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            delivered: AtomicBitfield::new(n),
-            delivered_count: AtomicU32::new(0),
-            peers: Mutex::new(PeerBook::default()),
+            swarm: Arc::new(swarm),
             complete: AtomicBool::new(false),
             error: Mutex::new(None),
             unsynced_bytes: AtomicU64::new(0),
@@ -142,128 +67,8 @@ impl TorrentShared {
         self.meta.piece_count()
     }
 
-    /// Marks a piece verified; false when it already was.
-    pub fn mark_verified(&self, piece: u32) -> bool {
-        let new = self.verified.set(piece);
-        if new {
-            let size = u64::from(self.meta.piece_size(piece));
-            self.counters
-                .verified_bytes
-                .fetch_add(size, Ordering::Relaxed);
-        }
-        new
-    }
-
-    /// Whether a first seeder serves `piece` to a peer asking for it: yes for the first
-    /// peer to ask, and for anyone once every piece is out (some peer announced it); until
-    /// then a piece handed to another peer is refused, so the seeder's upload feeds the
-    /// swarm one whole copy before it repeats any piece, and the others get it from that
-    /// peer. `ours` are the pieces already granted to this peer.
-    pub fn grant(&self, piece: u32, ours: &mut crate::bitfield::Bitfield) -> bool {
-        if !self.initial_seed.load(Ordering::Relaxed) || ours.get(piece) {
-            return true;
-        }
-        if self.delivered_count.load(Ordering::Relaxed) >= self.piece_count()
-            || self.delivered.get(piece)
-        {
-            return true;
-        }
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let at = &self.granted_at[piece as usize];
-        if self.granted.set(piece) {
-            at.store(now, Ordering::Relaxed);
-            ours.set(piece);
-            return true;
-        }
-        // A lapsed grant is taken over (one peer at a time wins the exchange).
-        let then = at.load(Ordering::Relaxed);
-        let lapsed = now.saturating_sub(then) >= GRANT_LAPSE.as_millis() as u64;
-        if lapsed
-            && at
-                .compare_exchange(then, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            ours.set(piece);
-            return true;
-        }
-        false
-    }
-
-    /// A peer announced `piece`: that copy is out of the first seeder.
-    pub fn note_delivered(&self, piece: u32) {
-        if self.initial_seed.load(Ordering::Relaxed) && self.delivered.set(piece) {
-            self.delivered_count.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A peer left: the pieces granted to it that are not out yet go to the next asker.
-    pub fn release_grants(&self, ours: &crate::bitfield::Bitfield) {
-        if !self.initial_seed.load(Ordering::Relaxed) {
-            return;
-        }
-        for piece in ours.ones() {
-            if !self.delivered.get(piece) {
-                self.granted.clear(piece);
-            }
-        }
-    }
-
-    /// Our share of the pieces missing from the rack.
-    pub fn share(&self) -> Share {
-        let v = self.rack_share.load(Ordering::Relaxed);
-        Share {
-            rank: v as u32,
-            members: ((v >> 32) as u32).max(1),
-        }
-    }
-
-    /// Adds or removes a rack peer and recomputes our share: our rank among the rack's
-    /// peer ids and ours.
-    pub fn set_rack_peer(&self, peer_id: [u8; 20], present: bool, our_id: &[u8; 20]) {
-        let Ok(mut book) = self.peers.lock() else {
-            return;
-        };
-        let changed = if present {
-            book.rack_peers.insert(peer_id)
-        } else {
-            book.rack_peers.remove(&peer_id)
-        };
-        if changed {
-            let rank = book.rack_peers.range(..*our_id).count() as u64;
-            let members = book.rack_peers.len() as u64 + 1;
-            self.rack_share
-                .store((members << 32) | rank, Ordering::Relaxed);
-        }
-    }
-
-    pub fn note_rack_block(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_rack_block_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// A peer outside the rack announced `piece` (HAVE): the first time starts its clock.
-    pub fn note_seen_outside(&self, piece: u32) {
-        if let Some(t) = self.seen_outside.get(piece as usize) {
-            let ms = self.epoch.elapsed().as_millis() as u64 + 1;
-            t.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed)
-                .ok();
-        }
-    }
-
-    /// The `seen_outside` stamp at or before which a piece is `grace` overdue.
-    pub fn overdue_since(&self, grace: Duration) -> u64 {
-        (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(grace.as_millis() as u64)
-    }
-
-    /// No block from a rack peer for `quiet` (counted from the start at first).
-    pub fn rack_quiet_for(&self, quiet: Duration) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last_rack_block_ms.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= quiet.as_millis() as u64
-    }
-
     pub fn all_verified(&self) -> bool {
-        self.verified.count_ones() == self.piece_count()
+        self.swarm.all_verified()
     }
 
     pub fn failed(&self) -> bool {
@@ -310,10 +115,11 @@ impl TorrentShared {
 
     pub fn stats(&self) -> TorrentStats {
         let meta = &self.meta;
-        let verified_pieces = self.verified.count_ones();
-        let verified_bytes = self.counters.verified_bytes.load(Ordering::Relaxed);
-        let c = &self.counters;
+        let verified_pieces = self.swarm.verified.count_ones();
+        let verified_bytes = self.swarm.counters.verified_bytes.load(Ordering::Relaxed);
+        let c = &self.swarm.counters;
         let (banned, completed) = self
+            .swarm
             .peers
             .lock()
             .map(|p| {
@@ -380,7 +186,7 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
         if t.failed() {
             return;
         }
-        let snapshot = t.verified.snapshot();
+        let snapshot = t.swarm.verified.snapshot();
         let count = snapshot.count_ones();
         let complete = count == t.piece_count();
         if saved != Some(count) {
@@ -411,28 +217,5 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
         if stop {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::counts_as_receiver;
-    use crate::bitfield::Bitfield;
-
-    #[test]
-    fn a_receiver_got_data_from_us_and_announced_every_piece() {
-        let mut have = Bitfield::new(3);
-        assert!(!counts_as_receiver(false, 1 << 20, &have), "holds nothing");
-        have.set(0);
-        have.set(1);
-        assert!(!counts_as_receiver(false, 1 << 20, &have), "holds 2 of 3");
-        have.set(2);
-        assert!(counts_as_receiver(false, 1 << 20, &have));
-        assert!(!counts_as_receiver(false, 0, &have), "we sent it nothing");
-        let all = Bitfield::full(3);
-        assert!(
-            !counts_as_receiver(true, 1 << 20, &all),
-            "HAVE ALL up front is a seed, not a receiver"
-        );
     }
 }

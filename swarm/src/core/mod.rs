@@ -186,6 +186,12 @@ impl Swarm {
             || self.writing.contains_key(&piece)
     }
 
+    /// The addresses that wrote into `piece`, while it is being hashed (for the log).
+    pub fn writers_of(&self, piece: u32) -> Option<Vec<std::net::IpAddr>> {
+        let job = self.hashing.get(&piece)?;
+        Some(job.writers.iter().map(|(_, ip)| *ip).collect())
+    }
+
     /// Whether the core still waits on the driver for hashes or writes.
     pub fn busy(&self) -> bool {
         !self.hashing.is_empty() || !self.writing.is_empty()
@@ -417,6 +423,15 @@ impl Swarm {
         self.redials.clear();
         for key in self.order.clone() {
             self.close(key, reason);
+        }
+    }
+
+    /// Gives up every piece in progress (their buffers come back as [`Action::Discard`]):
+    /// the core is going away.
+    pub fn forget_pieces(&mut self) {
+        let pieces: Vec<u32> = self.assemblies.keys().copied().collect();
+        for piece in pieces {
+            self.give_up(piece);
         }
     }
 

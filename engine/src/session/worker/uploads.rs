@@ -1,17 +1,20 @@
-//! The send path: queued requests are answered from pieces (or parts of pieces) in
-//! memory; what is missing is read from disk, the requested range and a read-ahead
-//! earned by the requests queued behind it ([`readahead`](crate::session::readahead)).
+//! The send path: the blocks a peer asked for (its queue is the core's) are answered from
+//! pieces (or parts of pieces) in memory; what is missing is read from disk, the requested
+//! range and a read-ahead earned by the requests queued behind it
+//! ([`readahead`](crate::session::readahead)).
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{
-    limits, token, Ctx, DiskKind, Locality, Phase, Ring, SendBlock, K_SEND, READ_AHEAD_PIECES,
-    REQUEST_QUEUE_DEPTH, SEND_BATCH_BYTES,
-};
+use ringswarm_swarm::limits;
+
+use super::{token, Ctx, Phase, Ring, K_SEND, READ_AHEAD_PIECES, SEND_BATCH_BYTES};
+use crate::reactor::SendBlock;
 use crate::session::readahead::{self, MAX_READ_AHEAD};
 use crate::wire;
+
+/// Queued requests looked at per pump (the read-ahead window).
+const LOOKAHEAD: usize = 2048;
 
 /// A range of a piece being read, or to read, for uploads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,42 +52,42 @@ impl Ctx {
         if conn.sending || matches!(conn.phase, Phase::Connecting) {
             return;
         }
+        let key = conn.key(index);
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
-        let mut need_read: Vec<(usize, ReadRange)> = Vec::new();
+        let mut need_read: Vec<ReadRange> = Vec::new();
+        let mut hits: Vec<bool> = Vec::new();
+        let torrent = conn.torrent;
+        let queue = torrent.and_then(|t| self.torrents[t].core.uploads(key));
         // Under --max-upload-rate a batch is as large as the tokens we get.
-        let allowance = if conn.upload_queue.is_empty() {
-            0
-        } else {
-            limits::take(self.upload_limit.as_deref(), SEND_BATCH_BYTES as u64) as usize
+        let allowance = match queue {
+            Some(q) if !q.is_empty() => limits::take(
+                self.upload_limit.as_deref(),
+                SEND_BATCH_BYTES as u64,
+                Instant::now(),
+            ) as usize,
+            _ => 0,
         };
-        if let Some(t) = conn.torrent {
+        if let (Some(t), Some(queue)) = (torrent, queue) {
             self.clock += 1;
-            let lt = &mut self.torrents[t];
+            let lt = &self.torrents[t];
             // Blocks leave in request order: the batch stops at the first block not in
             // memory. Further on, up to READ_AHEAD_PIECES missing ranges start loading now,
             // so the disk works while the socket drains.
             let mut batching = true;
-            let queue = &conn.upload_queue;
-            for r in queue.iter().take(4 * REQUEST_QUEUE_DEPTH as usize) {
-                let cached = lt
+            for r in queue.iter().take(LOOKAHEAD) {
+                let cached = self
                     .cache
                     .iter_mut()
-                    .find(|e| e.range.covers(r.piece, r.begin, r.len));
+                    .find(|e| e.torrent == t && e.range.covers(r.piece, r.begin, r.len));
                 if batching {
                     if let Some(e) =
                         cached.filter(|_| bytes + r.len as usize <= allowance && blocks.len() < 256)
                     {
                         e.last_used = self.clock;
-                        let counter = if e.downloaded {
-                            &lt.shared.counters.cache_hits
-                        } else {
-                            &lt.shared.counters.cache_misses
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let header = wire::piece_header(r.piece, r.begin, r.len);
+                        hits.push(e.downloaded);
                         blocks.push(SendBlock {
-                            header,
+                            header: wire::piece_header(r.piece, r.begin, r.len),
                             slot: e.slot,
                             offset: r.begin,
                             len: r.len,
@@ -93,10 +96,10 @@ impl Ctx {
                         continue;
                     }
                     batching = false;
-                    if lt
+                    if self
                         .cache
                         .iter()
-                        .any(|e| e.range.covers(r.piece, r.begin, r.len))
+                        .any(|e| e.torrent == t && e.range.covers(r.piece, r.begin, r.len))
                     {
                         continue;
                     }
@@ -104,7 +107,7 @@ impl Ctx {
                     continue;
                 }
                 let covered = |x: &ReadRange| x.covers(r.piece, r.begin, r.len);
-                if lt.reads.iter().any(covered) || need_read.iter().any(|(_, x)| covered(x)) {
+                if lt.reads.iter().any(covered) || need_read.iter().any(covered) {
                     continue;
                 }
                 let same_piece: Vec<(u32, u32)> = queue
@@ -119,14 +122,11 @@ impl Ctx {
                     &same_piece,
                     MAX_READ_AHEAD,
                 );
-                need_read.push((
-                    t,
-                    ReadRange {
-                        piece: r.piece,
-                        start,
-                        end,
-                    },
-                ));
+                need_read.push(ReadRange {
+                    piece: r.piece,
+                    start,
+                    end,
+                });
                 if need_read.len() >= READ_AHEAD_PIECES {
                     break;
                 }
@@ -135,10 +135,17 @@ impl Ctx {
         if let Some(l) = &self.upload_limit {
             l.give_back(allowance.saturating_sub(bytes) as u64);
         }
+        if let Some(t) = torrent {
+            for downloaded in hits {
+                self.count_cache_use(t, downloaded);
+            }
+        }
         self.send_batch(ring, index, &blocks);
         // Only now, with the batch's slots pinned by the send, may a read evict cache.
-        for (t, range) in need_read {
-            self.start_upload_read(ring, t, range);
+        if let Some(t) = torrent {
+            for range in need_read {
+                self.start_upload_read(ring, t, range);
+            }
         }
     }
 
@@ -153,7 +160,14 @@ impl Ctx {
             self.torrents[t].reads.push(range);
             let plan = self.torrents[t].shared.storage.read_plan(range.piece);
             let ops = readahead::clip_plan(plan, range.start, range.end);
-            self.start_disk_job(ring, t, range.piece, slot, DiskKind::Read(range), ops);
+            self.start_disk_job(
+                ring,
+                t,
+                range.piece,
+                slot,
+                super::disk::DiskKind::Read(range),
+                ops,
+            );
         }
     }
 
@@ -165,15 +179,12 @@ impl Ctx {
         if blocks.is_empty() && conn.ctrl_out.is_empty() {
             return;
         }
-        conn.upload_queue.drain(..blocks.len());
-        let uploaded: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
-        conn.uploaded_to += uploaded;
-        if let Some(t) = conn.torrent {
-            let c = &self.torrents[t].shared.counters;
-            c.uploaded.fetch_add(uploaded, Ordering::Relaxed);
-            if conn.locality != Locality::Rack {
-                c.uploaded_outside_rack
-                    .fetch_add(uploaded, Ordering::Relaxed);
+        if !blocks.is_empty() {
+            if let Some(t) = conn.torrent {
+                let uploaded: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
+                self.torrents[t]
+                    .core
+                    .blocks_sent(conn.key(index), blocks.len(), uploaded);
             }
         }
         let ctrl = std::mem::take(&mut conn.ctrl_out);
