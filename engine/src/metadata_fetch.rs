@@ -2,13 +2,16 @@
 //!
 //! This runs once, before the transfer, on plain blocking sockets with timeouts: it moves a
 //! few KiB, so it gains nothing from the io_uring data path, and keeping it apart keeps the
-//! workers free of a "torrent without metadata" state.
+//! workers free of a "torrent without metadata" state. What to send and what to accept is
+//! the swarm core's [`MetadataFetch`]; this file moves the bytes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::extension::{self, ExtHandshake, MetadataMsg};
+use ringswarm_swarm::metadata::MetadataFetch;
+use ringswarm_swarm::{InfoHash, PeerId};
+
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::wire::{self, Handshake, Message};
 
@@ -64,95 +67,40 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
     // time cannot stretch the deadline (a per-read timeout restarts with each byte).
     let mut s = DeadlineStream { s, deadline };
     s.s.set_nodelay(true).ok();
-
-    let ours = Handshake::new(info_hash, crate::session::random_peer_id());
-    s.write_all(&ours.encode())
-        .map_err(|e| format!("send handshake: {e}"))?;
+    // The decisions (handshake rules, which pieces, the hash check) are the swarm core's;
+    // this moves the bytes.
+    let (hash, our_id) = (
+        InfoHash(info_hash),
+        PeerId(crate::session::random_peer_id()),
+    );
+    let mut fetch = MetadataFetch::new(hash, our_id);
+    let send = |s: &mut DeadlineStream, fetch: &mut MetadataFetch| {
+        let mut out = Vec::new();
+        for msg in fetch.take_out() {
+            msg.encode(hash, our_id, &mut out);
+        }
+        s.write_all(&out).map_err(|e| format!("send: {e}"))
+    };
+    send(&mut s, &mut fetch)?;
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
     s.read_exact(&mut hs)
         .map_err(|e| format!("read handshake: {e}"))?;
     let theirs = Handshake::decode(&hs).map_err(|e| e.to_string())?;
-    if theirs.info_hash != info_hash {
-        return Err("peer answered for another torrent".into());
-    }
-    if !theirs.supports_extensions() {
-        return Err("peer does not support the extension protocol (BEP 10)".into());
-    }
-    let ext = ExtHandshake {
-        extensions: vec![("ut_metadata".into(), extension::OUR_UT_METADATA_ID)],
-        client: Some(concat!("ringswarm ", env!("CARGO_PKG_VERSION")).into()),
-        ..ExtHandshake::default()
-    };
-    let mut out = Vec::new();
-    Message::Extended {
-        id: extension::HANDSHAKE_ID,
-        payload: &ext.encode(),
-    }
-    .encode(&mut out);
-    s.write_all(&out)
-        .map_err(|e| format!("send extension handshake: {e}"))?;
-
-    let mut metadata: Option<(u8, Vec<u8>, Vec<bool>)> = None;
+    fetch.handshake(&theirs)?;
+    send(&mut s, &mut fetch)?;
     let mut frame = Vec::new();
     loop {
         if Instant::now() >= deadline {
             return Err("timed out".into());
         }
         read_frame(&mut s, &mut frame)?;
-        let Ok(Message::Extended { id, payload }) = Message::decode(&frame) else {
+        let Ok(msg) = Message::decode(&frame) else {
             continue;
         };
-        if id == extension::HANDSHAKE_ID {
-            let hs = ExtHandshake::decode(payload).map_err(|e| e.to_string())?;
-            let their_id = hs
-                .id_of("ut_metadata")
-                .ok_or("peer does not offer ut_metadata")?;
-            let size = hs
-                .metadata_size
-                .ok_or("peer did not say the metadata size")?;
-            if size == 0 || size > extension::MAX_METADATA_SIZE {
-                return Err(format!("metadata size {size} out of range"));
-            }
-            let pieces = (size as usize).div_ceil(extension::METADATA_PIECE_SIZE);
-            let mut req = Vec::new();
-            for piece in 0..pieces as u32 {
-                Message::Extended {
-                    id: their_id,
-                    payload: &MetadataMsg::Request { piece }.encode(),
-                }
-                .encode(&mut req);
-            }
-            s.write_all(&req)
-                .map_err(|e| format!("send metadata requests: {e}"))?;
-            metadata = Some((their_id, vec![0; size as usize], vec![false; pieces]));
-        } else if id == extension::OUR_UT_METADATA_ID {
-            let Some((_, buf, got)) = metadata.as_mut() else {
-                continue;
-            };
-            match MetadataMsg::decode(payload).map_err(|e| e.to_string())? {
-                MetadataMsg::Data { piece, data, .. } => {
-                    let start = piece as usize * extension::METADATA_PIECE_SIZE;
-                    let expected =
-                        (buf.len() - start.min(buf.len())).min(extension::METADATA_PIECE_SIZE);
-                    if start >= buf.len() || data.len() != expected {
-                        return Err(format!("metadata piece {piece} has the wrong size"));
-                    }
-                    buf[start..start + data.len()].copy_from_slice(data);
-                    got[piece as usize] = true;
-                    if got.iter().all(|&g| g) {
-                        let info = std::mem::take(buf);
-                        if crate::verify::sha1(&info) != info_hash {
-                            return Err("metadata does not match the info-hash".into());
-                        }
-                        return Ok(info);
-                    }
-                }
-                MetadataMsg::Reject { piece } => {
-                    return Err(format!("peer rejected metadata piece {piece}"))
-                }
-                MetadataMsg::Request { .. } => {}
-            }
+        if let Some(info) = fetch.message(&msg)? {
+            return Ok(info);
         }
+        send(&mut s, &mut fetch)?;
     }
 }
 

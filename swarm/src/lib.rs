@@ -12,6 +12,7 @@
 //!   [`picker`] (rarest first within the rack, the rack's share), [`choker`] (slots),
 //!   [`rate`] (request depth), [`limits`] (rate limits, bans), [`locality`] (rack, dc,
 //!   remote);
+//! - [`metadata`]: fetching a torrent's info dictionary from a peer (BEP 9);
 //! - [`ids`]: newtypes for what must not be confused; [`out`]: actions and messages.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod core;
 pub mod ids;
 pub mod limits;
 pub mod locality;
+pub mod metadata;
 pub mod out;
 pub mod picker;
 pub mod rate;

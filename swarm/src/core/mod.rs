@@ -301,12 +301,7 @@ impl Swarm {
     pub fn handshake(&mut self, now: Instant, key: PeerKey, hs: &Handshake) -> Result<(), String> {
         let our_id = self.cfg.our_id;
         let their_id = PeerId(hs.peer_id);
-        if their_id == our_id {
-            return Err("connected to ourselves".into());
-        }
-        if hs.info_hash != self.meta.info_hash {
-            return Err("peer answered for another torrent".into());
-        }
+        crate::metadata::check_handshake(self.info_hash(), our_id, hs)?;
         let ip = self.peer(key).ok_or("unknown connection")?.addr.ip();
         {
             let mut book = self.shared.peers.lock().map_err(|_| "peer book poisoned")?;

@@ -198,9 +198,11 @@ impl Swarm {
             }
             return;
         }
-        self.shared.mark_verified(piece);
-        self.announce(piece);
-        self.actions.push_back(Action::Broadcast { piece });
+        // Two cores may both finish an endgame duplicate: the first to mark it announces.
+        if self.shared.mark_verified(piece) {
+            self.announce(piece);
+            self.actions.push_back(Action::Broadcast { piece });
+        }
     }
 
     /// Another core of this host verified `piece`: our copy in progress, if any, is

@@ -214,10 +214,13 @@ impl Swarm {
                 continue;
             }
             a.blocks[b] = match state {
-                Block::Requested { by: [first, _], at } => Block::Requested {
-                    by: [first, Some(key)],
-                    at,
-                },
+                Block::Requested { mut by, at } => {
+                    // Into the free place (the first requester may be the one that left).
+                    if let Some(free) = by.iter_mut().find(|k| k.is_none()) {
+                        *free = Some(key);
+                    }
+                    Block::Requested { by, at }
+                }
                 _ => Block::Requested {
                     by: [Some(key), None],
                     at: now,
