@@ -301,7 +301,12 @@ impl Swarm {
         if hs.info_hash != self.meta.info_hash {
             return Err("peer answered for another torrent".into());
         }
-        let ip = self.peer(key).ok_or("unknown connection")?.addr.ip();
+        let peer = self.peer(key).ok_or("unknown connection")?;
+        if peer.phase == Phase::Active {
+            // Checked before the peer book: a second handshake's id must not be recorded.
+            return Err("a second handshake".into());
+        }
+        let ip = peer.addr.ip();
         {
             let mut book = self.shared.peers.lock().map_err(|_| "peer book poisoned")?;
             if book.banned.is_banned(ip, now) {
@@ -313,9 +318,6 @@ impl Swarm {
         }
         let ours = Handshake::new(self.meta.info_hash, our_id.0);
         let peer = self.peer_mut(key).ok_or("unknown connection")?;
-        if peer.phase == Phase::Active {
-            return Err("a second handshake".into());
-        }
         let incoming = !peer.outgoing;
         peer.id = their_id;
         peer.fast = hs.supports_fast() && ours.supports_fast();

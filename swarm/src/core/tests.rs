@@ -1761,3 +1761,19 @@ fn a_peer_that_completes_from_us_counts_as_a_receiver_but_a_seed_does_not() {
     full.clear(1);
     assert!(!counts_as_receiver(false, 10, &full));
 }
+
+#[test]
+fn a_second_handshake_is_refused_and_leaves_no_peer_id_behind() {
+    let mut t = T::new(4);
+    let k = t.connect(1);
+    let err = t.sw.handshake(t.t0, k, &hs_for(&t, 9)).unwrap_err();
+    assert!(err.contains("second handshake"), "{err}");
+    t.sw.peer_closed(t.t0, k);
+    assert!(
+        t.shared.peers.lock().unwrap().connected.is_empty(),
+        "neither id stays connected"
+    );
+    let k2 = PeerKey { index: 2, gen: 0 };
+    t.sw.peer_connected(t.t0, k2, T::info(2, false));
+    assert!(t.sw.handshake(t.t0, k2, &hs_for(&t, 9)).is_ok());
+}
