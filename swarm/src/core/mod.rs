@@ -210,6 +210,9 @@ impl Swarm {
     }
 
     fn close(&mut self, peer: PeerKey, reason: impl Into<String>) {
+        if let Some(p) = self.peer_mut(peer) {
+            p.closing = true;
+        }
         self.actions.push_back(Action::Close {
             peer,
             reason: reason.into(),

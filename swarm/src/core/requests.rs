@@ -46,7 +46,7 @@ impl Swarm {
             return;
         }
         let Some(peer) = self.peer(key) else { return };
-        if peer.peer_choking || !peer.active() {
+        if peer.peer_choking || !peer.active() || peer.closing {
             return;
         }
         let depth = peer.depth();

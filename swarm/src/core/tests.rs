@@ -1777,3 +1777,32 @@ fn a_second_handshake_is_refused_and_leaves_no_peer_id_behind() {
     t.sw.peer_connected(t.t0, k2, T::info(2, false));
     assert!(t.sw.handshake(t.t0, k2, &hs_for(&t, 9)).is_ok());
 }
+
+#[test]
+fn a_peer_being_closed_gets_no_slot_and_no_request_after_the_close() {
+    let mut t = T::new(4);
+    t.verify([1]);
+    let k = t.connect(1);
+    t.msg(t.t0, k, Message::Have { index: 0 }).unwrap();
+    t.msg(t.t0, k, Message::Unchoke).unwrap();
+    t.msg(t.t0, k, Message::Interested).unwrap();
+    assert!(!requests(&t.acts(), k).is_empty());
+    // Idle in its slot: choked, and still waiting for one.
+    t.tick(t.at(ms(3100)));
+    assert!(sent(&t.acts(), k).contains(&Out::Choke));
+    // No block for the stall ceiling: closed, and nothing for it after the CLOSE.
+    t.tick(t.at(STALL_CEILING + ms(200)));
+    let acts = t.acts();
+    let at = acts
+        .iter()
+        .position(|a| matches!(a, Action::Close { peer, .. } if *peer == k))
+        .expect("closed");
+    let after: Vec<&Action> = acts[at + 1..]
+        .iter()
+        .filter(|a| matches!(a, Action::Send { peer, .. } if *peer == k))
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 0);
+    t.tick(t.at(STALL_CEILING + ms(300)));
+    assert!(!closed(&t.acts(), k), "closed once, not every tick");
+}
