@@ -198,7 +198,10 @@ impl Swarm {
             }
             return;
         }
-        self.shared.mark_verified(piece);
+        if !self.shared.mark_verified(piece) {
+            // Another core's copy was written first and announced everywhere.
+            return;
+        }
         self.announce(piece);
         self.actions.push_back(Action::Broadcast { piece });
     }

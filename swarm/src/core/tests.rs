@@ -1806,3 +1806,37 @@ fn a_peer_being_closed_gets_no_slot_and_no_request_after_the_close() {
     t.tick(t.at(STALL_CEILING + ms(300)));
     assert!(!closed(&t.acts(), k), "closed once, not every tick");
 }
+
+#[test]
+fn a_piece_written_by_two_cores_is_announced_once() {
+    let mut one = T::new(1);
+    let mut two = one.second_core();
+    let a = one.seed(1);
+    let ra = requests(&one.acts(), a);
+    let b = two.seed(2);
+    two.prove(b);
+    two.tick(two.at(ms(100)));
+    let rb = requests(&two.acts(), b);
+    assert_eq!(rb.len(), BPP as usize, "an endgame duplicate");
+    let now = one.at(ms(200));
+    let h1 = deliver_all(&mut one, now, a, &ra);
+    let h2 = deliver_all(&mut two, now, b, &rb);
+    let ([(0, buf1)], [(0, buf2)]) = (&h1[..], &h2[..]) else {
+        panic!("{h1:?} {h2:?}")
+    };
+    // Both copies pass their hash before either is written.
+    one.sw.piece_hashed(now, 0, *buf1, true, &mut one.bufs);
+    two.sw.piece_hashed(now, 0, *buf2, true, &mut two.bufs);
+    one.acts();
+    two.acts();
+    one.sw.piece_written(0, true);
+    let acts = one.acts();
+    assert!(acts.contains(&Action::Broadcast { piece: 0 }));
+    assert_eq!(sent(&acts, a), vec![Out::Have(0), Out::NotInterested]);
+    two.sw.verified_elsewhere(0);
+    assert_eq!(sent(&two.acts(), b), vec![Out::Have(0), Out::NotInterested]);
+    two.sw.piece_written(0, true);
+    let acts = two.acts();
+    assert!(acts.is_empty(), "announced already: {acts:?}");
+    assert!(!two.sw.busy());
+}
