@@ -237,3 +237,67 @@ fn two_cores_of_one_host_share_a_torrent_without_fetching_a_piece_twice_outside_
     assert_eq!(h.written, net.meta.piece_count());
     assert_eq!(h.written_bad, 0);
 }
+
+mod random_networks {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    struct Shape {
+        pieces: u32,
+        seeds: Vec<(u64, bool, bool)>,
+        leechers: Vec<(u64, usize, u8)>,
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        (
+            4u32..24,
+            prop::collection::vec((1u64..8, any::<bool>(), any::<bool>()), 1..3),
+            prop::collection::vec((1u64..8, 1usize..3, 0u8..3), 1..5),
+        )
+            .prop_map(|(pieces, seeds, leechers)| Shape {
+                pieces,
+                seeds,
+                leechers,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Any small network with one honest seed completes with good data: seeds of
+        /// random rates (some first seeders, some corrupting), leechers with one or two
+        /// cores in up to three racks.
+        #[test]
+        fn every_leecher_completes_with_good_data(s in shape()) {
+            let mut net = Net::new(s.pieces, 64 << 10);
+            let mut honest_seen = false;
+            for &(rate, first, corrupt) in &s.seeds {
+                // The first seed is always honest.
+                let corrupt = corrupt && honest_seen;
+                honest_seen = true;
+                net.add_host(HostSpec {
+                    initial_seed: first && !corrupt,
+                    corrupt,
+                    ..HostSpec::seed(rate * MIB)
+                });
+            }
+            let leechers: Vec<usize> = s
+                .leechers
+                .iter()
+                .map(|&(rate, cores, rack)| {
+                    net.add_host(HostSpec {
+                        cores,
+                        ..HostSpec::leecher(rate * MIB).at("east", ["r1", "r2", "r3"][rack as usize])
+                    })
+                })
+                .collect();
+            net.mesh();
+            let done = net.run(Duration::from_secs(300), MAX_EVENTS, |n| n.all_done(&leechers));
+            prop_assert!(done, "not done after {:?}", net.now - net.t0);
+            for &l in &leechers {
+                prop_assert_eq!(net.hosts[l].written_bad, 0);
+            }
+        }
+    }
+}
