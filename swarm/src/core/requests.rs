@@ -403,14 +403,16 @@ impl Swarm {
         begin: u32,
         bufs: &mut dyn PieceBuffers,
     ) {
-        let requested = self.assemblies.get(&piece).is_some_and(|a| {
+        // The rejected request is answered: withdrawn here, not cancelled below.
+        let requested = self.assemblies.get_mut(&piece).is_some_and(|a| {
             let b = (begin / ringswarm_proto::wire::BLOCK_SIZE) as usize;
-            a.blocks.get(b).is_some_and(|s| s.requested_by(key))
+            a.blocks.get_mut(b).is_some_and(|s| s.drop_requester(key))
         });
         if !requested {
             return;
         }
         if let Some(peer) = self.peer_mut(key) {
+            peer.requests_out = peer.requests_out.saturating_sub(1);
             peer.refused.set(piece);
             peer.refused_since.get_or_insert(now);
         }
