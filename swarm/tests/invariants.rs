@@ -107,12 +107,21 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-struct Bufs(u32);
+/// Piece buffers: at most `cap` live at once; each must end written or discarded.
+struct Bufs {
+    next: u32,
+    cap: usize,
+    live: HashSet<BufId>,
+}
 
 impl PieceBuffers for Bufs {
     fn reserve(&mut self, _piece: u32) -> Option<BufId> {
-        self.0 += 1;
-        Some(BufId(self.0))
+        if self.live.len() >= self.cap {
+            return None;
+        }
+        self.next += 1;
+        self.live.insert(BufId(self.next));
+        Some(BufId(self.next))
     }
 }
 
@@ -161,7 +170,7 @@ fn meta() -> Arc<Metainfo> {
 }
 
 impl World {
-    fn new(verified: u8) -> World {
+    fn new(verified: u8, cap: usize) -> World {
         let now = Instant::now();
         let shared = Arc::new(Shared::new(PIECES, PIECE, PIECE, now));
         for p in 0..PIECES {
@@ -175,7 +184,11 @@ impl World {
         World {
             sw: Swarm::new(cfg, meta(), shared.clone()),
             shared,
-            bufs: Bufs(0),
+            bufs: Bufs {
+                next: 0,
+                cap,
+                live: HashSet::new(),
+            },
             now,
             peers: HashMap::new(),
             next_index: 0,
@@ -218,7 +231,7 @@ impl World {
                             prop_assert!(m.out.insert(b), "requested {b:?} twice of one peer");
                         }
                         Out::Cancel(b) => {
-                            m.out.remove(&b);
+                            prop_assert!(m.out.remove(&b), "a CANCEL of {:?}, not standing", b);
                         }
                         Out::Unchoke => {
                             prop_assert!(!m.unchoked, "unchoked twice");
@@ -237,17 +250,19 @@ impl World {
                     }
                 }
                 Action::Hash { piece, buf } => {
+                    prop_assert!(self.bufs.live.contains(&buf), "hash of a dead buffer");
                     prop_assert!(!self.hashing.iter().any(|h| h.0 == piece), "hashed twice");
                     self.hashing.push((piece, buf));
                 }
-                Action::Write { piece, .. } => {
+                Action::Write { piece, buf } => {
+                    prop_assert!(self.bufs.live.remove(&buf), "write of a dead buffer");
                     prop_assert!(!self.writing.contains(&piece), "written twice");
                     self.writing.push(piece);
                 }
-                Action::Serve { .. }
-                | Action::Discard { .. }
-                | Action::Dial { .. }
-                | Action::Broadcast { .. } => {}
+                Action::Discard { buf } => {
+                    prop_assert!(self.bufs.live.remove(&buf), "discard of a dead buffer");
+                }
+                Action::Serve { .. } | Action::Dial { .. } | Action::Broadcast { .. } => {}
             }
         }
         prop_assert!(false, "the core never stopped acting");
@@ -499,7 +514,12 @@ impl World {
         self.message(slot, Message::Unchoke);
         self.drain()?;
         for _ in 0..400 {
-            if self.shared.all_verified() {
+            if self.shared.all_verified() && self.writing.is_empty() && self.hashing.is_empty() {
+                prop_assert!(
+                    self.bufs.live.is_empty(),
+                    "buffers leaked: {:?}",
+                    self.bufs.live
+                );
                 return Ok(());
             }
             let slots: Vec<u8> = self.peers.keys().copied().collect();
@@ -556,8 +576,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_core_keeps_its_invariants(verified in any::<u8>(), ops in prop::collection::vec(op(), 1..150)) {
-        let mut w = World::new(verified);
+    fn the_core_keeps_its_invariants(
+        verified in any::<u8>(),
+        cap in prop_oneof![1usize..4, Just(usize::MAX)],
+        ops in prop::collection::vec(op(), 1..150),
+    ) {
+        let mut w = World::new(verified, cap);
         w.drain()?;
         for op in &ops {
             w.apply(op);

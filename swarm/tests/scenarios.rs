@@ -87,13 +87,21 @@ fn a_first_seeder_hands_out_distinct_pieces_before_repeating() {
 /// A `--cores 1` leecher with an honest seed at 4 MiB/s, and optionally a peer that holds
 /// every piece but sends one block every 3 s; returns the download time.
 fn hostage_run(with_trickler: bool) -> Duration {
+    hostage_run_with(with_trickler.then_some((4 * MIB, Some(Duration::from_secs(3)))))
+}
+
+/// As [`hostage_run`], the other peer sending at `rate` and at most one block per
+/// `trickle`.
+fn hostage_run_with(other: Option<(u64, Option<Duration>)>) -> Duration {
+    let with_trickler = other.is_some();
     let mut net = Net::new(pieces_for(16 * MIB), PIECE);
     let honest = net.add_host(HostSpec::seed(4 * MIB));
     let leecher = net.add_host(HostSpec::leecher(4 * MIB));
     if with_trickler {
+        let (rate, trickle) = other.unwrap();
         let trickler = net.add_host(HostSpec {
-            trickle: Some(Duration::from_secs(3)),
-            ..HostSpec::seed(4 * MIB)
+            trickle,
+            ..HostSpec::seed(rate)
         });
         // The trickler is dialled first: it gets every chance to take pieces.
         net.introduce(leecher, trickler);
@@ -125,6 +133,19 @@ fn a_trickling_peer_does_not_hold_a_one_core_download_hostage() {
         with.as_secs_f64() <= 1.3 * alone.as_secs_f64(),
         "{with:?} with the trickler, {alone:?} without"
     );
+}
+
+#[test]
+fn a_slow_but_steady_peer_does_not_hold_the_download_either() {
+    let alone = hostage_run(false);
+    for rate in [64 << 10, 256 << 10, MIB] {
+        let with = hostage_run_with(Some((rate, None)));
+        eprintln!("with a {rate} B/s peer: {with:?} ({alone:?} alone)");
+        assert!(
+            with.as_secs_f64() <= 1.3 * alone.as_secs_f64(),
+            "{with:?} with a {rate} B/s peer, {alone:?} without"
+        );
+    }
 }
 
 #[test]
@@ -246,14 +267,17 @@ mod random_networks {
     struct Shape {
         pieces: u32,
         seeds: Vec<(u64, bool, bool)>,
-        leechers: Vec<(u64, usize, u8)>,
+        leechers: Vec<(u64, usize, u8, Option<usize>)>,
     }
 
     fn shape() -> impl Strategy<Value = Shape> {
         (
             4u32..24,
             prop::collection::vec((1u64..8, any::<bool>(), any::<bool>()), 1..3),
-            prop::collection::vec((1u64..8, 1usize..3, 0u8..3), 1..5),
+            prop::collection::vec(
+                (1u64..8, 1usize..3, 0u8..3, prop::option::of(1usize..4)),
+                1..5,
+            ),
         )
             .prop_map(|(pieces, seeds, leechers)| Shape {
                 pieces,
@@ -267,7 +291,7 @@ mod random_networks {
 
         /// Any small network with one honest seed completes with good data: seeds of
         /// random rates (some first seeders, some corrupting), leechers with one or two
-        /// cores in up to three racks.
+        /// cores in up to three racks, some short of piece buffers.
         #[test]
         fn every_leecher_completes_with_good_data(s in shape()) {
             let mut net = Net::new(s.pieces, 64 << 10);
@@ -285,9 +309,10 @@ mod random_networks {
             let leechers: Vec<usize> = s
                 .leechers
                 .iter()
-                .map(|&(rate, cores, rack)| {
+                .map(|&(rate, cores, rack, max_bufs)| {
                     net.add_host(HostSpec {
                         cores,
+                        max_bufs,
                         ..HostSpec::leecher(rate * MIB).at("east", ["r1", "r2", "r3"][rack as usize])
                     })
                 })

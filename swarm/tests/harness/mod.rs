@@ -50,6 +50,8 @@ pub struct HostSpec {
     /// Says INTERESTED but never sends a REQUEST (its requests are dropped on the way out).
     pub mute_requests: bool,
     pub upload_slots: u32,
+    /// Piece buffers each core may hold at once (None: no limit).
+    pub max_bufs: Option<usize>,
 }
 
 impl HostSpec {
@@ -64,6 +66,7 @@ impl HostSpec {
             trickle: None,
             mute_requests: false,
             upload_slots: 8,
+            max_bufs: None,
         }
     }
 
@@ -95,10 +98,14 @@ struct BufInfo {
 struct Bufs {
     next: u32,
     live: HashMap<BufId, BufInfo>,
+    cap: Option<usize>,
 }
 
 impl PieceBuffers for Bufs {
     fn reserve(&mut self, piece: u32) -> Option<BufId> {
+        if self.cap.is_some_and(|cap| self.live.len() >= cap) {
+            return None;
+        }
         self.next += 1;
         let id = BufId(self.next);
         self.live.insert(
@@ -309,7 +316,10 @@ impl Net {
                 cfg.seed = (h as u64) << 16 | c as u64;
                 Core {
                     swarm: Swarm::new(cfg, self.meta.clone(), shared.clone()),
-                    bufs: Bufs::default(),
+                    bufs: Bufs {
+                        cap: spec.max_bufs,
+                        ..Bufs::default()
+                    },
                     timer_at: None,
                     next_key: 0,
                 }
