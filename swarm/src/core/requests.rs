@@ -214,10 +214,13 @@ impl Swarm {
                 continue;
             }
             a.blocks[b] = match state {
-                Block::Requested { by: [first, _], at } => Block::Requested {
-                    by: [first, Some(key)],
-                    at,
-                },
+                // Into the free place: the other may be the one left (the first went).
+                Block::Requested { mut by, at } => {
+                    if let Some(free) = by.iter_mut().find(|k| k.is_none()) {
+                        *free = Some(key);
+                    }
+                    Block::Requested { by, at }
+                }
                 _ => Block::Requested {
                     by: [Some(key), None],
                     at: now,

@@ -1839,3 +1839,47 @@ fn a_piece_written_by_two_cores_is_announced_once() {
     assert!(acts.is_empty(), "announced already: {acts:?}");
     assert!(!two.sw.busy());
 }
+
+#[test]
+fn a_steal_keeps_the_remaining_requester_of_a_block_whose_first_requester_left() {
+    let mut t = T::new(1);
+    // A asks for every block; B (faster) steals them once late; then A chokes us, so
+    // each block is requested from B alone, in the second place.
+    let a = t.connect(1);
+    t.msg(t.t0, a, Message::HaveAll).unwrap();
+    t.prove(a);
+    t.set_rate(a, 16 << 10, t.t0);
+    t.msg(t.t0, a, Message::Unchoke).unwrap();
+    assert_eq!(requests(&t.acts(), a).len(), BPP as usize);
+    let b = t.connect(2);
+    t.msg(t.t0, b, Message::HaveAll).unwrap();
+    t.prove(b);
+    t.set_rate(b, 256 << 10, t.t0);
+    t.msg(t.t0, b, Message::Unchoke).unwrap();
+    let now = t.at(ms(300));
+    t.sw.fill(now, b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    assert_eq!(rb.len(), BPP as usize);
+    t.msg(now, a, Message::Choke).unwrap();
+    t.acts();
+    // C, much faster than B, steals from B.
+    let c = t.connect(3);
+    t.msg(now, c, Message::HaveAll).unwrap();
+    t.prove(c);
+    t.set_rate(c, 8 << 20, now);
+    t.msg(now, c, Message::Unchoke).unwrap();
+    let later = now + ms(300);
+    t.sw.fill(later, c, &mut t.bufs);
+    let rc = requests(&t.acts(), c);
+    assert_eq!(rc.len(), BPP as usize);
+    // B's copy of block 0 still counts and C is cancelled for it; C's copy of block 1
+    // cancels B's.
+    assert!(
+        t.deliver(later, b, rb[0]).is_some(),
+        "B is still a requester"
+    );
+    assert_eq!(cancels(&t.acts(), c), vec![rb[0]]);
+    t.deliver(later, c, rb[1]);
+    assert_eq!(cancels(&t.acts(), b), vec![rb[1]]);
+    assert_eq!(t.sw.peer(b).unwrap().requests_out, BPP - 2);
+}
