@@ -6,6 +6,8 @@
 //!   from the same peer while the first request stands;
 //! - a request stands until the block comes, the peer chokes or rejects it, we cancel it,
 //!   or the connection closes; a standing request is always for a piece in progress here;
+//!   a CANCEL withdraws a standing request; a peer is closed as stalled only with requests
+//!   standing;
 //!   and at the end, with a seed joining, every piece is verified (nothing was lost);
 //! - each piece is in exactly one state (missing, assembling, hashing, writing, verified);
 //! - the unchoked peers never exceed the slots (and the shared count agrees);
@@ -244,8 +246,12 @@ impl World {
                         _ => {}
                     }
                 }
-                Action::Close { peer, .. } => {
+                Action::Close { peer, reason } => {
                     if let Some(slot) = self.slot_of(peer) {
+                        prop_assert!(
+                            !reason.starts_with("stalled") || !self.peers[&slot].out.is_empty(),
+                            "closed as stalled with no request standing"
+                        );
                         self.close(slot);
                     }
                 }
