@@ -512,10 +512,9 @@ impl World {
 
     /// A seed joins and everyone delivers what is asked: every piece must get verified.
     fn finish(&mut self) -> Result<(), TestCaseError> {
-        let mut slot = PEERS;
-        while self.peers.contains_key(&slot) {
-            slot += 1;
-        }
+        let slot = (PEERS..=u8::MAX)
+            .find(|s| !self.peers.contains_key(s))
+            .unwrap();
         self.connect(slot, Bitfield::full(PIECES), true);
         self.message(slot, Message::Unchoke);
         self.drain()?;
@@ -530,20 +529,22 @@ impl World {
             }
             let slots: Vec<u8> = self.peers.keys().copied().collect();
             for s in slots {
-                while let Some(b) = self.peers.get(&s).and_then(|m| nth(&m.out, 0)) {
+                for _ in 0..PIECES * BPP * 4 {
+                    if self.peers.get(&s).is_none_or(|m| m.out.is_empty()) {
+                        break;
+                    }
                     self.apply(&Op::Block { slot: s, pick: 0 });
                     self.drain()?;
-                    let _ = b;
                 }
             }
-            while !self.hashing.is_empty() {
+            for _ in 0..self.hashing.len() {
                 self.apply(&Op::Hashed {
                     pick: 0,
                     good: true,
                 });
                 self.drain()?;
             }
-            while !self.writing.is_empty() {
+            for _ in 0..self.writing.len() {
                 self.apply(&Op::Written { pick: 0 });
                 self.drain()?;
             }
