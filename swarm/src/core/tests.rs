@@ -1883,3 +1883,43 @@ fn a_steal_keeps_the_remaining_requester_of_a_block_whose_first_requester_left()
     assert_eq!(cancels(&t.acts(), b), vec![rb[1]]);
     assert_eq!(t.sw.peer(b).unwrap().requests_out, BPP - 2);
 }
+
+/// Our place east/r1, piece 0 of 2 verified; a slow remote peer X working on piece 1; a
+/// rack peer R holding piece 1 (`r_serves`: proven and unchoking us, else neither); a
+/// fast proven remote seed S. Returns what S asks for once X's requests are late.
+fn rescue_from_remote(r_serves: bool) -> Vec<BlockRef> {
+    let mut t = T::new(2);
+    t.verify([0]);
+    let x = t.connect_as(1, placed(1, place("west", "w1")), true, t.t0);
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.set_rate(x, 1 << 10, t.t0);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![1]);
+    let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
+    t.msg(t.t0, r, Message::HaveAll).unwrap();
+    if r_serves {
+        t.prove(r);
+        t.msg(t.t0, r, Message::Unchoke).unwrap();
+    }
+    let s = t.connect_as(2, placed(2, place("west", "w2")), true, t.t0);
+    t.msg(t.t0, s, Message::HaveAll).unwrap();
+    t.prove(s);
+    t.set_rate(s, 4 << 20, t.t0);
+    t.msg(t.t0, s, Message::Unchoke).unwrap();
+    assert!(requests(&t.acts(), s).is_empty());
+    t.sw.fill(t.at(ms(300)), s, &mut t.bufs);
+    requests(&t.acts(), s)
+}
+
+#[test]
+fn a_remote_peer_rescues_a_piece_the_rack_has_but_no_rack_peer_here_can_fetch() {
+    assert_eq!(
+        pieces_of(&rescue_from_remote(false)),
+        vec![1],
+        "the rack peer holding it is unproven and choking us: the remote seed steals"
+    );
+    assert!(
+        rescue_from_remote(true).is_empty(),
+        "a rack peer able to fetch it: the remote seed stays out"
+    );
+}
