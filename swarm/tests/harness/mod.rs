@@ -236,6 +236,7 @@ pub struct Net {
     events: HashMap<u64, Ev>,
     seq: u64,
     pub events_run: u64,
+    pub log: Vec<String>,
 }
 
 /// One-way delay between two places.
@@ -284,6 +285,7 @@ impl Net {
             events: HashMap::new(),
             seq: 0,
             events_run: 0,
+            log: Vec::new(),
         }
     }
 
@@ -636,7 +638,15 @@ impl Net {
                 begin,
                 len,
                 from,
-            } => self.block_in(h, c, key, piece, begin, len, from),
+            } => {
+                if std::env::var("HARNESS_LOG").is_ok() {
+                    let t = (now - self.t0).as_secs_f64();
+                    self.log.push(format!(
+                        "{t:.3} block {from}->{h}/{c} piece {piece} begin {begin}"
+                    ));
+                }
+                self.block_in(h, c, key, piece, begin, len, from)
+            }
         };
         if let Err(e) = result {
             self.close(conn, to, e);
@@ -758,6 +768,11 @@ impl Net {
                     }
                     if self.hosts[h].spec.mute_requests && matches!(msg, Out::Request(_)) {
                         continue;
+                    }
+                    if std::env::var("HARNESS_LOG").is_ok() && !matches!(msg, Out::Handshake) {
+                        let t = (now - self.t0).as_secs_f64();
+                        let to = self.conns[conn].sides[1 - side].host;
+                        self.log.push(format!("{t:.3} {h}/{c}->{to} {msg:?}"));
                     }
                     let what = match msg {
                         Out::Handshake => {
