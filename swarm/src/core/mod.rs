@@ -216,6 +216,9 @@ impl Swarm {
     }
 
     fn close(&mut self, peer: PeerKey, reason: impl Into<String>) {
+        if let Some(p) = self.peer_mut(peer) {
+            p.closing = true;
+        }
         self.actions.push_back(Action::Close {
             peer,
             reason: reason.into(),
@@ -302,7 +305,12 @@ impl Swarm {
         let our_id = self.cfg.our_id;
         let their_id = PeerId(hs.peer_id);
         crate::metadata::check_handshake(self.info_hash(), our_id, hs)?;
-        let ip = self.peer(key).ok_or("unknown connection")?.addr.ip();
+        let peer = self.peer(key).ok_or("unknown connection")?;
+        if peer.phase == Phase::Active {
+            // Checked before the peer book: a second handshake's id must not be recorded.
+            return Err("a second handshake".into());
+        }
+        let ip = peer.addr.ip();
         {
             let mut book = self.shared.peers.lock().map_err(|_| "peer book poisoned")?;
             if book.banned.is_banned(ip, now) {
@@ -314,9 +322,6 @@ impl Swarm {
         }
         let ours = Handshake::new(self.meta.info_hash, our_id.0);
         let peer = self.peer_mut(key).ok_or("unknown connection")?;
-        if peer.phase == Phase::Active {
-            return Err("a second handshake".into());
-        }
         let incoming = !peer.outgoing;
         peer.id = their_id;
         peer.fast = hs.supports_fast() && ours.supports_fast();

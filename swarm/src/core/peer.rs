@@ -93,6 +93,8 @@ pub(crate) struct Peer {
     pub last_block: Instant,
     /// Where its picks start, so peers with equal choices spread over the torrent.
     pub pick_start: u32,
+    /// We asked the driver to close it: no more requests, slots or stall verdicts.
+    pub closing: bool,
 }
 
 impl Peer {
@@ -134,6 +136,7 @@ impl Peer {
             meter: RateMeter::new(now),
             last_block: now,
             pick_start,
+            closing: false,
         }
     }
 

@@ -198,11 +198,12 @@ impl Swarm {
             }
             return;
         }
-        // Two cores may both finish an endgame duplicate: the first to mark it announces.
-        if self.shared.mark_verified(piece) {
-            self.announce(piece);
-            self.actions.push_back(Action::Broadcast { piece });
+        if !self.shared.mark_verified(piece) {
+            // Another core's copy was written first and announced everywhere.
+            return;
         }
+        self.announce(piece);
+        self.actions.push_back(Action::Broadcast { piece });
     }
 
     /// Another core of this host verified `piece`: our copy in progress, if any, is

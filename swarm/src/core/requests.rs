@@ -46,7 +46,7 @@ impl Swarm {
             return;
         }
         let Some(peer) = self.peer(key) else { return };
-        if peer.peer_choking || !peer.active() {
+        if peer.peer_choking || !peer.active() || peer.closing {
             return;
         }
         let depth = peer.depth();
@@ -214,8 +214,8 @@ impl Swarm {
                 continue;
             }
             a.blocks[b] = match state {
+                // Into the free place: the other may be the one left (the first went).
                 Block::Requested { mut by, at } => {
-                    // Into the free place (the first requester may be the one that left).
                     if let Some(free) = by.iter_mut().find(|k| k.is_none()) {
                         *free = Some(key);
                     }
@@ -241,7 +241,8 @@ impl Swarm {
 
     /// Pieces in progress here that `key` may lend a hand with in the endgame: it has them,
     /// has not refused them, they take several sources, and a remote peer only joins what
-    /// no rack peer has. The ones with the fewest blocks in first (closest to done).
+    /// no rack peer has or could fetch. The ones with the fewest blocks in first (closest to
+    /// done).
     fn joinable(&self, key: PeerKey) -> Vec<u32> {
         let Some(peer) = self.peer(key) else {
             return Vec::new();
@@ -251,11 +252,27 @@ impl Swarm {
             .assemblies
             .values()
             .filter(|a| !a.single_source && peer.have.get(a.piece) && !peer.is_refusing(a.piece))
-            .filter(|a| !remote || self.rack_lacks(a.piece))
+            .filter(|a| !remote || self.rack_cannot_serve(a.piece))
             .map(|a| (a.blocks.len() as u32 - a.received, a.piece))
             .collect();
         v.sort_unstable();
         v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// In the endgame, a remote peer may lend a hand with `piece` when no rack peer could:
+    /// none has it, or none here that has it may take part (proven, serving us, not
+    /// refusing it). Otherwise a slow peer holding the piece would hold the download while
+    /// the rack peers that have it, never asked for a piece yet, wait unproven.
+    fn rack_cannot_serve(&self, piece: u32) -> bool {
+        self.rack_lacks(piece)
+            || !self.order.iter().filter_map(|&k| self.peer(k)).any(|p| {
+                p.locality == Locality::Rack
+                    && p.proven
+                    && !p.peer_choking
+                    && !p.closing
+                    && p.have.get(piece)
+                    && !p.is_refusing(piece)
+            })
     }
 
     fn rack_lacks(&self, piece: u32) -> bool {
@@ -315,7 +332,7 @@ impl Swarm {
                 self.in_progress(p)
                     || peer.is_refusing(p)
                     || self.single_source.contains(&p)
-                    || (!rack && !self.rack_lacks(p))
+                    || (!rack && !self.rack_cannot_serve(p))
             },
         )
     }
@@ -406,14 +423,16 @@ impl Swarm {
         begin: u32,
         bufs: &mut dyn PieceBuffers,
     ) {
-        let requested = self.assemblies.get(&piece).is_some_and(|a| {
+        // The rejected request is answered: withdrawn here, not cancelled below.
+        let requested = self.assemblies.get_mut(&piece).is_some_and(|a| {
             let b = (begin / ringswarm_proto::wire::BLOCK_SIZE) as usize;
-            a.blocks.get(b).is_some_and(|s| s.requested_by(key))
+            a.blocks.get_mut(b).is_some_and(|s| s.drop_requester(key))
         });
         if !requested {
             return;
         }
         if let Some(peer) = self.peer_mut(key) {
+            peer.requests_out = peer.requests_out.saturating_sub(1);
             peer.refused.set(piece);
             peer.refused_since.get_or_insert(now);
         }

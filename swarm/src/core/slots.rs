@@ -80,7 +80,7 @@ impl Swarm {
     pub(super) fn try_unchoke(&mut self, now: Instant, key: PeerKey) {
         let slots = self.cfg.upload_slots;
         let Some(peer) = self.peer(key) else { return };
-        if !peer.am_choking || !peer.peer_interested || !peer.active() {
+        if !peer.am_choking || !peer.peer_interested || !peer.active() || peer.closing {
             return;
         }
         let locality = peer.locality;
@@ -149,7 +149,7 @@ impl Swarm {
         let mut holders = Vec::new();
         let mut waiters = Vec::new();
         for (i, &k) in self.order.iter().enumerate() {
-            let Some(p) = self.peer(k).filter(|p| p.active()) else {
+            let Some(p) = self.peer(k).filter(|p| p.active() && !p.closing) else {
                 continue;
             };
             if !p.am_choking {

@@ -1,1 +1,1925 @@
-// tests come next
+//! Unit tests of the core's decisions on a virtual clock: `t0` is taken once, every input
+//! carries `t0 + something`. Each test name says what it proves.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringswarm_proto::bitfield::Bitfield;
+use ringswarm_proto::extension::{self, ExtHandshake, MetadataMsg};
+use ringswarm_proto::metainfo::{FileEntry, Info, Metainfo};
+use ringswarm_proto::wire::{Handshake, Message, BLOCK_SIZE, MAX_BLOCK_SIZE};
+
+use super::timers::{REFUSAL_MEMORY, STALL_CEILING, STALL_FLOOR};
+use super::*;
+use crate::locality::NamedPlace;
+use crate::rate::{RateMeter, INITIAL_REQUEST_DEPTH, REQUEST_REFILL_BATCH};
+
+const OUR_ID: PeerId = PeerId([0x80; 20]);
+/// Blocks per piece in these tests.
+const BPP: u32 = 4;
+const PIECE: u32 = BPP * BLOCK_SIZE;
+
+struct Bufs {
+    next: u32,
+    full: bool,
+}
+
+impl PieceBuffers for Bufs {
+    fn reserve(&mut self, _piece: u32) -> Option<BufId> {
+        if self.full {
+            return None;
+        }
+        self.next += 1;
+        Some(BufId(self.next))
+    }
+}
+
+fn meta(pieces: u32) -> Arc<Metainfo> {
+    let total = u64::from(pieces) * u64::from(PIECE);
+    let info = Info {
+        name: "t".into(),
+        piece_length: u64::from(PIECE),
+        pieces: (0..pieces).map(|i| [i as u8; 20]).collect(),
+        files: vec![FileEntry {
+            path: vec![],
+            length: total,
+            offset: 0,
+            pad: false,
+        }],
+        multi_file: false,
+        total_length: total,
+        private: false,
+    };
+    Arc::new(Metainfo::from_info(info, vec![]))
+}
+
+fn ip(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8))
+}
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::new(ip(i), 6881)
+}
+
+fn pid(i: u32) -> PeerId {
+    PeerId([i as u8; 20])
+}
+
+fn blk(piece: u32, b: u32) -> BlockRef {
+    BlockRef {
+        piece,
+        begin: b * BLOCK_SIZE,
+        len: BLOCK_SIZE,
+    }
+}
+
+fn place(dc: &str, rack: &str) -> NamedPlace {
+    NamedPlace {
+        dc: Some(dc.into()),
+        rack: Some(rack.into()),
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A swarm of `pieces` pieces of [`BPP`] blocks, its shared state and buffers, and `t0`.
+struct T {
+    sw: Swarm,
+    shared: Arc<Shared>,
+    bufs: Bufs,
+    t0: Instant,
+}
+
+impl T {
+    fn new(pieces: u32) -> T {
+        T::with(pieces, |_| {})
+    }
+
+    fn with(pieces: u32, setup: impl FnOnce(&mut Config)) -> T {
+        let t0 = Instant::now();
+        let m = meta(pieces);
+        let shared = Arc::new(Shared::new(pieces, PIECE, PIECE, t0));
+        let mut cfg = Config::new(OUR_ID);
+        setup(&mut cfg);
+        T {
+            sw: Swarm::new(cfg, m, shared.clone()),
+            shared,
+            bufs: Bufs {
+                next: 0,
+                full: false,
+            },
+            t0,
+        }
+    }
+
+    /// Another core of the same host (same shared state).
+    fn second_core(&self) -> T {
+        T {
+            sw: Swarm::new(
+                Config::new(OUR_ID),
+                self.sw.meta().clone(),
+                self.shared.clone(),
+            ),
+            shared: self.shared.clone(),
+            bufs: Bufs {
+                next: 1000,
+                full: false,
+            },
+            t0: self.t0,
+        }
+    }
+
+    fn at(&self, d: Duration) -> Instant {
+        self.t0 + d
+    }
+
+    fn verify(&self, pieces: impl IntoIterator<Item = u32>) {
+        for p in pieces {
+            self.shared.mark_verified(p);
+        }
+    }
+
+    fn verify_all(&self) {
+        self.verify(0..self.shared.piece_count());
+    }
+
+    fn acts(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.sw.poll_action()).collect()
+    }
+
+    fn info(i: u32, outgoing: bool) -> PeerInfo {
+        PeerInfo {
+            addr: addr(i),
+            outgoing,
+            attempt: 1,
+            our_place: NamedPlace::default(),
+            their_place: None,
+        }
+    }
+
+    /// Connects peer `i` (incoming, fast and extensions) and takes its handshake.
+    fn connect(&mut self, i: u32) -> PeerKey {
+        self.connect_as(i, T::info(i, false), true, self.t0)
+    }
+
+    fn connect_as(&mut self, i: u32, info: PeerInfo, fast: bool, now: Instant) -> PeerKey {
+        let key = PeerKey { index: i, gen: 0 };
+        self.sw.peer_connected(now, key, info);
+        let mut hs = Handshake::new(self.sw.meta.info_hash, pid(i).0);
+        if !fast {
+            hs.reserved[7] &= !0x04;
+        }
+        self.sw.handshake(now, key, &hs).expect("handshake");
+        self.acts();
+        key
+    }
+
+    fn msg(&mut self, now: Instant, key: PeerKey, m: Message<'_>) -> Result<(), String> {
+        self.sw.message(now, key, &m, &mut self.bufs)
+    }
+
+    /// Peer `i` connects holding every piece and unchokes us.
+    fn seed(&mut self, i: u32) -> PeerKey {
+        let k = self.connect(i);
+        self.msg(self.t0, k, Message::HaveAll).unwrap();
+        self.msg(self.t0, k, Message::Unchoke).unwrap();
+        k
+    }
+
+    /// Peer `i` holds every piece, has proven itself, and unchokes us.
+    fn proven_seed(&mut self, i: u32) -> PeerKey {
+        let k = self.connect(i);
+        self.msg(self.t0, k, Message::HaveAll).unwrap();
+        self.prove(k);
+        self.msg(self.t0, k, Message::Unchoke).unwrap();
+        k
+    }
+
+    /// Peer `i` holds only `piece` and unchokes us.
+    fn holder(&mut self, i: u32, piece: u32) -> PeerKey {
+        let k = self.connect(i);
+        self.msg(self.t0, k, Message::Have { index: piece })
+            .unwrap();
+        self.msg(self.t0, k, Message::Unchoke).unwrap();
+        k
+    }
+
+    fn prove(&mut self, key: PeerKey) {
+        self.sw.peer_mut(key).unwrap().proven = true;
+    }
+
+    /// Makes `key` measure `bytes_per_sec`.
+    fn set_rate(&mut self, key: PeerKey, bytes_per_sec: u64, now: Instant) {
+        let mut m = RateMeter::new(now - secs(1));
+        m.add(bytes_per_sec);
+        m.sample(now, 1);
+        self.sw.peer_mut(key).unwrap().meter = m;
+    }
+
+    fn deliver(&mut self, now: Instant, key: PeerKey, b: BlockRef) -> Option<BufId> {
+        let buf = self.sw.block_fragment(key, b.piece, b.begin, b.len);
+        self.sw
+            .block_received(now, key, b.piece, b.begin, b.len, &mut self.bufs)
+            .unwrap();
+        buf
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.sw.handle_timeout(now, &mut self.bufs);
+    }
+
+    /// An interested peer `i` with nothing, as a seed sees it.
+    fn leecher(&mut self, i: u32) -> PeerKey {
+        let k = self.connect(i);
+        self.msg(self.t0, k, Message::HaveNone).unwrap();
+        self.msg(self.t0, k, Message::Interested).unwrap();
+        k
+    }
+
+    fn request(&mut self, now: Instant, key: PeerKey, b: BlockRef) -> Result<(), String> {
+        self.msg(
+            now,
+            key,
+            Message::Request {
+                index: b.piece,
+                begin: b.begin,
+                length: b.len,
+            },
+        )
+    }
+}
+
+fn sent(acts: &[Action], key: PeerKey) -> Vec<Out> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Send { peer, msg } if *peer == key => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn requests(acts: &[Action], key: PeerKey) -> Vec<BlockRef> {
+    sent(acts, key)
+        .into_iter()
+        .filter_map(|m| match m {
+            Out::Request(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancels(acts: &[Action], key: PeerKey) -> Vec<BlockRef> {
+    sent(acts, key)
+        .into_iter()
+        .filter_map(|m| match m {
+            Out::Cancel(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pieces_of(reqs: &[BlockRef]) -> Vec<u32> {
+    let mut v: Vec<u32> = reqs.iter().map(|b| b.piece).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn closed(acts: &[Action], key: PeerKey) -> bool {
+    acts.iter()
+        .any(|a| matches!(a, Action::Close { peer, .. } if *peer == key))
+}
+
+fn dials(acts: &[Action]) -> Vec<(SocketAddr, u32)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Dial { addr, attempt } => Some((*addr, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- handshake ---------------------------------------------------------------------------
+
+#[test]
+fn a_handshake_with_our_own_peer_id_is_refused() {
+    let mut t = T::new(4);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, true));
+    let hs = Handshake::new(t.sw.meta.info_hash, OUR_ID.0);
+    assert!(t.sw.handshake(t.t0, k, &hs).is_err());
+    assert_eq!(t.shared.counters.connected.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_handshake_for_another_torrent_is_refused() {
+    let mut t = T::new(4);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    let hs = Handshake::new([0xAB; 20], pid(1).0);
+    let err = t.sw.handshake(t.t0, k, &hs).unwrap_err();
+    assert!(err.contains("another torrent"), "{err}");
+}
+
+#[test]
+fn a_second_connection_to_the_same_peer_id_is_refused_even_on_another_core() {
+    let mut t = T::new(4);
+    let mut other = t.second_core();
+    t.connect(1);
+    let k = PeerKey { index: 2, gen: 0 };
+    other.sw.peer_connected(t.t0, k, T::info(2, false));
+    let hs = Handshake::new(t.sw.meta.info_hash, pid(1).0);
+    let err = other.sw.handshake(t.t0, k, &hs).unwrap_err();
+    assert!(err.contains("already connected"), "{err}");
+}
+
+#[test]
+fn a_peer_id_is_free_again_once_its_connection_closed() {
+    let mut t = T::new(4);
+    let k = t.connect(1);
+    t.sw.peer_closed(t.t0, k);
+    let k2 = PeerKey { index: 2, gen: 0 };
+    t.sw.peer_connected(t.t0, k2, T::info(2, false));
+    let hs = Handshake::new(t.sw.meta.info_hash, pid(1).0);
+    assert!(t.sw.handshake(t.t0, k2, &hs).is_ok());
+}
+
+#[test]
+fn a_banned_address_is_refused_at_the_handshake() {
+    let mut t = T::new(4);
+    t.shared.peers.lock().unwrap().banned.ban(ip(1), t.t0);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    let hs = Handshake::new(t.sw.meta.info_hash, pid(1).0);
+    let err = t.sw.handshake(t.t0, k, &hs).unwrap_err();
+    assert!(err.contains("banned"), "{err}");
+}
+
+#[test]
+fn an_incoming_peer_is_answered_with_handshake_ext_handshake_and_have_none() {
+    let mut t = T::new(4);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    assert!(t.acts().is_empty(), "an incoming peer speaks first");
+    let hs = Handshake::new(t.sw.meta.info_hash, pid(1).0);
+    t.sw.handshake(t.t0, k, &hs).unwrap();
+    let out = sent(&t.acts(), k);
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[0], Out::Handshake);
+    let Out::ExtHandshake(ext) = &out[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        ext.id_of("ut_metadata"),
+        Some(extension::OUR_UT_METADATA_ID)
+    );
+    assert_eq!(ext.metadata_size, Some(t.sw.meta.info_bytes.len() as u64));
+    assert_eq!(out[2], Out::HaveNone);
+}
+
+#[test]
+fn a_seed_answers_have_all_and_a_partial_peer_a_bitfield() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    let hs = Handshake::new(t.sw.meta.info_hash, pid(1).0);
+    t.sw.handshake(t.t0, k, &hs).unwrap();
+    assert_eq!(sent(&t.acts(), k).last(), Some(&Out::HaveAll));
+
+    let mut t = T::new(4);
+    t.verify([1, 3]);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    t.sw.handshake(t.t0, k, &hs_for(&t, 1)).unwrap();
+    let Some(Out::Bitfield(bits)) = sent(&t.acts(), k).last().cloned() else {
+        panic!()
+    };
+    assert_eq!(bits.ones().collect::<Vec<_>>(), vec![1, 3]);
+}
+
+fn hs_for(t: &T, i: u32) -> Handshake {
+    Handshake::new(t.sw.meta.info_hash, pid(i).0)
+}
+
+#[test]
+fn without_the_fast_extension_an_empty_peer_says_nothing_and_a_seed_sends_a_bitfield() {
+    let mut t = T::new(4);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    let mut hs = hs_for(&t, 1);
+    hs.reserved = [0; 8];
+    t.sw.handshake(t.t0, k, &hs).unwrap();
+    assert_eq!(sent(&t.acts(), k), vec![Out::Handshake]);
+
+    let mut t = T::new(4);
+    t.verify_all();
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    t.sw.handshake(t.t0, k, &hs).unwrap();
+    let out = sent(&t.acts(), k);
+    assert!(matches!(out.as_slice(), [Out::Handshake, Out::Bitfield(b)] if b.is_complete()));
+}
+
+#[test]
+fn an_outgoing_peer_gets_our_handshake_on_connect_and_not_again() {
+    let mut t = T::new(4);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, true));
+    assert_eq!(sent(&t.acts(), k), vec![Out::Handshake]);
+    t.sw.handshake(t.t0, k, &hs_for(&t, 1)).unwrap();
+    let out = sent(&t.acts(), k);
+    assert!(!out.contains(&Out::Handshake), "{out:?}");
+}
+
+#[test]
+fn messages_before_the_handshake_and_protocol_violations_drop_the_peer() {
+    let mut t = T::new(4);
+    let k = PeerKey { index: 1, gen: 0 };
+    t.sw.peer_connected(t.t0, k, T::info(1, false));
+    assert!(t.msg(t.t0, k, Message::Unchoke).is_err());
+    t.sw.handshake(t.t0, k, &hs_for(&t, 1)).unwrap();
+    assert!(t.msg(t.t0, k, Message::Have { index: 4 }).is_err());
+    t.msg(t.t0, k, Message::HaveNone).unwrap();
+    assert!(
+        t.msg(t.t0, k, Message::HaveAll).is_err(),
+        "a second HAVE ALL / BITFIELD"
+    );
+    let slow = t.connect_as(2, T::info(2, false), false, t.t0);
+    assert!(t.msg(t.t0, slow, Message::HaveAll).is_err());
+    assert!(t
+        .msg(
+            t.t0,
+            slow,
+            Message::Reject {
+                index: 0,
+                begin: 0,
+                length: BLOCK_SIZE
+            }
+        )
+        .is_err());
+}
+
+// ---- interest ----------------------------------------------------------------------------
+
+#[test]
+fn we_are_interested_only_in_a_peer_with_a_piece_we_lack() {
+    let mut t = T::new(4);
+    t.verify([0, 1]);
+    let k = t.connect(1);
+    let mut bits = Bitfield::new(4);
+    bits.set(0);
+    bits.set(1);
+    t.msg(
+        t.t0,
+        k,
+        Message::Bitfield {
+            bits: bits.as_bytes(),
+        },
+    )
+    .unwrap();
+    assert!(!sent(&t.acts(), k).contains(&Out::Interested));
+    t.msg(t.t0, k, Message::Have { index: 1 }).unwrap();
+    assert!(
+        t.acts().is_empty(),
+        "a HAVE of a piece we hold changes nothing"
+    );
+    t.msg(t.t0, k, Message::Have { index: 3 }).unwrap();
+    assert_eq!(sent(&t.acts(), k), vec![Out::Interested]);
+    t.msg(t.t0, k, Message::Have { index: 2 }).unwrap();
+    assert!(!sent(&t.acts(), k).contains(&Out::Interested), "said once");
+}
+
+#[test]
+fn the_last_piece_written_sends_have_and_not_interested_to_every_peer() {
+    let mut t = T::new(2);
+    t.verify([0]);
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let b = t.connect(2);
+    t.msg(t.t0, b, Message::HaveNone).unwrap();
+    assert_eq!(pieces_of(&reqs), vec![1]);
+    for r in reqs {
+        t.deliver(t.t0, a, r);
+    }
+    let acts = t.acts();
+    let Some(&Action::Hash { piece: 1, buf }) =
+        acts.iter().find(|x| matches!(x, Action::Hash { .. }))
+    else {
+        panic!("{acts:?}")
+    };
+    t.sw.piece_hashed(t.t0, 1, buf, true, &mut t.bufs);
+    assert!(t.acts().contains(&Action::Write { piece: 1, buf }));
+    t.sw.piece_written(1, true);
+    let acts = t.acts();
+    assert_eq!(sent(&acts, a), vec![Out::Have(1), Out::NotInterested]);
+    assert_eq!(sent(&acts, b), vec![Out::Have(1)]);
+    assert!(acts.contains(&Action::Broadcast { piece: 1 }));
+    assert!(t.shared.all_verified());
+}
+
+// ---- picking -----------------------------------------------------------------------------
+
+#[test]
+fn the_rarest_piece_is_asked_for_first() {
+    let mut t = T::new(8);
+    // Availability: piece 5 is held by the seed alone, every other piece by two more.
+    for i in [2, 3] {
+        let k = t.connect(i);
+        let mut bits = Bitfield::full(8);
+        bits.clear(5);
+        t.msg(
+            t.t0,
+            k,
+            Message::Bitfield {
+                bits: bits.as_bytes(),
+            },
+        )
+        .unwrap();
+    }
+    let s = t.seed(1);
+    let reqs = requests(&t.acts(), s);
+    assert_eq!(
+        pieces_of(&reqs),
+        vec![5],
+        "an unproven peer: one piece, the rarest"
+    );
+    assert_eq!(reqs.len(), BPP as usize);
+}
+
+#[test]
+fn an_unproven_peer_fills_one_piece_at_a_time_and_a_proven_one_fills_its_depth() {
+    let mut t = T::new(64);
+    let s = t.seed(1);
+    let reqs = requests(&t.acts(), s);
+    assert_eq!(reqs.len(), BPP as usize);
+    assert_eq!(pieces_of(&reqs).len(), 1);
+    let piece = reqs[0].piece;
+    for r in &reqs {
+        t.deliver(t.t0, s, *r);
+    }
+    let acts = t.acts();
+    let next = requests(&acts, s);
+    assert_eq!(
+        next.len(),
+        BPP as usize,
+        "still unproven: the next piece, alone"
+    );
+    assert_eq!(pieces_of(&next).len(), 1);
+    let buf = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Hash { buf, .. } => Some(*buf),
+            _ => None,
+        })
+        .unwrap();
+    t.sw.piece_hashed(t.t0, piece, buf, true, &mut t.bufs);
+    let acts = t.acts();
+    assert_eq!(
+        requests(&acts, s).len(),
+        (INITIAL_REQUEST_DEPTH - BPP) as usize,
+        "proven: the full depth"
+    );
+}
+
+#[test]
+fn requests_are_topped_up_in_batches_and_when_a_piece_completes() {
+    let mut t = T::new(64);
+    let s = t.proven_seed(1);
+    let reqs = requests(&t.acts(), s);
+    assert_eq!(reqs.len(), INITIAL_REQUEST_DEPTH as usize);
+    // Three blocks of each piece (no piece completes): nothing until a batch came back.
+    let partial: Vec<BlockRef> = reqs
+        .iter()
+        .copied()
+        .filter(|b| b.begin < 3 * BLOCK_SIZE)
+        .collect();
+    let now = t.at(ms(110));
+    for (n, b) in partial
+        .iter()
+        .take(REQUEST_REFILL_BATCH as usize)
+        .enumerate()
+    {
+        t.deliver(now, s, *b);
+        let got = requests(&t.acts(), s).len();
+        if n + 1 < REQUEST_REFILL_BATCH as usize {
+            assert_eq!(got, 0, "after {} blocks", n + 1);
+        } else {
+            assert_eq!(got, REQUEST_REFILL_BATCH as usize);
+        }
+    }
+    // The last block of a piece: hashed, and topped up at once.
+    let last = reqs
+        .iter()
+        .find(|b| b.begin == 3 * BLOCK_SIZE)
+        .copied()
+        .unwrap();
+    t.deliver(now, s, last);
+    let acts = t.acts();
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Hash { piece, .. } if *piece == last.piece)));
+    assert_eq!(requests(&acts, s).len(), 1);
+}
+
+#[test]
+fn the_extension_handshake_request_queue_bounds_the_depth() {
+    let mut t = T::new(64);
+    let s = t.connect(1);
+    t.msg(t.t0, s, Message::HaveAll).unwrap();
+    t.prove(s);
+    let hs = ExtHandshake {
+        request_queue: Some(4),
+        ..Default::default()
+    }
+    .encode();
+    t.msg(
+        t.t0,
+        s,
+        Message::Extended {
+            id: extension::HANDSHAKE_ID,
+            payload: &hs,
+        },
+    )
+    .unwrap();
+    t.msg(t.t0, s, Message::Unchoke).unwrap();
+    assert_eq!(requests(&t.acts(), s).len(), 16, "reqq 4 is raised to 16");
+}
+
+#[test]
+fn no_buffer_means_no_request_and_the_claim_is_released_until_a_tick_finds_one() {
+    let mut t = T::new(8);
+    t.bufs.full = true;
+    let s = t.seed(1);
+    assert!(requests(&t.acts(), s).is_empty());
+    assert_eq!(t.shared.claimed.count_ones(), 0);
+    t.bufs.full = false;
+    t.tick(t.at(ms(100)));
+    assert_eq!(requests(&t.acts(), s).len(), BPP as usize);
+}
+
+/// Our place east/r1; peer `i` placed by the topology at `their`.
+fn placed(i: u32, their: NamedPlace) -> PeerInfo {
+    PeerInfo {
+        addr: addr(i),
+        outgoing: false,
+        attempt: 1,
+        our_place: place("east", "r1"),
+        their_place: Some(their),
+    }
+}
+
+/// 16 pieces; a rack peer (id above ours: we rank 0 of 2, our share is the even pieces)
+/// holding pieces 0-7 and choking us; a remote peer `x`, connected, nothing announced.
+fn rack_setup() -> (T, PeerKey) {
+    let mut t = T::new(16);
+    let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
+    let mut bits = Bitfield::new(16);
+    for i in 0..8 {
+        bits.set(i);
+    }
+    t.msg(
+        t.t0,
+        r,
+        Message::Bitfield {
+            bits: bits.as_bytes(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        t.shared.share(),
+        crate::picker::Share {
+            rank: 0,
+            members: 2
+        }
+    );
+    t.shared.note_rack_block(t.t0);
+    let x = t.connect_as(1, placed(1, place("west", "r1")), true, t.t0);
+    (t, x)
+}
+
+#[test]
+fn a_remote_peer_is_asked_only_for_what_the_rack_lacks_our_share_first() {
+    let (mut t, x) = rack_setup();
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.prove(x);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    let reqs = requests(&t.acts(), x);
+    assert_eq!(
+        pieces_of(&reqs),
+        vec![8, 10, 12, 14],
+        "the rack has 0-7; the odd ones are another host's share"
+    );
+}
+
+#[test]
+fn a_piece_outside_our_share_comes_from_outside_once_overdue_after_share_grace() {
+    let (mut t, x) = rack_setup();
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.prove(x);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    t.acts();
+    // The rack keeps delivering (never quiet): only the grace lets the odd pieces in.
+    let before = super::requests::SHARE_GRACE - ms(200);
+    t.shared.note_rack_block(t.at(before));
+    t.tick(t.at(before));
+    assert!(requests(&t.acts(), x).is_empty(), "not overdue yet");
+    let after = super::requests::SHARE_GRACE + ms(100);
+    t.shared.note_rack_block(t.at(after));
+    t.tick(t.at(after));
+    assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![9, 11, 13, 15]);
+}
+
+#[test]
+fn a_quiet_rack_lets_a_remote_peer_fetch_beyond_our_share() {
+    let (mut t, x) = rack_setup();
+    t.prove(x);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    t.shared.note_rack_block(t.at(secs(10)));
+    // Piece 9 (not our share) is seen outside lately: not overdue.
+    t.msg(t.at(secs(14)), x, Message::Have { index: 9 })
+        .unwrap();
+    t.tick(t.at(ms(14_500)));
+    assert!(
+        requests(&t.acts(), x).is_empty(),
+        "the rack is not quiet yet"
+    );
+    t.tick(t.at(ms(15_100)));
+    assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![9]);
+}
+
+#[test]
+fn a_remote_seed_serves_the_last_eighth_even_what_the_rack_has() {
+    let n = 16;
+    let setup = |complete: bool| {
+        let mut t = T::new(n);
+        t.verify(0..n - 2);
+        let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
+        t.msg(t.t0, r, Message::HaveAll).unwrap();
+        let x = t.connect_as(1, placed(1, place("west", "r1")), true, t.t0);
+        let mut bits = Bitfield::full(n);
+        if !complete {
+            bits.clear(0);
+        }
+        t.msg(
+            t.t0,
+            x,
+            Message::Bitfield {
+                bits: bits.as_bytes(),
+            },
+        )
+        .unwrap();
+        t.prove(x);
+        t.msg(t.t0, x, Message::Unchoke).unwrap();
+        requests(&t.acts(), x)
+    };
+    assert!(!setup(true).is_empty(), "a remote seed in the tail");
+    assert!(
+        setup(false).is_empty(),
+        "a remote non-seed: only what the rack lacks"
+    );
+}
+
+#[test]
+fn a_rack_peer_stated_in_the_extension_handshake_joins_the_rack_availability() {
+    let mut t = T::new(4);
+    let mut info = T::info(1, false);
+    info.our_place = place("east", "r1");
+    let k = t.connect_as(1, info, true, t.t0);
+    t.msg(t.t0, k, Message::Have { index: 2 }).unwrap();
+    assert_eq!(t.shared.rack_availability[2].load(Ordering::Relaxed), 0);
+    let hs = ExtHandshake {
+        dc: Some("east".into()),
+        rack: Some("r1".into()),
+        ..Default::default()
+    }
+    .encode();
+    t.msg(
+        t.t0,
+        k,
+        Message::Extended {
+            id: extension::HANDSHAKE_ID,
+            payload: &hs,
+        },
+    )
+    .unwrap();
+    assert_eq!(t.shared.rack_availability[2].load(Ordering::Relaxed), 1);
+    assert_eq!(t.shared.share().members, 2);
+    t.sw.peer_closed(t.t0, k);
+    assert_eq!(t.shared.rack_availability[2].load(Ordering::Relaxed), 0);
+    assert_eq!(t.shared.availability[2].load(Ordering::Relaxed), 0);
+    assert_eq!(t.shared.share().members, 1);
+}
+
+// ---- refusals, chokes, closes --------------------------------------------------------------
+
+#[test]
+fn a_reject_sends_the_piece_elsewhere_and_it_is_not_asked_again_for_a_while() {
+    let mut t = T::new(8);
+    let s = t.seed(1);
+    let reqs = requests(&t.acts(), s);
+    let p = reqs[0].piece;
+    t.msg(
+        t.t0,
+        s,
+        Message::Reject {
+            index: p,
+            begin: 0,
+            length: BLOCK_SIZE,
+        },
+    )
+    .unwrap();
+    let acts = t.acts();
+    let c = cancels(&acts, s);
+    let others: Vec<BlockRef> = (1..BPP).map(|b| blk(p, b)).collect();
+    assert_eq!(
+        c, others,
+        "its other requests there are withdrawn, the rejected one is not cancelled"
+    );
+    let again = requests(&acts, s);
+    assert!(!again.is_empty());
+    assert!(again.iter().all(|b| b.piece != p), "{again:?}");
+    assert!(
+        !t.shared.claimed.get(p),
+        "the refused piece is free for others"
+    );
+    let o = t.holder(2, p);
+    assert_eq!(pieces_of(&requests(&t.acts(), o)), vec![p]);
+}
+
+#[test]
+fn refusals_are_forgotten_after_the_refusal_memory() {
+    let mut t = T::new(1);
+    let s = t.seed(1);
+    t.acts();
+    t.msg(
+        t.t0,
+        s,
+        Message::Reject {
+            index: 0,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        },
+    )
+    .unwrap();
+    assert!(
+        requests(&t.acts(), s).is_empty(),
+        "the only piece was refused"
+    );
+    t.tick(t.at(REFUSAL_MEMORY - ms(100)));
+    assert!(requests(&t.acts(), s).is_empty());
+    t.tick(t.at(REFUSAL_MEMORY));
+    assert_eq!(requests(&t.acts(), s).len(), BPP as usize);
+}
+
+#[test]
+fn a_reject_of_a_block_never_asked_for_is_ignored() {
+    let mut t = T::new(4);
+    let s = t.seed(1);
+    let reqs = requests(&t.acts(), s);
+    let other = (reqs[0].piece + 1) % 4;
+    t.msg(
+        t.t0,
+        s,
+        Message::Reject {
+            index: other,
+            begin: 0,
+            length: BLOCK_SIZE,
+        },
+    )
+    .unwrap();
+    assert!(t.acts().is_empty());
+    assert!(!t.sw.peer(s).unwrap().refused.get(other));
+}
+
+#[test]
+fn a_choke_from_the_peer_returns_its_blocks_to_the_pool() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let p = reqs[0].piece;
+    t.msg(t.t0, a, Message::Choke).unwrap();
+    let acts = t.acts();
+    assert!(
+        cancels(&acts, a).is_empty(),
+        "a choke voids the requests: no CANCEL"
+    );
+    assert!(acts.iter().any(|x| matches!(x, Action::Discard { .. })));
+    assert!(!t.shared.claimed.get(p));
+    assert_eq!(t.sw.peer(a).unwrap().requests_out, 0);
+    let b = t.holder(2, p);
+    assert_eq!(pieces_of(&requests(&t.acts(), b)), vec![p]);
+    // A late block from the choking peer is dropped.
+    assert_eq!(t.sw.block_fragment(a, p, 0, BLOCK_SIZE), None);
+}
+
+#[test]
+fn a_closed_peer_releases_its_pieces_and_its_availability() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let p = requests(&t.acts(), a)[0].piece;
+    assert_eq!(t.shared.availability[p as usize].load(Ordering::Relaxed), 1);
+    t.sw.peer_closed(t.t0, a);
+    assert!(!t.shared.claimed.get(p));
+    assert!(!t.sw.in_progress(p));
+    assert_eq!(t.shared.availability[p as usize].load(Ordering::Relaxed), 0);
+    assert_eq!(t.sw.peer_count(), 0);
+    assert_eq!(t.sw.poll_timeout(), None, "nothing left to time");
+}
+
+#[test]
+fn a_late_block_after_a_cancel_is_dropped() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let p = requests(&t.acts(), a)[0].piece;
+    t.msg(
+        t.t0,
+        a,
+        Message::Reject {
+            index: p,
+            begin: 0,
+            length: BLOCK_SIZE,
+        },
+    )
+    .unwrap();
+    t.acts();
+    assert_eq!(t.sw.block_fragment(a, p, BLOCK_SIZE, BLOCK_SIZE), None);
+    t.sw.block_received(t.t0, a, p, BLOCK_SIZE, BLOCK_SIZE, &mut t.bufs)
+        .unwrap();
+    assert_eq!(t.shared.counters.downloaded.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_block_outside_the_torrent_drops_the_peer() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    assert!(t
+        .sw
+        .block_received(t.t0, a, 4, 0, BLOCK_SIZE, &mut t.bufs)
+        .is_err());
+    assert!(t
+        .sw
+        .block_received(t.t0, a, 0, PIECE - 10, BLOCK_SIZE, &mut t.bufs)
+        .is_err());
+}
+
+// ---- endgame and work stealing -------------------------------------------------------------
+
+#[test]
+fn in_the_endgame_the_missing_blocks_of_another_peers_piece_are_joined() {
+    let mut t = T::new(2);
+    // A peer working on one piece with only half its blocks asked.
+    let a = t.seed(1);
+    let ra = requests(&t.acts(), a);
+    let first = ra[0].piece;
+    {
+        let asm = t.sw.assemblies.get_mut(&first).unwrap();
+        for b in 2..BPP as usize {
+            asm.blocks[b] = super::assembly::Block::Missing;
+        }
+        t.sw.peer_mut(a).unwrap().requests_out = 2;
+    }
+    let b = t.seed(2);
+    t.prove(b);
+    t.sw.fill(t.at(ms(50)), b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    let joined: Vec<u32> = rb
+        .iter()
+        .filter(|r| r.piece == first)
+        .map(|r| r.begin / BLOCK_SIZE)
+        .collect();
+    assert_eq!(joined, vec![2, 3], "only the missing blocks: {rb:?}");
+    assert_eq!(
+        rb.iter().filter(|r| r.piece != first).count(),
+        BPP as usize,
+        "and the other piece whole"
+    );
+}
+
+#[test]
+fn outside_the_endgame_a_peer_does_not_join_another_peers_piece() {
+    let mut t = T::new(64);
+    let a = t.seed(1);
+    let first = requests(&t.acts(), a)[0].piece;
+    {
+        let asm = t.sw.assemblies.get_mut(&first).unwrap();
+        asm.blocks[3] = super::assembly::Block::Missing;
+        t.sw.peer_mut(a).unwrap().requests_out = 3;
+    }
+    let b = t.seed(2);
+    t.prove(b);
+    t.sw.fill(t.at(ms(50)), b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    assert!(!rb.is_empty());
+    assert!(rb.iter().all(|r| r.piece != first), "{rb:?}");
+}
+
+/// Two proven seeds on one core: A (asked for both pieces first), then B; rates set.
+fn steal_setup(rate_a: u64, rate_b: u64) -> (T, PeerKey, PeerKey, Vec<BlockRef>) {
+    let mut t = T::new(2);
+    let a = t.connect(1);
+    t.msg(t.t0, a, Message::HaveAll).unwrap();
+    t.prove(a);
+    t.set_rate(a, rate_a, t.t0);
+    t.msg(t.t0, a, Message::Unchoke).unwrap();
+    let ra = requests(&t.acts(), a);
+    assert_eq!(ra.len(), 2 * BPP as usize);
+    let b = t.connect(2);
+    t.msg(t.t0, b, Message::HaveAll).unwrap();
+    t.prove(b);
+    t.set_rate(b, rate_b, t.t0);
+    t.msg(t.t0, b, Message::Unchoke).unwrap();
+    assert!(
+        requests(&t.acts(), b).is_empty(),
+        "A's requests are fresh: nothing to steal yet"
+    );
+    (t, a, b, ra)
+}
+
+#[test]
+fn a_much_faster_peer_steals_late_blocks_and_the_first_copy_cancels_the_other() {
+    let (mut t, a, b, ra) = steal_setup(16 << 10, 4 << 20);
+    let now = t.at(super::requests::STEAL_AFTER + ms(50));
+    t.sw.fill(now, b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    assert_eq!(rb.len(), ra.len(), "every late block of the slow peer");
+    // B's copy comes first: A is told to cancel, and A's copy is dropped.
+    t.deliver(now, b, rb[0]);
+    let acts = t.acts();
+    assert_eq!(cancels(&acts, a), vec![rb[0]]);
+    assert_eq!(t.deliver(now, a, rb[0]), None);
+    assert_eq!(
+        t.shared.counters.downloaded.load(Ordering::Relaxed),
+        u64::from(BLOCK_SIZE),
+        "one copy counted"
+    );
+    // A's copy of another block wins there: B is cancelled.
+    t.deliver(now, a, rb[1]);
+    assert_eq!(cancels(&t.acts(), b), vec![rb[1]]);
+}
+
+#[test]
+fn no_block_is_stolen_from_an_equally_fast_peer() {
+    let (mut t, _a, b, _) = steal_setup(4 << 20, 4 << 20);
+    let now = t.at(secs(1));
+    t.sw.fill(now, b, &mut t.bufs);
+    assert!(requests(&t.acts(), b).is_empty());
+}
+
+#[test]
+fn no_block_is_stolen_before_it_is_late() {
+    let (mut t, _a, b, _) = steal_setup(16 << 10, 4 << 20);
+    let now = t.at(super::requests::STEAL_AFTER - ms(1));
+    t.sw.fill(now, b, &mut t.bufs);
+    assert!(requests(&t.acts(), b).is_empty());
+}
+
+#[test]
+fn an_unproven_peer_takes_no_part_in_the_endgame() {
+    let (mut t, _a, b, _) = steal_setup(16 << 10, 4 << 20);
+    t.sw.peer_mut(b).unwrap().proven = false;
+    let now = t.at(secs(1));
+    t.sw.fill(now, b, &mut t.bufs);
+    assert!(requests(&t.acts(), b).is_empty());
+}
+
+#[test]
+fn another_core_fetches_a_duplicate_in_the_endgame_and_drops_it_when_verified_elsewhere() {
+    let mut one = T::new(2);
+    let mut two = one.second_core();
+    let a = one.seed(1);
+    one.prove(a);
+    one.tick(one.at(ms(100)));
+    let ra: Vec<BlockRef> = requests(&one.acts(), a);
+    assert_eq!(pieces_of(&ra), vec![0, 1]);
+    let b = two.seed(2);
+    two.prove(b);
+    two.tick(two.at(ms(100)));
+    let rb = requests(&two.acts(), b);
+    assert_eq!(pieces_of(&rb), vec![0, 1], "endgame duplicates of both");
+    assert!(!two.sw.assemblies.values().any(|x| x.claimed));
+    // Core one finishes piece 0 first.
+    let now = one.at(ms(200));
+    for r in ra.iter().filter(|r| r.piece == 0) {
+        one.deliver(now, a, *r);
+    }
+    let buf = one
+        .acts()
+        .iter()
+        .find_map(|x| match x {
+            Action::Hash { piece: 0, buf } => Some(*buf),
+            _ => None,
+        })
+        .unwrap();
+    one.sw.piece_hashed(now, 0, buf, true, &mut one.bufs);
+    one.sw.piece_written(0, true);
+    assert!(one.acts().contains(&Action::Broadcast { piece: 0 }));
+    two.sw.verified_elsewhere(0);
+    let acts = two.acts();
+    let c = cancels(&acts, b);
+    assert_eq!(c.len(), BPP as usize, "{acts:?}");
+    assert!(c.iter().all(|x| x.piece == 0));
+    assert!(acts.iter().any(|x| matches!(x, Action::Discard { .. })));
+    assert!(sent(&acts, b).contains(&Out::Have(0)));
+    assert!(!two.sw.in_progress(0));
+    assert!(
+        two.shared.claimed.get(1),
+        "core one's claim on piece 1 stands"
+    );
+}
+
+#[test]
+fn a_duplicate_that_completes_after_the_piece_is_verified_is_discarded() {
+    let mut one = T::new(1);
+    let mut two = one.second_core();
+    let a = one.seed(1);
+    one.prove(a);
+    one.acts();
+    let b = two.seed(2);
+    two.prove(b);
+    two.tick(two.at(ms(100)));
+    let rb = requests(&two.acts(), b);
+    assert_eq!(rb.len(), BPP as usize);
+    one.shared.mark_verified(0);
+    for r in &rb {
+        two.deliver(two.at(ms(200)), b, *r);
+    }
+    let acts = two.acts();
+    assert!(acts.iter().any(|x| matches!(x, Action::Discard { .. })));
+    assert!(!acts.iter().any(|x| matches!(x, Action::Hash { .. })));
+}
+
+// ---- hashes, strikes, bans ---------------------------------------------------------------
+
+/// Delivers every block requested of `key` in `acts` and returns the Hash actions.
+fn deliver_all(t: &mut T, now: Instant, key: PeerKey, reqs: &[BlockRef]) -> Vec<(u32, BufId)> {
+    for r in reqs {
+        t.deliver(now, key, *r);
+    }
+    let acts = t.acts();
+    acts.iter()
+        .filter_map(|x| match x {
+            Action::Hash { piece, buf } => Some((*piece, *buf)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_bad_piece_from_a_single_writer_is_a_strike_without_a_ban() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let t0 = t.t0;
+    let hashes = deliver_all(&mut t, t0, a, &reqs);
+    let [(p, buf)] = hashes[..] else { panic!() };
+    t.sw.piece_hashed(t.t0, p, buf, false, &mut t.bufs);
+    let acts = t.acts();
+    assert!(acts.contains(&Action::Discard { buf }));
+    assert!(!closed(&acts, a));
+    assert!(!t.shared.claimed.get(p), "it is fetched again");
+    assert_eq!(t.shared.peers.lock().unwrap().strikes.get(&ip(1)), Some(&1));
+    assert!(!t.shared.is_banned(ip(1), t.t0));
+}
+
+#[test]
+fn two_bad_pieces_from_one_peer_ban_its_address_and_close_it() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let mut reqs = requests(&t.acts(), a);
+    for round in 0..2 {
+        for r in &reqs {
+            t.deliver(t.t0, a, *r);
+        }
+        let acts = t.acts();
+        let (p, buf) = acts
+            .iter()
+            .find_map(|x| match x {
+                Action::Hash { piece, buf } => Some((*piece, *buf)),
+                _ => None,
+            })
+            .unwrap();
+        // The unproven peer took its next piece when the last block came in.
+        let next = requests(&acts, a);
+        t.sw.piece_hashed(t.t0, p, buf, false, &mut t.bufs);
+        let acts = t.acts();
+        assert_eq!(closed(&acts, a), round == 1, "round {round}");
+        reqs = next;
+    }
+    assert!(t.shared.is_banned(ip(1), t.at(secs(60))));
+    assert_eq!(t.shared.counters.hash_failures.load(Ordering::Relaxed), 2);
+    // It cannot come back, nor be dialled.
+    t.sw.peer_closed(t.t0, a);
+    t.sw.add_peer_address(t.t0, addr(1));
+    assert!(dials(&t.acts()).is_empty());
+}
+
+#[test]
+fn a_bad_piece_with_several_writers_strikes_nobody_and_comes_next_from_one_peer() {
+    let mut t = T::new(1);
+    let a = t.seed(1);
+    let ra = requests(&t.acts(), a);
+    t.prove(a);
+    // As if A's depth were 2: blocks 2 and 3 are missing.
+    {
+        let asm = t.sw.assemblies.get_mut(&0).unwrap();
+        asm.blocks[2] = super::assembly::Block::Missing;
+        asm.blocks[3] = super::assembly::Block::Missing;
+        t.sw.peer_mut(a).unwrap().requests_out = 2;
+    }
+    let b = t.seed(2);
+    t.prove(b);
+    t.sw.fill(t.at(ms(50)), b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    assert_eq!(rb, vec![blk(0, 2), blk(0, 3)]);
+    t.deliver(t.at(ms(60)), a, ra[0]);
+    t.deliver(t.at(ms(60)), a, ra[1]);
+    let now = t.at(ms(60));
+    let hashes = deliver_all(&mut t, now, b, &rb);
+    let [(0, buf)] = hashes[..] else { panic!() };
+    t.sw.piece_hashed(t.at(ms(70)), 0, buf, false, &mut t.bufs);
+    let acts = t.acts();
+    assert!(!closed(&acts, a) && !closed(&acts, b));
+    assert!(t.shared.peers.lock().unwrap().strikes.is_empty());
+    // The next copy comes from one peer: A takes it, B does not join.
+    t.tick(t.at(ms(200)));
+    let acts = t.acts();
+    assert_eq!(requests(&acts, a).len(), BPP as usize, "{acts:?}");
+    assert!(requests(&acts, b).is_empty(), "{acts:?}");
+    assert!(t.sw.assemblies[&0].single_source);
+}
+
+#[test]
+fn a_good_piece_proves_its_writers_and_a_failed_write_fetches_it_again() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let t0 = t.t0;
+    let hashes = deliver_all(&mut t, t0, a, &reqs);
+    let [(p, buf)] = hashes[..] else { panic!() };
+    assert!(!t.sw.peer(a).unwrap().proven);
+    t.sw.piece_hashed(t.t0, p, buf, true, &mut t.bufs);
+    assert!(t.sw.peer(a).unwrap().proven);
+    assert!(t.sw.busy());
+    t.sw.piece_written(p, false);
+    assert!(!t.shared.verified.get(p));
+    assert!(!t.shared.claimed.get(p), "the piece is missing again");
+    assert!(!t.sw.busy());
+}
+
+// ---- choking -----------------------------------------------------------------------------
+
+#[test]
+fn an_interested_peer_gets_a_free_slot_at_once() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.connect(1);
+    t.msg(t.t0, k, Message::Interested).unwrap();
+    assert_eq!(sent(&t.acts(), k), vec![Out::Unchoke]);
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn an_idle_unchoked_peer_loses_its_slot() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.leecher(1);
+    t.acts();
+    t.tick(t.at(ms(2900)));
+    assert!(!sent(&t.acts(), k).contains(&Out::Choke));
+    t.tick(t.at(secs(3)));
+    assert!(sent(&t.acts(), k).contains(&Out::Choke));
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn an_unchoked_peer_that_keeps_asking_keeps_its_slot_when_nobody_waits() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.leecher(1);
+    t.acts();
+    for s in 1..=12u64 {
+        let now = t.at(secs(s));
+        t.request(now, k, blk(0, 0)).unwrap();
+        t.sw.blocks_sent(k, 1, u64::from(BLOCK_SIZE));
+        t.tick(now + ms(10));
+    }
+    assert!(!sent(&t.acts(), k).contains(&Out::Choke));
+}
+
+#[test]
+fn slots_rotate_to_a_waiting_peer() {
+    let mut t = T::with(4, |c| c.upload_slots = 1);
+    t.verify_all();
+    let a = t.leecher(1);
+    t.request(t.t0, a, blk(0, 0)).unwrap(); // stays queued: A is busy
+    let b = t.leecher(2);
+    let acts = t.acts();
+    assert!(!t.sw.peer(a).unwrap().am_choking);
+    assert!(!sent(&acts, b).contains(&Out::Unchoke), "no slot free");
+    t.tick(t.at(secs(5)));
+    assert!(t.acts().is_empty());
+    t.tick(t.at(secs(10)));
+    let acts = t.acts();
+    assert!(sent(&acts, a).contains(&Out::Choke), "{acts:?}");
+    assert_eq!(sent(&acts, b), vec![Out::Unchoke]);
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_nearer_peer_takes_the_slot_of_a_farther_one() {
+    let mut t = T::with(4, |c| c.upload_slots = 1);
+    t.verify_all();
+    let x = t.connect_as(1, placed(1, place("west", "r9")), true, t.t0);
+    t.msg(t.t0, x, Message::Interested).unwrap();
+    assert_eq!(sent(&t.acts(), x), vec![Out::Unchoke]);
+    let d = t.connect_as(2, placed(2, place("east", "r2")), true, t.t0);
+    t.msg(t.t0, d, Message::Interested).unwrap();
+    let acts = t.acts();
+    assert_eq!(sent(&acts, x), vec![Out::Choke]);
+    assert_eq!(sent(&acts, d), vec![Out::Unchoke]);
+    // A peer as far as the holder does not displace it.
+    let d2 = t.connect_as(3, placed(3, place("east", "r3")), true, t.t0);
+    t.msg(t.t0, d2, Message::Interested).unwrap();
+    let acts = t.acts();
+    assert!(sent(&acts, d).is_empty() && sent(&acts, d2).is_empty());
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn not_interested_chokes_and_drops_the_queued_uploads_with_rejects() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.leecher(1);
+    for b in 0..3 {
+        t.request(t.t0, k, blk(1, b)).unwrap();
+    }
+    assert_eq!(t.sw.uploads(k).unwrap().len(), 3);
+    t.acts();
+    t.msg(t.t0, k, Message::NotInterested).unwrap();
+    assert_eq!(
+        sent(&t.acts(), k),
+        vec![
+            Out::Choke,
+            Out::Reject(blk(1, 0)),
+            Out::Reject(blk(1, 1)),
+            Out::Reject(blk(1, 2))
+        ]
+    );
+    assert!(t.sw.uploads(k).unwrap().is_empty());
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_choke_drops_the_queue_silently_without_the_fast_extension() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.connect_as(1, T::info(1, false), false, t.t0);
+    t.msg(t.t0, k, Message::Interested).unwrap();
+    t.request(t.t0, k, blk(1, 0)).unwrap();
+    t.acts();
+    t.msg(t.t0, k, Message::NotInterested).unwrap();
+    assert_eq!(sent(&t.acts(), k), vec![Out::Choke]);
+    assert!(t.sw.uploads(k).unwrap().is_empty());
+}
+
+#[test]
+fn nothing_is_queued_for_a_choked_peer() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.connect(1);
+    t.request(t.t0, k, blk(0, 0)).unwrap();
+    let acts = t.acts();
+    assert_eq!(sent(&acts, k), vec![Out::Reject(blk(0, 0))]);
+    assert!(!acts.iter().any(|a| matches!(a, Action::Serve { .. })));
+    assert!(t.sw.uploads(k).unwrap().is_empty());
+    // And after an idle choke, a late request is refused too.
+    t.msg(t.t0, k, Message::Interested).unwrap();
+    t.tick(t.at(secs(3)));
+    assert!(sent(&t.acts(), k).contains(&Out::Choke));
+    t.request(t.at(secs(3)), k, blk(0, 0)).unwrap();
+    assert_eq!(sent(&t.acts(), k), vec![Out::Reject(blk(0, 0))]);
+    assert!(t.sw.uploads(k).unwrap().is_empty());
+}
+
+#[test]
+fn a_cancel_removes_a_queued_upload_and_blocks_sent_drain_the_queue() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.leecher(1);
+    for b in 0..3 {
+        t.request(t.t0, k, blk(2, b)).unwrap();
+    }
+    let acts = t.acts();
+    assert_eq!(
+        acts.iter()
+            .filter(|a| matches!(a, Action::Serve { peer } if *peer == k))
+            .count(),
+        3
+    );
+    t.msg(
+        t.t0,
+        k,
+        Message::Cancel {
+            index: 2,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        },
+    )
+    .unwrap();
+    let q: Vec<BlockRef> = t.sw.uploads(k).unwrap().iter().copied().collect();
+    assert_eq!(q, vec![blk(2, 0), blk(2, 2)]);
+    t.sw.blocks_sent(k, 1, u64::from(BLOCK_SIZE));
+    let q: Vec<BlockRef> = t.sw.uploads(k).unwrap().iter().copied().collect();
+    assert_eq!(q, vec![blk(2, 2)]);
+    assert_eq!(
+        t.shared.counters.uploaded.load(Ordering::Relaxed),
+        u64::from(BLOCK_SIZE)
+    );
+}
+
+#[test]
+fn invalid_requests_drop_the_peer_and_a_piece_we_lack_is_rejected() {
+    let mut t = T::new(4);
+    t.verify([0, 1, 2]);
+    let k = t.leecher(1);
+    t.acts();
+    let bad = [
+        BlockRef {
+            piece: 4,
+            begin: 0,
+            len: BLOCK_SIZE,
+        },
+        BlockRef {
+            piece: 0,
+            begin: 0,
+            len: 0,
+        },
+        BlockRef {
+            piece: 0,
+            begin: 0,
+            len: MAX_BLOCK_SIZE + 1,
+        },
+        BlockRef {
+            piece: 0,
+            begin: PIECE - 100,
+            len: BLOCK_SIZE,
+        },
+    ];
+    for b in bad {
+        assert!(t.request(t.t0, k, b).is_err(), "{b:?}");
+    }
+    t.request(t.t0, k, blk(3, 0)).unwrap();
+    assert_eq!(sent(&t.acts(), k), vec![Out::Reject(blk(3, 0))]);
+    t.request(t.t0, k, blk(2, 0)).unwrap();
+    assert_eq!(t.sw.uploads(k).unwrap().len(), 1);
+}
+
+#[test]
+fn the_upload_queue_is_capped() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.leecher(1);
+    for i in 0..MAX_PEER_REQUESTS {
+        t.request(t.t0, k, blk(i as u32 % 4, i as u32 % BPP))
+            .unwrap();
+    }
+    t.acts();
+    let err = t.request(t.t0, k, blk(0, 0)).unwrap_err();
+    assert!(err.contains("too many"), "{err}");
+}
+
+#[test]
+fn a_first_seeder_hands_out_distinct_pieces_and_rejects_one_granted_to_another() {
+    let mut t = T::new(4);
+    t.verify_all();
+    t.shared.initial_seed.store(true, Ordering::Relaxed);
+    let a = t.leecher(1);
+    let b = t.leecher(2);
+    t.acts();
+    t.request(t.t0, a, blk(0, 0)).unwrap();
+    t.request(t.t0, a, blk(0, 1)).unwrap();
+    t.request(t.t0, b, blk(0, 0)).unwrap();
+    t.request(t.t0, b, blk(1, 0)).unwrap();
+    let acts = t.acts();
+    assert!(sent(&acts, a).is_empty());
+    assert_eq!(sent(&acts, b), vec![Out::Reject(blk(0, 0))]);
+    assert_eq!(t.sw.uploads(a).unwrap().len(), 2);
+    let q: Vec<BlockRef> = t.sw.uploads(b).unwrap().iter().copied().collect();
+    assert_eq!(q, vec![blk(1, 0)]);
+    // Once A announces piece 0, it is out: B may have it.
+    t.msg(t.t0, a, Message::Have { index: 0 }).unwrap();
+    t.request(t.t0, b, blk(0, 0)).unwrap();
+    assert!(sent(&t.acts(), b).is_empty());
+    assert_eq!(t.sw.uploads(b).unwrap().len(), 2);
+}
+
+#[test]
+fn a_first_seeders_grants_go_back_when_the_peer_leaves() {
+    let mut t = T::new(4);
+    t.verify_all();
+    t.shared.initial_seed.store(true, Ordering::Relaxed);
+    let a = t.leecher(1);
+    let b = t.leecher(2);
+    t.request(t.t0, a, blk(3, 0)).unwrap();
+    t.sw.peer_closed(t.t0, a);
+    t.acts();
+    t.request(t.t0, b, blk(3, 0)).unwrap();
+    assert!(sent(&t.acts(), b).is_empty());
+    assert_eq!(t.sw.uploads(b).unwrap().len(), 1);
+}
+
+// ---- stalls, redials, stop ------------------------------------------------------------------
+
+#[test]
+fn a_lone_silent_peer_is_dropped_only_after_the_stall_ceiling() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    t.acts();
+    t.tick(t.at(STALL_FLOOR + secs(1)));
+    assert!(
+        !closed(&t.acts(), a),
+        "nobody else delivers: the path may be slow"
+    );
+    t.tick(t.at(STALL_CEILING - ms(100)));
+    assert!(!closed(&t.acts(), a));
+    t.tick(t.at(STALL_CEILING + ms(100)));
+    assert!(closed(&t.acts(), a));
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_stall_floor_while_others_deliver() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    t.acts();
+    let b = t.seed(2);
+    let rb = requests(&t.acts(), b);
+    assert!(!rb.is_empty());
+    t.deliver(t.at(ms(4500)), b, rb[0]);
+    t.acts();
+    t.tick(t.at(ms(4900)));
+    assert!(!closed(&t.acts(), a), "not yet 5 s");
+    t.tick(t.at(ms(5100)));
+    let acts = t.acts();
+    assert!(closed(&acts, a), "{acts:?}");
+    assert!(!closed(&acts, b));
+}
+
+#[test]
+fn a_peer_without_requests_out_never_stalls() {
+    let mut t = T::new(4);
+    let k = t.connect(1);
+    t.msg(t.t0, k, Message::HaveNone).unwrap();
+    t.tick(t.at(STALL_CEILING * 2));
+    assert!(!closed(&t.acts(), k));
+}
+
+#[test]
+fn an_outgoing_peer_that_served_us_is_redialled_after_a_back_off() {
+    let mut t = T::new(4);
+    let k = t.connect_as(1, T::info(1, true), true, t.t0);
+    let now = t.at(secs(1));
+    t.sw.peer_closed(now, k);
+    assert_eq!(t.sw.poll_timeout(), Some(now + ms(250)));
+    t.tick(now + ms(249));
+    assert!(dials(&t.acts()).is_empty());
+    t.tick(now + ms(250));
+    assert_eq!(dials(&t.acts()), vec![(addr(1), 1)]);
+    assert_eq!(t.sw.poll_timeout(), None);
+}
+
+#[test]
+fn failed_dials_back_off_longer_and_give_up_after_max_attempts() {
+    let mut t = T::with(4, |c| c.max_dial_attempts = 3);
+    t.sw.add_peer_address(t.t0, addr(1));
+    assert_eq!(dials(&t.acts()), vec![(addr(1), 1)]);
+    t.sw.dial_failed(t.t0, addr(1), 1);
+    assert_eq!(t.sw.poll_timeout(), Some(t.at(ms(500))));
+    t.tick(t.at(ms(500)));
+    assert_eq!(dials(&t.acts()), vec![(addr(1), 2)]);
+    t.sw.dial_failed(t.at(ms(500)), addr(1), 2);
+    assert_eq!(t.sw.poll_timeout(), Some(t.at(ms(1250))));
+    t.tick(t.at(ms(1250)));
+    assert_eq!(dials(&t.acts()), vec![(addr(1), 3)]);
+    t.sw.dial_failed(t.at(ms(1250)), addr(1), 3);
+    assert_eq!(t.sw.poll_timeout(), None, "three attempts: given up");
+}
+
+#[test]
+fn a_banned_address_is_not_dialled_nor_redialled() {
+    let mut t = T::new(4);
+    t.shared.peers.lock().unwrap().banned.ban(ip(1), t.t0);
+    t.sw.add_peer_address(t.t0, addr(1));
+    assert!(dials(&t.acts()).is_empty());
+    t.sw.add_peer_address(t.t0, addr(2));
+    assert_eq!(dials(&t.acts()).len(), 1);
+    t.sw.dial_failed(t.t0, addr(2), 1);
+    t.shared.peers.lock().unwrap().banned.ban(ip(2), t.t0);
+    t.tick(t.at(secs(1)));
+    assert!(dials(&t.acts()).is_empty());
+}
+
+#[test]
+fn nothing_is_redialled_once_every_piece_is_verified() {
+    let mut t = T::new(4);
+    t.verify_all();
+    t.sw.dial_failed(t.t0, addr(1), 1);
+    assert_eq!(t.sw.poll_timeout(), None);
+}
+
+#[test]
+fn stop_closes_every_peer_and_asks_for_nothing_more() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let b = t.connect(2);
+    t.sw.dial_failed(t.t0, addr(3), 1);
+    t.acts();
+    t.sw.stop("removed");
+    let acts = t.acts();
+    assert!(closed(&acts, a) && closed(&acts, b));
+    assert!(t.sw.is_stopped());
+    assert_eq!(
+        t.sw.poll_timeout().map(|_| ()),
+        Some(()),
+        "the tick may remain"
+    );
+    t.tick(t.at(secs(1)));
+    assert!(dials(&t.acts()).is_empty(), "no redial after stop");
+    t.sw.add_peer_address(t.t0, addr(4));
+    t.msg(t.at(secs(1)), a, Message::Unchoke).unwrap();
+    let acts = t.acts();
+    assert!(dials(&acts).is_empty());
+    assert!(requests(&acts, a).is_empty());
+}
+
+#[test]
+fn an_index_reused_without_a_close_forgets_the_old_connection() {
+    let mut t = T::new(4);
+    let old = t.seed(1);
+    t.acts();
+    let new = PeerKey {
+        index: old.index,
+        gen: 1,
+    };
+    t.sw.peer_connected(t.t0, new, T::info(7, false));
+    assert_eq!(t.sw.peer_count(), 1);
+    assert_eq!(t.shared.counters.connected.load(Ordering::Relaxed), 0);
+    assert_eq!(t.shared.claimed.count_ones(), 0);
+    assert!(t.sw.peer(old).is_none());
+    t.sw.handshake(t.t0, new, &hs_for(&t, 1)).unwrap();
+}
+
+// ---- metadata ----------------------------------------------------------------------------
+
+#[test]
+fn ut_metadata_requests_are_served_and_out_of_range_ones_rejected() {
+    let mut t = T::new(4);
+    let k = t.connect(1);
+    let req = MetadataMsg::Request { piece: 0 }.encode();
+    // Before the peer told its id for ut_metadata: nothing to answer with.
+    t.msg(t.t0, k, ext(extension::OUR_UT_METADATA_ID, &req))
+        .unwrap();
+    assert!(t.acts().is_empty());
+    let hs = ExtHandshake {
+        extensions: vec![("ut_metadata".into(), 7)],
+        ..Default::default()
+    }
+    .encode();
+    t.msg(t.t0, k, ext(extension::HANDSHAKE_ID, &hs)).unwrap();
+    t.msg(t.t0, k, ext(extension::OUR_UT_METADATA_ID, &req))
+        .unwrap();
+    let info = t.sw.meta.info_bytes.clone();
+    let want = MetadataMsg::Data {
+        piece: 0,
+        total_size: info.len() as u64,
+        data: &info,
+    }
+    .encode();
+    assert_eq!(
+        sent(&t.acts(), k),
+        vec![Out::Extended {
+            id: 7,
+            payload: want
+        }]
+    );
+    let far = MetadataMsg::Request { piece: 5 }.encode();
+    t.msg(t.t0, k, ext(extension::OUR_UT_METADATA_ID, &far))
+        .unwrap();
+    assert_eq!(
+        sent(&t.acts(), k),
+        vec![Out::Extended {
+            id: 7,
+            payload: MetadataMsg::Reject { piece: 5 }.encode()
+        }]
+    );
+    assert!(t
+        .msg(t.t0, k, ext(extension::OUR_UT_METADATA_ID, b"garbage"))
+        .is_err());
+}
+
+fn ext(id: u8, payload: &[u8]) -> Message<'_> {
+    Message::Extended { id, payload }
+}
+
+#[test]
+fn verified_elsewhere_tells_every_peer_and_not_interested_at_the_end() {
+    let mut t = T::new(2);
+    t.verify([0]);
+    let a = t.seed(1);
+    t.acts();
+    t.shared.mark_verified(1);
+    t.sw.verified_elsewhere(1);
+    let acts = t.acts();
+    let out = sent(&acts, a);
+    assert!(
+        out.ends_with(&[Out::Have(1), Out::NotInterested]),
+        "{out:?}"
+    );
+    assert_eq!(
+        cancels(&acts, a).len(),
+        BPP as usize,
+        "our copy is abandoned"
+    );
+    assert!(acts.iter().any(|x| matches!(x, Action::Discard { .. })));
+    assert!(!t.sw.in_progress(1));
+}
+
+#[test]
+fn a_peer_that_completes_from_us_counts_as_a_receiver_but_a_seed_does_not() {
+    let mut full = Bitfield::full(3);
+    assert!(counts_as_receiver(false, 10, &full));
+    assert!(!counts_as_receiver(true, 10, &full), "opened as a seed");
+    assert!(!counts_as_receiver(false, 0, &full), "we sent it nothing");
+    full.clear(1);
+    assert!(!counts_as_receiver(false, 10, &full));
+}
+
+#[test]
+fn a_second_handshake_is_refused_and_leaves_no_peer_id_behind() {
+    let mut t = T::new(4);
+    let k = t.connect(1);
+    let err = t.sw.handshake(t.t0, k, &hs_for(&t, 9)).unwrap_err();
+    assert!(err.contains("second handshake"), "{err}");
+    t.sw.peer_closed(t.t0, k);
+    assert!(
+        t.shared.peers.lock().unwrap().connected.is_empty(),
+        "neither id stays connected"
+    );
+    let k2 = PeerKey { index: 2, gen: 0 };
+    t.sw.peer_connected(t.t0, k2, T::info(2, false));
+    assert!(t.sw.handshake(t.t0, k2, &hs_for(&t, 9)).is_ok());
+}
+
+#[test]
+fn a_peer_being_closed_gets_no_slot_and_no_request_after_the_close() {
+    let mut t = T::new(4);
+    t.verify([1]);
+    let k = t.connect(1);
+    t.msg(t.t0, k, Message::Have { index: 0 }).unwrap();
+    t.msg(t.t0, k, Message::Unchoke).unwrap();
+    t.msg(t.t0, k, Message::Interested).unwrap();
+    assert!(!requests(&t.acts(), k).is_empty());
+    // Idle in its slot: choked, and still waiting for one.
+    t.tick(t.at(ms(3100)));
+    assert!(sent(&t.acts(), k).contains(&Out::Choke));
+    // No block for the stall ceiling: closed, and nothing for it after the CLOSE.
+    t.tick(t.at(STALL_CEILING + ms(200)));
+    let acts = t.acts();
+    let at = acts
+        .iter()
+        .position(|a| matches!(a, Action::Close { peer, .. } if *peer == k))
+        .expect("closed");
+    let after: Vec<&Action> = acts[at + 1..]
+        .iter()
+        .filter(|a| matches!(a, Action::Send { peer, .. } if *peer == k))
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 0);
+    t.tick(t.at(STALL_CEILING + ms(300)));
+    assert!(!closed(&t.acts(), k), "closed once, not every tick");
+}
+
+#[test]
+fn a_piece_written_by_two_cores_is_announced_once() {
+    let mut one = T::new(1);
+    let mut two = one.second_core();
+    let a = one.seed(1);
+    let ra = requests(&one.acts(), a);
+    let b = two.seed(2);
+    two.prove(b);
+    two.tick(two.at(ms(100)));
+    let rb = requests(&two.acts(), b);
+    assert_eq!(rb.len(), BPP as usize, "an endgame duplicate");
+    let now = one.at(ms(200));
+    let h1 = deliver_all(&mut one, now, a, &ra);
+    let h2 = deliver_all(&mut two, now, b, &rb);
+    let ([(0, buf1)], [(0, buf2)]) = (&h1[..], &h2[..]) else {
+        panic!("{h1:?} {h2:?}")
+    };
+    // Both copies pass their hash before either is written.
+    one.sw.piece_hashed(now, 0, *buf1, true, &mut one.bufs);
+    two.sw.piece_hashed(now, 0, *buf2, true, &mut two.bufs);
+    one.acts();
+    two.acts();
+    one.sw.piece_written(0, true);
+    let acts = one.acts();
+    assert!(acts.contains(&Action::Broadcast { piece: 0 }));
+    assert_eq!(sent(&acts, a), vec![Out::Have(0), Out::NotInterested]);
+    two.sw.verified_elsewhere(0);
+    assert_eq!(sent(&two.acts(), b), vec![Out::Have(0), Out::NotInterested]);
+    two.sw.piece_written(0, true);
+    let acts = two.acts();
+    assert!(acts.is_empty(), "announced already: {acts:?}");
+    assert!(!two.sw.busy());
+}
+
+#[test]
+fn a_steal_keeps_the_remaining_requester_of_a_block_whose_first_requester_left() {
+    let mut t = T::new(1);
+    // A asks for every block; B (faster) steals them once late; then A chokes us, so
+    // each block is requested from B alone, in the second place.
+    let a = t.connect(1);
+    t.msg(t.t0, a, Message::HaveAll).unwrap();
+    t.prove(a);
+    t.set_rate(a, 16 << 10, t.t0);
+    t.msg(t.t0, a, Message::Unchoke).unwrap();
+    assert_eq!(requests(&t.acts(), a).len(), BPP as usize);
+    let b = t.connect(2);
+    t.msg(t.t0, b, Message::HaveAll).unwrap();
+    t.prove(b);
+    t.set_rate(b, 256 << 10, t.t0);
+    t.msg(t.t0, b, Message::Unchoke).unwrap();
+    let now = t.at(ms(300));
+    t.sw.fill(now, b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    assert_eq!(rb.len(), BPP as usize);
+    t.msg(now, a, Message::Choke).unwrap();
+    t.acts();
+    // C, much faster than B, steals from B.
+    let c = t.connect(3);
+    t.msg(now, c, Message::HaveAll).unwrap();
+    t.prove(c);
+    t.set_rate(c, 8 << 20, now);
+    t.msg(now, c, Message::Unchoke).unwrap();
+    let later = now + ms(300);
+    t.sw.fill(later, c, &mut t.bufs);
+    let rc = requests(&t.acts(), c);
+    assert_eq!(rc.len(), BPP as usize);
+    // B's copy of block 0 still counts and C is cancelled for it; C's copy of block 1
+    // cancels B's.
+    assert!(
+        t.deliver(later, b, rb[0]).is_some(),
+        "B is still a requester"
+    );
+    assert_eq!(cancels(&t.acts(), c), vec![rb[0]]);
+    t.deliver(later, c, rb[1]);
+    assert_eq!(cancels(&t.acts(), b), vec![rb[1]]);
+    assert_eq!(t.sw.peer(b).unwrap().requests_out, BPP - 2);
+}
+
+/// Our place east/r1, piece 0 of 2 verified; a slow remote peer X working on piece 1; a
+/// rack peer R holding piece 1 (`r_serves`: proven and unchoking us, else neither); a
+/// fast proven remote seed S. Returns what S asks for once X's requests are late.
+fn rescue_from_remote(r_serves: bool) -> Vec<BlockRef> {
+    let mut t = T::new(2);
+    t.verify([0]);
+    let x = t.connect_as(1, placed(1, place("west", "w1")), true, t.t0);
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.set_rate(x, 1 << 10, t.t0);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![1]);
+    let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
+    t.msg(t.t0, r, Message::HaveAll).unwrap();
+    if r_serves {
+        t.prove(r);
+        t.msg(t.t0, r, Message::Unchoke).unwrap();
+    }
+    let s = t.connect_as(2, placed(2, place("west", "w2")), true, t.t0);
+    t.msg(t.t0, s, Message::HaveAll).unwrap();
+    t.prove(s);
+    t.set_rate(s, 4 << 20, t.t0);
+    t.msg(t.t0, s, Message::Unchoke).unwrap();
+    assert!(requests(&t.acts(), s).is_empty());
+    t.sw.fill(t.at(ms(300)), s, &mut t.bufs);
+    requests(&t.acts(), s)
+}
+
+#[test]
+fn a_remote_peer_rescues_a_piece_the_rack_has_but_no_rack_peer_here_can_fetch() {
+    assert_eq!(
+        pieces_of(&rescue_from_remote(false)),
+        vec![1],
+        "the rack peer holding it is unproven and choking us: the remote seed steals"
+    );
+    assert!(
+        rescue_from_remote(true).is_empty(),
+        "a rack peer able to fetch it: the remote seed stays out"
+    );
+}

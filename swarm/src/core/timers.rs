@@ -93,7 +93,7 @@ impl Swarm {
     fn stalled(&self, key: PeerKey, now: Instant) -> Option<Duration> {
         let p = self
             .peer(key)
-            .filter(|p| p.active() && p.requests_out > 0)?;
+            .filter(|p| p.active() && !p.closing && p.requests_out > 0)?;
         let others_deliver = self.order.iter().any(|&k| {
             k != key
                 && self.peer(k).is_some_and(|o| {
