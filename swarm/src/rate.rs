@@ -67,6 +67,12 @@ impl RateMeter {
         if elapsed < MIN_SAMPLE {
             return;
         }
+        if self.rate == 0.0 && self.bytes == 0 {
+            // Nothing has arrived yet (the first answers are a round trip away): no rate
+            // to go by, so the initial depth stays.
+            self.since = now;
+            return;
+        }
         if requests_out > 0 || self.bytes > 0 {
             let sample = self.bytes as f64 / elapsed.as_secs_f64();
             self.rate = if self.rate == 0.0 {

@@ -359,11 +359,10 @@ mod random_networks {
     }
 }
 
-/// Known limit (see the report of issue 12's tests): an honest seed that arrives when the
-/// only missing piece is held by a trickling peer can neither join (it is unproven) nor
-/// steal (it has no measured rate), so the trickler sets the pace.
+/// An honest seed that arrives when the only missing piece is held by a trickling peer:
+/// unproven, it may still lend a hand with that one piece, and the trickler's requests are
+/// late (outstanding for ten request horizons) for any peer.
 #[test]
-#[ignore = "known limit: a late honest peer cannot rescue the last piece from a trickler"]
 fn an_honest_peer_arriving_late_rescues_the_last_piece_from_a_trickler() {
     let mut net = Net::new(1, 256 << 10);
     let trickler = net.add_host(HostSpec {

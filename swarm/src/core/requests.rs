@@ -33,11 +33,14 @@ pub const RACK_QUIET: Duration = Duration::from_secs(5);
 /// owner wins: in perf/fleet a 1.5 s grace let 1.2-1.5 x the blob into a rack (owners
 /// were merely queued), 4 s keeps it at 1.02-1.07 x, the same as no grace at all.
 pub const SHARE_GRACE: Duration = Duration::from_secs(4);
-/// A block is stolen from a peer only if this peer is at least this many times faster...
+/// A block is stolen from a peer if this peer is at least this many times faster...
 pub const STEAL_SPEEDUP: f64 = 2.0;
 /// ...and the block was requested at least this long ago (requests just sent are not
 /// late; this is the request horizon, the time a request is meant to wait).
 pub const STEAL_AFTER: Duration = crate::rate::REQUEST_HORIZON;
+/// A request outstanding this long (ten request horizons) is late whoever asks: any peer,
+/// even one without a measured rate yet, may ask for the block too.
+pub const LATE_REQUEST: Duration = Duration::from_secs(2);
 
 impl Swarm {
     /// Keeps the peer's requests topped up to its depth.
@@ -96,16 +99,25 @@ impl Swarm {
         }
         // 3. The endgame: a hand in the pieces in progress here, then a duplicate of a
         // piece another core is fetching.
-        if budget > 0 && self.endgame() && self.peer(key).is_some_and(|p| p.proven) {
+        // An unproven peer lends a hand with one piece only, and only when it has none of
+        // its own: it may be the one honest peer left to rescue a piece from a trickler.
+        let (proven, idle) = self
+            .peer(key)
+            .map_or((false, false), |p| (p.proven, p.pieces.is_empty()));
+        if budget > 0 && self.endgame() && (proven || idle) {
+            let mut joinable = self.joinable(key);
+            if !proven {
+                joinable.truncate(1);
+            }
             for steal in [false, true] {
-                for piece in self.joinable(key) {
+                for &piece in &joinable {
                     if budget == 0 {
                         break;
                     }
                     self.take_blocks(now, key, piece, &mut budget, &mut out, steal);
                 }
             }
-            while budget > 0 {
+            while budget > 0 && proven {
                 let Some(piece) = self.pick_duplicate(key) else {
                     break;
                 };
@@ -205,8 +217,9 @@ impl Swarm {
                 Block::Requested { by, at } if steal => {
                     !by.contains(&Some(key))
                         && by.iter().filter(|k| k.is_some()).count() < MAX_REQUESTERS
-                        && now.saturating_duration_since(at) >= STEAL_AFTER
-                        && by.iter().flatten().all(|k| slow.contains(k))
+                        && (now.saturating_duration_since(at) >= LATE_REQUEST
+                            || (now.saturating_duration_since(at) >= STEAL_AFTER
+                                && by.iter().flatten().all(|k| slow.contains(k))))
                 }
                 _ => false,
             };

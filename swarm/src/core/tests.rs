@@ -1082,12 +1082,34 @@ fn no_block_is_stolen_before_it_is_late() {
 }
 
 #[test]
-fn an_unproven_peer_takes_no_part_in_the_endgame() {
-    let (mut t, _a, b, _) = steal_setup(16 << 10, 4 << 20);
+fn an_unproven_peer_lends_a_hand_with_one_piece_only_and_only_when_idle() {
+    let (mut t, _a, b, ra) = steal_setup(16 << 10, 4 << 20);
     t.sw.peer_mut(b).unwrap().proven = false;
     let now = t.at(secs(1));
     t.sw.fill(now, b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    assert_eq!(pieces_of(&rb).len(), 1, "one piece: {rb:?}");
+    assert!(rb.len() < ra.len());
+    // Working on that piece now, it takes no other.
+    let later = t.at(secs(2));
+    t.sw.fill(later, b, &mut t.bufs);
+    let more = requests(&t.acts(), b);
+    assert!(
+        pieces_of(&more).iter().all(|p| pieces_of(&rb).contains(p)),
+        "{more:?}"
+    );
+}
+
+#[test]
+fn a_request_outstanding_for_ten_horizons_is_late_for_any_peer() {
+    let (mut t, a, b, ra) = steal_setup(4 << 20, 4 << 20);
+    // As fast as A: nothing to steal while A's requests are recent...
+    t.sw.fill(t.at(ms(500)), b, &mut t.bufs);
     assert!(requests(&t.acts(), b).is_empty());
+    // ...but a block A has not sent in 2 s is asked of B too.
+    t.sw.fill(t.at(super::requests::LATE_REQUEST), b, &mut t.bufs);
+    assert_eq!(requests(&t.acts(), b).len(), ra.len());
+    let _ = a;
 }
 
 #[test]

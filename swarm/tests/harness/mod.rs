@@ -401,6 +401,8 @@ impl Net {
                 return false;
             };
             if at > end {
+                // Left for a later run (a stage of a scenario ends here, the world goes on).
+                self.queue.push(Reverse((at, seq)));
                 return false;
             }
             budget -= 1;
