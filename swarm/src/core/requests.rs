@@ -21,7 +21,7 @@ use crate::picker::{self, PickInput, RemoteRule};
 
 /// The last this many pieces: a remote peer may be asked beyond the rack's share (the
 /// owners of the rest are not worth waiting for).
-pub const TAIL_PIECES: u32 = 4;
+pub const TAIL_PIECES: u32 = 2;
 /// A remote seed may serve any missing piece once at most 1/this of the pieces are missing.
 pub const SEED_TAIL_FRACTION: u32 = 8;
 /// No block from any rack peer for this long: pieces outside our share may come from

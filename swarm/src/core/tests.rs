@@ -722,7 +722,10 @@ fn a_remote_peer_is_asked_only_for_what_the_rack_lacks_our_share_first() {
 #[test]
 fn a_piece_outside_our_share_comes_from_outside_once_overdue_after_share_grace() {
     let (mut t, x) = rack_setup();
-    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    // Announced one by one (HAVE): each starts its clock outside the rack.
+    for index in 0..t.shared.piece_count() {
+        t.msg(t.t0, x, Message::Have { index }).unwrap();
+    }
     t.prove(x);
     t.msg(t.t0, x, Message::Unchoke).unwrap();
     t.acts();
@@ -735,6 +738,20 @@ fn a_piece_outside_our_share_comes_from_outside_once_overdue_after_share_grace()
     t.shared.note_rack_block(t.at(after));
     t.tick(t.at(after));
     assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![9, 11, 13, 15]);
+}
+
+#[test]
+fn a_remote_seeds_bitfield_does_not_make_every_piece_overdue() {
+    let (mut t, x) = rack_setup();
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.prove(x);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    t.acts();
+    let later = super::requests::SHARE_GRACE * 3;
+    t.shared.note_rack_block(t.at(later));
+    t.tick(t.at(later));
+    let got = pieces_of(&requests(&t.acts(), x));
+    assert!(got.iter().all(|p| p % 2 == 0), "only our share: {got:?}");
 }
 
 #[test]
