@@ -48,10 +48,11 @@ HAVE_ALL = 0x0E
 BLOCK = 16 << 10
 
 
-def handshake(info_hash, peer_id):
+def handshake(info_hash, peer_id, fast=True):
     reserved = bytearray(8)
     reserved[5] |= 0x10  # BEP 10 extension protocol
-    reserved[7] |= 0x04  # BEP 6 fast extension
+    if fast:
+        reserved[7] |= 0x04  # BEP 6 fast extension
     return bytes([len(PSTR)]) + PSTR + bytes(reserved) + info_hash + peer_id
 
 
