@@ -154,19 +154,16 @@ fn hostage_case(tag: &str, piece_size: &str) {
     );
 }
 
-/// The CLI's default piece size (auto: 1 MiB for 16 MiB).
-// Fails on main as of bb87c55 (a 1 MiB piece claimed by the trickler waits for its 64
-// blocks, 3 s each). Un-ignore once the block-level endgame lands.
+/// The CLI's default piece size (auto: 1 MiB for 16 MiB). Before the block-level endgame
+/// (bb87c55) a 1 MiB piece claimed by the trickler waited for its 64 blocks, 3 s each:
+/// 189 s.
 #[test]
-#[ignore = "issue 12: fails until block-level endgame lands"]
 fn a_trickling_peer_does_not_hold_a_get_hostage() {
     hostage_case("hostage-auto", "auto");
 }
 
-/// 256 KiB pieces: 16 blocks each.
-// Fails on main as of bb87c55, as above. Un-ignore once the block-level endgame lands.
+/// 256 KiB pieces: 16 blocks each (45 s before the block-level endgame).
 #[test]
-#[ignore = "issue 12: fails until block-level endgame lands"]
 fn a_trickling_peer_does_not_hold_a_get_hostage_256k_pieces() {
     hostage_case("hostage-256k", "256K");
 }
