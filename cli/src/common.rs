@@ -15,7 +15,6 @@ use ringswarm_engine::session::{
     TorrentStats, TrackerPlace,
 };
 use ringswarm_engine::tracker::client::AnnouncerHandle;
-use ringswarm_engine::tracker::topology::Topology;
 
 use crate::args::{parse_duration, parse_place_name, parse_rate};
 use crate::interrupt::interrupted;
@@ -102,7 +101,8 @@ impl PlaceArgs {
     pub fn locator(&self) -> Result<Locator> {
         let topology = match &self.topology {
             Some(path) => Some(
-                Topology::load(path).with_context(|| format!("--topology `{}`", path.display()))?,
+                ringswarm_engine::tracker::load_topology(path)
+                    .with_context(|| format!("--topology `{}`", path.display()))?,
             ),
             None => None,
         };

@@ -47,7 +47,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
 
 use serde::Deserialize;
 
@@ -389,16 +388,6 @@ impl Topology {
             names_by_source: HashMap::new(),
             max_names_per_source: DEFAULT_NAMES_PER_SOURCE,
         }
-    }
-
-    /// Reads and parses a topology file.
-    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Io {
-            origin: origin.clone(),
-            source,
-        })?;
-        Topology::from_toml_str(&text, &origin)
     }
 
     /// Parses topology TOML; `origin` (usually the file name) is used in error messages.
@@ -784,10 +773,6 @@ rack = "r10"
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
-        assert!(matches!(
-            Topology::load(Path::new("/nonexistent/fleet.toml")),
-            Err(TopologyError::Io { .. })
-        ));
         assert_eq!(Topology::from_toml_str("", "e").unwrap().subnet_count(), 0);
     }
 

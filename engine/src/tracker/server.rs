@@ -118,7 +118,7 @@ impl TrackerServer {
             config.cores
         };
         let mut topology = match &config.topology {
-            Some(p) => Topology::load(p)?,
+            Some(p) => super::load_topology(p)?,
             None => Topology::empty(),
         };
         topology.set_max_names_per_source(config.store.max_url_names_per_address);
