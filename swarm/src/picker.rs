@@ -74,6 +74,9 @@ pub struct PickInput<'a> {
     pub start: u32,
     /// Pieces this peer refused lately (BEP 6 REJECT): not asked again for now.
     pub refused: Option<&'a Bitfield>,
+    /// Pieces this core is still receiving, hashing or writing (an endgame duplicate whose
+    /// claim another core gave up): not started twice here.
+    pub in_progress: Option<&'a dyn Fn(u32) -> bool>,
     /// Set for a peer outside our rack.
     pub remote: Option<RemoteRule<'a>>,
 }
@@ -101,6 +104,7 @@ pub fn pick_and_claim(input: &PickInput<'_>) -> Option<u32> {
                 || input.verified.get(i)
                 || input.claimed.get(i)
                 || input.refused.is_some_and(|r| r.get(i))
+                || input.in_progress.is_some_and(|busy| busy(i))
             {
                 continue;
             }
@@ -169,6 +173,7 @@ mod tests {
             availability: &a,
             start: 0,
             refused: None,
+            in_progress: None,
             remote: None,
         };
         assert_eq!(pick_and_claim(&input), Some(1));
@@ -194,6 +199,7 @@ mod tests {
             availability: &a,
             start: 3,
             refused: None,
+            in_progress: None,
             remote: None,
         };
         assert_eq!(pick_and_claim(&input), Some(2));
@@ -230,6 +236,7 @@ mod tests {
             availability: &global,
             start: 0,
             refused: None,
+            in_progress: None,
             remote: Some(RemoteRule {
                 rack_availability: &rack,
                 share,
@@ -261,6 +268,7 @@ mod tests {
             availability: &rack,
             start: 0,
             refused: None,
+            in_progress: None,
             remote: None,
         };
         let mut got = Vec::new();

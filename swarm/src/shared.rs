@@ -72,6 +72,9 @@ pub struct Shared {
     last_piece_len: u32,
     epoch: Instant,
     pub verified: AtomicBitfield,
+    /// How many pieces `verified` holds (kept beside it: `missing` is asked on every
+    /// refill and HAVE, and counting the bitset is O(pieces)).
+    verified_count: AtomicU32,
     /// Pieces some core is fetching (outside endgame, at most one core fetches a piece).
     pub claimed: AtomicBitfield,
     /// How many connected peers announced each piece.
@@ -109,6 +112,7 @@ impl Shared {
             last_piece_len,
             epoch,
             verified: AtomicBitfield::new(n),
+            verified_count: AtomicU32::new(0),
             claimed: AtomicBitfield::new(n),
             availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
             rack_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
@@ -153,6 +157,7 @@ impl Shared {
     pub fn mark_verified(&self, piece: u32) -> bool {
         let new = self.verified.set(piece);
         if new {
+            self.verified_count.fetch_add(1, Ordering::AcqRel);
             let size = u64::from(self.piece_size(piece));
             self.counters
                 .verified_bytes
@@ -162,7 +167,8 @@ impl Shared {
     }
 
     pub fn missing(&self) -> u32 {
-        self.piece_count - self.verified.count_ones()
+        self.piece_count
+            .saturating_sub(self.verified_count.load(Ordering::Acquire))
     }
 
     pub fn all_verified(&self) -> bool {

@@ -605,9 +605,19 @@ impl Ctx {
         // queued for it can reach a reused descriptor number; late completions carry a
         // stale generation and are ignored.
         ring.cancel_and_close(conn.fd, token(K_CANCEL, conn.gen, index as u32));
-        if let (Some(t), true) = (conn.torrent, conn.registered) {
-            self.torrents[t].core.peer_closed(Instant::now(), key);
-            self.run_actions(ring, t);
+        match (conn.torrent, conn.registered, &conn.phase) {
+            (Some(t), true, _) => {
+                self.torrents[t].core.peer_closed(Instant::now(), key);
+                self.run_actions(ring, t);
+            }
+            // A dial that never connected (timed out): the core tries again later.
+            (Some(t), false, Phase::Connecting) => {
+                self.torrents[t]
+                    .core
+                    .dial_failed(Instant::now(), conn.addr, conn.attempt);
+                self.run_actions(ring, t);
+            }
+            _ => {}
         }
     }
 
@@ -747,6 +757,11 @@ impl Ctx {
                     if let Some(conn) = self.conns[index].as_mut().filter(|c| c.gen == peer.gen) {
                         msg.encode(info_hash, our_id, &mut conn.ctrl_out);
                         self.dirty.push(index);
+                        // A peer that asks (for metadata, say) faster than it reads the
+                        // answers must not make us buffer without bound.
+                        if conn.ctrl_out.len() > MAX_CTRL_BACKLOG {
+                            self.drop_peer(ring, index, "too much unsent data queued");
+                        }
                     }
                 }
                 Action::Serve { peer } => self.dirty.push(peer.index as usize),

@@ -23,7 +23,7 @@ mod requests;
 mod slots;
 mod timers;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -104,12 +104,12 @@ pub struct Swarm {
     peers: Vec<Option<Peer>>,
     /// Keys of the active and handshaking peers, in arrival order (iteration order).
     order: Vec<PeerKey>,
-    assemblies: HashMap<u32, Assembly>,
-    hashing: HashMap<u32, HashJob>,
+    assemblies: BTreeMap<u32, Assembly>,
+    hashing: BTreeMap<u32, HashJob>,
     /// Pieces being written (and whether we hold their claim).
-    writing: HashMap<u32, bool>,
+    writing: BTreeMap<u32, bool>,
     /// Pieces whose last copy failed its hash with several writers.
-    single_source: HashSet<u32>,
+    single_source: BTreeSet<u32>,
     actions: VecDeque<Action>,
     redials: Vec<Redial>,
     next_tick: Option<Instant>,
@@ -129,10 +129,10 @@ impl Swarm {
             shared,
             peers: Vec::new(),
             order: Vec::new(),
-            assemblies: HashMap::new(),
-            hashing: HashMap::new(),
-            writing: HashMap::new(),
-            single_source: HashSet::new(),
+            assemblies: BTreeMap::new(),
+            hashing: BTreeMap::new(),
+            writing: BTreeMap::new(),
+            single_source: BTreeSet::new(),
             actions: VecDeque::new(),
             redials: Vec::new(),
             next_tick: None,
@@ -304,6 +304,9 @@ impl Swarm {
     pub fn handshake(&mut self, now: Instant, key: PeerKey, hs: &Handshake) -> Result<(), String> {
         let our_id = self.cfg.our_id;
         let their_id = PeerId(hs.peer_id);
+        if self.stopped {
+            return Err("torrent stopped".into());
+        }
         crate::metadata::check_handshake(self.info_hash(), our_id, hs)?;
         let peer = self.peer(key).ok_or("unknown connection")?;
         if peer.phase == Phase::Active {
@@ -404,12 +407,19 @@ impl Swarm {
             self.leave_piece(piece, key, false);
         }
         if peer.outgoing {
-            // A peer that was serving us starts over; one that failed early backs off.
-            let attempt = if peer.active() { 1 } else { peer.attempt + 1 };
+            // A peer that was serving us starts over; one that failed early, or that we
+            // dropped for stalling, backs off (a trickler is not redialled every 5 s).
+            let attempt = if peer.active() && !peer.stalled {
+                1
+            } else {
+                peer.attempt + 1
+            };
             self.schedule_redial(now, peer.addr, attempt);
         }
         if self.order.is_empty() {
             self.next_tick = None;
+            // No tick will rechoke here: our waiting peers leave the torrent's count now.
+            self.unpublish_waiting();
         }
     }
 
@@ -554,11 +564,20 @@ impl Swarm {
                 };
                 peer.uploads.retain(|r| *r != want);
             }
-            Message::Reject { index, begin, .. } => {
+            Message::Reject {
+                index,
+                begin,
+                length,
+            } => {
                 if !peer.fast {
                     return Err("REJECT without the fast extension".into());
                 }
-                self.on_reject(now, key, index, begin, bufs);
+                let block = BlockRef {
+                    piece: index,
+                    begin,
+                    len: length,
+                };
+                self.on_reject(now, key, block, bufs);
             }
             Message::Extended { id, payload } => self.on_extended(key, id, payload)?,
         }

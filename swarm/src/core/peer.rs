@@ -95,6 +95,11 @@ pub(crate) struct Peer {
     pub pick_start: u32,
     /// We asked the driver to close it: no more requests, slots or stall verdicts.
     pub closing: bool,
+    /// We close it for stalling (it is then redialled with a back-off).
+    pub stalled: bool,
+    /// When a requested block last arrived (None: never); unlike `last_block`, not reset
+    /// when requests start (the stall rule asks who actually delivers).
+    pub delivered_at: Option<Instant>,
 }
 
 impl Peer {
@@ -137,6 +142,8 @@ impl Peer {
             last_block: now,
             pick_start,
             closing: false,
+            stalled: false,
+            delivered_at: None,
         }
     }
 

@@ -77,26 +77,29 @@ impl Swarm {
             }
             self.send(other, Out::Cancel(block));
         }
-        let shared = self.shared.clone();
-        shared
-            .counters
-            .downloaded
-            .fetch_add(u64::from(len), Ordering::Relaxed);
         let Some(peer) = self.peer_mut(key) else {
             return Ok(());
         };
         peer.requests_out = peer.requests_out.saturating_sub(1);
         peer.last_block = now;
+        peer.delivered_at = Some(now);
         peer.meter.add(u64::from(len));
-        if peer.locality != Locality::Rack {
-            shared
-                .counters
+        let (outside, placed_rack) = (
+            peer.locality != Locality::Rack,
+            peer.locality == Locality::Rack && peer.our_place.is_some(),
+        );
+        let low = !peer.refill_blocked && rate::wants_refill(peer.requests_out, peer.depth());
+        let counters = &self.shared.counters;
+        counters
+            .downloaded
+            .fetch_add(u64::from(len), Ordering::Relaxed);
+        if outside {
+            counters
                 .downloaded_outside_rack
                 .fetch_add(u64::from(len), Ordering::Relaxed);
-        } else if peer.our_place.is_some() {
-            shared.note_rack_block(now);
+        } else if placed_rack {
+            self.shared.note_rack_block(now);
         }
-        let low = !peer.refill_blocked && rate::wants_refill(peer.requests_out, peer.depth());
         if whole {
             self.piece_complete(piece);
         }
@@ -161,16 +164,25 @@ impl Swarm {
                 .counters
                 .hash_failures
                 .fetch_add(1, Ordering::Relaxed);
-            match job.writers.as_slice() {
-                [(key, ip)] => {
-                    if shared.strike(*ip, now) && self.peer(*key).is_some() {
-                        self.close(*key, "banned: sent corrupt data");
-                    }
-                }
-                // Several peers wrote into it: nobody can be blamed; the next copy comes
-                // from one peer.
-                _ => {
-                    self.single_source.insert(piece);
+            // A sole writer is to blame. Among several, an unproven peer alone is the
+            // suspect (it may have joined the endgame with garbage); otherwise nobody can
+            // be blamed, and the next copy comes from one peer.
+            let unproven: Vec<(PeerKey, std::net::IpAddr)> = job
+                .writers
+                .iter()
+                .filter(|(k, _)| self.peer(*k).is_some_and(|p| !p.proven))
+                .copied()
+                .collect();
+            let blamed = match (job.writers.as_slice(), unproven.as_slice()) {
+                ([one], _) | (_, [one]) => Some(*one),
+                _ => None,
+            };
+            if job.writers.len() > 1 {
+                self.single_source.insert(piece);
+            }
+            if let Some((key, ip)) = blamed {
+                if shared.strike(ip, now) && self.peer(key).is_some() {
+                    self.close(key, "banned: sent corrupt data");
                 }
             }
             return;
@@ -192,6 +204,11 @@ impl Swarm {
         let Some(claimed) = self.writing.remove(&piece) else {
             return;
         };
+        if ok && self.assemblies.contains_key(&piece) {
+            // Never expected (a piece in progress here is not started again), but a
+            // second copy of a verified piece must not go on being fetched.
+            self.give_up(piece);
+        }
         if !ok {
             if claimed {
                 self.shared.claimed.clear(piece);

@@ -78,7 +78,7 @@ impl Swarm {
             if budget == 0 {
                 break;
             }
-            self.take_blocks(now, key, piece, &mut budget, &mut out, false);
+            self.take_blocks(now, key, piece, &mut budget, &mut out, None);
         }
         // 2. New pieces (an unproven peer fills one at a time).
         while budget > 0 {
@@ -95,7 +95,7 @@ impl Swarm {
                 blocked = true;
                 break;
             }
-            self.take_blocks(now, key, piece, &mut budget, &mut out, false);
+            self.take_blocks(now, key, piece, &mut budget, &mut out, None);
         }
         // 3. The endgame: a hand in the pieces in progress here, then a duplicate of a
         // piece another core is fetching.
@@ -109,7 +109,8 @@ impl Swarm {
             if !proven {
                 joinable.truncate(1);
             }
-            for steal in [false, true] {
+            let slow = self.slower_than(key);
+            for steal in [None, Some(slow.as_slice())] {
                 for &piece in &joinable {
                     if budget == 0 {
                         break;
@@ -125,7 +126,7 @@ impl Swarm {
                     blocked = true;
                     break;
                 }
-                self.take_blocks(now, key, piece, &mut budget, &mut out, false);
+                self.take_blocks(now, key, piece, &mut budget, &mut out, None);
             }
         }
         if budget > 0 && out.is_empty() {
@@ -186,23 +187,8 @@ impl Swarm {
         piece: u32,
         budget: &mut u32,
         out: &mut Vec<BlockRef>,
-        steal: bool,
+        steal: Option<&[PeerKey]>,
     ) {
-        let my_rate = self.peer(key).map_or(0.0, |p| p.rate());
-        // Rates of the peers already asked, looked up before the assembly is borrowed.
-        let slow: Vec<PeerKey> = if steal {
-            self.order
-                .iter()
-                .filter(|&&k| k != key)
-                .filter(|&&k| {
-                    self.peer(k)
-                        .is_some_and(|p| p.rate() * STEAL_SPEEDUP < my_rate)
-                })
-                .copied()
-                .collect()
-        } else {
-            Vec::new()
-        };
         let Some(a) = self.assemblies.get_mut(&piece) else {
             return;
         };
@@ -214,13 +200,13 @@ impl Swarm {
             let state = a.blocks[b];
             let take = match state {
                 Block::Missing => true,
-                Block::Requested { by, at } if steal => {
+                Block::Requested { by, at } => steal.is_some_and(|slow| {
                     !by.contains(&Some(key))
                         && by.iter().filter(|k| k.is_some()).count() < MAX_REQUESTERS
                         && (now.saturating_duration_since(at) >= LATE_REQUEST
                             || (now.saturating_duration_since(at) >= STEAL_AFTER
                                 && by.iter().flatten().all(|k| slow.contains(k))))
-                }
+                }),
                 _ => false,
             };
             if !take {
@@ -228,11 +214,13 @@ impl Swarm {
             }
             a.blocks[b] = match state {
                 // Into the free place: the other may be the one left (the first went).
-                Block::Requested { mut by, at } => {
+                // The time is the newest request's: a block just asked of a second peer is
+                // not late for a third.
+                Block::Requested { mut by, .. } => {
                     if let Some(free) = by.iter_mut().find(|k| k.is_none()) {
                         *free = Some(key);
                     }
-                    Block::Requested { by, at }
+                    Block::Requested { by, at: now }
                 }
                 _ => Block::Requested {
                     by: [Some(key), None],
@@ -250,6 +238,20 @@ impl Swarm {
                 }
             }
         }
+    }
+
+    /// The other peers here that `key` is at least [`STEAL_SPEEDUP`] times faster than.
+    fn slower_than(&self, key: PeerKey) -> Vec<PeerKey> {
+        let my_rate = self.peer(key).map_or(0.0, |p| p.rate());
+        self.order
+            .iter()
+            .filter(|&&k| k != key)
+            .filter(|&&k| {
+                self.peer(k)
+                    .is_some_and(|p| p.rate() * STEAL_SPEEDUP < my_rate)
+            })
+            .copied()
+            .collect()
     }
 
     /// Pieces in progress here that `key` may lend a hand with in the endgame: it has them,
@@ -320,6 +322,7 @@ impl Swarm {
             },
             start: peer.pick_start,
             refused: peer.refused_since.is_some().then_some(&peer.refused),
+            in_progress: Some(&|p| self.in_progress(p)),
             remote: (!rack && !seed_tail).then(|| RemoteRule {
                 rack_availability: &shared.rack_availability,
                 share: shared.share(),
@@ -432,14 +435,15 @@ impl Swarm {
         &mut self,
         now: Instant,
         key: PeerKey,
-        piece: u32,
-        begin: u32,
+        block: BlockRef,
         bufs: &mut dyn PieceBuffers,
     ) {
-        // The rejected request is answered: withdrawn here, not cancelled below.
+        let piece = block.piece;
+        // The rejected request is answered: withdrawn here, not cancelled below. Only a
+        // REJECT naming exactly a block we asked for counts.
         let requested = self.assemblies.get_mut(&piece).is_some_and(|a| {
-            let b = (begin / ringswarm_proto::wire::BLOCK_SIZE) as usize;
-            a.blocks.get_mut(b).is_some_and(|s| s.drop_requester(key))
+            a.block_index(block.begin, block.len)
+                .is_some_and(|b| a.blocks[b].drop_requester(key))
         });
         if !requested {
             return;

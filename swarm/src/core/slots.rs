@@ -80,7 +80,12 @@ impl Swarm {
     pub(super) fn try_unchoke(&mut self, now: Instant, key: PeerKey) {
         let slots = self.cfg.upload_slots;
         let Some(peer) = self.peer(key) else { return };
-        if !peer.am_choking || !peer.peer_interested || !peer.active() || peer.closing {
+        if self.stopped
+            || !peer.am_choking
+            || !peer.peer_interested
+            || !peer.active()
+            || peer.closing
+        {
             return;
         }
         let locality = peer.locality;

@@ -71,9 +71,15 @@ impl Swarm {
                 p.refused = Bitfield::new(p.refused.len());
             }
         }
+        // Who delivered a requested block within the last second (counted once per tick).
+        let delivering = keys.iter().filter(|&&k| self.delivering(k, now)).count();
         for &k in &keys {
-            if let Some(limit) = self.stalled(k, now) {
+            let others_deliver = delivering > usize::from(self.delivering(k, now));
+            if let Some(limit) = self.stalled(k, now, others_deliver) {
                 let secs = limit.as_secs();
+                if let Some(p) = self.peer_mut(k) {
+                    p.stalled = true;
+                }
                 self.close(k, format!("stalled: no requested block for {secs} s"));
             }
         }
@@ -89,17 +95,20 @@ impl Swarm {
         self.rechoke(now);
     }
 
+    /// Whether `key` has requests out and delivered one of them lately.
+    fn delivering(&self, key: PeerKey, now: Instant) -> bool {
+        self.peer(key).is_some_and(|p| {
+            p.requests_out > 0
+                && p.delivered_at
+                    .is_some_and(|at| now.saturating_duration_since(at) <= DELIVERING)
+        })
+    }
+
     /// The stall limit `key` passed, if it did.
-    fn stalled(&self, key: PeerKey, now: Instant) -> Option<Duration> {
+    fn stalled(&self, key: PeerKey, now: Instant, others_deliver: bool) -> Option<Duration> {
         let p = self
             .peer(key)
             .filter(|p| p.active() && !p.closing && p.requests_out > 0)?;
-        let others_deliver = self.order.iter().any(|&k| {
-            k != key
-                && self.peer(k).is_some_and(|o| {
-                    o.requests_out > 0 && now.saturating_duration_since(o.last_block) <= DELIVERING
-                })
-        });
         let limit = stall_limit(others_deliver);
         (now.saturating_duration_since(p.last_block) > limit).then_some(limit)
     }
