@@ -167,4 +167,30 @@ mod tests {
             "{got}"
         );
     }
+
+    #[test]
+    fn take_without_a_limiter_grants_everything_and_with_one_what_the_bucket_holds() {
+        let t0 = Instant::now();
+        assert_eq!(take(None, 5 << 30, t0), 5 << 30);
+        let l = RateLimiter::new(1 << 20, t0); // burst 256 KiB
+        assert_eq!(take(Some(&l), 1 << 30, t0), 256 << 10);
+        assert_eq!(take(Some(&l), 1, t0), 0);
+    }
+
+    #[test]
+    fn a_limiter_whose_lock_was_poisoned_keeps_limiting() {
+        let t0 = Instant::now();
+        let l = RateLimiter::new(1 << 20, t0);
+        std::thread::scope(|s| {
+            let poisoner = s.spawn(|| {
+                let _held = l.state.lock().unwrap();
+                panic!("poisoning the bucket on purpose");
+            });
+            assert!(poisoner.join().is_err());
+        });
+        assert!(l.state.is_poisoned());
+        assert_eq!(l.take_at(1 << 30, t0), 256 << 10);
+        l.give_back(4096);
+        assert_eq!(l.take_at(1 << 30, t0), 4096);
+    }
 }

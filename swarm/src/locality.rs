@@ -167,4 +167,23 @@ mod tests {
         assert_eq!(stated.our_place(Some(ip)), place(Some("west"), Some("r3")));
         assert!(Locator::default().is_blind() && !stated.is_blind());
     }
+
+    #[test]
+    fn without_a_topology_a_peer_is_where_it_says_and_unknown_when_silent() {
+        let loc = Locator::new(None, place(Some("east"), Some("r1")));
+        let ip: IpAddr = "198.18.1.7".parse().unwrap();
+        let stated = place(Some("west"), Some("r2"));
+        assert_eq!(loc.peer_place(ip, Some(&stated)), stated);
+        assert_eq!(loc.peer_place(ip, None), NamedPlace::default());
+        assert!(!loc.places(ip));
+        let topo = Topology::from_toml_str(
+            "[[subnet]]\ncidr = \"198.18.1.0/24\"\ndc = \"east\"\nrack = \"r1\"\n",
+            "test",
+        )
+        .unwrap();
+        assert!(
+            !Locator::new(Some(topo), NamedPlace::default()).is_blind(),
+            "a topology alone places peers"
+        );
+    }
 }

@@ -274,4 +274,118 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("piece 1"), "{e}");
     }
+
+    fn ext(id: u8, payload: &[u8]) -> Message<'_> {
+        Message::Extended { id, payload }
+    }
+
+    /// A fetch past the peer's handshake, waiting for its extension handshake.
+    fn handshaken() -> MetadataFetch {
+        let mut f = MetadataFetch::new(HASH, ME);
+        f.handshake(&theirs(HASH.0, 2)).unwrap();
+        f.take_out();
+        f
+    }
+
+    /// A fetch whose peer announced `size` bytes of metadata, every piece requested.
+    fn fetching(size: u64) -> MetadataFetch {
+        let mut f = handshaken();
+        assert_eq!(f.message(&ext(0, &ext_hs(size))).unwrap(), None);
+        f.take_out();
+        f
+    }
+
+    #[test]
+    fn a_second_handshake_or_one_for_another_torrent_ends_the_fetch() {
+        let mut f = MetadataFetch::new(HASH, ME);
+        let e = f.handshake(&theirs([8; 20], 2)).unwrap_err();
+        assert!(e.contains("another torrent"), "{e}");
+        f.handshake(&theirs(HASH.0, 2)).unwrap();
+        let e = f.handshake(&theirs(HASH.0, 2)).unwrap_err();
+        assert!(e.contains("second handshake"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_or_incomplete_extension_handshake_ends_the_fetch() {
+        assert!(handshaken().message(&ext(0, b"garbage")).is_err());
+        let no_metadata = ExtHandshake {
+            metadata_size: Some(100),
+            ..ExtHandshake::default()
+        }
+        .encode();
+        let e = handshaken().message(&ext(0, &no_metadata)).unwrap_err();
+        assert!(e.contains("ut_metadata"), "{e}");
+        let no_size = ExtHandshake {
+            extensions: vec![("ut_metadata".into(), 3)],
+            ..ExtHandshake::default()
+        }
+        .encode();
+        let e = handshaken().message(&ext(0, &no_size)).unwrap_err();
+        assert!(e.contains("did not say"), "{e}");
+        let e = handshaken().message(&ext(0, &ext_hs(0))).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn a_piece_that_does_not_fit_the_announced_size_ends_the_fetch() {
+        // The extension handshake said 20 000 bytes (2 pieces); the pieces claim 40 000.
+        let full = vec![0u8; extension::METADATA_PIECE_SIZE];
+        let data = MetadataMsg::Data {
+            piece: 1,
+            total_size: 40_000,
+            data: &full,
+        }
+        .encode();
+        let e = fetching(20_000)
+            .message(&ext(extension::OUR_UT_METADATA_ID, &data))
+            .unwrap_err();
+        assert!(e.contains("piece 1 has the wrong size"), "{e}");
+        let past = MetadataMsg::Data {
+            piece: 2,
+            total_size: 40_000,
+            data: &full[..40_000 - 2 * extension::METADATA_PIECE_SIZE],
+        }
+        .encode();
+        let e = fetching(20_000)
+            .message(&ext(extension::OUR_UT_METADATA_ID, &past))
+            .unwrap_err();
+        assert!(e.contains("piece 2 has the wrong size"), "{e}");
+    }
+
+    #[test]
+    fn a_rejected_piece_ends_the_fetch_and_requests_from_the_peer_are_ignored() {
+        let mut f = fetching(20_000);
+        let req = MetadataMsg::Request { piece: 0 }.encode();
+        assert_eq!(
+            f.message(&ext(extension::OUR_UT_METADATA_ID, &req))
+                .unwrap(),
+            None
+        );
+        assert!(f.take_out().is_empty(), "we serve nothing while fetching");
+        let rej = MetadataMsg::Reject { piece: 1 }.encode();
+        let e = f
+            .message(&ext(extension::OUR_UT_METADATA_ID, &rej))
+            .unwrap_err();
+        assert!(e.contains("rejected metadata piece 1"), "{e}");
+    }
+
+    #[test]
+    fn messages_other_than_the_extension_message_awaited_are_ignored() {
+        let mut f = handshaken();
+        assert_eq!(f.message(&Message::Unchoke).unwrap(), None);
+        assert_eq!(
+            f.message(&ext(extension::OUR_UT_METADATA_ID, b"garbage"))
+                .unwrap(),
+            None,
+            "a piece before the extension handshake"
+        );
+        assert_eq!(f.message(&ext(0, &ext_hs(20_000))).unwrap(), None);
+        assert_eq!(f.take_out().len(), 2);
+        assert_eq!(
+            f.message(&ext(0, &ext_hs(20_000))).unwrap(),
+            None,
+            "a second extension handshake"
+        );
+        assert!(f.take_out().is_empty(), "nothing is requested twice");
+    }
 }

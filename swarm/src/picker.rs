@@ -287,4 +287,22 @@ mod tests {
             assert_eq!(shares.iter().filter(|s| s.contains(p)).count(), 1);
         }
     }
+
+    #[test]
+    fn an_empty_torrent_has_nothing_to_pick() {
+        let none = Bitfield::new(0);
+        let verified = AtomicBitfield::new(0);
+        let claimed = AtomicBitfield::new(0);
+        let input = PickInput {
+            peer_has: &none,
+            verified: &verified,
+            claimed: &claimed,
+            availability: &[],
+            start: 5,
+            refused: None,
+            remote: None,
+        };
+        assert_eq!(pick_and_claim(&input), None);
+        assert_eq!(pick_endgame(&none, &verified, &claimed, 5, |_| false), None);
+    }
 }

@@ -419,4 +419,43 @@ mod tests {
         s.note_rack_block(t0 + Duration::from_secs(5));
         assert!(!s.rack_quiet_for(Duration::from_secs(5), t0 + Duration::from_secs(9)));
     }
+
+    /// Poisons the peer book: a thread panics holding its lock.
+    fn poison(s: &Shared) {
+        std::thread::scope(|sc| {
+            let poisoner = sc.spawn(|| {
+                let _held = s.peers.lock().unwrap();
+                panic!("poisoning the peer book on purpose");
+            });
+            assert!(poisoner.join().is_err());
+        });
+        assert!(s.peers.is_poisoned());
+    }
+
+    #[test]
+    fn a_poisoned_peer_book_bans_everyone_strikes_nobody_and_keeps_the_share() {
+        let (s, t0) = shared(2);
+        let ip: IpAddr = "198.18.0.7".parse().unwrap();
+        poison(&s);
+        assert!(s.is_banned(ip, t0), "fails closed: nobody is let in");
+        assert!(!s.strike(ip, t0));
+        s.set_rack_peer(PeerId([1; 20]), true, PeerId([5; 20]));
+        assert_eq!(s.share(), Share::ALL);
+        let s = s.with_bans(BanList::new(Duration::from_secs(1)));
+        assert!(s.is_banned(ip, t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_grant_or_a_seen_outside_stamp_for_a_piece_outside_the_torrent_is_refused() {
+        let (s, t0) = shared(2);
+        s.initial_seed.store(true, Ordering::Relaxed);
+        let mut a = Bitfield::new(2);
+        assert!(!s.grant(2, &mut a, t0));
+        assert_eq!(a.count_ones(), 0);
+        s.note_seen_outside(2, t0);
+        assert!(s
+            .seen_outside
+            .iter()
+            .all(|t| t.load(Ordering::Relaxed) == 0));
+    }
 }

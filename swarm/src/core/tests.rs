@@ -13,6 +13,7 @@ use ringswarm_proto::wire::{Handshake, Message, BLOCK_SIZE, MAX_BLOCK_SIZE};
 
 use super::timers::{REFUSAL_MEMORY, STALL_CEILING, STALL_FLOOR};
 use super::*;
+use crate::limits::RateLimiter;
 use crate::locality::NamedPlace;
 use crate::rate::{RateMeter, INITIAL_REQUEST_DEPTH, REQUEST_REFILL_BATCH};
 
@@ -1927,6 +1928,16 @@ fn a_steal_keeps_the_remaining_requester_of_a_block_whose_first_requester_left()
 /// rack peer R holding piece 1 (`r_serves`: proven and unchoking us, else neither); a
 /// fast proven remote seed S. Returns what S asks for once X's requests are late.
 fn rescue_from_remote(r_serves: bool) -> Vec<BlockRef> {
+    rescue_from_remote_with(|t, r| {
+        if r_serves {
+            t.prove(r);
+            t.msg(t.t0, r, Message::Unchoke).unwrap();
+        }
+    })
+}
+
+/// [`rescue_from_remote`], with `set_up_r` putting the rack peer R in the state to test.
+fn rescue_from_remote_with(set_up_r: impl FnOnce(&mut T, PeerKey)) -> Vec<BlockRef> {
     let mut t = T::new(2);
     t.verify([0]);
     let x = t.connect_as(1, placed(1, place("west", "w1")), true, t.t0);
@@ -1936,10 +1947,7 @@ fn rescue_from_remote(r_serves: bool) -> Vec<BlockRef> {
     assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![1]);
     let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
     t.msg(t.t0, r, Message::HaveAll).unwrap();
-    if r_serves {
-        t.prove(r);
-        t.msg(t.t0, r, Message::Unchoke).unwrap();
-    }
+    set_up_r(&mut t, r);
     let s = t.connect_as(2, placed(2, place("west", "w2")), true, t.t0);
     t.msg(t.t0, s, Message::HaveAll).unwrap();
     t.prove(s);
@@ -1961,4 +1969,597 @@ fn a_remote_peer_rescues_a_piece_the_rack_has_but_no_rack_peer_here_can_fetch() 
         rescue_from_remote(true).is_empty(),
         "a rack peer able to fetch it: the remote seed stays out"
     );
+}
+
+#[test]
+fn a_rack_peer_that_chokes_us_or_is_being_closed_does_not_keep_a_remote_rescuer_out() {
+    assert_eq!(
+        pieces_of(&rescue_from_remote_with(|t, r| t.prove(r))),
+        vec![1],
+        "proven, but choking us: it cannot fetch the piece, the remote seed steals"
+    );
+    assert_eq!(
+        pieces_of(&rescue_from_remote_with(|t, r| {
+            t.prove(r);
+            t.msg(t.t0, r, Message::Unchoke).unwrap();
+            t.sw.close(r, "stalled");
+        })),
+        vec![1],
+        "proven and unchoking, but being closed: the remote seed steals"
+    );
+}
+
+// ---- coverage of the remaining decisions (issue 12) --------------------------------------
+
+/// `values[i]` of per-piece counters.
+fn counts(values: &[std::sync::atomic::AtomicU32]) -> Vec<u32> {
+    values.iter().map(|v| v.load(Ordering::Relaxed)).collect()
+}
+
+#[test]
+fn the_core_hands_out_the_torrents_shared_state() {
+    let t = T::new(4);
+    assert!(Arc::ptr_eq(t.sw.shared(), &t.shared));
+}
+
+#[test]
+fn poll_timeout_is_the_earlier_of_the_tick_and_the_next_redial() {
+    let mut t = T::new(4);
+    let now = t.at(secs(1));
+    t.connect_as(1, T::info(1, false), true, now);
+    // A redial half a second after `now`: the tick (100 ms) comes first.
+    t.sw.dial_failed(now, addr(5), 1);
+    assert_eq!(t.sw.poll_timeout(), Some(now + timers::TICK));
+    // A redial due at t0 + 500 ms: before the tick.
+    t.sw.dial_failed(t.t0, addr(6), 1);
+    assert_eq!(t.sw.poll_timeout(), Some(t.at(ms(500))));
+}
+
+#[test]
+fn while_a_piece_is_hashed_the_core_is_busy_and_names_its_writers() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    assert!(!t.sw.busy());
+    let t0 = t.t0;
+    let hashes = deliver_all(&mut t, t0, a, &reqs);
+    let [(p, buf)] = hashes[..] else {
+        panic!("{hashes:?}")
+    };
+    assert!(t.sw.busy(), "waiting on the hash");
+    assert_eq!(t.sw.writers_of(p), Some(vec![ip(1)]));
+    assert_eq!(t.sw.writers_of((p + 1) % 4), None, "not being hashed");
+    t.sw.piece_hashed(t0, p, buf, true, &mut t.bufs);
+    assert_eq!(t.sw.writers_of(p), None, "hashed");
+    assert!(t.sw.busy(), "waiting on the write");
+}
+
+#[test]
+fn inputs_for_an_unknown_or_stale_connection_are_refused_or_ignored() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    t.acts();
+    let never = PeerKey { index: 50, gen: 0 };
+    let stale = PeerKey {
+        index: a.index,
+        gen: 9,
+    };
+    for k in [never, stale] {
+        let e = t.msg(t.t0, k, Message::Interested).unwrap_err();
+        assert!(e.contains("unknown connection"), "{e}");
+        let e = t.sw.handshake(t.t0, k, &hs_for(&t, 7)).unwrap_err();
+        assert!(e.contains("unknown connection"), "{e}");
+        assert_eq!(t.sw.block_fragment(k, 0, 0, BLOCK_SIZE), None);
+        t.sw.blocks_sent(k, 1, 100);
+        t.sw.peer_closed(t.t0, k);
+    }
+    assert!(t.acts().is_empty());
+    assert_eq!(t.shared.counters.uploaded.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        t.shared.counters.connected.load(Ordering::Relaxed),
+        1,
+        "the real connection is untouched"
+    );
+    assert_eq!(t.sw.peer_count(), 1);
+    assert_eq!(counts(&t.shared.availability), vec![1; 4]);
+}
+
+#[test]
+fn a_connection_closed_twice_is_counted_out_once() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    t.acts();
+    t.sw.peer_closed(t.t0, a);
+    t.sw.peer_closed(t.t0, a);
+    assert_eq!(t.shared.counters.connected.load(Ordering::Relaxed), 0);
+    assert_eq!(counts(&t.shared.availability), vec![0; 4]);
+    assert_eq!(t.sw.peer_count(), 0);
+}
+
+#[test]
+fn an_outgoing_peer_lost_before_its_handshake_is_redialled_with_a_longer_back_off() {
+    let mut t = T::new(4);
+    let k = PeerKey { index: 1, gen: 0 };
+    let mut info = T::info(1, true);
+    info.attempt = 2;
+    t.sw.peer_connected(t.t0, k, info);
+    assert_eq!(sent(&t.acts(), k), vec![Out::Handshake]);
+    t.sw.peer_closed(t.t0, k);
+    assert_eq!(
+        t.shared.counters.connected.load(Ordering::Relaxed),
+        0,
+        "it was never counted in"
+    );
+    assert_eq!(
+        t.sw.poll_timeout(),
+        Some(t.at(ms(750))),
+        "attempt 3: 3 × 250 ms"
+    );
+    t.tick(t.at(ms(750)));
+    assert_eq!(dials(&t.acts()), vec![(addr(1), 3)]);
+}
+
+#[test]
+fn after_stop_nothing_is_redialled_and_a_second_stop_closes_nobody_again() {
+    let mut t = T::new(4);
+    let a = t.connect_as(1, T::info(1, true), true, t.t0);
+    t.sw.stop("failed");
+    assert!(closed(&t.acts(), a));
+    t.sw.stop("failed");
+    assert!(t.acts().is_empty(), "closed once");
+    // The outgoing peer that served us goes, a dial fails: neither is dialled again.
+    t.sw.peer_closed(t.t0, a);
+    t.sw.dial_failed(t.t0, addr(2), 1);
+    assert_eq!(t.sw.poll_timeout(), None);
+    assert!(t.acts().is_empty());
+}
+
+#[test]
+fn forget_pieces_discards_every_buffer_cancels_its_requests_and_releases_the_claims() {
+    let mut t = T::new(8);
+    let a = t.proven_seed(1);
+    let reqs = requests(&t.acts(), a);
+    let pieces = pieces_of(&reqs);
+    assert!(pieces.len() > 1, "{pieces:?}");
+    t.sw.forget_pieces();
+    let acts = t.acts();
+    let discards = acts
+        .iter()
+        .filter(|x| matches!(x, Action::Discard { .. }))
+        .count();
+    assert_eq!(discards, pieces.len());
+    let cancelled = cancels(&acts, a);
+    assert_eq!(cancelled.len(), reqs.len());
+    assert!(reqs.iter().all(|r| cancelled.contains(r)));
+    assert_eq!(t.shared.claimed.count_ones(), 0);
+    assert!(pieces.iter().all(|&p| !t.sw.in_progress(p)));
+    assert_eq!(t.sw.peer(a).unwrap().requests_out, 0);
+}
+
+#[test]
+fn keep_alive_port_suggest_allowed_fast_piece_and_unknown_messages_change_nothing() {
+    let mut t = T::new(4);
+    let k = t.connect(1);
+    for m in [
+        Message::KeepAlive,
+        Message::Port { port: 6881 },
+        Message::Suggest { index: 0 },
+        Message::AllowedFast { index: 0 },
+        Message::Unknown { id: 77 },
+        Message::Piece {
+            index: 0,
+            begin: 0,
+            data: &[0; 4],
+        },
+    ] {
+        t.msg(t.t0, k, m).unwrap();
+    }
+    assert!(t.acts().is_empty());
+    let p = t.sw.peer(k).unwrap();
+    assert!(p.peer_choking && !p.am_interested && !p.got_bitfield);
+    assert_eq!(p.requests_out, 0);
+    assert_eq!(t.shared.claimed.count_ones(), 0);
+}
+
+#[test]
+fn a_bitfield_or_have_none_after_the_first_is_a_protocol_violation() {
+    let mut t = T::new(4);
+    let a = t.connect(1);
+    t.msg(t.t0, a, Message::HaveAll).unwrap();
+    let e = t
+        .msg(t.t0, a, Message::Bitfield { bits: &[0xf0] })
+        .unwrap_err();
+    assert!(e.contains("second"), "{e}");
+    let e = t.msg(t.t0, a, Message::HaveNone).unwrap_err();
+    assert!(e.contains("second"), "{e}");
+    assert_eq!(
+        counts(&t.shared.availability),
+        vec![1; 4],
+        "the first counts"
+    );
+}
+
+#[test]
+fn a_bitfield_of_the_wrong_size_or_with_spare_bits_set_drops_the_peer() {
+    let mut t = T::new(4);
+    let a = t.connect(1);
+    let e = t
+        .msg(t.t0, a, Message::Bitfield { bits: &[0xf0, 0] })
+        .unwrap_err();
+    assert!(e.contains("bad bitfield"), "{e}");
+    let e = t
+        .msg(t.t0, a, Message::Bitfield { bits: &[0x08] })
+        .unwrap_err();
+    assert!(e.contains("bad bitfield"), "{e}");
+    assert!(!t.sw.peer(a).unwrap().got_bitfield);
+    assert_eq!(counts(&t.shared.availability), vec![0; 4]);
+}
+
+#[test]
+fn have_none_without_the_fast_extension_drops_the_peer() {
+    let mut t = T::new(4);
+    let k = t.connect_as(1, T::info(1, false), false, t.t0);
+    let e = t.msg(t.t0, k, Message::HaveNone).unwrap_err();
+    assert!(e.contains("fast extension"), "{e}");
+}
+
+#[test]
+fn a_malformed_extension_handshake_drops_the_peer_and_an_unassigned_extension_id_is_ignored() {
+    let mut t = T::new(4);
+    let k = t.connect(1);
+    let e = t
+        .msg(t.t0, k, ext(extension::HANDSHAKE_ID, b"garbage"))
+        .unwrap_err();
+    assert!(e.contains("bad extension handshake"), "{e}");
+    t.msg(t.t0, k, ext(extension::OUR_UT_METADATA_ID + 1, b"garbage"))
+        .unwrap();
+    assert!(t.acts().is_empty());
+}
+
+#[test]
+fn a_peer_restating_its_place_moves_between_rack_dc_and_remote_and_the_rack_counts_follow() {
+    let mut t = T::new(4);
+    let mut info = T::info(1, false);
+    info.our_place = place("east", "r1");
+    let k = t.connect_as(1, info, true, t.t0);
+    t.msg(t.t0, k, Message::Have { index: 2 }).unwrap();
+    let state = |t: &mut T, dc: &str, rack: &str| {
+        let hs = ExtHandshake {
+            dc: Some(dc.into()),
+            rack: Some(rack.into()),
+            ..Default::default()
+        }
+        .encode();
+        t.msg(t.t0, k, ext(extension::HANDSHAKE_ID, &hs)).unwrap();
+        let p = t.sw.peer(k).unwrap();
+        (
+            p.locality,
+            t.shared.rack_availability[2].load(Ordering::Relaxed),
+            t.shared.share().members,
+        )
+    };
+    assert_eq!(state(&mut t, "east", "r1"), (Locality::Rack, 1, 2));
+    assert_eq!(
+        state(&mut t, "east", "r2"),
+        (Locality::Dc, 0, 1),
+        "out of the rack: out of its availability and membership"
+    );
+    assert_eq!(
+        state(&mut t, "west", "r1"),
+        (Locality::Remote, 0, 1),
+        "dc to remote: the rack counts do not move"
+    );
+    assert_eq!(counts(&t.shared.availability), vec![0, 0, 1, 0]);
+    t.sw.peer_closed(t.t0, k);
+    assert_eq!(counts(&t.shared.availability), vec![0; 4]);
+    assert_eq!(counts(&t.shared.rack_availability), vec![0; 4]);
+}
+
+#[test]
+fn a_bitfield_after_haves_replaces_their_counts() {
+    let mut t = T::new(4);
+    // Our place unknown: a rack peer. And a remote peer, for a placed view of us.
+    let r = t.connect(1);
+    let x = t.connect_as(2, placed(2, place("west", "w1")), true, t.t0);
+    for k in [r, x] {
+        t.msg(t.t0, k, Message::Have { index: 0 }).unwrap();
+        t.msg(
+            t.t0,
+            k,
+            Message::Bitfield {
+                bits: &[0b0110_0000],
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(counts(&t.shared.availability), vec![0, 2, 2, 0]);
+    assert_eq!(counts(&t.shared.rack_availability), vec![0, 1, 1, 0]);
+    t.sw.peer_closed(t.t0, r);
+    t.sw.peer_closed(t.t0, x);
+    assert_eq!(counts(&t.shared.availability), vec![0; 4]);
+    assert_eq!(counts(&t.shared.rack_availability), vec![0; 4]);
+}
+
+#[test]
+fn a_peer_still_handshaking_is_passed_over_by_the_tick_and_hears_no_have() {
+    let mut t = T::new(2);
+    t.verify([0]);
+    let h = PeerKey { index: 9, gen: 0 };
+    t.sw.peer_connected(t.t0, h, T::info(9, false));
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let t0 = t.t0;
+    let hashes = deliver_all(&mut t, t0, a, &reqs);
+    let [(p, buf)] = hashes[..] else {
+        panic!("{hashes:?}")
+    };
+    t.sw.piece_hashed(t0, p, buf, true, &mut t.bufs);
+    t.sw.piece_written(p, true);
+    let acts = t.acts();
+    assert!(sent(&acts, a).contains(&Out::Have(p)));
+    assert!(sent(&acts, h).is_empty(), "{acts:?}");
+    t.tick(t.at(STALL_CEILING + secs(1)));
+    let acts = t.acts();
+    assert!(!closed(&acts, h) && sent(&acts, h).is_empty(), "{acts:?}");
+    assert_eq!(t.sw.peer(h).unwrap().phase, Phase::Handshaking);
+    // Its handshake, when it comes, tells it everything at once.
+    t.sw.handshake(t.t0, h, &hs_for(&t, 9)).unwrap();
+    assert!(sent(&t.acts(), h).contains(&Out::HaveAll));
+}
+
+#[test]
+fn a_hash_or_write_result_for_a_piece_not_in_that_state_only_discards_the_buffer() {
+    let mut t = T::new(4);
+    t.sw.piece_hashed(t.t0, 2, BufId(77), true, &mut t.bufs);
+    assert_eq!(t.acts(), vec![Action::Discard { buf: BufId(77) }]);
+    assert!(!t.sw.busy());
+    t.sw.piece_written(2, true);
+    assert!(t.acts().is_empty());
+    assert!(
+        !t.shared.verified.get(2),
+        "a write never asked for verifies nothing"
+    );
+}
+
+#[test]
+fn a_piece_hashed_after_stop_is_discarded_and_its_claim_released() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let t0 = t.t0;
+    let hashes = deliver_all(&mut t, t0, a, &reqs);
+    let [(p, buf)] = hashes[..] else {
+        panic!("{hashes:?}")
+    };
+    assert!(t.shared.claimed.get(p));
+    t.sw.stop("removed");
+    t.acts();
+    t.sw.piece_hashed(t0, p, buf, true, &mut t.bufs);
+    assert_eq!(t.acts(), vec![Action::Discard { buf }], "no write");
+    assert!(!t.shared.claimed.get(p));
+    assert!(!t.sw.busy());
+}
+
+#[test]
+fn a_duplicate_copy_that_fails_its_hash_or_write_leaves_the_claim_of_the_core_that_owns_it() {
+    let mut one = T::new(1);
+    let mut two = one.second_core();
+    let a = one.seed(1);
+    assert_eq!(requests(&one.acts(), a).len(), BPP as usize);
+    assert!(one.shared.claimed.get(0));
+    let b = two.seed(2);
+    two.prove(b);
+    for round in 1..=2u64 {
+        let now = two.at(ms(100 * round));
+        two.tick(now);
+        let rb = requests(&two.acts(), b);
+        assert_eq!(
+            rb.len(),
+            BPP as usize,
+            "round {round}: an endgame duplicate"
+        );
+        let hashes = deliver_all(&mut two, now, b, &rb);
+        let [(0, buf)] = hashes[..] else {
+            panic!("{hashes:?}")
+        };
+        if round == 1 {
+            two.sw.piece_hashed(now, 0, buf, false, &mut two.bufs);
+        } else {
+            two.sw.piece_hashed(now, 0, buf, true, &mut two.bufs);
+            two.sw.piece_written(0, false);
+        }
+        two.acts();
+        assert!(
+            two.shared.claimed.get(0),
+            "round {round}: core one still fetches it"
+        );
+    }
+}
+
+#[test]
+fn a_block_that_is_not_exactly_one_of_ours_is_dropped_without_effect() {
+    let mut t = T::new(4);
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let r = reqs[0];
+    assert_eq!(
+        t.sw.block_fragment(a, r.piece, r.begin + 1, r.len - 1),
+        None
+    );
+    assert_eq!(t.sw.block_fragment(a, r.piece, r.begin, r.len - 1), None);
+    t.sw.block_received(t.t0, a, r.piece, r.begin + 1, r.len - 1, &mut t.bufs)
+        .unwrap();
+    assert!(t.acts().is_empty());
+    assert_eq!(t.sw.peer(a).unwrap().requests_out, BPP);
+    assert_eq!(t.shared.counters.downloaded.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_writer_that_left_is_still_banned_by_its_second_bad_piece() {
+    let mut t = T::new(4);
+    assert!(!t.shared.strike(ip(1), t.t0), "an earlier bad piece");
+    let a = t.seed(1);
+    let reqs = requests(&t.acts(), a);
+    let t0 = t.t0;
+    let hashes = deliver_all(&mut t, t0, a, &reqs);
+    let [(p, buf)] = hashes[..] else {
+        panic!("{hashes:?}")
+    };
+    t.sw.peer_closed(t0, a);
+    t.acts();
+    t.sw.piece_hashed(t0, p, buf, false, &mut t.bufs);
+    assert_eq!(t.acts(), vec![Action::Discard { buf }], "nobody to close");
+    assert!(t.shared.is_banned(ip(1), t0));
+}
+
+#[test]
+fn unpublish_waiting_takes_this_cores_waiting_peers_out_of_the_torrents_count() {
+    let mut t = T::with(4, |c| c.upload_slots = 1);
+    t.verify_all();
+    let a = t.leecher(1);
+    let b = t.leecher(2);
+    t.acts();
+    t.tick(t.at(ms(100)));
+    assert!(!t.sw.peer(a).unwrap().am_choking && t.sw.peer(b).unwrap().am_choking);
+    let waiting = || t.shared.counters.waiting.load(Ordering::Relaxed);
+    assert_eq!(waiting(), 1);
+    t.sw.unpublish_waiting();
+    assert_eq!(t.shared.counters.waiting.load(Ordering::Relaxed), 0);
+    t.sw.unpublish_waiting();
+    assert_eq!(
+        t.shared.counters.waiting.load(Ordering::Relaxed),
+        0,
+        "taken out once"
+    );
+}
+
+#[test]
+fn a_peer_being_closed_is_not_unchoked_when_it_says_interested() {
+    let mut t = T::new(4);
+    let k = t.holder(1, 0);
+    assert!(!requests(&t.acts(), k).is_empty());
+    let now = t.at(STALL_CEILING + secs(1));
+    t.tick(now);
+    assert!(closed(&t.acts(), k), "stalled");
+    t.msg(now, k, Message::Interested).unwrap();
+    assert!(sent(&t.acts(), k).is_empty(), "no UNCHOKE after the CLOSE");
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_piece_whose_last_request_goes_stays_while_another_peer_works_on_it() {
+    let mut t = T::new(1);
+    let a = t.seed(1);
+    assert_eq!(requests(&t.acts(), a).len(), BPP as usize);
+    // B works on piece 0 with no request out there (as when its own requests there all
+    // came in while A's are still out), and is choking us.
+    let b = t.connect(2);
+    t.msg(t.t0, b, Message::HaveAll).unwrap();
+    t.sw.peer_mut(b).unwrap().pieces.push(0);
+    t.acts();
+    t.msg(t.t0, a, Message::Choke).unwrap();
+    let acts = t.acts();
+    assert!(
+        !acts.iter().any(|x| matches!(x, Action::Discard { .. })),
+        "{acts:?}"
+    );
+    assert!(t.sw.in_progress(0) && t.shared.claimed.get(0));
+    // B unchokes us: the missing blocks of the piece it works on come first.
+    t.msg(t.t0, b, Message::Unchoke).unwrap();
+    let rb = requests(&t.acts(), b);
+    assert_eq!(rb, (0..BPP).map(|i| blk(0, i)).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_download_limit_sends_only_the_requests_its_tokens_allow() {
+    // 1 MiB/s: a burst of 256 KiB (16 blocks), then 0.1 MiB (6 blocks) per 100 ms.
+    let limit = Arc::new(RateLimiter::new(1 << 20, Instant::now()));
+    let l = limit.clone();
+    let mut t = T::with(16, move |c| c.download_limit = Some(l));
+    let a = t.proven_seed(1);
+    assert_eq!(requests(&t.acts(), a).len(), 16);
+    assert!(t.sw.peer(a).unwrap().refill_blocked);
+    let now = t.at(ms(100));
+    t.tick(now);
+    assert_eq!(requests(&t.acts(), a).len(), 6);
+    // The bucket is empty: nothing more now, not even in the pieces it works on.
+    t.sw.fill(now, a, &mut t.bufs);
+    assert!(requests(&t.acts(), a).is_empty());
+    assert_eq!(t.sw.peer(a).unwrap().requests_out, 22);
+    assert_eq!(
+        limit.take_at(u64::MAX, now),
+        6553,
+        "the part-block given back"
+    );
+}
+
+#[test]
+fn a_download_limit_gets_back_the_tokens_of_requests_not_sent() {
+    // 100 MiB/s: a burst of 10 MiB, far more than the one piece of 4 blocks needs.
+    let limit = Arc::new(RateLimiter::new(100 << 20, Instant::now()));
+    let l = limit.clone();
+    let mut t = T::with(1, move |c| c.download_limit = Some(l));
+    let a = t.proven_seed(1);
+    assert_eq!(requests(&t.acts(), a).len(), BPP as usize);
+    assert_eq!(
+        limit.take_at(u64::MAX, t.t0),
+        (10 << 20) - u64::from(BPP * BLOCK_SIZE),
+        "only the blocks asked for are spent"
+    );
+}
+
+#[test]
+fn a_peer_placing_itself_in_our_rack_before_announcing_pieces_joins_the_membership_only() {
+    let mut t = T::new(4);
+    let mut info = T::info(1, false);
+    info.our_place = place("east", "r1");
+    let k = t.connect_as(1, info, true, t.t0);
+    let hs = ExtHandshake {
+        dc: Some("east".into()),
+        rack: Some("r1".into()),
+        ..Default::default()
+    }
+    .encode();
+    t.msg(t.t0, k, ext(extension::HANDSHAKE_ID, &hs)).unwrap();
+    assert_eq!(t.shared.share().members, 2);
+    assert_eq!(counts(&t.shared.rack_availability), vec![0; 4]);
+    // What it announces from now on counts in the rack.
+    t.msg(t.t0, k, Message::Have { index: 2 }).unwrap();
+    assert_eq!(counts(&t.shared.rack_availability), vec![0, 0, 1, 0]);
+}
+
+/// Poisons the torrent's peer book: a thread panics holding its lock.
+fn poison_peer_book(shared: &Shared) {
+    std::thread::scope(|s| {
+        let poisoner = s.spawn(|| {
+            let _held = shared.peers.lock().unwrap();
+            panic!("poisoning the peer book on purpose");
+        });
+        assert!(poisoner.join().is_err());
+    });
+    assert!(shared.peers.is_poisoned());
+}
+
+#[test]
+fn a_poisoned_peer_book_refuses_new_peers_but_lets_a_connected_one_finish_and_leave() {
+    let mut t = T::new(4);
+    t.verify_all();
+    let k = t.leecher(1);
+    t.request(t.t0, k, blk(0, 0)).unwrap();
+    t.sw.blocks_sent(k, 1, u64::from(BLOCK_SIZE));
+    t.acts();
+    poison_peer_book(&t.shared);
+    // Completing from us cannot be recorded; it is no error.
+    for i in 0..4 {
+        t.msg(t.t0, k, Message::Have { index: i }).unwrap();
+    }
+    let k2 = PeerKey { index: 2, gen: 0 };
+    t.sw.peer_connected(t.t0, k2, T::info(2, false));
+    let e = t.sw.handshake(t.t0, k2, &hs_for(&t, 2)).unwrap_err();
+    assert!(e.contains("poisoned"), "{e}");
+    t.sw.peer_closed(t.t0, k);
+    t.sw.peer_closed(t.t0, k2);
+    assert_eq!(t.shared.counters.connected.load(Ordering::Relaxed), 0);
+    assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 0);
+    assert_eq!(counts(&t.shared.availability), vec![0; 4]);
 }
