@@ -300,6 +300,7 @@ mod tests {
             availability: &[],
             start: 5,
             refused: None,
+            in_progress: None,
             remote: None,
         };
         assert_eq!(pick_and_claim(&input), None);

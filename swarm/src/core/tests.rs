@@ -2563,3 +2563,169 @@ fn a_poisoned_peer_book_refuses_new_peers_but_lets_a_connected_one_finish_and_le
     assert_eq!(t.shared.counters.unchoked.load(Ordering::Relaxed), 0);
     assert_eq!(counts(&t.shared.availability), vec![0; 4]);
 }
+
+// ---- regressions from the review of issue 12 ------------------------------------------
+
+#[test]
+fn a_piece_released_by_another_core_is_not_started_twice_here() {
+    let mut one = T::new(2);
+    let mut two = one.second_core();
+    let a = one.seed(1);
+    one.prove(a);
+    one.tick(one.at(ms(100)));
+    one.acts();
+    let b = two.seed(2);
+    two.prove(b);
+    two.tick(two.at(ms(100)));
+    two.acts();
+    assert!(
+        two.sw.in_progress(0),
+        "core two has an endgame duplicate of piece 0"
+    );
+    // Core one's peer leaves: its claim on piece 0 is released.
+    one.sw.peer_closed(one.at(ms(150)), a);
+    one.acts();
+    assert!(!one.shared.claimed.get(0));
+    // Core two refills: its duplicate stays the only copy, with its buffer.
+    let before = two.sw.assemblies.get(&0).map(|x| x.buf);
+    two.tick(two.at(ms(200)));
+    let acts = two.acts();
+    assert_eq!(two.sw.assemblies.get(&0).map(|x| x.buf), before);
+    assert!(
+        !requests(&acts, b).iter().any(|r| r.piece == 0),
+        "no second request for blocks already asked: {acts:?}"
+    );
+}
+
+#[test]
+fn a_core_left_without_peers_takes_its_waiting_peers_out_of_the_count() {
+    let mut t = T::with(1, |c| c.upload_slots = 1);
+    t.verify_all();
+    let a = t.leecher(1);
+    let b = t.leecher(2);
+    t.tick(t.at(ms(100)));
+    assert_eq!(t.shared.counters.waiting.load(Ordering::Relaxed), 1);
+    t.sw.peer_closed(t.at(ms(150)), b);
+    t.sw.peer_closed(t.at(ms(150)), a);
+    assert_eq!(t.shared.counters.waiting.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_stopped_torrent_refuses_new_peers() {
+    let mut t = T::new(2);
+    t.sw.stop("failed");
+    let key = PeerKey { index: 5, gen: 0 };
+    t.sw.peer_connected(t.t0, key, T::info(5, false));
+    let hs = hs_for(&t, 5);
+    let e = t.sw.handshake(t.t0, key, &hs).unwrap_err();
+    assert!(e.contains("stopped"), "{e}");
+}
+
+#[test]
+fn a_reject_that_names_no_requested_block_withdraws_nothing() {
+    let mut t = T::new(2);
+    let a = t.proven_seed(1);
+    let reqs = requests(&t.acts(), a);
+    let first = reqs[0];
+    let out = t.sw.peer(a).unwrap().requests_out;
+    // Unaligned: not block 0.
+    t.msg(
+        t.t0,
+        a,
+        Message::Reject {
+            index: first.piece,
+            begin: first.begin + 1,
+            length: first.len,
+        },
+    )
+    .unwrap();
+    assert_eq!(t.sw.peer(a).unwrap().requests_out, out);
+    assert!(t.sw.assemblies[&first.piece].blocks[0].requested_by(a));
+}
+
+#[test]
+fn a_block_stolen_lately_is_not_late_for_a_third_peer() {
+    let (mut t, a, b, ra) = steal_setup(16 << 10, 4 << 20);
+    let now = t.at(super::requests::STEAL_AFTER + ms(50));
+    t.sw.fill(now, b, &mut t.bufs);
+    assert_eq!(requests(&t.acts(), b).len(), ra.len());
+    // The slow peer leaves; the blocks are B's alone now, asked just now.
+    t.sw.peer_closed(now, a);
+    t.acts();
+    let c = t.connect(3);
+    t.msg(now, c, Message::HaveAll).unwrap();
+    t.sw.peer_mut(c).unwrap().pieces.clear();
+    t.msg(now, c, Message::Unchoke).unwrap();
+    let later = now + super::requests::LATE_REQUEST / 2;
+    t.sw.fill(later, c, &mut t.bufs);
+    let rc = requests(&t.acts(), c);
+    assert!(
+        !rc.iter().any(|r| ra.contains(r)),
+        "B's fresh requests are not late: {rc:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_delivered_does_not_shorten_the_others_stall_limit() {
+    let mut t = T::new(4);
+    let a = t.proven_seed(1);
+    t.acts();
+    // B unchokes at 19 s and gets requests: it has delivered nothing.
+    let b = t.connect(2);
+    t.msg(t.t0, b, Message::HaveAll).unwrap();
+    t.prove(b);
+    t.msg(t.at(secs(19)), b, Message::Unchoke).unwrap();
+    t.acts();
+    t.tick(t.at(secs(19) + ms(500)));
+    assert!(
+        !closed(&t.acts(), a),
+        "A is held to the 20 s limit: nobody delivers"
+    );
+}
+
+#[test]
+fn an_unproven_co_writer_of_a_bad_piece_is_struck() {
+    let (mut t, a, b, ra) = steal_setup(16 << 10, 4 << 20);
+    // B (unproven now) joins A's piece; both write into it; the hash fails.
+    t.sw.peer_mut(b).unwrap().proven = false;
+    t.sw.peer_mut(b).unwrap().pieces.clear();
+    let now = t.at(super::requests::LATE_REQUEST);
+    t.sw.fill(now, b, &mut t.bufs);
+    let rb = requests(&t.acts(), b);
+    let piece = rb[0].piece;
+    // The first block from A, the rest from B.
+    for (i, r) in ra.iter().filter(|r| r.piece == piece).enumerate() {
+        let from = if i == 0 || !rb.contains(r) { a } else { b };
+        t.deliver(now, from, *r);
+    }
+    let buf = t
+        .acts()
+        .iter()
+        .find_map(|x| match x {
+            Action::Hash { piece: p, buf } if *p == piece => Some(*buf),
+            _ => None,
+        })
+        .expect("hashed");
+    assert!(t.sw.hashing[&piece].writers.len() >= 2);
+    t.sw.piece_hashed(now, piece, buf, false, &mut t.bufs);
+    let book = t.shared.peers.lock().unwrap();
+    assert_eq!(book.strikes.get(&ip(2)), Some(&1), "the unproven writer");
+    assert_eq!(book.strikes.get(&ip(1)), None, "not the proven one");
+}
+
+#[test]
+fn a_peer_dropped_for_stalling_is_redialled_with_a_back_off() {
+    let mut t = T::new(4);
+    let key = PeerKey { index: 1, gen: 0 };
+    t.connect_as(1, T::info(1, true), true, t.t0);
+    t.msg(t.t0, key, Message::HaveAll).unwrap();
+    t.msg(t.t0, key, Message::Unchoke).unwrap();
+    t.acts();
+    t.tick(t.at(secs(21)));
+    assert!(closed(&t.acts(), key));
+    t.sw.peer_closed(t.at(secs(21)), key);
+    t.tick(t.at(secs(21) + ms(300)));
+    assert!(dials(&t.acts()).is_empty(), "not at once");
+    t.tick(t.at(secs(22)));
+    assert_eq!(dials(&t.acts()), vec![(addr(1), 2)]);
+}
