@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::assembly::{Assembly, Block, MAX_REQUESTERS};
+use super::assembly::{Assembly, Block};
 use super::{PieceBuffers, Swarm};
 use crate::ids::{BlockRef, PeerKey};
 use crate::locality::Locality;
@@ -193,6 +193,8 @@ impl Swarm {
             return;
         };
         let mut joined = false;
+        // Requesters pushed out of a block (both places were taken by late or slow peers).
+        let mut evicted: Vec<(PeerKey, BlockRef)> = Vec::new();
         for b in 0..a.blocks.len() {
             if *budget == 0 {
                 break;
@@ -202,7 +204,6 @@ impl Swarm {
                 Block::Missing => true,
                 Block::Requested { by, at } => steal.is_some_and(|slow| {
                     !by.contains(&Some(key))
-                        && by.iter().filter(|k| k.is_some()).count() < MAX_REQUESTERS
                         && (now.saturating_duration_since(at) >= LATE_REQUEST
                             || (now.saturating_duration_since(at) >= STEAL_AFTER
                                 && by.iter().flatten().all(|k| slow.contains(k))))
@@ -214,11 +215,17 @@ impl Swarm {
             }
             a.blocks[b] = match state {
                 // Into the free place: the other may be the one left (the first went).
-                // The time is the newest request's: a block just asked of a second peer is
-                // not late for a third.
+                // With both taken (two late or slow peers), the first gives its place up:
+                // two tricklers must not hold a block between them. The time is the
+                // newest request's: a block just asked of a peer is not late for another.
                 Block::Requested { mut by, .. } => {
-                    if let Some(free) = by.iter_mut().find(|k| k.is_none()) {
-                        *free = Some(key);
+                    match by.iter_mut().find(|k| k.is_none()) {
+                        Some(free) => *free = Some(key),
+                        None => {
+                            if let Some(out) = by[0].replace(key) {
+                                evicted.push((out, a.block_ref(b)));
+                            }
+                        }
                     }
                     Block::Requested { by, at: now }
                 }
@@ -237,6 +244,12 @@ impl Swarm {
                     peer.pieces.push(piece);
                 }
             }
+        }
+        for (out, block) in evicted {
+            if let Some(p) = self.peer_mut(out) {
+                p.requests_out = p.requests_out.saturating_sub(1);
+            }
+            self.send(out, Out::Cancel(block));
         }
     }
 

@@ -2729,3 +2729,27 @@ fn a_peer_dropped_for_stalling_is_redialled_with_a_back_off() {
     t.tick(t.at(secs(22)));
     assert_eq!(dials(&t.acts()), vec![(addr(1), 2)]);
 }
+
+#[test]
+fn two_slow_peers_on_one_block_make_room_for_a_fast_one() {
+    let (mut t, a, b, ra) = steal_setup(16 << 10, 4 << 20);
+    // A third, slow peer joins A's late blocks: both places are taken by slow peers.
+    let c = t.connect(3);
+    t.msg(t.t0, c, Message::HaveAll).unwrap();
+    t.prove(c);
+    t.set_rate(c, 16 << 10, t.t0);
+    t.msg(t.t0, c, Message::Unchoke).unwrap();
+    t.acts();
+    let late = t.at(super::requests::LATE_REQUEST);
+    t.sw.fill(late, c, &mut t.bufs);
+    assert_eq!(requests(&t.acts(), c).len(), ra.len());
+    // B, much faster than both, takes A's place 200 ms later; A is told to cancel.
+    let now = late + super::requests::STEAL_AFTER;
+    t.set_rate(b, 4 << 20, now);
+    t.sw.fill(now, b, &mut t.bufs);
+    let acts = t.acts();
+    assert_eq!(requests(&acts, b).len(), ra.len(), "{acts:?}");
+    assert_eq!(cancels(&acts, a).len(), ra.len());
+    assert_eq!(t.sw.peer(a).unwrap().requests_out, 0);
+    assert!(t.sw.assemblies[&ra[0].piece].blocks[0].requested_by(c));
+}
