@@ -211,8 +211,12 @@ impl Swarm {
             .filter(|p| p.key == key)
     }
 
+    /// Queues a message, unless the peer is gone or being closed (a CANCEL for a request
+    /// it held, say, would reach nobody).
     fn send(&mut self, peer: PeerKey, msg: Out) {
-        self.actions.push_back(Action::Send { peer, msg });
+        if self.peer(peer).is_some_and(|p| !p.closing) {
+            self.actions.push_back(Action::Send { peer, msg });
+        }
     }
 
     fn close(&mut self, peer: PeerKey, reason: impl Into<String>) {
