@@ -293,19 +293,23 @@ impl Swarm {
     }
 
     /// In the endgame, a remote peer may lend a hand with `piece` when no rack peer could:
-    /// none has it, or none here that has it may take part (proven, serving us, not
-    /// refusing it). Otherwise a slow peer holding the piece would hold the download while
-    /// the rack peers that have it, never asked for a piece yet, wait unproven.
+    /// none has it, or every rack peer here that has it is choking us, refusing it or
+    /// being closed (a slow remote peer holding the piece would otherwise hold the
+    /// download). A rack peer that has it on another core of this host counts as able: the
+    /// availability says it is there, and that core fetches it (perf/fleet: letting remote
+    /// peers in whenever no rack peer *here* had it took 1.14-1.18 × the blob into a rack).
     fn rack_cannot_serve(&self, piece: u32) -> bool {
-        self.rack_lacks(piece)
-            || !self.order.iter().filter_map(|&k| self.peer(k)).any(|p| {
-                p.locality == Locality::Rack
-                    && p.proven
-                    && !p.peer_choking
-                    && !p.closing
-                    && p.have.get(piece)
-                    && !p.is_refusing(piece)
-            })
+        if self.rack_lacks(piece) {
+            return true;
+        }
+        let mut holders = self
+            .order
+            .iter()
+            .filter_map(|&k| self.peer(k))
+            .filter(|p| p.locality == Locality::Rack && p.have.get(piece))
+            .peekable();
+        holders.peek().is_some()
+            && holders.all(|p| p.peer_choking || p.closing || p.is_refusing(piece))
     }
 
     fn rack_lacks(&self, piece: u32) -> bool {

@@ -2753,3 +2753,26 @@ fn two_slow_peers_on_one_block_make_room_for_a_fast_one() {
     assert_eq!(t.sw.peer(a).unwrap().requests_out, 0);
     assert!(t.sw.assemblies[&ra[0].piece].blocks[0].requested_by(c));
 }
+
+#[test]
+fn a_rack_peer_on_another_core_keeps_a_remote_peer_out_of_its_piece() {
+    let mut t = T::new(2);
+    t.verify([0]);
+    let x = t.connect_as(1, placed(1, place("west", "w1")), true, t.t0);
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.set_rate(x, 1 << 10, t.t0);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![1]);
+    // A rack peer of ours announced piece 1 on another core.
+    t.shared.rack_availability[1].fetch_add(1, Ordering::Relaxed);
+    let s = t.connect_as(2, placed(2, place("west", "w2")), true, t.t0);
+    t.msg(t.t0, s, Message::HaveAll).unwrap();
+    t.prove(s);
+    t.set_rate(s, 4 << 20, t.t0);
+    t.msg(t.t0, s, Message::Unchoke).unwrap();
+    t.sw.fill(t.at(ms(300)), s, &mut t.bufs);
+    assert!(
+        requests(&t.acts(), s).is_empty(),
+        "the rack has it: no duplicate across the uplink"
+    );
+}
