@@ -38,6 +38,8 @@ pub const STEAL_SPEEDUP: f64 = 2.0;
 /// ...and the block was requested at least this long ago (requests just sent are not
 /// late; this is the request horizon, the time a request is meant to wait).
 pub const STEAL_AFTER: Duration = crate::rate::REQUEST_HORIZON;
+/// A peer that delivered nothing for this long is stalling (five request horizons).
+pub const STALLING: Duration = Duration::from_secs(1);
 /// A request outstanding this long (ten request horizons) is late whoever asks: any peer,
 /// even one without a measured rate yet, may ask for the block too.
 pub const LATE_REQUEST: Duration = Duration::from_secs(2);
@@ -109,7 +111,7 @@ impl Swarm {
             if !proven {
                 joinable.truncate(1);
             }
-            let slow = self.slower_than(key);
+            let slow = self.slower_than(key, now);
             for steal in [None, Some(slow.as_slice())] {
                 for &piece in &joinable {
                     if budget == 0 {
@@ -259,14 +261,24 @@ impl Swarm {
     }
 
     /// The other peers here that `key` is at least [`STEAL_SPEEDUP`] times faster than.
-    fn slower_than(&self, key: PeerKey) -> Vec<PeerKey> {
-        let my_rate = self.peer(key).map_or(0.0, |p| p.rate());
+    /// For a peer outside our rack, only those that also delivered nothing for
+    /// [`STALLING`]: its copy crosses the rack uplink, worth it against a stalling peer,
+    /// not against one merely slower.
+    fn slower_than(&self, key: PeerKey, now: Instant) -> Vec<PeerKey> {
+        let Some(me) = self.peer(key) else {
+            return Vec::new();
+        };
+        let (my_rate, remote) = (me.rate(), me.locality != Locality::Rack);
         self.order
             .iter()
             .filter(|&&k| k != key)
             .filter(|&&k| {
-                self.peer(k)
-                    .is_some_and(|p| p.rate() * STEAL_SPEEDUP < my_rate)
+                self.peer(k).is_some_and(|p| {
+                    p.rate() * STEAL_SPEEDUP < my_rate
+                        && (!remote
+                            || p.delivered_at
+                                .is_none_or(|at| now.saturating_duration_since(at) >= STALLING))
+                })
             })
             .copied()
             .collect()
