@@ -309,6 +309,17 @@ mod tests {
     }
 
     #[test]
+    fn the_progress_period_is_bounded() {
+        assert_eq!(
+            parse_progress_every("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert!(parse_progress_every("0").is_err());
+        assert!(parse_progress_every("10ms").is_err());
+        assert!(parse_progress_every("2h").is_err());
+    }
+
+    #[test]
     fn the_hook_timeout_and_env_names_are_checked() {
         assert_eq!(parse_hook_timeout("10m").unwrap(), Duration::from_secs(600));
         assert!(parse_hook_timeout("0").is_err());

@@ -315,3 +315,38 @@ fn status_without_an_agent_lists_the_releases_on_disk() {
         "{stderr}"
     );
 }
+
+#[test]
+fn status_of_a_killed_agent_shows_its_unfinished_download() {
+    let fleet = Fleet::start("status-killed");
+    fleet.publish("model", "v1", 12 << 20, 47);
+    let mut a = fleet.agent("host", &["--max-download-rate", "3M"]);
+    a.wait_for("part-way", &fleet, |s| {
+        s["releases"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["state"] == "downloading" && r["verified_bytes"].as_u64().unwrap_or(0) >= 4 << 20
+            })
+        })
+    });
+    a.guard.child.kill().unwrap();
+    a.guard.wait_exit(TIMEOUT);
+    // SIGKILL leaves the socket behind: nothing listens on it (refused, not absent).
+    assert!(a.dir.join(".agent/status.sock").exists());
+
+    let out = Command::new(ringswarm())
+        .args(["status", "--dir"])
+        .arg(&a.dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stderr.contains("the agent is not running"), "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("staged") && l.contains(" model v1 12.00 MiB ("))
+        .unwrap_or_else(|| panic!("no staged model v1 in\n{stdout}"));
+    assert!(line.contains("/48 pieces verified"), "{line}");
+    assert!(!line.contains("complete"), "{line}");
+    assert!(!stdout.contains("current"), "{stdout}");
+}
