@@ -63,7 +63,7 @@ pub struct Args {
     pub max_peers_per_torrent: Option<usize>,
 
     /// Peers stored at most, over all torrents: the one cap on the tracker's memory
-    /// (≤ 128 bytes a peer, ≈ 80 typical; see engine/src/tracker/store.rs) [default: 2000000].
+    /// (≤ 136 bytes a peer, ≈ 85 typical; see engine/src/tracker/store.rs) [default: 2000000].
     #[arg(long, value_name = "N")]
     pub max_peers: Option<usize>,
 
