@@ -91,7 +91,11 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub recv_buffer: Option<u64>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics; a PORT alone means 127.0.0.1:PORT.
+    /// Serve Prometheus metrics at http://ADDR/metrics, and the fleet view's JSON (the
+    /// origin's `tracker_http`): /swarms.json (counts per dc and rack of the first 1000
+    /// torrents) and /swarm/INFOHASH.json (one torrent: counts per place and at most 5000
+    /// peers with place, bytes left and rate, the slowest first). A PORT alone means
+    /// 127.0.0.1:PORT.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
 
@@ -166,6 +170,30 @@ fn tracker_metrics(server: &TrackerServer) -> String {
     e.finish()
 }
 
+fn json_reply(value: &impl serde::Serialize) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(body) => Reply::json(body),
+        Err(e) => Reply::text(500, format!("{e}\n")),
+    }
+}
+
+/// `/swarm/HEX.json`: one torrent's places and peers (the fleet view's input).
+fn swarm_reply(server: &TrackerServer, path: &str) -> Reply {
+    let Some(hex) = path
+        .strip_prefix("/swarm/")
+        .and_then(|p| p.strip_suffix(".json"))
+    else {
+        return Reply::not_found();
+    };
+    let Some(info_hash) = ringswarm_engine::feed::parse_hash(hex) else {
+        return Reply::text(400, "not a 40-digit hex info-hash\n");
+    };
+    match server.swarm_json(&info_hash) {
+        Some(s) => json_reply(&s),
+        None => Reply::text(404, "torrent not tracked\n"),
+    }
+}
+
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let out = ctx.out;
     let stop = stop_flag();
@@ -237,7 +265,8 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
                 Limits::metrics(),
                 Arc::new(move |req| match req.path {
                     "/metrics" => Reply::metrics(tracker_metrics(&s)),
-                    _ => Reply::not_found(),
+                    "/swarms.json" => json_reply(&s.swarms_json()),
+                    path => swarm_reply(&s, path),
                 }),
             )
             .with_context(|| format!("serving metrics on {addr}"))?;
