@@ -124,8 +124,20 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         (None, _) => println!("expires: never set (agents refuse it)"),
     }
     println!("{} releases:", feed.releases.len());
-    let w_name = feed.releases.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    let w_ver = feed.releases.iter().map(|r| r.version.len()).max().unwrap_or(7).max(7);
+    let w_name = feed
+        .releases
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let w_ver = feed
+        .releases
+        .iter()
+        .map(|r| r.version.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
     println!(
         "  {:w_name$}  {:w_ver$}  {:>12}  {:40}  published",
         "name", "version", "size", "info-hash"

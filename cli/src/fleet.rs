@@ -68,9 +68,27 @@ fn render_release(out: &mut String, r: &ReleaseView) {
         r.missing,
         format_rate(r.rate as f64),
     ));
-    let name = |s: &str| if s.is_empty() { "?".to_owned() } else { s.to_owned() };
-    let dc_w = r.places.iter().map(|p| name(&p.dc).len()).max().unwrap_or(2).max(2);
-    let rack_w = r.places.iter().map(|p| name(&p.rack).len()).max().unwrap_or(4).max(4);
+    let name = |s: &str| {
+        if s.is_empty() {
+            "?".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let dc_w = r
+        .places
+        .iter()
+        .map(|p| name(&p.dc).len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let rack_w = r
+        .places
+        .iter()
+        .map(|p| name(&p.rack).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     out.push_str(&format!(
         "  {:dc_w$}  {:rack_w$}  {:>5}  {:>11}  {:>7}\n",
         "dc", "rack", "done", "downloading", "missing"

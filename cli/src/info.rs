@@ -110,11 +110,15 @@ fn of_torrent(bytes: &[u8]) -> Result<InfoJson> {
 }
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
-    let info = if args.source.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("magnet:")) {
+    let info = if args
+        .source
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("magnet:"))
+    {
         of_magnet(&Magnet::parse(&args.source).with_context(|| "the magnet link".to_owned())?)
     } else {
-        let bytes = std::fs::read(&args.source)
-            .with_context(|| format!("reading `{}`", args.source))?;
+        let bytes =
+            std::fs::read(&args.source).with_context(|| format!("reading `{}`", args.source))?;
         of_torrent(&bytes).with_context(|| format!("`{}`", args.source))?
     };
     if ctx.out.json {
@@ -154,7 +158,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     }
     if info.kind == "torrent" {
         println!("files:       {}", info.files.len());
-        let shown = if args.all { info.files.len() } else { FILES_SHOWN };
+        let shown = if args.all {
+            info.files.len()
+        } else {
+            FILES_SHOWN
+        };
         for f in info.files.iter().take(shown) {
             println!("  {}  {}", f.path, format_bytes(f.size));
         }

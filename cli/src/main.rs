@@ -12,7 +12,10 @@ mod common;
 mod config;
 mod create;
 mod demo;
+mod feed;
+mod fleet;
 mod get;
+mod info;
 mod interrupt;
 mod keygen;
 mod origin;
@@ -23,9 +26,6 @@ mod seed;
 mod send;
 mod status;
 mod tracker;
-mod fleet;
-mod feed;
-mod info;
 
 use clap::{Parser, Subcommand};
 

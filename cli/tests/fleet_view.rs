@@ -52,7 +52,14 @@ impl ViewFleet {
             tracker.wait_line("tracker listening on udp://", TIMEOUT, &[])
         );
         let mut origin = origin_command(&base);
-        origin.args(["--tracker-http", &tracker_http, "--dc", "build", "--rack", "b1"]);
+        origin.args([
+            "--tracker-http",
+            &tracker_http,
+            "--dc",
+            "build",
+            "--rack",
+            "b1",
+        ]);
         origin.args(["--tracker", &tracker_url]);
         let mut origin = Guard::spawn("origin", origin, &base);
         let feed_url = origin.wait_line("serving the feed at ", TIMEOUT, &[&tracker]);
@@ -80,7 +87,14 @@ impl ViewFleet {
             self.base(),
             &src.join("blob.bin"),
             &self.base().join("origin"),
-            &["--name", name, "--version", version, "--tracker", &self.tracker_url],
+            &[
+                "--name",
+                name,
+                "--version",
+                version,
+                "--tracker",
+                &self.tracker_url,
+            ],
             &[],
         );
     }
@@ -89,7 +103,16 @@ impl ViewFleet {
         let dir = self.base().join(host);
         let mut cmd = Command::new(ringswarm());
         cmd.args(["-v", "agent", "--feed", &self.feed_url, "--poll", "200ms"])
-            .args(["--listen", "127.0.0.1:0", "--cores", "1", "--dc", dc, "--rack", rack])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--cores",
+                "1",
+                "--dc",
+                dc,
+                "--rack",
+                rack,
+            ])
             .arg("--pubkey")
             .arg(self.base().join("fleet.pub"))
             .arg("--dir")
@@ -172,8 +195,7 @@ fn chromium_dom(url: &str, logdir: &Path) -> String {
 }
 
 #[test]
-fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_terminal_and_browser(
-) {
+fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_terminal_and_browser() {
     let fleet = ViewFleet::start("fleet-view");
     fleet.publish("app", "1.0", 1);
     let a = fleet.agent("host-a", "dc1", "r1");
@@ -224,7 +246,11 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
     // The tracker's own JSON: places and peers with what is left.
     let tracker_addr = fleet.tracker_http.trim_start_matches("http://");
     let swarms: Value = serde_json::from_str(&http_get(tracker_addr, "/swarms.json")).unwrap();
-    assert_eq!(swarms["torrents"].as_array().map(Vec::len), Some(2), "{swarms:#}");
+    assert_eq!(
+        swarms["torrents"].as_array().map(Vec::len),
+        Some(2),
+        "{swarms:#}"
+    );
     let hash = new["info_hash"].as_str().unwrap();
     let swarm: Value =
         serde_json::from_str(&http_get(tracker_addr, &format!("/swarm/{hash}.json"))).unwrap();
@@ -241,7 +267,10 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
     assert!(out.status.success(), "{}", err_text(&out));
     let table = text(&out);
     assert!(table.contains("app 1.1"), "{table}");
-    assert!(table.contains("3 done, 0 downloading, 1 missing"), "{table}");
+    assert!(
+        table.contains("3 done, 0 downloading, 1 missing"),
+        "{table}"
+    );
     assert!(table.contains(&format!("missing: {c_addr}")), "{table}");
     let r3 = table
         .lines()
@@ -264,12 +293,17 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
         let start = dom
             .find(&format!("data-version=\"{version}\""))
             .unwrap_or_else(|| panic!("no section of {version} in the page: {dom}"));
-        let end = dom[start..].find("</section>").map_or(dom.len(), |e| start + e);
+        let end = dom[start..]
+            .find("</section>")
+            .map_or(dom.len(), |e| start + e);
         dom[start..end].to_owned()
     };
     let s11 = section("1.1");
     assert!(dom.contains("data-name=\"app\""), "{dom}");
-    assert!(s11.contains("data-done=\"3\"") && s11.contains("data-missing=\"1\""), "{s11}");
+    assert!(
+        s11.contains("data-done=\"3\"") && s11.contains("data-missing=\"1\""),
+        "{s11}"
+    );
     assert!(s11.contains("3 done") && s11.contains("1 missing"), "{s11}");
     // The dc2/r3 row: 0 done, 0 downloading, 1 missing.
     let row = s11
@@ -279,13 +313,19 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
     let cells: Vec<&str> = row
         .split("<td")
         .skip(1)
-        .filter_map(|c| c.split_once('>').and_then(|(_, rest)| rest.split('<').next()))
+        .filter_map(|c| {
+            c.split_once('>')
+                .and_then(|(_, rest)| rest.split('<').next())
+        })
         .collect();
     assert_eq!(cells, ["dc2", "r3", "0", "0", "1"], "{row}");
     // Every host is listed, with its state.
     for h in new["hosts"].as_array().unwrap() {
         let addr = h["addr"].as_str().unwrap();
-        assert!(s11.contains(&format!("data-addr=\"{addr}\"")), "{addr} not in {s11}");
+        assert!(
+            s11.contains(&format!("data-addr=\"{addr}\"")),
+            "{addr} not in {s11}"
+        );
     }
     assert!(s11.contains(&format!("data-addr=\"{c_addr}\"")));
     assert!(section("1.0").contains("(previous)"));
@@ -295,7 +335,11 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
 fn fleet_names_a_bad_origin_in_one_line() {
     let out = rs(&["fleet", "--origin", "ftp://x"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err_text(&out).contains("expected an http:// URL"), "{}", err_text(&out));
+    assert!(
+        err_text(&out).contains("expected an http:// URL"),
+        "{}",
+        err_text(&out)
+    );
     // A closed port: refused, at once.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -318,7 +362,13 @@ fn feed_show_lists_the_releases_and_says_whether_the_signature_was_checked() {
     let blob = base.join("blob.bin");
     std::fs::write(&blob, pattern(300_000, 9)).unwrap();
     let origin = base.join("origin");
-    publish_into(base, &blob, &origin, &["--name", "index", "--version", "v7"], &[]);
+    publish_into(
+        base,
+        &blob,
+        &origin,
+        &["--name", "index", "--version", "v7"],
+        &[],
+    );
     let feed = origin.join("feed.json");
     let feed = feed.to_str().unwrap();
 
@@ -339,7 +389,10 @@ fn feed_show_lists_the_releases_and_says_whether_the_signature_was_checked() {
     assert_eq!(j["signature"], "unchecked");
     assert_eq!(j["releases"][0]["name"], "index");
     assert_eq!(j["releases"][0]["size"], 300_000);
-    assert_eq!(j["releases"][0]["info_hash"].as_str().map(str::len), Some(40));
+    assert_eq!(
+        j["releases"][0]["info_hash"].as_str().map(str::len),
+        Some(40)
+    );
 
     // The wrong key: an error, one line, non-zero.
     let other = base.join("other.pub");
@@ -361,13 +414,23 @@ fn info_describes_a_torrent_and_a_magnet() {
     let data = base.join("set");
     std::fs::create_dir_all(data.join("sub")).unwrap();
     for i in 0..25 {
-        std::fs::write(data.join("sub").join(format!("f{i:02}")), pattern(1000 + i, i as u64)).unwrap();
+        std::fs::write(
+            data.join("sub").join(format!("f{i:02}")),
+            pattern(1000 + i, i as u64),
+        )
+        .unwrap();
     }
     let torrent = base.join("set.torrent");
     let out = Command::new(ringswarm())
         .arg("create")
         .arg(&data)
-        .args(["--piece-size", "16K", "--tracker", "udp://127.0.0.1:6969", "-o"])
+        .args([
+            "--piece-size",
+            "16K",
+            "--tracker",
+            "udp://127.0.0.1:6969",
+            "-o",
+        ])
         .arg(&torrent)
         .output()
         .unwrap();
@@ -390,7 +453,15 @@ fn info_describes_a_torrent_and_a_magnet() {
     let j: Value = serde_json::from_slice(&rs(&["--json", "info", t]).stdout).unwrap();
     let total: u64 = (0..25).map(|i| 1000 + i).sum();
     assert_eq!(j["files"].as_array().map(Vec::len), Some(25));
-    assert_eq!(j["files"].as_array().unwrap().iter().map(|f| f["size"].as_u64().unwrap()).sum::<u64>(), total);
+    assert_eq!(
+        j["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["size"].as_u64().unwrap())
+            .sum::<u64>(),
+        total
+    );
     assert_eq!(j["piece_size"], 16384);
     let hash = j["info_hash"].as_str().unwrap().to_owned();
     assert_eq!(hash.len(), 40);
@@ -405,7 +476,10 @@ fn info_describes_a_torrent_and_a_magnet() {
     assert_eq!(j["kind"], "magnet");
     assert_eq!(j["info_hash"], hash.as_str());
 
-    for bad in ["magnet:?dn=x", base.join("missing.torrent").to_str().unwrap()] {
+    for bad in [
+        "magnet:?dn=x",
+        base.join("missing.torrent").to_str().unwrap(),
+    ] {
         let out = rs(&["info", bad]);
         assert_eq!(out.status.code(), Some(1), "{bad}");
         assert_eq!(err_text(&out).lines().count(), 1, "{}", err_text(&out));

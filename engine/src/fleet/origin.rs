@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::http::{Cached, HttpServer, HttpStats, Limits, Reply};
-use super::view::Poller;
 use super::publish::{source_path, Source, FEED_FILE, ORIGIN_LOCK};
+use super::view::Poller;
 use crate::feed::{Feed, Release};
 use crate::metrics::{Exposition, Kind};
 use crate::session::{

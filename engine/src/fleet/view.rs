@@ -200,7 +200,12 @@ pub struct Memory {
 impl Memory {
     /// Notes every peer of every release in `swarms` at `now_ms`, and forgets hosts not
     /// seen on any release of their name for [`MISSING_WINDOW`].
-    pub fn note(&mut self, releases: &[Release], swarms: &HashMap<[u8; 20], SwarmJson>, now_ms: u64) {
+    pub fn note(
+        &mut self,
+        releases: &[Release],
+        swarms: &HashMap<[u8; 20], SwarmJson>,
+        now_ms: u64,
+    ) {
         for r in releases {
             let Some(s) = swarms.get(&r.info_hash) else {
                 continue;
@@ -247,7 +252,10 @@ fn progress(size: u64, left: u64) -> f64 {
 
 /// The releases shown: per name the newest (the last listed), and older ones while a
 /// host announces them. In feed order.
-fn live<'a>(releases: &'a [Release], swarms: &HashMap<[u8; 20], SwarmJson>) -> Vec<(&'a Release, bool)> {
+fn live<'a>(
+    releases: &'a [Release],
+    swarms: &HashMap<[u8; 20], SwarmJson>,
+) -> Vec<(&'a Release, bool)> {
     let newest: HashMap<&str, &[u8; 20]> = releases
         .iter()
         .map(|r| (r.name.as_str(), &r.info_hash))
@@ -379,7 +387,10 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
         .http_status_as_error(false)
         .build()
         .into();
-    let resp = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let status = resp.status().as_u16();
     if status != 200 {
         return Err(format!("GET {url}: HTTP {status}"));
@@ -453,8 +464,12 @@ impl Poller {
                 .spawn(move || {
                     let mut memory = Memory::default();
                     while !stop.load(Ordering::Relaxed) {
-                        let view =
-                            poll_once(tracker.as_deref(), &releases(), &mut memory, super::now_ms());
+                        let view = poll_once(
+                            tracker.as_deref(),
+                            &releases(),
+                            &mut memory,
+                            super::now_ms(),
+                        );
                         let json = serde_json::to_vec(&view).unwrap_or_default();
                         if let Ok(mut l) = latest.lock() {
                             *l = Bytes::from(json);

@@ -51,7 +51,11 @@ fn swarm(peers: Vec<PeerJson>) -> SwarmJson {
     }
 }
 
-fn view_of(releases: &[Release], swarms: &HashMap<[u8; 20], SwarmJson>, memory: &mut Memory) -> FleetView {
+fn view_of(
+    releases: &[Release],
+    swarms: &HashMap<[u8; 20], SwarmJson>,
+    memory: &mut Memory,
+) -> FleetView {
     memory.note(releases, swarms, 1_000_000);
     aggregate(releases, swarms, memory, 1_000_000)
 }
@@ -71,7 +75,10 @@ fn counts_done_downloading_and_missing_per_rack() {
     );
     swarms.insert(
         [2; 20],
-        swarm(vec![peer("a:1", "r1", 0, 0), peer("b:1", "r1", 75 * MIB, 2 * MIB)]),
+        swarm(vec![
+            peer("a:1", "r1", 0, 0),
+            peer("b:1", "r1", 75 * MIB, 2 * MIB),
+        ]),
     );
     let v = view_of(&releases, &swarms, &mut Memory::default());
     assert_eq!(v.releases.len(), 2);
@@ -103,7 +110,11 @@ fn counts_done_downloading_and_missing_per_rack() {
     assert_eq!(new.slowest[0].addr, "b:1");
     assert!((new.slowest[0].progress - 0.25).abs() < 1e-9);
     // Hosts slowest first: downloading, missing, done.
-    let order: Vec<(&str, HostState)> = new.hosts.iter().map(|h| (h.addr.as_str(), h.state)).collect();
+    let order: Vec<(&str, HostState)> = new
+        .hosts
+        .iter()
+        .map(|h| (h.addr.as_str(), h.state))
+        .collect();
     assert_eq!(
         order,
         vec![
@@ -118,7 +129,11 @@ fn counts_done_downloading_and_missing_per_rack() {
 
 #[test]
 fn an_old_release_no_host_runs_is_not_shown_and_the_newest_always_is() {
-    let releases = [release("app", "1", 1), release("app", "2", 2), release("db", "7", 3)];
+    let releases = [
+        release("app", "1", 1),
+        release("app", "2", 2),
+        release("db", "7", 3),
+    ];
     let mut swarms = HashMap::new();
     swarms.insert([2; 20], swarm(vec![peer("a:1", "r1", 0, 0)]));
     let v = view_of(&releases, &swarms, &mut Memory::default());
@@ -132,7 +147,10 @@ fn a_host_that_left_is_missing_until_the_window_passes() {
     let releases = [release("app", "1", 1)];
     let mut memory = Memory::default();
     let mut swarms = HashMap::new();
-    swarms.insert([1; 20], swarm(vec![peer("a:1", "r1", 0, 0), peer("b:1", "r1", 0, 0)]));
+    swarms.insert(
+        [1; 20],
+        swarm(vec![peer("a:1", "r1", 0, 0), peer("b:1", "r1", 0, 0)]),
+    );
     memory.note(&releases, &swarms, 0);
     swarms.insert([1; 20], swarm(vec![peer("a:1", "r1", 0, 0)]));
     memory.note(&releases, &swarms, 60_000);
@@ -160,7 +178,11 @@ fn a_capped_tracker_list_keeps_exact_counts_and_counts_missing_per_place() {
     let mut swarms = HashMap::new();
     swarms.insert(
         [1; 20],
-        swarm(vec![peer("a:1", "r1", 0, 0), peer("b:1", "r1", 0, 0), peer("c:1", "r1", 0, 0)]),
+        swarm(vec![
+            peer("a:1", "r1", 0, 0),
+            peer("b:1", "r1", 0, 0),
+            peer("c:1", "r1", 0, 0),
+        ]),
     );
     // Version 2: two peers in r1, only one of them listed.
     let mut capped = swarm(vec![peer("a:1", "r1", 10 * MIB, 0)]);
@@ -190,7 +212,10 @@ fn the_host_list_is_capped() {
     assert!(r.hosts_truncated);
     assert_eq!(r.slowest.len(), SLOWEST_SHOWN);
     // Least progress first: the most left.
-    assert_eq!(r.slowest[0].left, (MAX_HOSTS_SHOWN as u64 + 10) * (100 << 10));
+    assert_eq!(
+        r.slowest[0].left,
+        (MAX_HOSTS_SHOWN as u64 + 10) * (100 << 10)
+    );
 }
 
 #[test]
@@ -199,7 +224,12 @@ fn without_a_tracker_the_view_says_why() {
     let v = poll_once(None, &releases, &mut Memory::default(), 5);
     assert!(v.error.unwrap().contains("tracker_http"));
     assert_eq!(v.releases.len(), 1);
-    let v = poll_once(Some("http://127.0.0.1:1"), &releases, &mut Memory::default(), 5);
+    let v = poll_once(
+        Some("http://127.0.0.1:1"),
+        &releases,
+        &mut Memory::default(),
+        5,
+    );
     assert!(v.error.unwrap().contains("127.0.0.1:1"));
 }
 

@@ -252,7 +252,10 @@ mod tests {
         announce(&mut s, 2, 1, 1, 1000);
         announce(&mut s, 2, 1, 1, 1005);
         s.peer_views(&[7; 20], 1012, 10, &mut out);
-        let p2 = out.iter().find(|p| p.addr.ip() == std::net::Ipv4Addr::new(10, 0, 0, 2)).unwrap();
+        let p2 = out
+            .iter()
+            .find(|p| p.addr.ip() == std::net::Ipv4Addr::new(10, 0, 0, 2))
+            .unwrap();
         assert_eq!((p2.left, p2.rate), (LEFT_UNIT, 0));
     }
 
