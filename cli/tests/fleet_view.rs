@@ -100,6 +100,10 @@ impl ViewFleet {
     }
 
     fn agent(&self, host: &str, dc: &str, rack: &str) -> Agent {
+        self.agent_with(host, dc, rack, &[])
+    }
+
+    fn agent_with(&self, host: &str, dc: &str, rack: &str, extra: &[&str]) -> Agent {
         let dir = self.base().join(host);
         let mut cmd = Command::new(ringswarm());
         cmd.args(["-v", "agent", "--feed", &self.feed_url, "--poll", "200ms"])
@@ -116,7 +120,8 @@ impl ViewFleet {
             .arg("--pubkey")
             .arg(self.base().join("fleet.pub"))
             .arg("--dir")
-            .arg(&dir);
+            .arg(&dir)
+            .args(extra);
         let mut guard = Guard::spawn(host, cmd, self.base());
         guard.wait_line("status socket ", TIMEOUT, &self.others());
         Agent { dir, guard }
@@ -169,6 +174,24 @@ fn place(r: &Value, dc: &str, rack: &str) -> Option<(u64, u64, u64)> {
         .iter()
         .find(|p| p["dc"] == dc && p["rack"] == rack)
         .map(counts)
+}
+
+/// The cells of the dc/rack row of a rendered release section.
+fn row_cells(section: &str, dc: &str, rack: &str) -> Vec<String> {
+    let row = section
+        .split("<tr")
+        .find(|r| {
+            r.contains(&format!("data-dc=\"{dc}\"")) && r.contains(&format!("data-rack=\"{rack}\""))
+        })
+        .unwrap_or_else(|| panic!("no {dc}/{rack} row: {section}"));
+    row.split("<td")
+        .skip(1)
+        .filter_map(|c| {
+            c.split_once('>')
+                .and_then(|(_, rest)| rest.split('<').next())
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Runs headless Chromium on `url` and returns the DOM after the page's scripts ran.
@@ -262,13 +285,29 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
         .all(|p| p["left"] == 0 && p["dc"].is_string()));
     assert!(http_get(tracker_addr, "/swarm/nothex.json").contains("hex"));
 
+    // Host d joins in rack r4, slowly (1 MiB at 32 KiB/s): downloading for half a minute,
+    // long enough to see it so in the terminal and the browser.
+    let d = fleet.agent_with("host-d", "dc2", "r4", &["--max-download-rate", "32K"]);
+    let v = fleet.wait_view("d downloading 1.1", &[&a, &b, &d], |v| {
+        release(v, "1.1").is_some_and(|r| counts(r) == (3, 1, 1))
+    });
+    let new = release(&v, "1.1").unwrap().clone();
+    assert_eq!(place(&new, "dc2", "r4"), Some((0, 1, 0)), "{new:#}");
+    let slow = &new["slowest"][0];
+    assert_eq!(
+        (slow["dc"].as_str(), slow["rack"].as_str()),
+        (Some("dc2"), Some("r4"))
+    );
+    assert_eq!(slow["state"], "downloading");
+    let d_addr = slow["addr"].as_str().unwrap().to_owned();
+
     // The terminal: the same counts, per rack.
     let out = rs(&["fleet", "--origin", &fleet.origin_http]);
     assert!(out.status.success(), "{}", err_text(&out));
     let table = text(&out);
     assert!(table.contains("app 1.1"), "{table}");
     assert!(
-        table.contains("3 done, 0 downloading, 1 missing"),
+        table.contains("3 done, 1 downloading, 1 missing"),
         "{table}"
     );
     assert!(table.contains(&format!("missing: {c_addr}")), "{table}");
@@ -282,7 +321,7 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
     );
     let out = rs(&["--json", "fleet", "--origin", &fleet.origin_http]);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(release(&json, "1.1").map(counts), Some((3, 0, 1)));
+    assert_eq!(release(&json, "1.1").map(counts), Some((3, 1, 1)));
 
     // The page, as a real browser renders it.
     if !require(on_path("chromium"), "fleet view page", "chromium") {
@@ -304,21 +343,21 @@ fn the_fleet_view_shows_done_downloading_and_missing_hosts_per_rack_in_json_term
         s11.contains("data-done=\"3\"") && s11.contains("data-missing=\"1\""),
         "{s11}"
     );
-    assert!(s11.contains("3 done") && s11.contains("1 missing"), "{s11}");
-    // The dc2/r3 row: 0 done, 0 downloading, 1 missing.
-    let row = s11
-        .split("<tr")
-        .find(|r| r.contains("data-dc=\"dc2\"") && r.contains("data-rack=\"r3\""))
-        .unwrap_or_else(|| panic!("no dc2/r3 row: {s11}"));
-    let cells: Vec<&str> = row
-        .split("<td")
-        .skip(1)
-        .filter_map(|c| {
-            c.split_once('>')
-                .and_then(|(_, rest)| rest.split('<').next())
-        })
-        .collect();
-    assert_eq!(cells, ["dc2", "r3", "0", "0", "1"], "{row}");
+    assert!(s11.contains("data-downloading=\"1\""), "{s11}");
+    assert!(
+        s11.contains("3 done") && s11.contains("1 downloading") && s11.contains("1 missing"),
+        "{s11}"
+    );
+    assert!(s11.contains("slowest hosts"), "{s11}");
+    // The rows of r3 (c missing) and r4 (d downloading).
+    assert_eq!(row_cells(&s11, "dc2", "r3"), ["dc2", "r3", "0", "0", "1"]);
+    assert_eq!(row_cells(&s11, "dc2", "r4"), ["dc2", "r4", "0", "1", "0"]);
+    assert!(
+        s11.contains(&format!(
+            "class=\"host downloading\" data-addr=\"{d_addr}\""
+        )),
+        "{s11}"
+    );
     // Every host is listed, with its state.
     for h in new["hosts"].as_array().unwrap() {
         let addr = h["addr"].as_str().unwrap();
