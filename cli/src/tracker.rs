@@ -44,6 +44,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub interval: Option<u32>,
 
+    /// Seconds between the announces of a peer still downloading, when shorter than
+    /// --interval: the fleet view sees a host's progress only when it announces
+    /// (ringswarm's own client announces at most every 30 s) [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub leecher_interval: Option<u32>,
+
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
@@ -100,8 +106,8 @@ pub struct Args {
     pub metrics: Option<SocketAddr>,
 
     /// A TOML config file: keys as the long flags with `_` (listen, topology, interval,
-    /// cores, trusted, max_torrents, max_peers_per_torrent, max_peers, max_peers_per_address,
-    /// max_new_torrents_per_address, max_url_names_per_address, min_remote, recv_buffer,
+    /// leecher_interval, cores, trusted, max_torrents, max_peers_per_torrent, max_peers,
+    /// max_peers_per_address, max_new_torrents_per_address, max_url_names_per_address, min_remote, recv_buffer,
     /// metrics); flags win over the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -113,6 +119,7 @@ struct FileConfig {
     listen: Option<String>,
     topology: Option<PathBuf>,
     interval: Option<u32>,
+    leecher_interval: Option<u32>,
     cores: Option<usize>,
     #[serde(default)]
     trusted: Vec<String>,
@@ -223,6 +230,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let defaults = StoreConfig::default();
     let store = StoreConfig {
         interval: args.interval.or(file.interval).unwrap_or(300).max(1),
+        leecher_interval: args
+            .leecher_interval
+            .or(file.leecher_interval)
+            .unwrap_or(defaults.leecher_interval)
+            .max(1),
         max_torrents: args.max_torrents.or(file.max_torrents).unwrap_or(100_000),
         max_peers_per_torrent: args
             .max_peers_per_torrent

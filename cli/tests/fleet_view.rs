@@ -524,3 +524,120 @@ fn info_describes_a_torrent_and_a_magnet() {
         assert_eq!(err_text(&out).lines().count(), 1, "{}", err_text(&out));
     }
 }
+
+/// One BEP 15 announce from a fresh socket on 127.0.0.1: (interval, the answer).
+fn announce_once(tracker: std::net::SocketAddr, peer: u8, left: u64, dc: &str, rack: &str) -> u32 {
+    use ringswarm_engine::tracker::proto::{AnnounceRequest, Event, Family, Request, Response};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let exchange = |req: &Request| -> Response {
+        let mut out = Vec::new();
+        req.encode_into(&mut out).unwrap();
+        for _ in 0..10 {
+            sock.send_to(&out, tracker).unwrap();
+            let mut buf = [0u8; 2048];
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                return Response::decode(&buf[..n], Family::V4).unwrap();
+            }
+        }
+        panic!("the tracker did not answer {req:?}");
+    };
+    let Response::Connect { connection_id, .. } = exchange(&Request::Connect { transaction_id: 1 })
+    else {
+        panic!("no connect answer");
+    };
+    let req = Request::Announce(AnnounceRequest {
+        connection_id,
+        transaction_id: 2,
+        info_hash: [0x42; 20],
+        peer_id: [peer; 20],
+        downloaded: 1,
+        left,
+        uploaded: 0,
+        event: Event::Started,
+        ip: 0,
+        key: 0,
+        num_want: 10,
+        port: 7000 + u16::from(peer),
+        url_data: Some(format!("/announce?dc={dc}&rack={rack}").into_bytes()),
+    });
+    match exchange(&req) {
+        Response::Announce { interval, .. } => interval,
+        other => panic!("announce answered with {other:?}"),
+    }
+}
+
+#[test]
+fn the_tracker_asks_downloading_peers_back_sooner_and_serves_their_progress() {
+    let dir = scratch("tracker-view");
+    let mut cmd = Command::new(ringswarm());
+    cmd.args(["tracker", "--listen", "127.0.0.1:0", "--interval", "600"])
+        .args([
+            "--leecher-interval",
+            "20",
+            "--cores",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .args(["--max-url-names-per-address", "16"]);
+    let mut tracker = Guard::spawn("tracker", cmd, dir.path());
+    let http = tracker
+        .wait_line("metrics at http://", TIMEOUT, &[])
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let udp: std::net::SocketAddr = tracker
+        .wait_line("tracker listening on udp://", TIMEOUT, &[])
+        .parse()
+        .unwrap();
+    assert_eq!(announce_once(udp, 1, 5 << 20, "east", "e1"), 20);
+    assert_eq!(announce_once(udp, 2, 0, "east", "e2"), 600);
+    assert_eq!(announce_once(udp, 3, 1, "west", "w1"), 20);
+
+    let hash = "42".repeat(20);
+    let swarm: Value =
+        serde_json::from_str(&http_get(&http, &format!("/swarm/{hash}.json"))).unwrap();
+    assert_eq!(
+        (swarm["seeders"].as_u64(), swarm["leechers"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let places: Vec<(String, u64, u64)> = swarm["places"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                format!(
+                    "{}/{}",
+                    p["dc"].as_str().unwrap(),
+                    p["rack"].as_str().unwrap()
+                ),
+                p["seeders"].as_u64().unwrap(),
+                p["leechers"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            ("east/e1".into(), 0, 1),
+            ("east/e2".into(), 1, 0),
+            ("west/w1".into(), 0, 1)
+        ]
+    );
+    // The slowest first: the most left (rounded up to 16 KiB, so 1 byte is not done).
+    let peers: Vec<(u64, &str)> = swarm["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["left"].as_u64().unwrap(), p["rack"].as_str().unwrap()))
+        .collect();
+    assert_eq!(peers, [(5 << 20, "e1"), (16384, "w1"), (0, "e2")]);
+    assert_eq!(swarm["peers_truncated"], false);
+
+    let all: Value = serde_json::from_str(&http_get(&http, "/swarms.json")).unwrap();
+    assert_eq!(all["torrents_total"], 1);
+    assert_eq!(all["torrents"][0]["info_hash"], hash.as_str());
+    assert!(http_get(&http, &format!("/swarm/{}.json", "00".repeat(20))).contains("not tracked"));
+}
