@@ -44,9 +44,10 @@ pub fn render(view: &FleetView) -> String {
     if let Some(e) = &view.error {
         out.push_str(&format!("tracker: {e}\n"));
     }
+    let n = view.releases.len();
     out.push_str(&format!(
-        "{} live releases, {} in all\n",
-        view.releases.len(),
+        "{n} live release{}, {} in all\n",
+        if n == 1 { "" } else { "s" },
         format_rate(view.throughput as f64)
     ));
     for r in &view.releases {

@@ -21,14 +21,18 @@ function bytes(n) {
 
 function percent(p) { return (p * 100).toFixed(1) + " %"; }
 
+// A count cell, coloured by what it counts unless it is zero.
+function count(n, what) {
+  return el("td", { class: "num " + (n === 0 ? "zero" : what) }, [n]);
+}
+
 function placeTable(places) {
   const head = el("tr", {}, [el("th", {}, ["dc"]), el("th", {}, ["rack"]),
     el("th", { class: "num" }, ["done"]), el("th", { class: "num" }, ["downloading"]),
     el("th", { class: "num" }, ["missing"])]);
   const rows = places.map(p => el("tr", { class: "place", "data-dc": p.dc, "data-rack": p.rack }, [
     el("td", {}, [p.dc || "?"]), el("td", {}, [p.rack || "?"]),
-    el("td", { class: "num done" }, [p.done]), el("td", { class: "num downloading" }, [p.downloading]),
-    el("td", { class: "num missing" }, [p.missing])]));
+    count(p.done, "done"), count(p.downloading, "downloading"), count(p.missing, "missing")]));
   return el("table", { class: "places" }, [el("thead", {}, [head]), el("tbody", {}, rows)]);
 }
 
@@ -71,7 +75,7 @@ function draw(view) {
   const when = new Date(view.generated_ms).toISOString();
   status.textContent = view.error
     ? "tracker: " + view.error + " (as of " + when + ")"
-    : view.releases.length + " live releases, " + bytes(view.throughput) + "/s in all, as of " + when;
+    : view.releases.length + (view.releases.length === 1 ? " live release, " : " live releases, ") + bytes(view.throughput) + "/s in all, as of " + when;
   status.className = view.error ? "error" : "";
   document.getElementById("releases").replaceChildren(...view.releases.map(release));
 }
