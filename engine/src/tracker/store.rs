@@ -64,6 +64,16 @@
 //! - Seeders/leechers are exact counts of the stored peers (`left == 0` is a seed).
 //!   Peers past their expiry are counted until the sweep removes them.
 //!
+//! # What the fleet view reads
+//!
+//! Each entry keeps the peer's `left` (in 16 KiB units, rounded up so only a seed reads 0)
+//! and its download rate between its last two announces (KiB/s); the read-only views in
+//! `view` ([`Store::summary`], [`Store::peer_views`]) give counts per place and a capped
+//! per-peer list, slowest first. A downloading peer (`left > 0`) is answered with
+//! `min(interval, leecher_interval)` (default 30 s), seeds with `interval`: progress is
+//! seen only at announces, and BEP 15 carries the interval per answer, so only the few
+//! hosts still downloading announce more often.
+//!
 //! # Expiry
 //!
 //! A peer that does not re-announce within `interval + grace` seconds is removed by
