@@ -641,3 +641,47 @@ fn the_tracker_asks_downloading_peers_back_sooner_and_serves_their_progress() {
     assert_eq!(all["torrents"][0]["info_hash"], hash.as_str());
     assert!(http_get(&http, &format!("/swarm/{}.json", "00".repeat(20))).contains("not tracked"));
 }
+
+#[test]
+fn an_origin_without_a_tracker_says_so_and_watch_redraws() {
+    let dir = scratch("fleet-no-tracker");
+    let base = dir.path();
+    keygen(base, "fleet");
+    let blob = base.join("blob.bin");
+    std::fs::write(&blob, pattern(100_000, 3)).unwrap();
+    publish_into(
+        base,
+        &blob,
+        &base.join("origin"),
+        &["--name", "db", "--version", "9"],
+        &[],
+    );
+    let mut origin = Guard::spawn("origin", origin_command(base), base);
+    let feed = origin.wait_line("serving the feed at ", TIMEOUT, &[]);
+    let url = feed.trim_end_matches("/feed.json").to_owned();
+    let start = Instant::now();
+    let table = loop {
+        // The view lists the releases the origin seeds, a moment after it starts.
+        let out = rs(&["fleet", "--origin", &url]);
+        if out.status.success() && text(&out).contains("db 9") {
+            break text(&out);
+        }
+        assert!(start.elapsed() < TIMEOUT, "{}", err_text(&out));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        table.contains("tracker: no tracker_http configured"),
+        "{table}"
+    );
+    assert!(table.contains("db 9"), "{table}");
+    assert!(
+        table.contains("0 done, 0 downloading, 0 missing"),
+        "{table}"
+    );
+
+    let mut cmd = Command::new(ringswarm());
+    cmd.args(["fleet", "--watch", "--origin", &url]);
+    let mut watch = Guard::spawn("watch", cmd, base);
+    watch.wait_line("\x1b[2J\x1b[Htracker: no tracker_http", TIMEOUT, &[&origin]);
+    watch.wait_line("\x1b[2J\x1b[Htracker: no tracker_http", TIMEOUT, &[&origin]);
+}
