@@ -12,7 +12,8 @@
 //! - A **host** is a peer address (`IP:port`) as the tracker stores it. The origin is one
 //!   too: it counts as a done host in its own place.
 //! - **Live releases**: per name, the newest in the feed, and every older one while some
-//!   host still announces it.
+//!   host still announces it (a host besides the origin, which seeds its whole feed: a
+//!   downloading peer, or at least two peers).
 //! - **done**: the host announced `left = 0`; **downloading**: `left > 0` (progress is
 //!   `1 − left / size`, `size` from the feed).
 //! - **missing** (of a release R named N): a host seen by the tracker on any release of N
@@ -251,7 +252,8 @@ fn progress(size: u64, left: u64) -> f64 {
 }
 
 /// The releases shown: per name the newest (the last listed), and older ones while a
-/// host announces them. In feed order.
+/// host announces them: a downloading one, or a second seed besides the origin (which
+/// seeds every release of its feed). In feed order.
 fn live<'a>(
     releases: &'a [Release],
     swarms: &HashMap<[u8; 20], SwarmJson>,
@@ -264,7 +266,10 @@ fn live<'a>(
         .iter()
         .filter_map(|r| {
             let is_newest = newest.get(r.name.as_str()) == Some(&&r.info_hash);
-            let running = swarms.get(&r.info_hash).is_some_and(|s| s.peers_total > 0);
+            // The origin seeds every release of its feed: it alone does not count.
+            let running = swarms
+                .get(&r.info_hash)
+                .is_some_and(|s| s.peers_total > 1 || s.leechers > 0);
             (is_newest || running).then_some((r, is_newest))
         })
         .collect()

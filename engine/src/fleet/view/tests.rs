@@ -135,11 +135,17 @@ fn an_old_release_no_host_runs_is_not_shown_and_the_newest_always_is() {
         release("db", "7", 3),
     ];
     let mut swarms = HashMap::new();
+    // Version 1: the origin alone (one seed) still seeds it.
+    swarms.insert([1; 20], swarm(vec![peer("origin:1", "b1", 0, 0)]));
     swarms.insert([2; 20], swarm(vec![peer("a:1", "r1", 0, 0)]));
     let v = view_of(&releases, &swarms, &mut Memory::default());
     let shown: Vec<&str> = v.releases.iter().map(|r| r.version.as_str()).collect();
     assert_eq!(shown, vec!["2", "7"]);
-    assert_eq!(v.releases[1].done + v.releases[1].downloading, 0);
+    // A host downloading it, or a second seed, shows it.
+    swarms.insert([1; 20], swarm(vec![peer("a:1", "r1", 5, 0)]));
+    let v = view_of(&releases, &swarms, &mut Memory::default());
+    assert_eq!(v.releases.len(), 3);
+    assert_eq!(v.releases[2].done + v.releases[2].downloading, 0);
 }
 
 #[test]
