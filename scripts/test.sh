@@ -34,6 +34,7 @@ PKGS=(
   "time|test -x /usr/bin/time"
   "iproute2|command -v ip"
   "systemd|command -v systemd-analyze"
+  "chromium|command -v chromium"
 )
 
 install_missing() {

@@ -12,7 +12,10 @@ mod common;
 mod config;
 mod create;
 mod demo;
+mod feed;
+mod fleet;
 mod get;
+mod info;
 mod interrupt;
 mod keygen;
 mod origin;
@@ -70,6 +73,9 @@ enum Command {
     Origin(origin::Args),
     Agent(agent::Args),
     Status(status::Args),
+    Fleet(fleet::Args),
+    Feed(feed::Args),
+    Info(info::Args),
 }
 
 impl Command {
@@ -86,6 +92,9 @@ impl Command {
             Command::Origin(_) => "origin",
             Command::Agent(_) => "agent",
             Command::Status(_) => "status",
+            Command::Fleet(_) => "fleet",
+            Command::Feed(_) => "feed",
+            Command::Info(_) => "info",
         }
     }
 }
@@ -168,6 +177,9 @@ fn main() {
         Command::Origin(a) => origin::run(ctx, a),
         Command::Agent(a) => agent::run(ctx, a),
         Command::Status(a) => status::run(ctx, a),
+        Command::Fleet(a) => fleet::run(ctx, a),
+        Command::Feed(a) => feed::run(ctx, a),
+        Command::Info(a) => info::run(ctx, a),
     };
     if let Err(e) = result {
         let line = error_line(&e);

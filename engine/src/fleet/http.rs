@@ -55,6 +55,28 @@ impl Reply {
         }
     }
 
+    /// A JSON document (the fleet view's), never cached: it changes every poll.
+    pub fn json(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            body: body.into(),
+            content_type: "application/json",
+            etag: None,
+            last_modified: None,
+        }
+    }
+
+    /// An HTML page.
+    pub fn html(body: &'static str) -> Reply {
+        Reply {
+            status: 200,
+            body: Bytes::from_static(body.as_bytes()),
+            content_type: "text/html; charset=utf-8",
+            etag: None,
+            last_modified: None,
+        }
+    }
+
     /// A cacheable body with its entity tag ([`entity_tag`]) and modification time: 304
     /// without the body when the client has this version already ([`is_fresh`]).
     pub fn cached(req: &Request<'_>, body: &Cached, content_type: &'static str) -> Reply {

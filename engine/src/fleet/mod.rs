@@ -9,7 +9,8 @@
 //! - [`hook`]: the command run after each activation (journaled, sandboxed env, timeout);
 //! - [`releases`]: the agent's directory: staging, releases, the `current` links;
 //! - [`http`]: the feed and metrics over HTTP, both ends;
-//! - [`files`]: durable writes (write, fsync, rename, fsync the directory).
+//! - [`files`]: durable writes (write, fsync, rename, fsync the directory);
+//! - [`view`]: the fleet view (which host runs which release), its page and poller.
 
 pub mod agent;
 pub mod files;
@@ -20,6 +21,7 @@ pub mod origin;
 pub mod progress;
 pub mod publish;
 pub mod releases;
+pub mod view;
 
 /// A new random signing key for the release feed (the feed format takes keys from its
 /// caller; the randomness is here, with the rest of the I/O).

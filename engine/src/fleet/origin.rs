@@ -1,6 +1,8 @@
 //! `origin`: the build machine's long-running role. It serves the feed over HTTP (the file
 //! as `publish` wrote it, with an entity tag for conditional GETs) and seeds every release
-//! the feed lists, picking up each publish within a fraction of a second.
+//! the feed lists, picking up each publish within a fraction of a second. With the
+//! tracker's HTTP address it also serves the fleet view (`/fleet.json`, the page at `/`
+//! and `/fleet`; see [`super::view`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::http::{Cached, HttpServer, HttpStats, Limits, Reply};
 use super::publish::{source_path, Source, FEED_FILE, ORIGIN_LOCK};
+use super::view::Poller;
 use crate::feed::{Feed, Release};
 use crate::metrics::{as_gauge, label, Metrics};
 use crate::session::{
@@ -54,6 +57,9 @@ pub struct OriginConfig {
     /// Trackers besides each torrent's own.
     pub trackers: Vec<String>,
     pub place: TrackerPlace,
+    /// The tracker's HTTP address (`http://HOST:PORT`, its `--metrics` port) for the fleet
+    /// view at `/fleet.json` and `/`; `None`: the view says it has no tracker.
+    pub tracker_http: Option<String>,
 }
 
 struct Seeding {
@@ -83,6 +89,7 @@ pub struct Origin {
     http: Option<HttpServer>,
     peer_addr: Option<SocketAddr>,
     state: Arc<Mutex<Vec<(Release, crate::session::TorrentStats)>>>,
+    fleet_view: Option<Poller>,
 }
 
 impl Origin {
@@ -100,11 +107,23 @@ impl Origin {
         let session = Session::start(config.session.clone())?;
         let peer_addr = session.listen_addr();
         let served = Arc::new(Mutex::new(Served::default()));
-        let state = Arc::new(Mutex::new(Vec::new()));
+        let state: Arc<Mutex<Vec<(Release, crate::session::TorrentStats)>>> =
+            Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(HttpCounters::default());
         // The server starts before its stats exist to hand to the handler: they come in here.
         let http_stats: Arc<OnceLock<Arc<HttpStats>>> = Arc::default();
+        let fleet_view = {
+            let state = state.clone();
+            Poller::start(config.tracker_http.clone(), move || {
+                state
+                    .lock()
+                    .map(|s| s.iter().map(|(r, _)| r.clone()).collect())
+                    .unwrap_or_default()
+            })
+            .map_err(io(&dir))?
+        };
         let http = {
+            let fleet_json = fleet_view.latest_handle();
             let served = served.clone();
             let state = state.clone();
             let counters = counters.clone();
@@ -133,6 +152,14 @@ impl Origin {
                         &counters,
                         http_stats.get().map(|s| &**s),
                     )),
+                    "/fleet.json" => {
+                        let body = fleet_json.lock().map(|b| b.clone()).unwrap_or_default();
+                        if body.is_empty() {
+                            return Reply::text(503, "the fleet view is not ready yet\n");
+                        }
+                        Reply::json(body)
+                    }
+                    "/" | "/fleet" => Reply::html(super::view::PAGE),
                     _ => Reply::not_found(),
                 }),
             )
@@ -160,6 +187,7 @@ impl Origin {
             http: Some(http),
             peer_addr,
             state,
+            fleet_view: Some(fleet_view),
         })
     }
 
@@ -186,6 +214,7 @@ impl Origin {
             w.join().ok();
         }
         self.http.take();
+        self.fleet_view.take();
     }
 }
 
