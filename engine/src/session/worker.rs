@@ -28,6 +28,7 @@ use ringswarm_swarm::limits::RateLimiter;
 use ringswarm_swarm::locality::Locator;
 use ringswarm_swarm::{Action, Config, PeerId, PeerInfo, PeerKey, Swarm};
 
+use super::failures::PeerFailureReason;
 use super::limits::ConnectionLimits;
 use super::torrent::TorrentShared;
 use crate::reactor::{net, BufRing, Completion, EventFd, HashDone, HashPool, PiecePool, Ring};
@@ -108,6 +109,17 @@ impl From<String> for DropPeer {
     }
 }
 
+/// What a refused handshake says about the peer we dialled.
+fn handshake_failure(reason: &str) -> PeerFailureReason {
+    if reason.contains("another torrent") || reason.contains("torrent we do not have") {
+        PeerFailureReason::WrongInfoHash
+    } else if reason.starts_with("banned") {
+        PeerFailureReason::Banned
+    } else {
+        PeerFailureReason::Protocol(reason.to_owned())
+    }
+}
+
 /// How a worker reaches another.
 #[derive(Clone)]
 pub(crate) struct WorkerLink {
@@ -164,6 +176,8 @@ struct Conn {
     addr: SocketAddr,
     gen: u32,
     attempt: u32,
+    /// We dialled it (its address is the one we were given, worth reporting on).
+    outgoing: bool,
     phase: Phase,
     torrent: Option<usize>,
     /// The torrent's core knows this connection (it must hear when it closes).
@@ -367,9 +381,16 @@ impl Ctx {
                         let data = bid.map_or(&[][..], |b| recv_bufs.get(b, c.result as usize));
                         self.on_data(ring, index, data);
                     } else if c.result == 0 {
+                        if self.conns[index]
+                            .as_ref()
+                            .is_some_and(|c| matches!(c.phase, Phase::Handshaking { .. }))
+                        {
+                            self.peer_failed(index, PeerFailureReason::ClosedBeforeHandshake);
+                        }
                         self.close(ring, index, "peer closed the connection");
                     } else if c.result != -libc::ENOBUFS {
                         let err = std::io::Error::from_raw_os_error(-c.result);
+                        self.peer_failed(index, PeerFailureReason::from_io(&err));
                         self.close(ring, index, &format!("receive failed: {err}"));
                     }
                 }
@@ -391,6 +412,7 @@ impl Ctx {
                 }
                 if c.result < 0 {
                     let err = std::io::Error::from_raw_os_error(-c.result);
+                    self.peer_failed(index, PeerFailureReason::from_io(&err));
                     self.close(ring, index, &format!("send failed: {err}"));
                 } else {
                     self.dirty.push(index);
@@ -416,6 +438,7 @@ impl Ctx {
             addr,
             gen: self.gens[index],
             attempt: 1,
+            outgoing: false,
             phase,
             torrent: None,
             registered: false,
@@ -504,7 +527,7 @@ impl Ctx {
             Ok(fd) => fd,
             Err(e) => {
                 self.conn_limits.release(addr.ip());
-                tracing::warn!(%addr, err = %e, "cannot create a socket");
+                self.note_failure(t, addr, PeerFailureReason::Other(e.to_string()));
                 return failed(self, ring);
             }
         };
@@ -513,6 +536,7 @@ impl Ctx {
         if let Some(conn) = self.conns[index].as_mut() {
             conn.torrent = Some(t);
             conn.attempt = attempt;
+            conn.outgoing = true;
         }
         let gen = self.gens[index];
         ring.connect(raw, addr, token(K_CONNECT, gen, index as u32));
@@ -530,6 +554,7 @@ impl Ctx {
         if result < 0 {
             let err = std::io::Error::from_raw_os_error(-result);
             tracing::debug!(%addr, err = %err, attempt, "connect failed");
+            self.note_failure(t, addr, PeerFailureReason::from_io(&err));
             self.release_conn(index);
             self.torrents[t]
                 .core
@@ -572,6 +597,27 @@ impl Ctx {
             attempt,
             our_place,
             their_place,
+        }
+    }
+
+    /// Records why the dialled connection `index` failed (see [`Ctx::note_failure`]);
+    /// accepted connections are not recorded (their port says nothing).
+    fn peer_failed(&self, index: usize, reason: PeerFailureReason) {
+        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
+            return;
+        };
+        if let (true, Some(t)) = (conn.outgoing, conn.torrent) {
+            self.note_failure(t, conn.addr, reason);
+        }
+    }
+
+    /// Records a failure of a peer of torrent `t` in the host-wide book, and reports it
+    /// at `warn` when it is news (not the same failure of a redial, not another core's).
+    fn note_failure(&self, t: usize, addr: SocketAddr, reason: PeerFailureReason) {
+        let shared = &self.torrents[t].shared;
+        let line = reason.to_string();
+        if shared.failures.record(addr, reason) {
+            tracing::warn!("{}: peer {addr} {line}", shared.meta.info.name);
         }
     }
 
@@ -638,6 +684,7 @@ impl Ctx {
                 .map_err(|e| format!("bad handshake: {e}"))
                 .and_then(|hs| self.on_handshake(ring, index, &hs));
             if let Err(reason) = result {
+                self.peer_failed(index, handshake_failure(&reason));
                 self.drop_peer(ring, index, &reason);
                 return;
             }
@@ -682,6 +729,7 @@ impl Ctx {
         conn.torrent = Some(t);
         conn.phase = Phase::Active;
         let key = conn.key(index);
+        let (addr, outgoing) = (conn.addr, conn.outgoing);
         let now = Instant::now();
         if !conn.registered {
             conn.registered = true;
@@ -689,6 +737,9 @@ impl Ctx {
             self.torrents[t].core.peer_connected(now, key, info);
         }
         let result = self.torrents[t].core.handshake(now, key, hs);
+        if result.is_ok() && outgoing {
+            self.torrents[t].shared.failures.connected(addr);
+        }
         self.run_actions(ring, t);
         result
     }
@@ -773,6 +824,9 @@ impl Ctx {
                 Action::Discard { buf } => self.pool.release(buf.0 as u16),
                 Action::Close { peer, reason } => {
                     if self.alive(peer.index as usize, peer.gen) {
+                        if reason.starts_with("banned") {
+                            self.peer_failed(peer.index as usize, PeerFailureReason::Banned);
+                        }
                         self.drop_peer(ring, peer.index as usize, &reason);
                     }
                 }
@@ -972,6 +1026,11 @@ impl Ctx {
             match conn.phase {
                 Phase::Connecting | Phase::Handshaking { .. } => {
                     if now.duration_since(conn.started) > HANDSHAKE_TIMEOUT {
+                        let reason = match conn.phase {
+                            Phase::Connecting => PeerFailureReason::ConnectTimedOut,
+                            _ => PeerFailureReason::NoHandshake,
+                        };
+                        self.peer_failed(i, reason);
                         self.close(ring, i, "handshake timed out");
                     }
                 }
