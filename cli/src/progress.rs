@@ -42,6 +42,8 @@ pub fn poll_interval() -> Duration {
 pub enum Style {
     Bar,
     Lines,
+    /// `-q`: no progress at all.
+    Off,
 }
 
 impl Style {
@@ -58,6 +60,7 @@ impl Style {
 enum Kind {
     Bar(ProgressBar),
     Lines { last: Instant, last_bytes: u64 },
+    Off,
 }
 
 /// One progress display (a transfer or a seeding phase).
@@ -85,6 +88,7 @@ impl Progress {
                 last: Instant::now(),
                 last_bytes: 0,
             },
+            Style::Off => Kind::Off,
         };
         Progress {
             kind,
@@ -108,6 +112,7 @@ impl Progress {
                 last: Instant::now(),
                 last_bytes: 0,
             },
+            Style::Off => Kind::Off,
         };
         Progress {
             kind,
@@ -144,6 +149,7 @@ impl Progress {
                 *last = Instant::now();
                 *last_bytes = done;
             }
+            Kind::Off => {}
         }
     }
 
@@ -174,6 +180,7 @@ impl Progress {
                 *last = Instant::now();
                 *last_bytes = s.uploaded_bytes;
             }
+            Kind::Off => {}
         }
     }
 
