@@ -14,9 +14,10 @@ use ringswarm_engine::storage::StorageError;
 /// The process's exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
-    /// Any error not listed below (bad input, a torrent that is not one, ...).
+    /// Any error not listed below (bad input, a torrent that is not one, no peer or
+    /// tracker given at all, ...).
     Other = 1,
-    /// No peer to download from, or no connected peer and no progress for
+    /// No peer answered: the trackers gave none, or no connected peer and no progress for
     /// `--stall-timeout` (every peer refused, reset, never handshook, ...).
     NoPeer = 3,
     /// `--timeout` passed before the download (metadata included) completed.
@@ -44,9 +45,11 @@ impl Code {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
-  1    any other error (bad input, unreadable torrent, destination in use, --no-clobber)
+  1    any other error (bad input, unreadable torrent, no --peer and no tracker given,
+       destination in use, --no-clobber)
   2    usage error (bad command line)
-  3    no peer: none to ask, or none connected and no progress for --stall-timeout
+  3    no peer: the trackers gave none, or none connected and no progress for
+       --stall-timeout (the error names each peer tried and why it failed)
   4    --timeout passed
   5    verification impossible: every peer tried sent corrupt data (banned), a magnet's
        metadata is not a valid torrent, or seed's data does not match its torrent

@@ -153,11 +153,10 @@ fn resolve_source(args: &Args, session: &Session, deadline: Option<Instant>) -> 
                 args.trackers.iter().map(|t| vec![t.clone()]).collect();
             tiers.extend(trackers.iter().cloned());
             if tiers.is_empty() {
-                return Err(failure(
-                    Code::NoPeer,
+                bail!(
                     "the magnet link names no peer (x.pe) and no tracker (tr): \
-                     give one with --peer HOST:PORT or --tracker URL",
-                ));
+                     give one with --peer HOST:PORT or --tracker URL"
+                );
             }
             let port = session.listen_addr().map_or(0, |a| a.port());
             peers = find_peers(
@@ -194,11 +193,10 @@ fn resolve_source(args: &Args, session: &Session, deadline: Option<Instant>) -> 
         let meta = load_torrent(Path::new(&args.source))?;
         let peers = resolve_peers(&args.peers)?;
         if peers.is_empty() && tracker_tiers(&meta, &args.trackers).is_empty() {
-            return Err(failure(
-                Code::NoPeer,
+            bail!(
                 "no peer to download from: the torrent names no tracker; \
-                 give one with --peer HOST:PORT or --tracker URL",
-            ));
+                 give one with --peer HOST:PORT or --tracker URL"
+            );
         }
         Ok(Source {
             meta,
@@ -375,11 +373,10 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         }),
     );
     if source.peers.is_empty() && announcer.is_none() {
-        return Err(failure(
-            Code::NoPeer,
+        bail!(
             "no peer to download from: none of the torrent's trackers is usable (udp:// only); \
-             give a peer with --peer HOST:PORT",
-        ));
+             give a peer with --peer HOST:PORT"
+        );
     }
     if resumed > 0 {
         out.line(format!(
