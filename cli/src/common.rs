@@ -185,10 +185,10 @@ pub fn start_announcing(
     let announcer = announce_torrent(handle, tiers, session.peer_id(), own, place);
     match announcer.tiers() {
         0 => {
-            eprintln!(
-                "ringswarm: warning: no usable tracker among {} (only udp:// is supported)",
+            out.warn(format!(
+                "no usable tracker among {} (only udp:// is supported)",
                 urls.join(", ")
-            );
+            ));
             None
         }
         n => {

@@ -48,6 +48,18 @@ impl PeerFailureReason {
         }
     }
 
+    /// What a refused handshake (the driver's or the swarm core's reason) says about the
+    /// peer we dialled.
+    pub fn from_handshake_error(reason: &str) -> PeerFailureReason {
+        if reason.contains("another torrent") || reason.contains("torrent we do not have") {
+            PeerFailureReason::WrongInfoHash
+        } else if reason.starts_with("banned") {
+            PeerFailureReason::Banned
+        } else {
+            PeerFailureReason::Protocol(reason.to_owned())
+        }
+    }
+
     /// True when the peer itself proved unusable for this torrent's data (as opposed to
     /// unreachable): it is banned for corrupt data.
     pub fn is_banned(&self) -> bool {
@@ -205,6 +217,24 @@ mod tests {
         assert!(
             book.record(a, PeerFailureReason::Refused),
             "news after a connection"
+        );
+    }
+
+    #[test]
+    fn handshake_reasons() {
+        use PeerFailureReason as R;
+        assert_eq!(
+            R::from_handshake_error("peer answered for another torrent"),
+            R::WrongInfoHash
+        );
+        assert_eq!(
+            R::from_handshake_error("handshake for a torrent we do not have"),
+            R::WrongInfoHash
+        );
+        assert_eq!(R::from_handshake_error("banned peer"), R::Banned);
+        assert_eq!(
+            R::from_handshake_error("bad handshake: x").to_string(),
+            "broke the protocol (bad handshake: x)"
         );
     }
 

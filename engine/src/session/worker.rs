@@ -109,17 +109,6 @@ impl From<String> for DropPeer {
     }
 }
 
-/// What a refused handshake says about the peer we dialled.
-fn handshake_failure(reason: &str) -> PeerFailureReason {
-    if reason.contains("another torrent") || reason.contains("torrent we do not have") {
-        PeerFailureReason::WrongInfoHash
-    } else if reason.starts_with("banned") {
-        PeerFailureReason::Banned
-    } else {
-        PeerFailureReason::Protocol(reason.to_owned())
-    }
-}
-
 /// How a worker reaches another.
 #[derive(Clone)]
 pub(crate) struct WorkerLink {
@@ -684,7 +673,7 @@ impl Ctx {
                 .map_err(|e| format!("bad handshake: {e}"))
                 .and_then(|hs| self.on_handshake(ring, index, &hs));
             if let Err(reason) = result {
-                self.peer_failed(index, handshake_failure(&reason));
+                self.peer_failed(index, PeerFailureReason::from_handshake_error(&reason));
                 self.drop_peer(ring, index, &reason);
                 return;
             }
