@@ -609,3 +609,55 @@ fn a_second_get_into_the_same_destination_refuses() {
         "the first get must go on"
     );
 }
+
+/// `seed` of data that is not the torrent's: verification impossible, exit 5.
+#[test]
+fn seeding_data_that_does_not_verify_exits_5() {
+    let dir = scratch("fl-unverifiable");
+    let d = dir.path();
+    blob(d, 200_000);
+    fs::create_dir_all(d.join("other")).unwrap();
+    fs::write(d.join("other/blob.bin"), pattern(200_000, 99)).unwrap();
+    let (status, out, err) = run(
+        d,
+        "seed",
+        &["seed", "t.torrent", "other", "--listen", "127.0.0.1:0"],
+    );
+    let line = error_line(5, status, &out, &err);
+    assert!(line.contains("does not match the torrent"), "{line}");
+}
+
+/// A peer that accepts and hangs up without reading our handshake (so the kernel resets
+/// the connection) is named with that reason.
+#[test]
+fn a_peer_that_resets_is_named() {
+    let dir = scratch("fl-hangup");
+    let d = dir.path();
+    blob(d, 200_000);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = l.local_addr().unwrap().to_string();
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let hangup = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+            if let Ok((s, _)) = l.accept() {
+                drop(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let (status, out, err) = run(
+        d,
+        "get",
+        &get_args("t.torrent", "dl", &peer, &["--stall-timeout", "3s"]),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = hangup.join();
+    let line = error_line(3, status, &out, &err);
+    assert!(
+        line.contains(&format!("{peer} reset the connection")),
+        "{line}"
+    );
+}
