@@ -275,7 +275,7 @@ fn lock_dest(dest: &Path) -> Result<Option<File>> {
 /// FILE`), before it does; with --no-clobber, refuses instead.
 fn check_existing(out: &Out, args: &Args, meta: &Metainfo) -> Result<()> {
     let layout = Layout::from_metainfo(meta);
-    let found = survey(&args.dest, &layout, &meta.info.pieces)
+    let found = survey(&args.dest, &meta.info_hash, &layout, &meta.info.pieces)
         .with_context(|| format!("reading what `{}` holds", args.dest.display()))?;
     for f in found.iter().filter(|f| f.differing > 0) {
         let path = f.path.display();

@@ -5,15 +5,20 @@
 //!
 //! A piece whose bytes in the file are all zero is not counted: that is what a
 //! preallocated file of an interrupted download reads as where nothing was written yet
-//! (pieces are written whole, only once verified). Files below a symbolic link are left
-//! out: opening the storage refuses them anyway, with its own message.
+//! (pieces are written whole, only once verified). A file the destination's resume record
+//! vouches for (unchanged since a download of this torrent wrote it) is not read at all,
+//! so resuming a big download costs no extra pass over it. Files below a symbolic link are
+//! left out: opening the storage refuses them anyway, with its own message.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::beneath::Dir;
+use super::fingerprint::{self, FileIdentity};
 use super::layout::Layout;
+use super::resume;
 
 /// One existing file of the torrent, and how much of it a download would replace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,23 +32,45 @@ pub struct FileOnDisk {
     pub differing: u32,
 }
 
-/// Surveys the files of `layout` below `root` against the piece `hashes`. Files that do
-/// not exist, are empty, or lie below a link are not reported.
-pub fn survey(root: &Path, layout: &Layout, hashes: &[[u8; 20]]) -> io::Result<Vec<FileOnDisk>> {
+/// Surveys the files of torrent `info_hash` (`layout`, piece `hashes`) below `root`.
+/// Files that do not exist, are empty, lie below a link, or are as the resume record left
+/// them are not reported.
+pub fn survey(
+    root: &Path,
+    info_hash: &[u8; 20],
+    layout: &Layout,
+    hashes: &[[u8; 20]],
+) -> io::Result<Vec<FileOnDisk>> {
     let mut found = Vec::new();
     let mut open: Vec<Option<File>> = Vec::with_capacity(layout.files().len());
+    let mut identities = Vec::with_capacity(layout.files().len());
     for spec in layout.files() {
         let path = root.join(&spec.path);
         let file = if spec.pad || below_link(root, &spec.path) {
             None
         } else {
             match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_file() && m.len() > 0 => Some(File::open(&path)?),
+                Ok(m) if m.is_file() && m.len() > 0 => Some((File::open(&path)?, m)),
                 _ => None,
             }
         };
-        open.push(file);
+        identities.push(file.as_ref().map(|(_, m)| FileIdentity::of(m)));
+        open.push(file.map(|(f, _)| f));
     }
+    // Pieces the record does not vouch for, in files with data: only these are read.
+    let record = Dir::open(root)
+        .and_then(|d| d.open_dir(Path::new(resume::RESUME_DIR), false))
+        .ok()
+        .and_then(|d| {
+            let non_pad = layout.files().iter().filter(|f| !f.pad).count();
+            resume::load(&d, info_hash, layout.piece_count(), non_pad)
+        });
+    let recheck = fingerprint::trust(
+        layout,
+        record.as_ref().map(|r| (&r.verified, r.files.as_slice())),
+        &identities,
+    )
+    .recheck;
     let mut buf = vec![0u8; usize::try_from(layout.piece_length()).unwrap_or(0)];
     for (i, spec) in layout.files().iter().enumerate() {
         if open[i].is_none() {
@@ -51,7 +78,7 @@ pub fn survey(root: &Path, layout: &Layout, hashes: &[[u8; 20]]) -> io::Result<V
         }
         let pieces = layout.pieces_of_file(i);
         let mut differing = 0;
-        for p in pieces.clone() {
+        for p in pieces.clone().filter(|&p| recheck.get(p)) {
             let size = layout.piece_size(p) as usize;
             let Some(piece) = buf.get_mut(..size) else {
                 continue;
@@ -138,7 +165,7 @@ mod tests {
         let l = layout(&[("a", 40), ("b", 24)]);
         let h = hashes(&want);
         // Nothing there yet: nothing to report.
-        assert!(survey(dir.path(), &l, &h).unwrap().is_empty());
+        assert!(survey(dir.path(), &[1; 20], &l, &h).unwrap().is_empty());
         // `a`: the right first piece, zeros (preallocated) in the second, other bytes in
         // the last 8; `b` all right.
         let mut a = want[..40].to_vec();
@@ -146,7 +173,7 @@ mod tests {
         a[32..40].fill(0xee);
         std::fs::write(dir.path().join("a"), &a).unwrap();
         std::fs::write(dir.path().join("b"), &want[40..]).unwrap();
-        let got = survey(dir.path(), &l, &h).unwrap();
+        let got = survey(dir.path(), &[1; 20], &l, &h).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].file, got[0].pieces, got[0].differing), (0, 3, 1));
         // Piece 2 spans a and b: b's part is right, but the piece differs because of a.
@@ -160,8 +187,32 @@ mod tests {
         std::fs::write(other.path().join("a"), [1u8; 16]).unwrap();
         std::os::unix::fs::symlink(other.path().join("a"), dir.path().join("a")).unwrap();
         let l = layout(&[("a", 16)]);
-        assert!(survey(dir.path(), &l, &hashes(&[0u8; 16]))
+        assert!(survey(dir.path(), &[1; 20], &l, &hashes(&[0u8; 16]))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_file_the_record_vouches_for_is_not_read() {
+        use super::super::{OpenMode, Storage};
+        use crate::bitfield::Bitfield;
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(&[("a", 32)]);
+        let h = hashes(&[7u8; 32]);
+        let info_hash = [9u8; 20];
+        let storage = Storage::open(dir.path(), l.clone(), OpenMode::Download).unwrap();
+        // Not the torrent's data, but written before the record: the record speaks for it
+        // (a download of ours writes only verified pieces, so this is only a test's trick).
+        std::fs::write(dir.path().join("a"), [1u8; 32]).unwrap();
+        storage.save_resume(&info_hash, &Bitfield::new(2)).unwrap();
+        drop(storage);
+        assert!(survey(dir.path(), &info_hash, &l, &h).unwrap()[0].differing == 0);
+        // Changed since the record: read, and found to differ.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("a"), [2u8; 32]).unwrap();
+        assert_eq!(
+            survey(dir.path(), &info_hash, &l, &h).unwrap()[0].differing,
+            2
+        );
     }
 }
