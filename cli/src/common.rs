@@ -247,7 +247,10 @@ pub fn stall_error(limit: Duration, failures: &[PeerFailure]) -> anyhow::Error {
     if failures.is_empty() {
         return failure(
             Code::NoPeer,
-            format!("no peer for {took}: no peer address to try (give one with --peer HOST:PORT or --tracker URL)"),
+            format!(
+                "no peer for {took}: none was found to try (the trackers gave none); \
+                 give one with --peer HOST:PORT"
+            ),
         );
     }
     let list: Vec<String> = failures.iter().map(ToString::to_string).collect();

@@ -661,3 +661,42 @@ fn a_peer_that_resets_is_named() {
         "{line}"
     );
 }
+
+/// Every peer tried sent corrupt data and was banned: nothing can verify the download,
+/// exit 5 (after --stall-timeout), naming the peer and the ban.
+#[test]
+fn only_corrupting_peers_exit_5() {
+    if !require(
+        Path::new(support::PYTHON).exists(),
+        "only_corrupting_peers_exit_5",
+        "python3",
+    ) {
+        return;
+    }
+    let dir = scratch("fl-corrupt");
+    let d = dir.path();
+    blob(d, 8 * 65536);
+    let mut bad = Command::new(support::PYTHON);
+    bad.arg(support::script("bad_peer.py"))
+        .args([
+            "--torrent",
+            "t.torrent",
+            "--ip",
+            "127.0.0.1",
+            "--seconds",
+            "60",
+        ])
+        .current_dir(d);
+    let mut bad = Guard::spawn("bad_peer", bad, d);
+    let addr = bad.wait_listening(TIMEOUT, &[]).to_string();
+    let (status, out, err) = run(
+        d,
+        "get",
+        &get_args("t.torrent", "dl", &addr, &["--stall-timeout", "3s"]),
+    );
+    let line = error_line(5, status, &out, &err);
+    assert!(
+        line.contains(&format!("{addr} is banned (it sent corrupt data)")),
+        "{line}"
+    );
+}
