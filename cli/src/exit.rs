@@ -55,8 +55,9 @@ Exit codes:
        metadata is not a valid torrent, or seed's data does not match its torrent
   6    I/O error: disk full (ENOSPC, EDQUOT), EIO, permission denied, read-only
        filesystem; --lock beyond RLIMIT_MEMLOCK
-  130  interrupted by SIGINT (Ctrl-C); a download resumes when run again
-  143  terminated by SIGTERM";
+  130  interrupted by SIGINT (Ctrl-C) before done; a download resumes when run again
+  143  terminated by SIGTERM (or SIGHUP) before done
+       (seed, and send --receivers 0, serve until stopped: a signal ends them with 0)";
 
 /// An error with its exit code; its message is the error line.
 #[derive(Debug)]
