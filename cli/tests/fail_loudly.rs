@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,64 +226,71 @@ fn a_peer_that_never_handshakes_is_named() {
     );
 }
 
-/// `--peer localhost:PORT` tries every address of the name: a seed listening on ::1 only
-/// is found although the name also gives 127.0.0.1 (and may give it first).
+/// `--peer NAME:PORT` tries every address of the name: with NAME resolving to both
+/// 127.0.0.1 and ::1, a seed listening on only one of them is found, whichever it is. The
+/// name comes from a hosts file bind-mounted over /etc/hosts in a mount namespace of the
+/// `get` alone (root and `unshare` needed).
 #[test]
 fn every_address_of_a_peer_name_is_tried() {
-    let addrs: Vec<SocketAddr> = ("localhost", 1)
-        .to_socket_addrs()
-        .map(Iterator::collect)
-        .unwrap_or_default();
-    if !(addrs.iter().any(SocketAddr::is_ipv4) && addrs.iter().any(SocketAddr::is_ipv6)) {
-        skip_note(&format!(
-            "skipped: every_address_of_a_peer_name_is_tried: `localhost` resolves to {addrs:?} \
-             here, not to both 127.0.0.1 and ::1"
-        ));
+    let test = "every_address_of_a_peer_name_is_tried";
+    if !require(is_root(), test, "root (to bind-mount a hosts file)")
+        || !require(on_path("unshare"), test, "unshare (util-linux)")
+    {
         return;
     }
-    let dir = scratch("fl-v6");
+    let dir = scratch("fl-dual");
     let d = dir.path();
     blob(d, 200_000);
-    let mut g = Guard::spawn(
-        "seed6",
-        cmd(
+    fs::write(
+        d.join("hosts"),
+        "127.0.0.1 rs-dual-stack\n::1 rs-dual-stack\n",
+    )
+    .unwrap();
+    for (i, listen) in ["127.0.0.1:0", "[::1]:0"].into_iter().enumerate() {
+        let mut seed = Guard::spawn(
+            "seed",
+            cmd(
+                d,
+                &[
+                    "seed",
+                    "t.torrent",
+                    "src",
+                    "--listen",
+                    listen,
+                    "--cores",
+                    "1",
+                ],
+            ),
             d,
-            &[
-                "seed",
-                "t.torrent",
-                "src",
-                "--listen",
-                "[::1]:0",
-                "--cores",
-                "1",
-            ],
-        ),
-        d,
-    );
-    let addr = g.wait_listening(TIMEOUT, &[]);
-    let peer = format!("localhost:{}", addr.port());
-    let (status, out, err) = run(
-        d,
-        "get",
-        &[
-            "get",
-            "t.torrent",
-            "dl",
-            "--peer",
-            &peer,
-            "--listen",
-            "[::1]:0",
-            "--cores",
-            "1",
-            "--timeout",
-            "40s",
-        ],
-    );
-    assert!(status.success(), "{status}\n{out}\n{err}");
-    assert_eq!(
-        fs::read(d.join("dl/blob.bin")).unwrap(),
-        pattern(200_000, 7)
-    );
+        );
+        let port = seed.wait_listening(TIMEOUT, &[]).port();
+        let dest = format!("dl{i}");
+        let peer = format!("rs-dual-stack:{port}");
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+            .arg(d.join("hosts"))
+            .arg(ringswarm())
+            .args(get_args("t.torrent", &dest, &peer, &["--timeout", "40s"]))
+            .current_dir(d)
+            .env_remove("RUST_LOG");
+        let (status, out, err) = run_cmd(d, "get", c);
+        if i == 0 && err.contains("mount") && !status.success() && !err.contains("ringswarm") {
+            skip_note(&format!(
+                "skipped: {test}: cannot bind-mount a hosts file: {err}"
+            ));
+            return;
+        }
+        assert!(status.success(), "{listen}: {status}\n{out}\n{err}");
+        assert!(
+            out.contains("from 2 peers"),
+            "{listen}: both addresses should be dialled:\n{out}"
+        );
+        assert_eq!(
+            fs::read(d.join(&dest).join("blob.bin")).unwrap(),
+            pattern(200_000, 7)
+        );
+    }
 }
 
 #[test]
