@@ -178,7 +178,7 @@ fn resolve_source(args: &Args, session: &Session, deadline: Option<Instant>) -> 
         let left = timeout.saturating_sub(started.elapsed());
         let meta = fetch_metainfo(magnet.info_hash, trackers, &peers, left).map_err(|e| {
             let code = match &e {
-                FetchError::BadMetadata(_) => Code::Unverifiable,
+                FetchError::BadMetadata(_) | FetchError::Mismatch(_) => Code::Unverifiable,
                 _ if deadline.is_some_and(|d| Instant::now() >= d) => Code::Timeout,
                 _ => Code::NoPeer,
             };

@@ -707,3 +707,39 @@ fn only_corrupting_peers_exit_5() {
         "{line}"
     );
 }
+
+/// A magnet whose only peer refuses: the metadata phase names the peer and why too (here
+/// bounded by --timeout: exit 4).
+#[test]
+fn a_magnet_whose_peer_refuses_names_it() {
+    let dir = scratch("fl-magnet");
+    let d = dir.path();
+    let peer = closed_port().to_string();
+    let magnet =
+        format!("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&x.pe={peer}");
+    let (status, out, err) = run(
+        d,
+        "get",
+        &[
+            "get",
+            &magnet,
+            "dl",
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "1",
+            "--timeout",
+            "2s",
+        ],
+    );
+    let line = error_line(4, status, &out, &err);
+    assert!(
+        line.contains(&format!("{peer} refused the connection")),
+        "{line}"
+    );
+    assert_eq!(
+        count(&err, &format!("peer {peer} refused the connection")),
+        1,
+        "{err}"
+    );
+}

@@ -28,6 +28,8 @@ pub enum PeerFailureReason {
     WrongInfoHash,
     /// The peer is banned (it sent corrupt data).
     Banned,
+    /// The peer sent a torrent's metadata that does not hash to the info-hash.
+    BadMetadata,
     /// The peer broke the protocol (a bad handshake, a malformed message).
     Protocol(String),
     /// Anything else, said as the system said it.
@@ -82,6 +84,9 @@ impl fmt::Display for PeerFailureReason {
                 f.write_str("answered for another torrent (handshake with a wrong info-hash)")
             }
             PeerFailureReason::Banned => f.write_str("is banned (it sent corrupt data)"),
+            PeerFailureReason::BadMetadata => {
+                f.write_str("sent metadata that does not match the info-hash")
+            }
             PeerFailureReason::Protocol(e) => write!(f, "broke the protocol ({e})"),
             PeerFailureReason::Other(e) => write!(f, "failed: {e}"),
         }

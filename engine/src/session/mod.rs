@@ -14,7 +14,7 @@ mod torrent;
 mod worker;
 
 pub use announce::{announce_torrent, find_peers, tracker_tiers, TrackerPlace};
-pub use failures::{PeerFailure, PeerFailureReason};
+pub use failures::{PeerFailure, PeerFailureReason, PeerFailures};
 pub use ringswarm_swarm::locality::{Locality, Locator, NamedPlace};
 
 use std::net::SocketAddr;
