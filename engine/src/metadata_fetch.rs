@@ -53,8 +53,8 @@ pub fn fetch_metainfo(
                 Ok(info) => return Ok(Metainfo::from_info_bytes(&info, trackers)?),
                 Err(reason) => {
                     tracing::debug!(peer = %addr, round, "metadata not fetched: {reason}");
-                    let line = reason.to_string();
-                    if failures.record(*addr, reason) {
+                    let (line, warns) = (reason.to_string(), reason.warns());
+                    if failures.record(*addr, reason) && warns {
                         tracing::warn!("metadata: peer {addr} {line}");
                     }
                 }

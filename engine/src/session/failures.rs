@@ -62,6 +62,14 @@ impl PeerFailureReason {
         }
     }
 
+    /// Whether an operator is told at `warn`: a peer closing before its handshake is most
+    /// often a healthy one dropping a duplicate connection (both sides dialled at once) or
+    /// full up, so that one is told at `info` only (it is still recorded and named when a
+    /// download gives up).
+    pub fn warns(&self) -> bool {
+        !matches!(self, PeerFailureReason::ClosedBeforeHandshake)
+    }
+
     /// True when the peer itself proved unusable for this torrent's data (as opposed to
     /// unreachable): it is banned for corrupt data.
     pub fn is_banned(&self) -> bool {

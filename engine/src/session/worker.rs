@@ -14,6 +14,7 @@
 //! into one `sendmsg` of header/data iovecs straight from the slot.
 
 mod disk;
+mod failed;
 mod uploads;
 
 use std::collections::HashMap;
@@ -586,27 +587,6 @@ impl Ctx {
             attempt,
             our_place,
             their_place,
-        }
-    }
-
-    /// Records why the dialled connection `index` failed (see [`Ctx::note_failure`]);
-    /// accepted connections are not recorded (their port says nothing).
-    fn peer_failed(&self, index: usize, reason: PeerFailureReason) {
-        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
-            return;
-        };
-        if let (true, Some(t)) = (conn.outgoing, conn.torrent) {
-            self.note_failure(t, conn.addr, reason);
-        }
-    }
-
-    /// Records a failure of a peer of torrent `t` in the host-wide book, and reports it
-    /// at `warn` when it is news (not the same failure of a redial, not another core's).
-    fn note_failure(&self, t: usize, addr: SocketAddr, reason: PeerFailureReason) {
-        let shared = &self.torrents[t].shared;
-        let line = reason.to_string();
-        if shared.failures.record(addr, reason) {
-            tracing::warn!("{}: peer {addr} {line}", shared.meta.info.name);
         }
     }
 
