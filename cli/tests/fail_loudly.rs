@@ -743,3 +743,32 @@ fn a_magnet_whose_peer_refuses_names_it() {
         "{err}"
     );
 }
+
+/// `send` stopped while it still waits for its receivers exits 130; with --receivers 0
+/// (serving until stopped) a signal is its normal end: exit 0.
+#[test]
+fn send_exits_130_only_while_receivers_are_awaited() {
+    let dir = scratch("fl-send-sig");
+    let d = dir.path();
+    fs::write(d.join("blob.bin"), pattern(100_000, 3)).unwrap();
+    for (receivers, code) in [("1", 130), ("0", 0)] {
+        let mut args = send_args("blob.bin", &[]);
+        let at = args.iter().position(|a| *a == "--receivers").unwrap();
+        args[at + 1] = receivers;
+        let mut g = Guard::spawn("send", cmd(d, &args), d);
+        g.wait_line("magnet:", TIMEOUT, &[]);
+        let _ = Command::new("kill")
+            .args(["-INT", &g.child.id().to_string()])
+            .status();
+        let Some(status) = g.wait_exit(TIMEOUT) else {
+            g.fail(&[], "did not stop on SIGINT")
+        };
+        let (status, out, err) = finish(&g, status);
+        if code == 0 {
+            assert!(status.success(), "--receivers 0: {status}\n{out}\n{err}");
+        } else {
+            let line = error_line(code, status, &out, &err);
+            assert!(line.contains("interrupted with 0 of 1 receiver"), "{line}");
+        }
+    }
+}
