@@ -155,30 +155,40 @@ pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// Resolves a peer `HOST:PORT` (or `[v6]:PORT`) to its first address. Done at run time,
-/// not at argument parsing, so a name that does not resolve is reported like any error.
-pub fn resolve_peer(peer: &str) -> Result<SocketAddr> {
+/// Resolves a peer `HOST:PORT` (or `[v6]:PORT`) to every address of the name (IPv4 and
+/// IPv6: a peer listening on only one of them is still found). Done at run time, not at
+/// argument parsing, so a name that does not resolve is reported like any error.
+pub fn resolve_peer(peer: &str) -> Result<Vec<SocketAddr>> {
     if let Ok(addr) = peer.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(vec![addr]);
     }
     if !peer.contains(':') {
         bail!("peer `{peer}`: expected HOST:PORT");
     }
-    let mut addrs = peer
+    let mut all: Vec<SocketAddr> = Vec::new();
+    for a in peer
         .to_socket_addrs()
-        .with_context(|| format!("resolving peer `{peer}`"))?;
-    addrs
-        .next()
-        .with_context(|| format!("resolving peer `{peer}`: no address found"))
+        .with_context(|| format!("resolving peer `{peer}`"))?
+    {
+        if !all.contains(&a) {
+            all.push(a);
+        }
+    }
+    if all.is_empty() {
+        bail!("resolving peer `{peer}`: no address found");
+    }
+    Ok(all)
 }
 
-/// Resolves every peer; the first failure is an error naming the peer.
+/// Resolves every peer (every address of each); the first failure is an error naming the
+/// peer.
 pub fn resolve_peers<S: AsRef<str>>(peers: &[S]) -> Result<Vec<SocketAddr>> {
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
-        let a = resolve_peer(p.as_ref())?;
-        if !out.contains(&a) {
-            out.push(a);
+        for a in resolve_peer(p.as_ref())? {
+            if !out.contains(&a) {
+                out.push(a);
+            }
         }
     }
     Ok(out)
@@ -305,13 +315,16 @@ mod tests {
     fn peers() {
         assert_eq!(
             resolve_peer("127.0.0.1:6881").unwrap(),
-            "127.0.0.1:6881".parse::<SocketAddr>().unwrap()
+            vec!["127.0.0.1:6881".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(
             resolve_peer("[::1]:7").unwrap(),
-            "[::1]:7".parse::<SocketAddr>().unwrap()
+            vec!["[::1]:7".parse::<SocketAddr>().unwrap()]
         );
-        assert_eq!(resolve_peer("localhost:6881").unwrap().port(), 6881);
+        let local = resolve_peer("localhost:6881").unwrap();
+        assert!(local
+            .iter()
+            .all(|a| a.port() == 6881 && a.ip().is_loopback()));
         assert!(resolve_peer("localhost").is_err());
         assert!(resolve_peer("127.0.0.1:notaport").is_err());
         let all = resolve_peers(&["127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:2"]).unwrap();

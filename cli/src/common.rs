@@ -1,6 +1,7 @@
 //! Helpers shared by the commands: loading torrents, starting sessions, waiting on a
 //! torrent, locking files, and naming this host.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -9,14 +10,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ringswarm_engine::metainfo::Metainfo;
-use ringswarm_engine::residency::{lock_files, LockedFiles};
+use ringswarm_engine::residency::{
+    check_limit, has_cap_ipc_lock, lock_files, memlock_limit, pinned_size, LockedFiles,
+};
 use ringswarm_engine::session::{
-    announce_torrent, tracker_tiers, Locator, NamedPlace, Session, SessionConfig, TorrentHandle,
-    TorrentStats, TrackerPlace,
+    announce_torrent, tracker_tiers, Locator, NamedPlace, PeerFailure, Session, SessionConfig,
+    TorrentHandle, TorrentStats, TrackerPlace,
 };
 use ringswarm_engine::tracker::client::AnnouncerHandle;
 
 use crate::args::{parse_duration, parse_place_name, parse_rate};
+use crate::exit::{failure, is_disk_error_text, Code};
 use crate::interrupt::interrupted;
 use crate::output::Out;
 use crate::progress::{poll_interval, Progress};
@@ -181,10 +185,10 @@ pub fn start_announcing(
     let announcer = announce_torrent(handle, tiers, session.peer_id(), own, place);
     match announcer.tiers() {
         0 => {
-            eprintln!(
-                "ringswarm: warning: no usable tracker among {} (only udp:// is supported)",
+            out.warn(format!(
+                "no usable tracker among {} (only udp:// is supported)",
                 urls.join(", ")
-            );
+            ));
             None
         }
         n => {
@@ -198,6 +202,101 @@ pub fn start_announcing(
     }
 }
 
+/// When waiting for a download gives up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitLimits {
+    /// `--timeout`: the instant, and the duration it came from (for the message).
+    pub deadline: Option<(Instant, Duration)>,
+    /// `--stall-timeout`: no connected peer and no verified byte gained for this long.
+    pub stall: Option<Duration>,
+}
+
+/// Tracks how long a download has had no connected peer and no progress.
+#[derive(Debug)]
+pub struct StallWatch {
+    limit: Duration,
+    since: Instant,
+    verified: u64,
+}
+
+impl StallWatch {
+    pub fn new(limit: Duration, now: Instant, verified: u64) -> StallWatch {
+        StallWatch {
+            limit,
+            since: now,
+            verified,
+        }
+    }
+
+    /// True when the limit passed with no connected peer and no verified byte gained;
+    /// a connected peer or progress starts the clock again.
+    pub fn stalled(&mut self, now: Instant, connected: u32, verified: u64) -> bool {
+        if connected > 0 || verified > self.verified {
+            self.since = now;
+            self.verified = verified;
+            return false;
+        }
+        now.duration_since(self.since) >= self.limit
+    }
+}
+
+/// The error of a stalled download: whom it tried and why each failed. Exit code 3, or 5
+/// when every peer tried was banned for corrupt data (nothing left could verify it).
+pub fn stall_error(limit: Duration, failures: &[PeerFailure]) -> anyhow::Error {
+    let took = humantime::format_duration(limit);
+    if failures.is_empty() {
+        return failure(
+            Code::NoPeer,
+            format!(
+                "no peer for {took}: none was found to try (the trackers gave none); \
+                 give one with --peer HOST:PORT"
+            ),
+        );
+    }
+    let list: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    let code = if failures.iter().all(|f| f.reason.is_banned()) {
+        Code::Unverifiable
+    } else {
+        Code::NoPeer
+    };
+    failure(code, format!("no peer for {took}: {}", list.join("; ")))
+}
+
+/// Reports each peer failure that is news (a new address or reason) as a `peer_failed`
+/// event under `--json` (the engine logs the same at `warn`).
+#[derive(Debug, Default)]
+pub struct FailureEvents {
+    generation: Option<u64>,
+    told: HashMap<SocketAddr, String>,
+}
+
+impl FailureEvents {
+    pub fn poll(&mut self, out: &Out, handle: &TorrentHandle) {
+        if !out.json {
+            return;
+        }
+        let generation = handle.peer_failures_generation();
+        if self.generation == Some(generation) {
+            return;
+        }
+        self.generation = Some(generation);
+        for f in handle.peer_failures() {
+            let reason = f.reason.to_string();
+            if self.told.get(&f.addr) != Some(&reason) {
+                out.event(
+                    "peer_failed",
+                    serde_json::json!({
+                        "peer": f.addr.to_string(),
+                        "reason": reason,
+                        "attempts": f.attempts,
+                    }),
+                );
+                self.told.insert(f.addr, reason);
+            }
+        }
+    }
+}
+
 /// How waiting for a download ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Waited {
@@ -205,20 +304,32 @@ pub enum Waited {
     Interrupted,
 }
 
-/// Waits until the torrent is complete, showing progress; fails on a torrent error or
-/// when `deadline` passes.
+/// Waits until the torrent is complete, showing progress and telling `--json` of peer
+/// failures; fails on a torrent error (exit 6 when the disk failed), when the deadline
+/// passes (4), or when the download stalls (3, see [`stall_error`]).
 pub fn wait_complete(
+    out: &Out,
     handle: &TorrentHandle,
     progress: &mut Progress,
     stop: &AtomicBool,
-    deadline: Option<Instant>,
-    timeout: Option<Duration>,
+    limits: WaitLimits,
 ) -> Result<(Waited, TorrentStats)> {
+    let first = handle.stats();
+    let mut stall = limits
+        .stall
+        .map(|limit| StallWatch::new(limit, Instant::now(), first.verified_bytes));
+    let mut events = FailureEvents::default();
     loop {
         let s = handle.stats();
         progress.update_transfer(s.verified_bytes, s.total_bytes, s.connected_peers);
+        events.poll(out, handle);
         if let Some(e) = &s.error {
-            bail!("download failed: {e}");
+            let code = if is_disk_error_text(e) {
+                Code::Io
+            } else {
+                Code::Other
+            };
+            return Err(failure(code, format!("download failed: {e}")));
         }
         if s.complete {
             return Ok((Waited::Complete, s));
@@ -226,14 +337,23 @@ pub fn wait_complete(
         if interrupted(stop) {
             return Ok((Waited::Interrupted, s));
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            bail!(
-                "timed out after {} with {} of {} bytes verified ({} peers connected)",
-                humantime::format_duration(timeout.unwrap_or_default()),
-                s.verified_bytes,
-                s.total_bytes,
-                s.connected_peers
-            );
+        let now = Instant::now();
+        if let Some((_, timeout)) = limits.deadline.filter(|(at, _)| now >= *at) {
+            return Err(failure(
+                Code::Timeout,
+                format!(
+                    "timed out after {} with {} of {} bytes verified ({} peers connected)",
+                    humantime::format_duration(timeout),
+                    s.verified_bytes,
+                    s.total_bytes,
+                    s.connected_peers
+                ),
+            ));
+        }
+        if let Some(w) = stall.as_mut() {
+            if w.stalled(now, s.connected_peers, s.verified_bytes) {
+                return Err(stall_error(w.limit, &handle.peer_failures()));
+            }
         }
         // Completion is noticed within 10 ms (stats are cheap), progress shown as usual.
         std::thread::sleep(poll_interval().min(Duration::from_millis(10)));
@@ -283,10 +403,31 @@ pub fn upload_line(s: &TorrentStats) -> String {
     line
 }
 
+/// `--lock` will need the torrent's `bytes` locked: fails now (exit 6), before anything is
+/// downloaded or checked, when RLIMIT_MEMLOCK is lower and CAP_IPC_LOCK is missing.
+pub fn check_memlock(meta: &Metainfo) -> Result<()> {
+    let lengths = meta.info.files.iter().filter(|f| !f.pad).map(|f| f.length);
+    check_limit(pinned_size(lengths), memlock_limit(), has_cap_ipc_lock()).map_err(|e| {
+        failure(
+            Code::Io,
+            format!(
+                "--lock: {e} (the torrent holds {})",
+                crate::args::format_bytes(data_bytes(meta))
+            ),
+        )
+    })
+}
+
 /// Locks the torrent's files in memory (`--lock`).
 pub fn lock(handle: &TorrentHandle) -> Result<LockedFiles> {
     let paths = handle.file_paths();
-    lock_files(&paths).context("locking the files in memory (--lock)")
+    lock_files(&paths).map_err(|e| {
+        let code = match e {
+            ringswarm_engine::residency::ResidencyError::LimitTooLow { .. } => Code::Io,
+            _ => Code::Other,
+        };
+        failure(code, format!("locking the files in memory (--lock): {e}"))
+    })
 }
 
 /// The address receivers should dial to reach `bound`: the bound IP when it is a specific
@@ -344,6 +485,50 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringswarm_engine::session::PeerFailureReason;
+
+    #[test]
+    fn a_stall_needs_no_peer_and_no_progress_for_the_whole_limit() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut w = StallWatch::new(Duration::from_secs(10), t0, 0);
+        assert!(!w.stalled(s(9), 0, 0));
+        assert!(!w.stalled(s(10), 1, 0), "a connected peer");
+        assert!(!w.stalled(s(19), 0, 0));
+        assert!(w.stalled(s(20), 0, 0));
+        assert!(!w.stalled(s(21), 0, 5), "progress");
+        assert!(!w.stalled(s(30), 0, 5));
+        assert!(w.stalled(s(31), 0, 5));
+    }
+
+    #[test]
+    fn a_stall_names_the_peers_and_why() {
+        let f = |addr: &str, reason| PeerFailure {
+            addr: addr.parse().unwrap(),
+            reason,
+            attempts: 2,
+        };
+        let e = stall_error(
+            Duration::from_secs(60),
+            &[
+                f("127.0.0.1:1", PeerFailureReason::Refused),
+                f("[::1]:1", PeerFailureReason::NoHandshake),
+            ],
+        );
+        assert_eq!(crate::exit::code_of(&e), Code::NoPeer);
+        assert_eq!(
+            e.to_string(),
+            "no peer for 1m: 127.0.0.1:1 refused the connection (2 attempts); \
+             [::1]:1 sent no handshake in time (2 attempts)"
+        );
+        let e = stall_error(
+            Duration::from_secs(5),
+            &[f("127.0.0.1:1", PeerFailureReason::Banned)],
+        );
+        assert_eq!(crate::exit::code_of(&e), Code::Unverifiable);
+        let e = stall_error(Duration::from_secs(5), &[]);
+        assert_eq!(crate::exit::code_of(&e), Code::NoPeer);
+    }
 
     #[test]
     fn reachable_address() {

@@ -1,24 +1,32 @@
 //! `ringswarm get`: download a torrent (from a .torrent file or a magnet link).
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ringswarm_engine::magnet::Magnet;
-use ringswarm_engine::metadata_fetch::fetch_metainfo;
-use ringswarm_engine::metainfo::Metainfo;
+use ringswarm_engine::metadata_fetch::{fetch_metainfo, FetchError};
+use ringswarm_engine::metainfo::{Metainfo, STATE_DIR};
 use ringswarm_engine::session::{find_peers, tracker_tiers, Session, TorrentMode, TorrentSpec};
+use ringswarm_engine::storage::survey::survey;
+use ringswarm_engine::storage::Layout;
+use serde_json::json;
 
 use crate::args::{
     format_bytes, format_rate, parse_duration, parse_listen, parse_tracker_url, rate, resolve_peers,
 };
 use crate::common::{
-    data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session, stop_flag,
-    upload_line, wait_complete, LimitArgs, PlaceArgs, Waited,
+    check_memlock, data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session,
+    stop_flag, upload_line, wait_complete, LimitArgs, PlaceArgs, WaitLimits, Waited,
 };
-use crate::output::Summary;
+use crate::exit::{failure, Code};
+use crate::interrupt::stopped_error;
+use crate::output::{Out, Summary};
 use crate::progress::Progress;
 use crate::Ctx;
 
@@ -35,7 +43,13 @@ const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(60);
 /// again with the same DEST: only pieces not yet verified on disk are fetched (the record
 /// in DEST/.ringswarm is trusted only for files unchanged since; others are hashed again).
 /// Nothing is written through a symbolic link below DEST: one there is an error (DEST
-/// itself may be a link).
+/// itself may be a link). A file at DEST/<name> that holds other data is replaced piece by
+/// piece, after a `replacing N of M pieces of FILE` warning (--no-clobber refuses instead).
+/// One `get` at a time per DEST: a second one refuses (a lock in DEST/.ringswarm).
+///
+/// Gives up (exit 3) when no peer has been connected and nothing was verified for
+/// --stall-timeout, naming each peer tried and why it failed; see `ringswarm --help` for
+/// every exit code.
 ///
 /// The command waits until every piece is verified and on disk (fsync), then:
 ///   - with --seed-for D, keeps serving the data to other peers for D, then exits;
@@ -75,8 +89,20 @@ pub struct Args {
     pub seed_for: Option<Duration>,
 
     /// After the download, lock the files in memory (mlock) and hold them; see above.
+    /// RLIMIT_MEMLOCK is checked first: a limit below the torrent's size (without
+    /// CAP_IPC_LOCK) fails before anything is downloaded.
     #[arg(long)]
     pub lock: bool,
+
+    /// Refuse (exit 1) when a file of the torrent already exists in DEST holding other
+    /// data, instead of replacing it.
+    #[arg(long)]
+    pub no_clobber: bool,
+
+    /// Give up (exit 3) after this long with no connected peer and no piece verified,
+    /// naming each peer tried and why it failed; 0 never gives up.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
 
     #[command(flatten)]
     pub place: PlaceArgs,
@@ -141,12 +167,23 @@ fn resolve_source(args: &Args, session: &Session, deadline: Option<Instant>) -> 
                 &args.place.tracker_place(),
                 started + timeout,
             )
-            .map_err(|e| anyhow::anyhow!("no peer to fetch the metadata from: {e}"))?;
+            .map_err(|e| {
+                failure(
+                    Code::NoPeer,
+                    format!("no peer to fetch the metadata from: {e}"),
+                )
+            })?;
         }
         let hash = ringswarm_engine::hex(&magnet.info_hash);
         let left = timeout.saturating_sub(started.elapsed());
-        let meta = fetch_metainfo(magnet.info_hash, trackers, &peers, left)
-            .with_context(|| format!("fetching the metadata of {hash}"))?;
+        let meta = fetch_metainfo(magnet.info_hash, trackers, &peers, left).map_err(|e| {
+            let code = match &e {
+                FetchError::BadMetadata(_) | FetchError::Mismatch(_) => Code::Unverifiable,
+                _ if deadline.is_some_and(|d| Instant::now() >= d) => Code::Timeout,
+                _ => Code::NoPeer,
+            };
+            failure(code, format!("fetching the metadata of {hash}: {e}"))
+        })?;
         Ok(Source {
             meta,
             peers,
@@ -179,10 +216,98 @@ fn prepare_dest(dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Takes the destination's lock (`DEST/.ringswarm/get.lock`, an exclusive `flock`), held
+/// while the returned file is open: a second `get` into the same DEST refuses at once
+/// rather than racing the first over the same files and record. None when the state
+/// directory is not a plain directory (a link): opening the storage refuses that with its
+/// own message, and nothing is written through the link here.
+fn lock_dest(dest: &Path) -> Result<Option<File>> {
+    let state = dest.join(STATE_DIR);
+    match std::fs::symlink_metadata(&state) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating `{}`", state.display()));
+            }
+        },
+        Err(e) => return Err(e).with_context(|| format!("`{}`", state.display())),
+    }
+    let path = state.join("get.lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .with_context(|| format!("opening the lock `{}`", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message of the one refused.
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            bail!(
+                "destination `{}` is in use by another `ringswarm get`{holder}: it holds `{}`; \
+                 wait for it to finish or choose another destination",
+                dest.display(),
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking `{}`", path.display()))
+        }
+    }
+}
+
+/// Says which existing files a download would overwrite (`replacing N of M pieces of
+/// FILE`), before it does; with --no-clobber, refuses instead.
+fn check_existing(out: &Out, args: &Args, meta: &Metainfo) -> Result<()> {
+    let layout = Layout::from_metainfo(meta);
+    let found = survey(&args.dest, &meta.info_hash, &layout, &meta.info.pieces)
+        .with_context(|| format!("reading what `{}` holds", args.dest.display()))?;
+    for f in found.iter().filter(|f| f.differing > 0) {
+        let path = f.path.display();
+        if args.no_clobber {
+            bail!(
+                "`{path}` already exists with other data ({} of {} pieces differ from the \
+                 torrent); --no-clobber refuses to replace it",
+                f.differing,
+                f.pieces
+            );
+        }
+        out.warn(format!(
+            "replacing {} of {} pieces of {path}",
+            f.differing, f.pieces
+        ));
+        out.event(
+            "replacing",
+            json!({"path": path.to_string(), "pieces": f.differing, "of": f.pieces}),
+        );
+    }
+    Ok(())
+}
+
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let out = ctx.out;
     let stop = stop_flag();
     let deadline = args.timeout.map(|t| Instant::now() + t);
+    // --lock beyond RLIMIT_MEMLOCK fails before anything starts (a magnet's size is known
+    // only once its metadata is fetched: it is checked then, still before downloading).
+    if args.lock && !is_magnet(&args.source) {
+        check_memlock(&load_torrent(Path::new(&args.source))?)?;
+    }
 
     // Listening first, so a magnet's tracker announce can give our real port.
     let session = start_placed_session(
@@ -191,10 +316,19 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         args.place.locator()?,
         &args.limits,
     )?;
+    if let Some(a) = session.listen_addr() {
+        out.event("listening", json!({"listen": a.to_string()}));
+    }
     let source = resolve_source(&args, &session, deadline)?;
     let meta = Arc::new(source.meta);
     let hash = ringswarm_engine::hex(&meta.info_hash);
     prepare_dest(&args.dest)?;
+    // Held until the process exits.
+    let _dest_lock = lock_dest(&args.dest)?;
+    if args.lock {
+        check_memlock(&meta)?;
+    }
+    check_existing(&out, &args, &meta)?;
     let root = args.dest.join(&meta.info.name);
 
     let started = Instant::now();
@@ -227,8 +361,22 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         &args.trackers,
         &args.place.tracker_place(),
     );
+    out.event(
+        "started",
+        json!({
+            "info_hash": hash,
+            "name": meta.info.name,
+            "bytes": data_bytes(&meta),
+            "dest": args.dest.display().to_string(),
+            "peers": source.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "resumed_bytes": resumed,
+        }),
+    );
     if source.peers.is_empty() && announcer.is_none() {
-        bail!("no peer to download from: none of the torrent's trackers is usable (udp:// only); give a peer with --peer HOST:PORT");
+        bail!(
+            "no peer to download from: none of the torrent's trackers is usable (udp:// only); \
+             give a peer with --peer HOST:PORT"
+        );
     }
     if resumed > 0 {
         out.line(format!(
@@ -242,19 +390,27 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         &format!("get {}", meta.info.name),
         meta.info.total_length,
     );
-    let waited = wait_complete(&handle, &mut progress, &stop, deadline, args.timeout);
+    let limits = WaitLimits {
+        deadline: deadline.zip(args.timeout),
+        stall: Some(args.stall_timeout).filter(|d| !d.is_zero()),
+    };
+    let waited = wait_complete(&out, &handle, &mut progress, &stop, limits);
     progress.finish();
     let (how, stats) = waited?;
     if how == Waited::Interrupted {
         drop(announcer);
         session.shutdown();
-        bail!(
-            "interrupted with {} of {} verified; run the same command again to resume",
+        return Err(stopped_error(format!(
+            "with {} of {} verified; run the same command again to resume",
             format_bytes(stats.verified_bytes),
             format_bytes(stats.total_bytes)
-        );
+        )));
     }
     let took = started.elapsed();
+    out.event(
+        "complete",
+        json!({"seconds": took.as_secs_f64(), "downloaded_bytes": stats.downloaded_bytes}),
+    );
     out.line(format!(
         "done: {} in {:.1}s ({}), {} received, {} hash failure{}",
         root.display(),

@@ -1,8 +1,9 @@
 //! `ringswarm`: ship big blobs to a fleet over BitTorrent.
 //!
 //! This file only parses the command line, sets up logging, dispatches to one module per
-//! command, and turns an error into one line on stderr and exit code 1. (Usage errors
-//! found by the argument parser keep clap's message and its exit code 2.)
+//! command, and turns an error into one line on stderr and its exit code ([`exit`]: the
+//! table is in `--help`). (Usage errors found by the argument parser keep clap's message
+//! and its exit code 2.)
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ mod common;
 mod config;
 mod create;
 mod demo;
+mod exit;
 mod feed;
 mod fleet;
 mod get;
@@ -45,12 +47,23 @@ use crate::progress::Style;
 ///
 /// Try it all on this machine with `ringswarm demo`.
 #[derive(Debug, Parser)]
-#[command(name = "ringswarm", version = VERSION, verbatim_doc_comment)]
+#[command(
+    name = "ringswarm",
+    version = VERSION,
+    verbatim_doc_comment,
+    after_help = exit::EXIT_CODES_HELP
+)]
 struct Cli {
-    /// Print one JSON summary object on stdout at the end (and no progress bar); human
-    /// messages go to stderr.
+    /// JSON on stdout, one object per line as events happen (listening, magnet,
+    /// peer_failed, complete, ...), the summary last (and no progress bar); human messages
+    /// go to stderr.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Only errors on stderr: no progress, no result lines, no warnings (stdout still gets
+    /// --json output).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -159,10 +172,21 @@ fn error_line(e: &anyhow::Error) -> String {
 fn main() {
     let cli = Cli::parse();
     ringswarm_engine::metrics::set_build(env!("CARGO_PKG_VERSION"), env!("RINGSWARM_GIT_HASH"));
+    // -q: errors only, from the logs too (RUST_LOG still wins). Set before any thread runs.
+    if cli.quiet && std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "error");
+    }
     init_logging(cli.verbose);
     let ctx = Ctx {
-        out: Out { json: cli.json },
-        style: Style::detect(cli.json),
+        out: Out {
+            json: cli.json,
+            quiet: cli.quiet,
+        },
+        style: if cli.quiet {
+            Style::Off
+        } else {
+            Style::detect(cli.json)
+        },
     };
     let name = cli.command.name();
     let result = match cli.command {
@@ -183,13 +207,15 @@ fn main() {
     };
     if let Err(e) = result {
         let line = error_line(&e);
+        let code = exit::code_of(&e).as_i32();
         eprintln!("ringswarm: error: {line}");
         if cli.json {
             let mut s = Summary::new(name);
             s.error = Some(line);
+            s.exit_code = Some(code);
             output::print_json(&s);
         }
-        std::process::exit(1);
+        std::process::exit(code);
     }
 }
 

@@ -1,8 +1,11 @@
-//! Output: human lines vs the `--json` summary.
+//! Output: human lines, `--json` events and summary, `-q`.
 //!
-//! With `--json`, stdout carries exactly one JSON object (the [`Summary`], printed at the
-//! end, also on failure with `ok: false` and `error`), so the human lines that normally go
-//! to stdout (listen address, magnet, results) go to stderr instead.
+//! With `--json`, stdout carries only JSON, one object per line, printed as things happen
+//! (`{"event":"listening",...}`, `{"event":"magnet",...}`, `{"event":"peer_failed",...}`,
+//! `{"event":"complete",...}`), and the [`Summary`] (`"event":"summary"`) last, also on
+//! failure with `ok: false` and `error`. The human lines that normally go to stdout
+//! (listen address, magnet, results) go to stderr instead. `-q` drops the human lines,
+//! warnings and progress: stderr gets errors only (stdout still gets `--json`).
 
 use std::io::Write;
 
@@ -12,13 +15,18 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug)]
 pub struct Out {
     pub json: bool,
+    pub quiet: bool,
 }
 
 impl Out {
-    /// Prints a result line: stdout normally, stderr under `--json`. Flushed at once, so
-    /// a script reading the pipe (e.g. for `listening on ...`) sees it immediately.
+    /// Prints a result line: stdout normally, stderr under `--json`, nowhere under `-q`.
+    /// Flushed at once, so a script reading the pipe (e.g. for `listening on ...`) sees it
+    /// immediately.
     pub fn line(&self, msg: impl AsRef<str>) {
         let msg = msg.as_ref();
+        if self.quiet {
+            return;
+        }
         if self.json {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{msg}");
@@ -29,6 +37,26 @@ impl Out {
         }
     }
 
+    /// A warning on stderr (`ringswarm: warning: ...`), unless `-q`.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("ringswarm: warning: {}", msg.as_ref());
+        }
+    }
+
+    /// Under `--json`, prints `{"event": NAME, ...fields}` on stdout at once.
+    pub fn event(&self, name: &str, fields: serde_json::Value) {
+        if !self.json {
+            return;
+        }
+        let mut object = serde_json::Map::new();
+        object.insert("event".into(), name.into());
+        if let serde_json::Value::Object(rest) = fields {
+            object.extend(rest);
+        }
+        print_line(&serde_json::Value::Object(object).to_string());
+    }
+
     /// Prints the summary when `--json` is on; does nothing otherwise.
     pub fn summary(&self, summary: &Summary) {
         if self.json {
@@ -37,19 +65,25 @@ impl Out {
     }
 }
 
+fn print_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
 /// Prints one JSON object on its own line on stdout.
 pub fn print_json(summary: &Summary) {
     let text = serde_json::to_string(summary)
         .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"serializing summary: {e}\"}}"));
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
+    print_line(&text);
 }
 
 /// The machine-readable summary of one command. Fields that do not apply to a command are
 /// left out.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+    /// Always `summary` (the last line of a `--json` run; events come before it).
+    pub event: String,
     /// `create`, `seed`, `get`, `send` or `demo`.
     pub command: String,
     pub ok: bool,
@@ -118,6 +152,9 @@ pub struct Summary {
     pub downloaded_outside_rack_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uploaded_outside_rack_bytes: Option<u64>,
+    /// The exit code (only on failure; see `ringswarm --help`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
     /// Bytes locked in memory with `--lock`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_bytes: Option<u64>,
@@ -129,6 +166,7 @@ pub struct Summary {
 impl Summary {
     pub fn new(command: &str) -> Summary {
         Summary {
+            event: "summary".to_owned(),
             command: command.to_owned(),
             ..Summary::default()
         }
@@ -176,6 +214,7 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         let o = v.as_object().unwrap();
         assert_eq!(o["command"], "get");
+        assert_eq!(o["event"], "summary");
         assert_eq!(o["ok"], true);
         assert_eq!(o["downloaded_bytes"], 42);
         assert!(!o.contains_key("locked_bytes"));

@@ -44,6 +44,8 @@ pub fn poll_interval() -> Duration {
 pub enum Style {
     Bar,
     Lines,
+    /// `-q`: no progress at all.
+    Off,
 }
 
 impl Style {
@@ -60,6 +62,7 @@ impl Style {
 enum Kind {
     Bar(ProgressBar),
     Lines { last: Instant, last_bytes: u64 },
+    Off,
 }
 
 /// One progress display (a transfer or a seeding phase).
@@ -87,6 +90,7 @@ impl Progress {
                 last: Instant::now(),
                 last_bytes: 0,
             },
+            Style::Off => Kind::Off,
         };
         Progress {
             kind,
@@ -110,6 +114,7 @@ impl Progress {
                 last: Instant::now(),
                 last_bytes: 0,
             },
+            Style::Off => Kind::Off,
         };
         Progress {
             kind,
@@ -146,6 +151,7 @@ impl Progress {
                 *last = Instant::now();
                 *last_bytes = done;
             }
+            Kind::Off => {}
         }
     }
 
@@ -176,6 +182,7 @@ impl Progress {
                 *last = Instant::now();
                 *last_bytes = s.uploaded_bytes;
             }
+            Kind::Off => {}
         }
     }
 

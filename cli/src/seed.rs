@@ -7,13 +7,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ringswarm_engine::metainfo::Metainfo;
-use ringswarm_engine::session::{TorrentMode, TorrentSpec};
+use ringswarm_engine::session::{SessionError, TorrentMode, TorrentSpec};
+use serde_json::json;
 
 use crate::args::{format_bytes, parse_listen, parse_tracker_url, rate};
 use crate::common::{
-    absolute, data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session,
-    stop_flag, upload_line, LimitArgs, PlaceArgs,
+    absolute, check_memlock, data_bytes, load_torrent, lock, serve, start_announcing,
+    start_placed_session, stop_flag, upload_line, LimitArgs, PlaceArgs,
 };
+use crate::exit::{failure, Code};
 use crate::output::Summary;
 use crate::progress::Progress;
 use crate::Ctx;
@@ -40,7 +42,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
-    /// Lock the files in memory (mlock) while seeding, like `vmtouch -l`.
+    /// Lock the files in memory (mlock) while seeding, like `vmtouch -l`. RLIMIT_MEMLOCK
+    /// is checked first, before the data is: too low (without CAP_IPC_LOCK) exits 6.
     #[arg(long)]
     pub lock: bool,
 
@@ -105,6 +108,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let hash = ringswarm_engine::hex(&meta.info_hash);
     let out = ctx.out;
     let stop = stop_flag();
+    if args.lock {
+        check_memlock(&meta)?;
+    }
 
     let session = start_placed_session(
         args.cores,
@@ -125,11 +131,22 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             peers: Vec::new(),
             resident: false,
         })
-        .with_context(|| format!("seeding `{}`", root.display()))?;
+        .map_err(|e| {
+            // The data is there but is not the torrent's: it cannot be verified.
+            let unverifiable =
+                matches!(&e, SessionError::Config(m) if m.contains("does not match the torrent"));
+            let e = anyhow::Error::new(e).context(format!("seeding `{}`", root.display()));
+            if unverifiable {
+                failure(Code::Unverifiable, format!("{e:#}"))
+            } else {
+                e
+            }
+        })?;
     let listen = session
         .listen_addr()
         .context("the engine did not report its listen address")?;
     out.line(format!("listening on {listen}"));
+    out.event("listening", json!({"listen": listen.to_string()}));
     let announcer = start_announcing(
         &out,
         &session,

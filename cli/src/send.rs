@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ringswarm_engine::magnet::Magnet;
 use ringswarm_engine::session::{TorrentMode, TorrentSpec};
+use serde_json::json;
 
 use crate::args::{format_bytes, parse_listen, parse_piece_size, parse_tracker_url, rate};
 use crate::common::{
@@ -15,6 +16,7 @@ use crate::common::{
     LimitArgs, PlaceArgs,
 };
 use crate::create::make_metainfo;
+use crate::interrupt::stopped_error;
 use crate::output::Summary;
 use crate::progress::Progress;
 use crate::Ctx;
@@ -27,7 +29,12 @@ use crate::Ctx;
 /// this host's name is printed (from /proc/sys/kernel/hostname), unless --advertise says
 /// otherwise.
 ///
-/// Exits once --receivers peers hold a full copy, or on Ctrl-C.
+/// It listens first (a busy port fails at once, before a big file is hashed), then hashes,
+/// then prints the magnet. Under --json, stdout gets `{"event":"listening",...}` at once
+/// and `{"event":"magnet",...}` as soon as the hashing is done.
+///
+/// Exits once --receivers peers hold a full copy (exit 0), or on Ctrl-C / SIGTERM (exit
+/// 130 / 143 while receivers are still awaited; 0 with --receivers 0).
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -87,16 +94,23 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         .with_context(|| format!("`{}`: cannot send the root directory", path.display()))?
         .to_path_buf();
 
-    out.line(format!("hashing {}", path.display()));
-    let meta = Arc::new(make_metainfo(&path, args.piece_size, &args.trackers)?);
-    let hash = ringswarm_engine::hex(&meta.info_hash);
-
+    // Listening first: a busy port is found before hashing a big file, not after.
     let session = start_placed_session(
         args.cores,
         Some(args.listen),
         args.place.locator()?,
         &args.limits,
     )?;
+    let listen = session
+        .listen_addr()
+        .context("the engine did not report its listen address")?;
+    out.line(format!("listening on {listen}"));
+    out.event("listening", json!({"listen": listen.to_string()}));
+
+    out.line(format!("hashing {}", path.display()));
+    let meta = Arc::new(make_metainfo(&path, args.piece_size, &args.trackers)?);
+    let hash = ringswarm_engine::hex(&meta.info_hash);
+
     let handle = session
         .add_torrent(TorrentSpec {
             metainfo: meta.clone(),
@@ -106,12 +120,9 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             resident: false,
         })
         .with_context(|| format!("serving `{}`", path.display()))?;
-    let listen = session
-        .listen_addr()
-        .context("the engine did not report its listen address")?;
     let reachable = reachable_addr(listen, args.advertise.as_deref());
     if !resolves(&reachable) {
-        eprintln!("ringswarm: warning: `{reachable}` does not resolve on this host; use --advertise HOST if receivers cannot reach it");
+        out.warn(format!("`{reachable}` does not resolve on this host; use --advertise HOST if receivers cannot reach it"));
     }
     let magnet = Magnet {
         info_hash: meta.info_hash,
@@ -120,8 +131,15 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         peers: vec![reachable.clone()],
     }
     .to_uri();
-
-    out.line(format!("listening on {listen}"));
+    out.event(
+        "magnet",
+        json!({
+            "magnet": magnet,
+            "info_hash": hash,
+            "name": meta.info.name,
+            "bytes": data_bytes(&meta),
+        }),
+    );
     // The trackers are in the metainfo already.
     let announcer = start_announcing(
         &out,
@@ -157,10 +175,23 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     progress.finish();
     let stats = served?;
     let elapsed = started.elapsed();
+    let interrupted = want > 0 && stats.peers_completed < want;
     if let Some(a) = announcer {
         a.stop();
     }
     session.shutdown();
+    if interrupted {
+        return Err(stopped_error(format!(
+            "with {} of {want} receiver{} complete (sent {})",
+            stats.peers_completed,
+            if want == 1 { "" } else { "s" },
+            format_bytes(stats.uploaded_bytes)
+        )));
+    }
+    out.event(
+        "complete",
+        json!({"peers_completed": stats.peers_completed}),
+    );
     out.line(format!(
         "done: {} peer{} with a full copy, sent {} in {:.1}s",
         stats.peers_completed,

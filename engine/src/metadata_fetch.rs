@@ -13,12 +13,17 @@ use ringswarm_swarm::metadata::MetadataFetch;
 use ringswarm_swarm::{InfoHash, PeerId};
 
 use crate::metainfo::{Metainfo, MetainfoError};
+use crate::session::{PeerFailureReason, PeerFailures};
 use crate::wire::{self, Handshake, Message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("no peer gave the metadata within {0:?} (tried {1} peers)")]
-    NoPeerAnswered(Duration, usize),
+    /// The last failure of each peer tried, in the order tried.
+    #[error("no peer gave the metadata within {0:?}: {1}")]
+    NoPeerAnswered(Duration, String),
+    /// Every peer sent metadata that does not hash to the info-hash.
+    #[error("no peer sent metadata matching the info-hash: {0}")]
+    Mismatch(String),
     #[error("no peer to ask for the metadata: give one with --peer or x.pe in the magnet")]
     NoPeers,
     #[error("metadata from the peers does not describe a valid torrent: {0}")]
@@ -36,16 +41,22 @@ pub fn fetch_metainfo(
         return Err(FetchError::NoPeers);
     }
     let deadline = Instant::now() + timeout;
+    // Each peer's failure is reported once per reason, and named when we give up.
+    let failures = PeerFailures::default();
     // Peers may still be starting: go round the list until the deadline.
-    for round in 0u32.. {
+    'rounds: for round in 0u32.. {
         for addr in peers {
             if Instant::now() >= deadline {
-                return Err(FetchError::NoPeerAnswered(timeout, peers.len()));
+                break 'rounds;
             }
             match fetch_from(*addr, info_hash, deadline) {
                 Ok(info) => return Ok(Metainfo::from_info_bytes(&info, trackers)?),
                 Err(reason) => {
-                    tracing::info!(peer = %addr, round, "metadata not fetched: {reason}")
+                    tracing::debug!(peer = %addr, round, "metadata not fetched: {reason}");
+                    let (line, warns) = (reason.to_string(), reason.warns());
+                    if failures.record(*addr, reason) && warns {
+                        tracing::warn!("metadata: peer {addr} {line}");
+                    }
                 }
             }
         }
@@ -53,16 +64,54 @@ pub fn fetch_metainfo(
             Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
         );
     }
-    Err(FetchError::NoPeerAnswered(timeout, peers.len()))
+    let all = failures.snapshot();
+    let tried: Vec<String> = peers
+        .iter()
+        .map(|a| match all.iter().find(|f| f.addr == *a) {
+            Some(f) => f.to_string(),
+            None => format!("{a} was not reached in time"),
+        })
+        .collect();
+    let mismatch = !all.is_empty()
+        && all.len() == peers.len()
+        && all
+            .iter()
+            .all(|f| f.reason == PeerFailureReason::BadMetadata);
+    if mismatch {
+        Err(FetchError::Mismatch(tried.join("; ")))
+    } else {
+        Err(FetchError::NoPeerAnswered(timeout, tried.join("; ")))
+    }
 }
 
-fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Result<Vec<u8>, String> {
+/// Why one peer gave no metadata.
+fn io_reason(e: &std::io::Error, before_handshake: bool) -> PeerFailureReason {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof if before_handshake => {
+            PeerFailureReason::ClosedBeforeHandshake
+        }
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock if before_handshake => {
+            PeerFailureReason::NoHandshake
+        }
+        _ => PeerFailureReason::from_io(e),
+    }
+}
+
+fn fetch_from(
+    addr: SocketAddr,
+    info_hash: [u8; 20],
+    deadline: Instant,
+) -> Result<Vec<u8>, PeerFailureReason> {
     let left = |d: Instant| {
         d.saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
-    let s = TcpStream::connect_timeout(&addr, left(deadline).min(Duration::from_secs(5)))
-        .map_err(|e| format!("connect: {e}"))?;
+    let s = TcpStream::connect_timeout(&addr, left(deadline).min(Duration::from_secs(5))).map_err(
+        |e| match e.kind() {
+            std::io::ErrorKind::TimedOut => PeerFailureReason::ConnectTimedOut,
+            _ => PeerFailureReason::from_io(&e),
+        },
+    )?;
     // Every read and write may take only the time left, so a peer trickling a byte at a
     // time cannot stretch the deadline (a per-read timeout restarts with each byte).
     let mut s = DeadlineStream { s, deadline };
@@ -79,25 +128,35 @@ fn fetch_from(addr: SocketAddr, info_hash: [u8; 20], deadline: Instant) -> Resul
         for msg in fetch.take_out() {
             msg.encode(hash, our_id, &mut out);
         }
-        s.write_all(&out).map_err(|e| format!("send: {e}"))
+        s.write_all(&out)
+            .map_err(|e| PeerFailureReason::from_io(&e))
     };
     send(&mut s, &mut fetch)?;
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
-    s.read_exact(&mut hs)
-        .map_err(|e| format!("read handshake: {e}"))?;
-    let theirs = Handshake::decode(&hs).map_err(|e| e.to_string())?;
-    fetch.handshake(&theirs)?;
+    s.read_exact(&mut hs).map_err(|e| io_reason(&e, true))?;
+    let theirs = Handshake::decode(&hs)
+        .map_err(|e| PeerFailureReason::Protocol(format!("bad handshake: {e}")))?;
+    fetch
+        .handshake(&theirs)
+        .map_err(|e| PeerFailureReason::from_handshake_error(&e))?;
     send(&mut s, &mut fetch)?;
     let mut frame = Vec::new();
     loop {
         if Instant::now() >= deadline {
-            return Err("timed out".into());
+            return Err(PeerFailureReason::Other("no metadata in time".into()));
         }
         read_frame(&mut s, &mut frame)?;
         let Ok(msg) = Message::decode(&frame) else {
             continue;
         };
-        if let Some(info) = fetch.message(&msg)? {
+        let got = fetch.message(&msg).map_err(|e| {
+            if e.contains("does not match the info-hash") {
+                PeerFailureReason::BadMetadata
+            } else {
+                PeerFailureReason::Protocol(e)
+            }
+        })?;
+        if let Some(info) = got {
             return Ok(info);
         }
         send(&mut s, &mut fetch)?;
@@ -145,15 +204,17 @@ impl Write for DeadlineStream {
 }
 
 /// Reads one length-prefixed frame body into `frame` (empty for a keep-alive).
-fn read_frame(s: &mut impl Read, frame: &mut Vec<u8>) -> Result<(), String> {
+fn read_frame(s: &mut impl Read, frame: &mut Vec<u8>) -> Result<(), PeerFailureReason> {
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(|e| format!("read: {e}"))?;
+    s.read_exact(&mut len).map_err(|e| io_reason(&e, false))?;
     let len = u32::from_be_bytes(len);
     if len > wire::DEFAULT_MAX_FRAME {
-        return Err(format!("message of {len} bytes exceeds the limit"));
+        return Err(PeerFailureReason::Protocol(format!(
+            "message of {len} bytes exceeds the limit"
+        )));
     }
     frame.resize(len as usize, 0);
-    s.read_exact(frame).map_err(|e| format!("read: {e}"))?;
+    s.read_exact(frame).map_err(|e| io_reason(&e, false))?;
     Ok(())
 }
 
@@ -186,5 +247,21 @@ mod tests {
         );
         assert!(took < Duration::from_millis(1500), "took {took:?}");
         peer.join().unwrap();
+    }
+
+    #[test]
+    fn the_error_names_each_peer_and_why() {
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let got = fetch_metainfo([7; 20], Vec::new(), &[closed], Duration::from_millis(600));
+        let e = got.unwrap_err();
+        assert!(matches!(e, FetchError::NoPeerAnswered(..)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains(&format!("{closed} refused the connection")),
+            "{e}"
+        );
     }
 }

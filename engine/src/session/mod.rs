@@ -7,12 +7,14 @@
 //! share only the small lock-free state in [`torrent`].
 
 mod announce;
+mod failures;
 mod limits;
 mod readahead;
 mod torrent;
 mod worker;
 
 pub use announce::{announce_torrent, find_peers, tracker_tiers, TrackerPlace};
+pub use failures::{PeerFailure, PeerFailureReason, PeerFailures};
 pub use ringswarm_swarm::locality::{Locality, Locator, NamedPlace};
 
 use std::net::SocketAddr;
@@ -446,6 +448,17 @@ impl TorrentHandle {
                 });
             }
         }
+    }
+
+    /// Why each peer we dialled failed last (address, reason, failures since it last
+    /// connected), sorted by address; a peer that connected since is not listed.
+    pub fn peer_failures(&self) -> Vec<PeerFailure> {
+        self.shared.failures.snapshot()
+    }
+
+    /// Changes whenever [`TorrentHandle::peer_failures`] may have changed.
+    pub fn peer_failures_generation(&self) -> u64 {
+        self.shared.failures.generation()
     }
 
     /// Absolute paths of the torrent's files (for the mlock pass).

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ringswarm_swarm::limits::BanList;
 use ringswarm_swarm::Shared;
 
+use super::failures::PeerFailures;
 use super::TorrentStats;
 use crate::metainfo::Metainfo;
 use crate::storage::{resume, Storage};
@@ -29,6 +30,8 @@ pub(crate) struct TorrentShared {
     pub swarm: Arc<Shared>,
     pub complete: AtomicBool,
     pub error: Mutex<Option<String>>,
+    /// Why dialled peers failed, per address (host-wide: every core records here).
+    pub failures: PeerFailures,
     unsynced_bytes: AtomicU64,
     sync_tx: Mutex<Option<Sender<()>>>,
     syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -50,6 +53,7 @@ impl TorrentShared {
             swarm: Arc::new(swarm),
             complete: AtomicBool::new(false),
             error: Mutex::new(None),
+            failures: PeerFailures::default(),
             unsynced_bytes: AtomicU64::new(0),
             sync_tx: Mutex::new(None),
             syncer: Mutex::new(None),

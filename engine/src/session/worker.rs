@@ -14,6 +14,7 @@
 //! into one `sendmsg` of header/data iovecs straight from the slot.
 
 mod disk;
+mod failed;
 mod uploads;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use ringswarm_swarm::limits::RateLimiter;
 use ringswarm_swarm::locality::Locator;
 use ringswarm_swarm::{Action, Config, PeerId, PeerInfo, PeerKey, Swarm};
 
+use super::failures::PeerFailureReason;
 use super::limits::ConnectionLimits;
 use super::torrent::TorrentShared;
 use crate::reactor::{net, BufRing, Completion, EventFd, HashDone, HashPool, PiecePool, Ring};
@@ -164,6 +166,8 @@ struct Conn {
     addr: SocketAddr,
     gen: u32,
     attempt: u32,
+    /// We dialled it (its address is the one we were given, worth reporting on).
+    outgoing: bool,
     phase: Phase,
     torrent: Option<usize>,
     /// The torrent's core knows this connection (it must hear when it closes).
@@ -367,9 +371,16 @@ impl Ctx {
                         let data = bid.map_or(&[][..], |b| recv_bufs.get(b, c.result as usize));
                         self.on_data(ring, index, data);
                     } else if c.result == 0 {
+                        if self.conns[index]
+                            .as_ref()
+                            .is_some_and(|c| matches!(c.phase, Phase::Handshaking { .. }))
+                        {
+                            self.peer_failed(index, PeerFailureReason::ClosedBeforeHandshake);
+                        }
                         self.close(ring, index, "peer closed the connection");
                     } else if c.result != -libc::ENOBUFS {
                         let err = std::io::Error::from_raw_os_error(-c.result);
+                        self.peer_failed(index, PeerFailureReason::from_io(&err));
                         self.close(ring, index, &format!("receive failed: {err}"));
                     }
                 }
@@ -391,6 +402,7 @@ impl Ctx {
                 }
                 if c.result < 0 {
                     let err = std::io::Error::from_raw_os_error(-c.result);
+                    self.peer_failed(index, PeerFailureReason::from_io(&err));
                     self.close(ring, index, &format!("send failed: {err}"));
                 } else {
                     self.dirty.push(index);
@@ -416,6 +428,7 @@ impl Ctx {
             addr,
             gen: self.gens[index],
             attempt: 1,
+            outgoing: false,
             phase,
             torrent: None,
             registered: false,
@@ -504,7 +517,7 @@ impl Ctx {
             Ok(fd) => fd,
             Err(e) => {
                 self.conn_limits.release(addr.ip());
-                tracing::warn!(%addr, err = %e, "cannot create a socket");
+                self.note_failure(t, addr, PeerFailureReason::Other(e.to_string()));
                 return failed(self, ring);
             }
         };
@@ -513,6 +526,7 @@ impl Ctx {
         if let Some(conn) = self.conns[index].as_mut() {
             conn.torrent = Some(t);
             conn.attempt = attempt;
+            conn.outgoing = true;
         }
         let gen = self.gens[index];
         ring.connect(raw, addr, token(K_CONNECT, gen, index as u32));
@@ -530,6 +544,7 @@ impl Ctx {
         if result < 0 {
             let err = std::io::Error::from_raw_os_error(-result);
             tracing::debug!(%addr, err = %err, attempt, "connect failed");
+            self.note_failure(t, addr, PeerFailureReason::from_io(&err));
             self.release_conn(index);
             self.torrents[t]
                 .core
@@ -638,6 +653,7 @@ impl Ctx {
                 .map_err(|e| format!("bad handshake: {e}"))
                 .and_then(|hs| self.on_handshake(ring, index, &hs));
             if let Err(reason) = result {
+                self.peer_failed(index, PeerFailureReason::from_handshake_error(&reason));
                 self.drop_peer(ring, index, &reason);
                 return;
             }
@@ -682,6 +698,7 @@ impl Ctx {
         conn.torrent = Some(t);
         conn.phase = Phase::Active;
         let key = conn.key(index);
+        let (addr, outgoing) = (conn.addr, conn.outgoing);
         let now = Instant::now();
         if !conn.registered {
             conn.registered = true;
@@ -689,6 +706,9 @@ impl Ctx {
             self.torrents[t].core.peer_connected(now, key, info);
         }
         let result = self.torrents[t].core.handshake(now, key, hs);
+        if result.is_ok() && outgoing {
+            self.torrents[t].shared.failures.connected(addr);
+        }
         self.run_actions(ring, t);
         result
     }
@@ -773,6 +793,9 @@ impl Ctx {
                 Action::Discard { buf } => self.pool.release(buf.0 as u16),
                 Action::Close { peer, reason } => {
                     if self.alive(peer.index as usize, peer.gen) {
+                        if reason.starts_with("banned") {
+                            self.peer_failed(peer.index as usize, PeerFailureReason::Banned);
+                        }
                         self.drop_peer(ring, peer.index as usize, &reason);
                     }
                 }
@@ -972,6 +995,11 @@ impl Ctx {
             match conn.phase {
                 Phase::Connecting | Phase::Handshaking { .. } => {
                     if now.duration_since(conn.started) > HANDSHAKE_TIMEOUT {
+                        let reason = match conn.phase {
+                            Phase::Connecting => PeerFailureReason::ConnectTimedOut,
+                            _ => PeerFailureReason::NoHandshake,
+                        };
+                        self.peer_failed(i, reason);
                         self.close(ring, i, "handshake timed out");
                     }
                 }

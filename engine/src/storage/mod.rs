@@ -61,6 +61,7 @@ pub mod fingerprint;
 pub mod layout;
 pub mod resume;
 mod state;
+pub mod survey;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
