@@ -44,8 +44,8 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::metainfo::Metainfo;
-pub use crate::topology::MAX_TOPOLOGY_BYTES;
 use crate::topology::Topology;
+pub use crate::topology::MAX_TOPOLOGY_BYTES;
 
 /// The `format` of the envelope this code writes and reads.
 pub const FORMAT: &str = "ringswarm-feed/2";
@@ -412,8 +412,7 @@ fn parse_body(body: &[u8], version: Version) -> Result<Feed, FeedError> {
 
 /// Parses the feed's topology text; errors say what is wrong in it.
 pub fn parse_topology(text: &str) -> Result<Topology, FeedError> {
-    Topology::from_toml_str(text, "in the feed")
-        .map_err(|e| FeedError::BadTopology(e.to_string()))
+    Topology::from_toml_str(text, "in the feed").map_err(|e| FeedError::BadTopology(e.to_string()))
 }
 
 /// Parses 40 hex digits.
@@ -676,7 +675,10 @@ mod tests {
         let envelope: Envelope = serde_json::from_slice(&plain).unwrap();
         let body = B64.decode(&envelope.body).unwrap();
         assert!(!String::from_utf8(body).unwrap().contains("topology"));
-        assert_eq!(Feed::verify(&plain, &key.verifying_key()).unwrap().topology, None);
+        assert_eq!(
+            Feed::verify(&plain, &key.verifying_key()).unwrap().topology,
+            None
+        );
 
         let with = Feed {
             topology: Some(TOPOLOGY.into()),
@@ -750,7 +752,10 @@ mod tests {
         let bytes = f.sign(&key);
         assert!(bytes.len() < MAX_FEED_BYTES, "{}", bytes.len());
         let back = Feed::verify(&bytes, &key.verifying_key()).unwrap();
-        assert_eq!(back.parsed_topology().unwrap().unwrap().subnet_count(), 100_000);
+        assert_eq!(
+            back.parsed_topology().unwrap().unwrap().subnet_count(),
+            100_000
+        );
     }
 
     proptest::proptest! {
