@@ -54,6 +54,9 @@ use crate::session::{
 };
 use crate::tracker::client::AnnouncerHandle;
 
+mod topology;
+pub use topology::PlaceStatus;
+
 /// How often the agent looks at its downloads.
 const TICK: Duration = Duration::from_millis(100);
 /// How soon a failed download is tried again.
@@ -128,6 +131,9 @@ pub struct AgentStatus {
     pub locked_bytes: u64,
     pub peers: u32,
     pub releases: Vec<ReleaseStatus>,
+    /// Where this host stands, and which topology says so.
+    #[serde(default)]
+    pub place: PlaceStatus,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -389,6 +395,8 @@ struct State {
     /// as new again (same entity tag), so it is looked at again each tick, in case this
     /// host's clock was wrong and has been set right.
     refused_as_expired: Option<Feed>,
+    /// The feed's topology, and our place in it.
+    topology: topology::FeedTopology,
 }
 
 impl State {
@@ -411,7 +419,9 @@ impl State {
             };
             Hooks::new(settings, super::hook::journal_dir(&dir.state_dir()))
         });
+        let topology = topology::FeedTopology::new(&config, &session, &dir.state_dir());
         State {
+            topology,
             config,
             dir,
             session,
@@ -645,6 +655,8 @@ impl State {
             }
             self.sequence = feed.sequence;
         }
+        self.topology
+            .follow(&self.session, feed.topology.as_deref());
         let mut wanted = Vec::new();
         for r in feed.newest_per_name() {
             if r.name == RESERVED_NAME {
@@ -811,7 +823,7 @@ impl State {
                 tiers,
                 self.session.peer_id(),
                 own,
-                &self.config.place,
+                &self.topology.place,
             )),
             _ => None,
         };
@@ -1211,6 +1223,7 @@ impl State {
             locked_bytes: self.locked_bytes(),
             peers: all_stats.iter().map(|s| s.connected_peers).sum(),
             releases,
+            place: self.topology.status(),
         };
         let metrics = self.render_metrics(&status, &all_stats);
         if let Ok(mut m) = self.metrics_text.lock() {

@@ -9,6 +9,7 @@
 //! - [`hook`]: the command run after each activation (journaled, sandboxed env, timeout);
 //! - [`releases`]: the agent's directory: staging, releases, the `current` links;
 //! - [`http`]: the feed and metrics over HTTP, both ends;
+//! - [`place`]: this host's place from the feed's topology;
 //! - [`files`]: durable writes (write, fsync, rename, fsync the directory).
 
 pub mod agent;
@@ -16,6 +17,7 @@ pub mod files;
 pub mod hook;
 pub mod http;
 pub mod origin;
+pub mod place;
 pub mod publish;
 pub mod releases;
 
