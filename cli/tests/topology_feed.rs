@@ -15,6 +15,11 @@ use support::{dump_logs, ringswarm, Guard};
 
 const TOPOLOGY: &str = r#"
 [[subnet]]
+cidr = "127.0.0.0/24"
+dc = "lo"
+rack = "origin"
+
+[[subnet]]
 cidr = "127.0.1.0/24"
 dc = "lo"
 rack = "r1"
@@ -147,7 +152,14 @@ fn agents_without_a_topology_flag_take_their_rack_from_the_feed() {
         .parse()
         .unwrap();
     let info_hash = hash_of(v1["info_hash"].as_str().unwrap());
-    for (rack, own, other) in [("r1", a1, a2), ("r2", a2, a1)] {
+    // The origin (no --topology either) follows the feed's too.
+    let origin: SocketAddr = fleet.guards[1]
+        .stdout()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("listening on "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("the origin's listening line");
+    for (rack, own, other) in [("r1", a1, a2), ("r2", a2, a1), ("origin", origin, a1)] {
         // Shuffled within a class: asked a few times, the rack peer is always first.
         for _ in 0..4 {
             let peers = peers_for_rack(tracker, info_hash, rack);
@@ -174,11 +186,33 @@ fn agents_without_a_topology_flag_take_their_rack_from_the_feed() {
     assert_eq!(feed.topology.as_deref(), Some(TOPOLOGY));
     assert_eq!(wait_place(&agent1, &fleet, "r1")["topology"], "feed");
 
-    // --topology takes an http:// URL: here the origin's copy.
+    // A newer feed with another topology moves the agent (its session places new
+    // connections by it): the racks swap subnets.
+    let swapped = fleet.base().join("swapped.toml");
+    std::fs::write(&swapped, TOPOLOGY.replace("r1", "rx").replace("r2", "r1")).unwrap();
+    let out = Command::new(ringswarm())
+        .args(["publish", "--refresh", "--key"])
+        .arg(fleet.base().join("fleet.key"))
+        .arg("--origin-dir")
+        .arg(fleet.base().join("origin"))
+        .arg("--topology")
+        .arg(&swapped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("carries the topology of"));
+    wait_place(&agent1, &fleet, "rx");
+    wait_place(&agent2, &fleet, "r1");
+
+    // --topology takes an http:// URL: here the origin's copy (the newest feed's, swapped).
     let url = format!("http://{http}/topology.toml");
     let a3: SocketAddr = (Ipv4Addr::new(127, 0, 2, 6), free_port([127, 0, 2, 6])).into();
     let agent3 = agent_at(&fleet, "host-url", a3, &["--topology", &url]);
-    let p3 = wait_place(&agent3, &fleet, "r2");
+    let p3 = wait_place(&agent3, &fleet, "r1");
     assert_eq!(p3["topology"], "--topology", "{p3}");
 
     // Stated --dc/--rack win over the feed's topology.

@@ -491,3 +491,28 @@ impl TorrentHandle {
         self.shared.storage.file_paths()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_locator_places_new_connections_and_leaves_loaded_ones() {
+        let shared = SharedLocator::new(Arc::new(Locator::default()));
+        let before = shared.load();
+        assert!(before.is_blind());
+        let topology = crate::tracker::topology::Topology::from_toml_str(
+            "[[subnet]]\ncidr = \"127.0.1.0/24\"\ndc = \"lo\"\nrack = \"r1\"\n",
+            "test",
+        )
+        .unwrap();
+        shared.store(Locator::new(Some(topology), NamedPlace::default()));
+        let ip = "127.0.1.4".parse().unwrap();
+        let after = shared.load();
+        assert_eq!(after.peer_place(ip, None).rack.as_deref(), Some("r1"));
+        // What a worker loaded before (a connected peer's places) is unchanged.
+        assert!(before.is_blind() && !before.places(ip));
+        // Every clone (each worker's) sees the new one.
+        assert!(shared.clone().load().places(ip));
+    }
+}
