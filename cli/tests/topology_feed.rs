@@ -180,7 +180,7 @@ fn agents_without_a_topology_flag_take_their_rack_from_the_feed() {
         .to_owned();
     assert_eq!(http_get(&http, "/topology.toml"), TOPOLOGY);
     fleet.publish_with("index", "v2", 2, &[]);
-    agent1.wait_current("index", "v2", &fleet);
+    let v2 = agent1.wait_current("index", "v2", &fleet);
     let feed = std::fs::read(fleet.base().join("origin/feed.json")).unwrap();
     let feed = ringswarm_engine::feed::Feed::read_unverified(&feed).unwrap();
     assert_eq!(feed.topology.as_deref(), Some(TOPOLOGY));
@@ -207,6 +207,26 @@ fn agents_without_a_topology_flag_take_their_rack_from_the_feed() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("carries the topology of"));
     wait_place(&agent1, &fleet, "rx");
     wait_place(&agent2, &fleet, "r1");
+    // ... and their announces say so: the tracker puts agent 2 first for a peer of rack r1
+    // (while it held agent 1 there, agent 1 always came first), agent 1 for rack rx.
+    let deadline = Instant::now() + TIMEOUT;
+    let info_hash = hash_of(v2["info_hash"].as_str().unwrap());
+    loop {
+        let first = |rack| {
+            peers_for_rack(tracker, info_hash, rack)
+                .first()
+                .map(|p| p.port())
+        };
+        let (r1, rx) = (first("r1"), first("rx"));
+        if r1 == Some(a2.port()) && rx == Some(a1.port()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            dump_logs(&[&agent1.guard, &agent2.guard]);
+            panic!("after the swap the tracker leads with ports {r1:?} (r1), {rx:?} (rx)");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // --topology takes an http:// URL: here the origin's copy (the newest feed's, swapped).
     let url = format!("http://{http}/topology.toml");

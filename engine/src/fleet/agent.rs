@@ -655,8 +655,12 @@ impl State {
             }
             self.sequence = feed.sequence;
         }
-        self.topology
-            .follow(&self.session, feed.topology.as_deref());
+        if self
+            .topology
+            .follow(&self.session, feed.topology.as_deref())
+        {
+            self.reannounce();
+        }
         let mut wanted = Vec::new();
         for r in feed.newest_per_name() {
             if r.name == RESERVED_NAME {

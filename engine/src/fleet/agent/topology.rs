@@ -8,8 +8,8 @@
 //!   any topology for this host's own place.
 //! - The applied text is kept in `.agent/topology.toml`, so a restarted agent announces the
 //!   releases it seeds from disk with its place before the first feed arrives.
-//! - Announces already running keep the URL data they started with (the agent does not
-//!   re-announce everything when the topology changes); new downloads use the new place.
+//! - When the place changes, every torrent is announced again with it (see
+//!   [`super::State::reannounce`]).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -149,6 +149,58 @@ impl FeedTopology {
             rack: self.stated.rack.clone(),
             address: None,
             topology: source.to_owned(),
+        }
+    }
+}
+
+impl super::State {
+    /// Announces every torrent again with the place now known. The old announcers say
+    /// `stopped` first (all at once, each within its stop timeout of 2 s, so the agent
+    /// pauses that long on a topology change): a tracker that heard `stopped` after the
+    /// new `started` would forget the peer.
+    pub(super) fn reannounce(&mut self) {
+        let mut old = Vec::new();
+        for d in self.downloads.values_mut() {
+            old.extend(d.announcer.take());
+        }
+        for h in self.held.values_mut().flatten() {
+            old.extend(h.announcer.take());
+        }
+        if old.is_empty() {
+            return;
+        }
+        std::thread::scope(|s| {
+            for a in old {
+                s.spawn(move || a.stop());
+            }
+        });
+        let place = self.topology.place.clone();
+        let announce = |release: &crate::feed::Release, handle: &crate::session::TorrentHandle| {
+            let meta = release.parse_metainfo().ok()?;
+            let tiers = crate::session::tracker_tiers(&meta, &self.config.trackers);
+            let own = self.session.listen_addr()?;
+            (!tiers.is_empty()).then(|| {
+                crate::session::announce_torrent(handle, tiers, self.session.peer_id(), own, &place)
+            })
+        };
+        let mut renewed = Vec::new();
+        for (hash, d) in &self.downloads {
+            renewed.push((Some(*hash), None, announce(&d.release, &d.handle)));
+        }
+        for (name, list) in &self.held {
+            for (i, h) in list.iter().enumerate() {
+                if let Some(handle) = &h.handle {
+                    renewed.push((None, Some((name.clone(), i)), announce(&h.release, handle)));
+                }
+            }
+        }
+        for (hash, held, announcer) in renewed {
+            if let Some(d) = hash.and_then(|h| self.downloads.get_mut(&h)) {
+                d.announcer = announcer;
+            } else if let Some(h) = held.and_then(|(name, i)| self.held.get_mut(&name)?.get_mut(i))
+            {
+                h.announcer = announcer;
+            }
         }
     }
 }
