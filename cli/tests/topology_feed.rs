@@ -41,9 +41,14 @@ fn free_port(ip: [u8; 4]) -> u16 {
 
 /// An agent on the fleet's feed listening on `ip:port`, with `extra` flags.
 fn agent_at(fleet: &Fleet, host: &str, listen: SocketAddr, extra: &[&str]) -> Agent {
+    agent_on(fleet, &fleet.feed_url, host, listen, extra)
+}
+
+/// [`agent_at`] on the feed at `feed`.
+fn agent_on(fleet: &Fleet, feed: &str, host: &str, listen: SocketAddr, extra: &[&str]) -> Agent {
     let dir = fleet.base().join(host);
     let mut cmd = Command::new(ringswarm());
-    cmd.args(["-v", "agent", "--feed", &fleet.feed_url, "--poll", "200ms"])
+    cmd.args(["-v", "agent", "--feed", feed, "--poll", "200ms"])
         .args(["--listen", &listen.to_string(), "--cores", "1", "--pubkey"])
         .arg(fleet.base().join("fleet.pub"))
         .arg("--dir")
@@ -243,6 +248,13 @@ fn agents_without_a_topology_flag_take_their_rack_from_the_feed() {
         (p4["dc"].as_str(), p4["topology"].as_str()),
         (Some("lo"), Some("feed"))
     );
+
+    // Restarted while the feed cannot be had, an agent keeps the last feed's topology.
+    drop(agent1);
+    let dead_feed = "http://127.0.0.1:1/feed.json";
+    let agent1 = agent_on(&fleet, dead_feed, "host-r1", a1, &[]);
+    let p1 = wait_place(&agent1, &fleet, "rx");
+    assert_eq!(p1["topology"], "feed", "{p1}");
 }
 
 #[test]

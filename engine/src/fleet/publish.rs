@@ -293,6 +293,32 @@ mod tests {
     use super::next_sequence;
 
     #[test]
+    fn a_publish_keeps_sets_or_clears_the_topology() {
+        use super::{Feed, TopologyChange};
+        let text = "[[subnet]]\ncidr = \"10.0.0.0/8\"\ndc = \"a\"\nrack = \"b\"\n";
+        let mut feed = Feed {
+            topology: Some(text.into()),
+            ..Feed::default()
+        };
+        TopologyChange::Keep.apply(&mut feed).unwrap();
+        assert_eq!(feed.topology.as_deref(), Some(text));
+        let other = text.replace("rack = \"b\"", "rack = \"c\"");
+        TopologyChange::Set(other.clone()).apply(&mut feed).unwrap();
+        assert_eq!(feed.topology.as_deref(), Some(other.as_str()));
+        let e = TopologyChange::Set("cidr = 1".into())
+            .apply(&mut feed)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--topology: topology in the feed"),
+            "{e}"
+        );
+        assert_eq!(feed.topology.as_deref(), Some(other.as_str()));
+        TopologyChange::Clear.apply(&mut feed).unwrap();
+        assert_eq!(feed.topology, None);
+    }
+
+    #[test]
     fn the_sequence_never_goes_back() {
         assert_eq!(next_sequence(0, 1_000), 1_000);
         assert_eq!(next_sequence(1_000, 1_000), 1_001);
