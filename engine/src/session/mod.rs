@@ -61,6 +61,7 @@ pub struct SessionConfig {
     /// Peers unchoked at once per torrent (a trusted fleet: no tit-for-tat).
     pub upload_slots: usize,
     /// Places us and our peers (rack-local preference); the default places nobody.
+    /// [`Session::set_locator`] replaces it while the session runs.
     pub locator: Arc<Locator>,
     /// Host-wide payload limits in bytes per second, over every torrent and core.
     pub max_upload_rate: Option<u64>,
