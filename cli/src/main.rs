@@ -12,7 +12,10 @@ mod common;
 mod config;
 mod create;
 mod demo;
+mod feed;
+mod fleet;
 mod get;
+mod info;
 mod interrupt;
 mod keygen;
 mod origin;
@@ -42,7 +45,7 @@ use crate::progress::Style;
 ///
 /// Try it all on this machine with `ringswarm demo`.
 #[derive(Debug, Parser)]
-#[command(name = "ringswarm", version, verbatim_doc_comment)]
+#[command(name = "ringswarm", version = VERSION, verbatim_doc_comment)]
 struct Cli {
     /// Print one JSON summary object on stdout at the end (and no progress bar); human
     /// messages go to stderr.
@@ -70,6 +73,9 @@ enum Command {
     Origin(origin::Args),
     Agent(agent::Args),
     Status(status::Args),
+    Fleet(fleet::Args),
+    Feed(feed::Args),
+    Info(info::Args),
 }
 
 impl Command {
@@ -86,9 +92,21 @@ impl Command {
             Command::Origin(_) => "origin",
             Command::Agent(_) => "agent",
             Command::Status(_) => "status",
+            Command::Fleet(_) => "fleet",
+            Command::Feed(_) => "feed",
+            Command::Info(_) => "info",
         }
     }
 }
+
+/// `--version`: the crate version and the git commit (from build.rs; `unknown` outside a
+/// git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("RINGSWARM_GIT_HASH"),
+    ")"
+);
 
 /// What every command gets besides its own arguments.
 #[derive(Clone, Copy, Debug)]
@@ -140,6 +158,7 @@ fn error_line(e: &anyhow::Error) -> String {
 
 fn main() {
     let cli = Cli::parse();
+    ringswarm_engine::metrics::set_build(env!("CARGO_PKG_VERSION"), env!("RINGSWARM_GIT_HASH"));
     init_logging(cli.verbose);
     let ctx = Ctx {
         out: Out { json: cli.json },
@@ -158,6 +177,9 @@ fn main() {
         Command::Origin(a) => origin::run(ctx, a),
         Command::Agent(a) => agent::run(ctx, a),
         Command::Status(a) => status::run(ctx, a),
+        Command::Fleet(a) => fleet::run(ctx, a),
+        Command::Feed(a) => feed::run(ctx, a),
+        Command::Info(a) => info::run(ctx, a),
     };
     if let Err(e) = result {
         let line = error_line(&e);

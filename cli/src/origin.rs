@@ -27,7 +27,7 @@ use crate::Ctx;
 ///
 /// Every setting can come from --config FILE (TOML, keys as the long flags with `_`:
 /// dir, http, http_max_connections, listen, trackers, topology, dc, rack, cores,
-/// max_upload_rate, max_download_rate); flags win over the file.
+/// max_upload_rate, max_download_rate, tracker_http); flags win over the file.
 ///
 /// The HTTP server stays up under slow or hostile clients: past --http-max-connections a
 /// connection gets a 503 at once; a request header over 16 KiB gets a 431; a request not
@@ -47,6 +47,12 @@ pub struct Args {
     /// Most HTTP connections open at once [default: 16384].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub http_max_connections: Option<u64>,
+
+    /// The tracker's HTTP address (its --metrics port), e.g. http://127.0.0.1:9469: the
+    /// origin joins the tracker's peers with its feed and serves the fleet view at
+    /// http://HTTP/fleet.json and the page at http://HTTP/ (config key `tracker_http`).
+    #[arg(long, value_name = "URL")]
+    pub tracker_http: Option<String>,
 
     #[command(flatten)]
     pub peer: PeerArgs,
@@ -71,6 +77,7 @@ struct FileConfig {
     cores: Option<usize>,
     max_upload_rate: Option<String>,
     max_download_rate: Option<String>,
+    tracker_http: Option<String>,
 }
 
 impl FileConfig {
@@ -119,6 +126,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         session: peer.session,
         trackers: peer.trackers,
         place: peer.place.tracker_place(),
+        tracker_http: args.tracker_http.or(file.tracker_http),
     })
     .with_context(|| format!("starting the origin on `{}`", dir.display()))?;
     let out = ctx.out;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ringswarm_engine::fleet::http::{HttpServer, Limits, Reply};
-use ringswarm_engine::metrics::Exposition;
+use ringswarm_engine::metrics::{as_gauge, Metrics};
 use ringswarm_engine::tracker::server::{TrackerConfig, TrackerServer};
 use ringswarm_engine::tracker::store::StoreConfig;
 use ringswarm_engine::tracker::topology::Cidr;
@@ -44,6 +44,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub interval: Option<u32>,
 
+    /// Seconds between the announces of a peer still downloading, when shorter than
+    /// --interval: the fleet view sees a host's progress only when it announces
+    /// (ringswarm's own client announces at most every 30 s) [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub leecher_interval: Option<u32>,
+
     /// Worker threads, one per core [default: all online CPUs].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
@@ -63,7 +69,7 @@ pub struct Args {
     pub max_peers_per_torrent: Option<usize>,
 
     /// Peers stored at most, over all torrents: the one cap on the tracker's memory
-    /// (≤ 128 bytes a peer, ≈ 80 typical; see engine/src/tracker/store.rs) [default: 2000000].
+    /// (≤ 136 bytes a peer, ≈ 85 typical; see engine/src/tracker/store.rs) [default: 2000000].
     #[arg(long, value_name = "N")]
     pub max_peers: Option<usize>,
 
@@ -91,13 +97,17 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub recv_buffer: Option<u64>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics; a PORT alone means 127.0.0.1:PORT.
+    /// Serve Prometheus metrics at http://ADDR/metrics, and the fleet view's JSON (the
+    /// origin's `tracker_http`): /swarms.json (counts per dc and rack of the first 1000
+    /// torrents) and /swarm/INFOHASH.json (one torrent: counts per place and at most 5000
+    /// peers with place, bytes left and rate, the slowest first). A PORT alone means
+    /// 127.0.0.1:PORT.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
 
     /// A TOML config file: keys as the long flags with `_` (listen, topology, interval,
-    /// cores, trusted, max_torrents, max_peers_per_torrent, max_peers, max_peers_per_address,
-    /// max_new_torrents_per_address, max_url_names_per_address, min_remote, recv_buffer,
+    /// leecher_interval, cores, trusted, max_torrents, max_peers_per_torrent, max_peers,
+    /// max_peers_per_address, max_new_torrents_per_address, max_url_names_per_address, min_remote, recv_buffer,
     /// metrics); flags win over the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -109,6 +119,7 @@ struct FileConfig {
     listen: Option<String>,
     topology: Option<PathBuf>,
     interval: Option<u32>,
+    leecher_interval: Option<u32>,
     cores: Option<usize>,
     #[serde(default)]
     trusted: Vec<String>,
@@ -126,7 +137,7 @@ struct FileConfig {
 fn tracker_metrics(server: &TrackerServer) -> String {
     let c = server.counters();
     let (torrents, peers) = server.sizes();
-    let mut e = Exposition::new();
+    let mut e = Metrics::new();
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     e.counter(
         "ringswarm_tracker_packets_total",
@@ -156,14 +167,38 @@ fn tracker_metrics(server: &TrackerServer) -> String {
     e.gauge(
         "ringswarm_tracker_torrents",
         "Torrents tracked.",
-        torrents as f64,
+        as_gauge(torrents as u64),
     );
     e.gauge(
         "ringswarm_peers",
         "Peers tracked, over all torrents.",
-        peers as f64,
+        as_gauge(peers as u64),
     );
     e.finish()
+}
+
+fn json_reply(value: &impl serde::Serialize) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(body) => Reply::json(body),
+        Err(e) => Reply::text(500, format!("{e}\n")),
+    }
+}
+
+/// `/swarm/HEX.json`: one torrent's places and peers (the fleet view's input).
+fn swarm_reply(server: &TrackerServer, path: &str) -> Reply {
+    let Some(hex) = path
+        .strip_prefix("/swarm/")
+        .and_then(|p| p.strip_suffix(".json"))
+    else {
+        return Reply::not_found();
+    };
+    let Some(info_hash) = ringswarm_engine::feed::parse_hash(hex) else {
+        return Reply::text(400, "not a 40-digit hex info-hash\n");
+    };
+    match server.swarm_json(&info_hash) {
+        Some(s) => json_reply(&s),
+        None => Reply::text(404, "torrent not tracked\n"),
+    }
 }
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
@@ -195,6 +230,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let defaults = StoreConfig::default();
     let store = StoreConfig {
         interval: args.interval.or(file.interval).unwrap_or(300).max(1),
+        leecher_interval: args
+            .leecher_interval
+            .or(file.leecher_interval)
+            .unwrap_or(defaults.leecher_interval)
+            .max(1),
         max_torrents: args.max_torrents.or(file.max_torrents).unwrap_or(100_000),
         max_peers_per_torrent: args
             .max_peers_per_torrent
@@ -237,7 +277,8 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
                 Limits::metrics(),
                 Arc::new(move |req| match req.path {
                     "/metrics" => Reply::metrics(tracker_metrics(&s)),
-                    _ => Reply::not_found(),
+                    "/swarms.json" => json_reply(&s.swarms_json()),
+                    path => swarm_reply(&s, path),
                 }),
             )
             .with_context(|| format!("serving metrics on {addr}"))?;

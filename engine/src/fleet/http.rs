@@ -44,12 +44,34 @@ impl Reply {
         Reply::text(404, "not found\n")
     }
 
-    /// Prometheus text exposition.
+    /// Prometheus exposition (OpenMetrics text, [`crate::metrics::Metrics`]).
     pub fn metrics(body: String) -> Reply {
         Reply {
             status: 200,
             body: Bytes::from(body),
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            content_type: crate::metrics::CONTENT_TYPE,
+            etag: None,
+            last_modified: None,
+        }
+    }
+
+    /// A JSON document (the fleet view's), never cached: it changes every poll.
+    pub fn json(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            body: body.into(),
+            content_type: "application/json",
+            etag: None,
+            last_modified: None,
+        }
+    }
+
+    /// An HTML page.
+    pub fn html(body: &'static str) -> Reply {
+        Reply {
+            status: 200,
+            body: Bytes::from_static(body.as_bytes()),
+            content_type: "text/html; charset=utf-8",
             etag: None,
             last_modified: None,
         }

@@ -10,16 +10,20 @@
 //! - [`releases`]: the agent's directory: staging, releases, the `current` links;
 //! - [`http`]: the feed and metrics over HTTP, both ends;
 //! - [`place`]: this host's place from the feed's topology;
-//! - [`files`]: durable writes (write, fsync, rename, fsync the directory).
+//! - [`files`]: durable writes (write, fsync, rename, fsync the directory);
+//! - [`view`]: the fleet view (which host runs which release), its page and poller.
 
 pub mod agent;
 pub mod files;
 pub mod hook;
 pub mod http;
+pub mod on_disk;
 pub mod origin;
 pub mod place;
+pub mod progress;
 pub mod publish;
 pub mod releases;
+pub mod view;
 
 /// A new random signing key for the release feed (the feed format takes keys from its
 /// caller; the randomness is here, with the rest of the I/O).

@@ -1,6 +1,8 @@
 //! `origin`: the build machine's long-running role. It serves the feed over HTTP (the file
 //! as `publish` wrote it, with an entity tag for conditional GETs) and seeds every release
-//! the feed lists, picking up each publish within a fraction of a second.
+//! the feed lists, picking up each publish within a fraction of a second. With the
+//! tracker's HTTP address it also serves the fleet view (`/fleet.json`, the page at `/`
+//! and `/fleet`; see [`super::view`]).
 //!
 //! Topology: the feed is the one place the operator gives it (`publish --topology`, signed
 //! with the releases). The origin follows it: without a `--topology` of its own it places
@@ -19,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use super::http::{Cached, HttpServer, HttpStats, Limits, Reply};
 use super::publish::{source_path, Source, FEED_FILE, ORIGIN_LOCK};
+use super::view::Poller;
 use crate::feed::{Feed, Release};
-use crate::metrics::{Exposition, Kind};
+use crate::metrics::{as_gauge, label, Metrics};
 use crate::session::{
     announce_torrent, tracker_tiers, Session, SessionConfig, TorrentHandle, TorrentMode,
     TorrentSpec, TrackerPlace,
@@ -60,6 +63,9 @@ pub struct OriginConfig {
     /// Trackers besides each torrent's own.
     pub trackers: Vec<String>,
     pub place: TrackerPlace,
+    /// The tracker's HTTP address (`http://HOST:PORT`, its `--metrics` port) for the fleet
+    /// view at `/fleet.json` and `/`; `None`: the view says it has no tracker.
+    pub tracker_http: Option<String>,
 }
 
 struct Seeding {
@@ -91,6 +97,7 @@ pub struct Origin {
     http: Option<HttpServer>,
     peer_addr: Option<SocketAddr>,
     state: Arc<Mutex<Vec<(Release, crate::session::TorrentStats)>>>,
+    fleet_view: Option<Poller>,
 }
 
 impl Origin {
@@ -108,11 +115,23 @@ impl Origin {
         let session = Session::start(config.session.clone())?;
         let peer_addr = session.listen_addr();
         let served = Arc::new(Mutex::new(Served::default()));
-        let state = Arc::new(Mutex::new(Vec::new()));
+        let state: Arc<Mutex<Vec<(Release, crate::session::TorrentStats)>>> =
+            Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(HttpCounters::default());
         // The server starts before its stats exist to hand to the handler: they come in here.
         let http_stats: Arc<OnceLock<Arc<HttpStats>>> = Arc::default();
+        let fleet_view = {
+            let state = state.clone();
+            Poller::start(config.tracker_http.clone(), move || {
+                state
+                    .lock()
+                    .map(|s| s.iter().map(|(r, _)| r.clone()).collect())
+                    .unwrap_or_default()
+            })
+            .map_err(io(&dir))?
+        };
         let http = {
+            let fleet_json = fleet_view.latest_handle();
             let served = served.clone();
             let state = state.clone();
             let counters = counters.clone();
@@ -145,6 +164,14 @@ impl Origin {
                         &counters,
                         http_stats.get().map(|s| &**s),
                     )),
+                    "/fleet.json" => {
+                        let body = fleet_json.lock().map(|b| b.clone()).unwrap_or_default();
+                        if body.is_empty() {
+                            return Reply::text(503, "the fleet view is not ready yet\n");
+                        }
+                        Reply::json(body)
+                    }
+                    "/" | "/fleet" => Reply::html(super::view::PAGE),
                     _ => Reply::not_found(),
                 }),
             )
@@ -172,6 +199,7 @@ impl Origin {
             http: Some(http),
             peer_addr,
             state,
+            fleet_view: Some(fleet_view),
         })
     }
 
@@ -198,6 +226,7 @@ impl Origin {
             w.join().ok();
         }
         self.http.take();
+        self.fleet_view.take();
     }
 }
 
@@ -412,25 +441,24 @@ fn origin_metrics(
     counters: &HttpCounters,
     http: Option<&HttpStats>,
 ) -> String {
-    let mut e = Exposition::new();
+    let mut e = Metrics::new();
     let sequence = served.lock().map(|s| s.sequence).unwrap_or(0);
     e.gauge(
         "ringswarm_feed_sequence",
         "Sequence number of the feed served.",
-        sequence as f64,
+        as_gauge(sequence),
     );
-    e.metric(
+    e.counter_family(
         "ringswarm_feed_requests_total",
         "Feed requests answered, whole or not modified.",
-        Kind::Counter,
         &[
             (
-                "answer=\"full\"",
-                counters.feed_full.load(Ordering::Relaxed) as f64,
+                label("answer", "full"),
+                counters.feed_full.load(Ordering::Relaxed),
             ),
             (
-                "answer=\"not_modified\"",
-                counters.feed_not_modified.load(Ordering::Relaxed) as f64,
+                label("answer", "not_modified"),
+                counters.feed_not_modified.load(Ordering::Relaxed),
             ),
         ],
     );
@@ -439,7 +467,7 @@ fn origin_metrics(
     e.gauge(
         "ringswarm_releases_seeded",
         "Releases being seeded.",
-        stats.len() as f64,
+        as_gauge(stats.len() as u64),
     );
     if let Some(http) = http {
         http.write_metrics(&mut e);

@@ -23,6 +23,8 @@ use super::store::{AnnounceIn, ConnectionIds, Store, StoreConfig};
 use super::topology::Topology;
 use crate::reactor::{self, udp, BufRing, PiecePool, Ring};
 
+mod view;
+
 const RECV_GROUP: u16 = 0;
 const TOKEN_RECV: u64 = 1;
 const TOKEN_SEND: u64 = 2 << 56;
@@ -90,6 +92,8 @@ pub struct TrackerServer {
     workers: Vec<JoinHandle<()>>,
     counters: Arc<ServerCounters>,
     shards: Arc<Vec<Mutex<Store>>>,
+    /// For the names of places in the fleet view ([`view`]).
+    topology: Arc<RwLock<Topology>>,
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -202,6 +206,7 @@ impl TrackerServer {
             workers,
             counters,
             shards,
+            topology,
         };
         for _ in 0..cores {
             match ready_rx.recv() {

@@ -64,6 +64,16 @@
 //! - Seeders/leechers are exact counts of the stored peers (`left == 0` is a seed).
 //!   Peers past their expiry are counted until the sweep removes them.
 //!
+//! # What the fleet view reads
+//!
+//! Each entry keeps the peer's `left` (in 16 KiB units, rounded up so only a seed reads 0)
+//! and its download rate between its last two announces (KiB/s); the read-only views in
+//! `view` ([`Store::summary`], [`Store::peer_views`]) give counts per place and a capped
+//! per-peer list, slowest first. A downloading peer (`left > 0`) is answered with
+//! `min(interval, leecher_interval)` (default 30 s), seeds with `interval`: progress is
+//! seen only at announces, and BEP 15 carries the interval per answer, so only the few
+//! hosts still downloading announce more often.
+//!
 //! # Expiry
 //!
 //! A peer that does not re-announce within `interval + grace` seconds is removed by
@@ -141,11 +151,12 @@
 //! another peer (probability ≈ n / 2^64 per new peer, not steerable without the key) makes
 //! the newcomer be refused with [`AnnounceError::PeerIdCollision`].
 //!
-//! # Memory per peer (target ≤ 128 bytes; `--max-peers` × 150 bytes bounds the total)
+//! # Memory per peer (target ≤ 136 bytes; `--max-peers` × 160 bytes bounds the total)
 //!
-//! - `Entry` = peer id 20 + address 16 + port 2 + place 4 + last-seen 4 = 46 → **48 bytes**
-//!   (4-byte alignment). Vectors grow by one entry up to 8, then by 25 %, never by
-//!   doubling: ≤ 60 bytes, ≈ 50 typical, exactly 48 for groups of up to 8.
+//! - `Entry` = peer id 20 + address 16 + port 2 + place 4 + last-seen 4 + left 4 + rate 4
+//!   (the fleet view's progress, issue 13) = 54 → **56 bytes** (4-byte alignment).
+//!   Vectors grow by one entry up to 8, then by 25 %, never by doubling: ≤ 70 bytes, ≈ 58
+//!   typical, exactly 56 for groups of up to 8.
 //! - peer map slot = key 8 + `Loc` (place 4 + index/family 4) 8 = 16 bytes + 1 control byte
 //!   = **17 bytes** per bucket; buckets are a power of two at 44–87.5 % load: 19–39 bytes
 //!   per peer, 22 at 100 000 peers (131 072 buckets).
@@ -154,19 +165,20 @@
 //! - per torrent: `Option<Torrent>` slot + info-hash index entry ≈ 200 bytes, over ≥ 1 peer
 //!   (negligible for swarms of tens of peers; an empty torrent is evictable).
 //!
-//! Typical total ≈ 70–85 bytes. Worst case: grouped, every peer in its own rack, map just
-//! grown: 48 + 34 + 39 + 1 ≈ 122 bytes; with bigger groups the entry slack (≤ 12) is more
+//! Typical total ≈ 80–95 bytes. Worst case: grouped, every peer in its own rack, map just
+//! grown: 56 + 34 + 39 + 1 ≈ 130 bytes; with bigger groups the entry slack (≤ 12) is more
 //! than paid for by the shared group header. [`Store::approx_bytes`] adds up the allocated
 //! capacities (not allocator rounding); the tests check ≤ 128 bytes per peer for a
-//! 100 000-peer torrent in 100 racks (measured 76), 2 000 torrents of 50 peers (76) and the
-//! worst case, 225 peers in 225 racks (125, including the store's fixed overhead). The
+//! 100 000-peer torrent in 100 racks and 2 000 torrents of 50 peers (76 each before the
+//! 8 bytes of progress), and ≤ 136 for the worst case, 225 peers in 225 racks (134,
+//! including the store's fixed overhead). The
 //! criterion bench prints ≈ 85 bytes for 500 000 peers in 10 000 torrents and for
 //! 1 000 000 peers (one of 100 000 + 18 000 of 50), peers spread over 100 racks.
 //!
 //! Per-address count records: one peer map slot (≤ 39 bytes) per address holding ≥ 2
 //! entries of a torrent, so ≤ 20 bytes per entry; the test with 2 entries per address in
-//! the worst-case layout measures ≤ 150 bytes per peer. Hence the documented figure:
-//! **memory ≤ `max_peers` × 150 bytes + `max_torrents` × ≈ 200 bytes** (+ ≤ 12 MiB for the
+//! the worst-case layout measures ≤ 160 bytes per peer. Hence the documented figure:
+//! **memory ≤ `max_peers` × 160 bytes + `max_torrents` × ≈ 200 bytes** (+ ≤ 12 MiB for the
 //! creation budget and ≤ 4096 interned URL names), whatever the announce stream.
 //!
 //! # Cost per announce
@@ -188,6 +200,9 @@ use std::sync::Arc;
 
 use super::limits::{CreationRefusal, Limits};
 use super::topology::{Cidr, Place};
+
+mod view;
+pub use view::{PeerView, PlaceCounts, SwarmSummary};
 
 /// A torrent's info-hash.
 pub type InfoHash = [u8; 20];
@@ -336,6 +351,11 @@ pub struct StoreConfig {
     pub interval: u32,
     /// Extra seconds after the interval before a silent peer expires.
     pub grace: u32,
+    /// Interval handed to a downloading peer (`left > 0`) when shorter than `interval`:
+    /// its progress is seen only at its announces, so the fleet view stays live while it
+    /// downloads; seeds, the bulk of a fleet, keep the long interval (default 30 s, the
+    /// shortest interval our own client honours: see `tracker::client`).
+    pub leecher_interval: u32,
     pub max_torrents: usize,
     /// Clamped to 1..=2^31−1.
     pub max_peers_per_torrent: usize,
@@ -370,6 +390,7 @@ impl Default for StoreConfig {
         StoreConfig {
             interval: 300,
             grace: 120,
+            leecher_interval: 30,
             max_torrents: 100_000,
             max_peers_per_torrent: 250_000,
             max_peers_per_address: 8,
@@ -547,9 +568,34 @@ struct Entry {
     port: u16,
     place: Place,
     last: u32,
+    /// `left` of its last announce in [`LEFT_UNIT`]s, rounded up, saturating (64 TiB):
+    /// what the fleet view shows as progress.
+    left_units: u32,
+    /// Download rate between its last two announces, KiB/s (0: none seen yet).
+    rate_kib: u32,
     /// Keyed by its address alone (the first entry its address made in the torrent, or the
-    /// one that took that key back), else by (address, peer id). Fills padding: 48 bytes.
+    /// one that took that key back), else by (address, peer id). Fills padding: 56 bytes.
     first: bool,
+}
+
+/// The unit of a stored `left` (one block): rounding costs the view nothing.
+pub const LEFT_UNIT: u64 = 16 << 10;
+
+/// `left` in [`LEFT_UNIT`]s, rounded up so that only a seed reads 0.
+fn left_units(left: u64) -> u32 {
+    u32::try_from(left.div_ceil(LEFT_UNIT)).unwrap_or(u32::MAX)
+}
+
+/// The rate a peer downloaded at between two announces (KiB/s): the drop of `left` over
+/// the seconds between them; the old rate when no time passed (two announces in one
+/// second, e.g. `completed` right after a periodic one); 0 when `left` grew (a restart).
+fn rate_between(old: &Entry, new_units: u32, now32: u32) -> u32 {
+    let secs = now32.wrapping_sub(old.last);
+    if secs == 0 || secs > u32::MAX / 2 {
+        return old.rate_kib;
+    }
+    let fetched = u64::from(old.left_units.saturating_sub(new_units)) * (LEFT_UNIT >> 10);
+    u32::try_from(fetched / u64::from(secs)).unwrap_or(u32::MAX)
 }
 
 impl Entry {
@@ -1417,7 +1463,11 @@ impl Store {
             );
         }
         Ok(AnnounceOut {
-            interval: config.interval,
+            interval: if seed {
+                config.interval
+            } else {
+                config.interval.min(config.leecher_interval.max(1))
+            },
             leechers: t.leechers,
             seeders: t.seeders,
         })
@@ -1449,6 +1499,8 @@ impl Store {
             port: addr.port(),
             place: req.place,
             last: now32,
+            left_units: left_units(req.left),
+            rate_kib: 0,
             first: false,
         };
         let found = match t.find_peer(&ip, v6, &req.peer_id) {
@@ -1495,7 +1547,11 @@ impl Store {
             self.peer_total += 1;
             return Ok(Some(at));
         };
-        let old_first = t.locate(loc).is_some_and(|(_, _, _, e)| e.first);
+        let old = t.locate(loc).map(|(_, _, _, e)| e);
+        let old_first = old.is_some_and(|e| e.first);
+        if let Some(old) = old {
+            entry.rate_kib = rate_between(&old, entry.left_units, now32);
+        }
         if req.event == Event::Stopped {
             self.remove_peer(slot, loc.v6(), g, idx);
             return Ok(None);
@@ -2548,7 +2604,7 @@ mod tests {
         }
         let b = per_peer(&s);
         eprintln!("one peer per rack: {b:.1} bytes per peer");
-        assert!(b <= 128.0, "{b} bytes per peer");
+        assert!(b <= 136.0, "{b} bytes per peer");
     }
 
     #[test]
@@ -2563,12 +2619,12 @@ mod tests {
         assert_eq!(s.peer_count(), 225);
         let b = per_peer(&s);
         eprintln!("two peers per address, one peer per rack: {b:.1} bytes per peer");
-        assert!(b <= 150.0, "{b} bytes per peer");
+        assert!(b <= 160.0, "{b} bytes per peer");
     }
 
     #[test]
     fn entry_sizes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 48);
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
         assert_eq!(std::mem::size_of::<(u64, Loc)>(), 16);
     }
 
