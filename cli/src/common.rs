@@ -86,10 +86,11 @@ pub struct LimitArgs {
 /// Where this host stands, for rack-local preference (`--topology`, `--dc`, `--rack`).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct PlaceArgs {
-    /// A topology file placing this host and its peers in racks: the tracker's TOML
-    /// (`[[subnet]]` tables with `cidr`, `dc`, `rack`). Peers in our rack are asked first;
-    /// peers outside it only for pieces no rack peer has.
-    #[arg(long, value_name = "FILE")]
+    /// A topology placing this host and its peers in racks, as a file or an http:// URL
+    /// (read once, at start): the tracker's TOML (`[[subnet]]` tables with `cidr`, `dc`,
+    /// `rack`). Peers in our rack are asked first; peers outside it only for pieces no rack
+    /// peer has. An agent without it takes the topology of the signed feed.
+    #[arg(long, value_name = "FILE|URL")]
     pub topology: Option<PathBuf>,
 
     /// Our datacenter (wins over the topology); told to trackers (BEP 41) and peers.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ringswarm_engine::fleet::publish::{publish, refresh, PublishSpec};
+use ringswarm_engine::fleet::publish::{publish, refresh, PublishSpec, TopologyChange};
 
 use crate::args::{format_bytes, parse_duration, parse_piece_size, parse_tracker_url};
 use crate::keygen::load_secret;
@@ -27,6 +27,11 @@ use crate::Ctx;
 /// publish at least that often. Its sequence is above the last one and at least the time
 /// in ms, so it grows even when ORIGIN-DIR was lost. With nothing new to publish,
 /// `publish --refresh` signs the same feed again with a new sequence and expiry.
+///
+/// --topology puts the fleet's topology (CIDR → dc/rack, the tracker's TOML) into the
+/// signed feed: agents then need no topology file, and the origin serves it at
+/// /topology.toml for the tracker. Given once, it stays in every later feed until another
+/// --topology (with --refresh: without publishing a release) or --no-topology.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The blob: a file or a directory.
@@ -66,6 +71,15 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: u64,
 
+    /// The fleet's topology, a file or an http:// URL, signed into the feed
+    /// [default: the previous feed's].
+    #[arg(long, value_name = "FILE|URL")]
+    pub topology: Option<PathBuf>,
+
+    /// Drop the topology from the feed.
+    #[arg(long, conflicts_with = "topology")]
+    pub no_topology: bool,
+
     /// How long agents act on this feed, 1s to 365d (e.g. 12h, 7d).
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_valid_for)]
     pub valid_for: Duration,
@@ -102,11 +116,36 @@ fn time_version() -> String {
     )
 }
 
+/// What the publish does to the feed's topology, with a line saying so.
+fn topology_change(args: &Args) -> Result<(TopologyChange, Option<String>)> {
+    if args.no_topology {
+        return Ok((
+            TopologyChange::Clear,
+            Some("the feed carries no topology".into()),
+        ));
+    }
+    let Some(source) = &args.topology else {
+        return Ok((TopologyChange::Keep, None));
+    };
+    let (text, topology) = ringswarm_engine::tracker::read_topology(source)
+        .with_context(|| format!("--topology `{}`", source.display()))?;
+    let line = format!(
+        "the feed carries the topology of {} ({} subnets)",
+        source.display(),
+        topology.subnet_count()
+    );
+    Ok((TopologyChange::Set(text), Some(line)))
+}
+
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let key = load_secret(&args.key)?;
+    let (topology, topology_line) = topology_change(&args)?;
     let (Some(path), Some(name)) = (args.path.clone(), args.name.clone()) else {
-        let feed = refresh(&args.origin_dir, &key, args.valid_for)
+        let feed = refresh(&args.origin_dir, &key, args.valid_for, &topology)
             .with_context(|| format!("refreshing the feed of `{}`", args.origin_dir.display()))?;
+        if let Some(line) = topology_line {
+            ctx.out.line(line);
+        }
         ctx.out.line(format!(
             "refreshed the feed ({} releases) as feed sequence {}, valid for {}",
             feed.releases.len(),
@@ -132,8 +171,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         piece_size: args.piece_size,
         keep: usize::try_from(args.keep).unwrap_or(usize::MAX),
         valid_for: args.valid_for,
+        topology,
     })
     .with_context(|| format!("publishing `{}`", path.display()))?;
+    if let Some(line) = topology_line {
+        ctx.out.line(line);
+    }
     let r = &published.release;
     let hash = ringswarm_engine::hex(&r.info_hash);
     ctx.out.line(format!(

@@ -29,6 +29,14 @@
 //!   its total length: the signature then covers the data itself, through the piece hashes.
 //! - Names and versions become directory names on every host, so they are checked like
 //!   torrent path components and limited to a conservative character set.
+//! - The fleet's topology (the TOML of [`crate::topology`], CIDR → dc/rack) may ride in the
+//!   body as `"topology": "<toml text>"`, so agents need no file of their own and the
+//!   signature covers it. The field is optional: a body without it reads as before, and a
+//!   feed published without a topology is byte-for-byte what older versions signed. Older
+//!   agents refuse a body *with* it (unknown field): upgrade the agents before publishing a
+//!   topology. It is kept as the operator's text (not re-serialised), at most
+//!   [`MAX_TOPOLOGY_BYTES`], and must parse: a feed whose topology does not is refused
+//!   whole, like a feed with a bad release.
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer};
@@ -36,6 +44,8 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::metainfo::Metainfo;
+use crate::topology::Topology;
+pub use crate::topology::MAX_TOPOLOGY_BYTES;
 
 /// The `format` of the envelope this code writes and reads.
 pub const FORMAT: &str = "ringswarm-feed/2";
@@ -64,6 +74,8 @@ pub enum FeedError {
     BadSignature,
     #[error("feed release {index}: {reason}")]
     BadRelease { index: usize, reason: String },
+    #[error("{0}")]
+    BadTopology(String),
     #[error("key: {0}")]
     BadKey(String),
     #[error(
@@ -183,6 +195,9 @@ pub struct Feed {
     /// When it stops being fresh (None: a format 1 feed, never fresh).
     pub expires_ms: Option<u64>,
     pub releases: Vec<Release>,
+    /// The fleet's topology, as the operator wrote it (TOML, see [`crate::topology`]);
+    /// checked to parse when the feed is decoded.
+    pub topology: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -201,6 +216,8 @@ struct Body {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_ms: Option<u64>,
     releases: Vec<BodyRelease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topology: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -263,6 +280,7 @@ impl Feed {
                     metainfo: B64.encode(&r.metainfo),
                 })
                 .collect(),
+            topology: self.topology.clone(),
         };
         // Serialising plain strings and integers cannot fail.
         let body = serde_json::to_vec(&body).unwrap_or_default();
@@ -275,6 +293,12 @@ impl Feed {
         let mut out = serde_json::to_vec_pretty(&envelope).unwrap_or_default();
         out.push(b'\n');
         out
+    }
+
+    /// The parsed topology, if the feed carries one (it parsed when the feed was decoded;
+    /// a feed built in memory is checked here).
+    pub fn parsed_topology(&self) -> Result<Option<Topology>, FeedError> {
+        self.topology.as_deref().map(parse_topology).transpose()
     }
 
     /// Checks the signature, then every release. Nothing of an unsigned feed is parsed
@@ -374,12 +398,21 @@ fn parse_body(body: &[u8], version: Version) -> Result<Feed, FeedError> {
         }
         releases.push(release);
     }
+    if let Some(text) = &body.topology {
+        parse_topology(text)?;
+    }
     Ok(Feed {
         sequence: body.sequence,
         signed_ms,
         expires_ms,
         releases,
+        topology: body.topology,
     })
+}
+
+/// Parses the feed's topology text; errors say what is wrong in it.
+pub fn parse_topology(text: &str) -> Result<Topology, FeedError> {
+    Topology::from_toml_str(text, "in the feed").map_err(|e| FeedError::BadTopology(e.to_string()))
 }
 
 /// Parses 40 hex digits.
@@ -485,6 +518,7 @@ mod tests {
                 Release::new("model", "2026.11.24", torrent("m", 5), 2000).unwrap(),
                 Release::new("index", "v2", torrent("blob", 50000), 3000).unwrap(),
             ],
+            topology: None,
         }
     }
 
@@ -628,6 +662,99 @@ mod tests {
         assert_eq!(
             Feed::verify(&vec![b' '; MAX_FEED_BYTES + 1], &key),
             Err(FeedError::TooLarge(MAX_FEED_BYTES + 1))
+        );
+    }
+
+    const TOPOLOGY: &str = "[[subnet]]\ncidr = \"127.0.1.0/24\"\ndc = \"lo\"\nrack = \"r1\"\n";
+
+    #[test]
+    fn the_topology_rides_signed_and_is_optional() {
+        let key = generate_key();
+        // Without one, the body is what older versions signed: no `topology` key at all.
+        let plain = feed().sign(&key);
+        let envelope: Envelope = serde_json::from_slice(&plain).unwrap();
+        let body = B64.decode(&envelope.body).unwrap();
+        assert!(!String::from_utf8(body).unwrap().contains("topology"));
+        assert_eq!(
+            Feed::verify(&plain, &key.verifying_key()).unwrap().topology,
+            None
+        );
+
+        let with = Feed {
+            topology: Some(TOPOLOGY.into()),
+            ..feed()
+        };
+        let back = Feed::verify(&with.sign(&key), &key.verifying_key()).unwrap();
+        assert_eq!(back, with);
+        let topo = back.parsed_topology().unwrap().unwrap();
+        let place = topo.lookup("127.0.1.9".parse().unwrap()).unwrap();
+        assert_eq!(topo.rack_name(place.rack), Some(("lo", "r1")));
+    }
+
+    #[test]
+    fn a_tampered_topology_fails_verification() {
+        let key = generate_key();
+        let bytes = Feed {
+            topology: Some(TOPOLOGY.into()),
+            ..feed()
+        }
+        .sign(&key);
+        let mut envelope: Envelope = serde_json::from_slice(&bytes).unwrap();
+        let body = String::from_utf8(B64.decode(&envelope.body).unwrap()).unwrap();
+        // Move the rack to another subnet, keeping the JSON well-formed.
+        let moved = body.replace("127.0.1.0/24", "127.0.2.0/24");
+        assert_ne!(moved, body);
+        envelope.body = B64.encode(&moved);
+        let tampered = serde_json::to_vec(&envelope).unwrap();
+        assert_eq!(
+            Feed::verify(&tampered, &key.verifying_key()),
+            Err(FeedError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_malformed_or_oversized_topology_is_refused_with_one_line() {
+        let key = generate_key();
+        let bad = Feed {
+            topology: Some("[[subnet]]\ncidr = \"10.1.2.3/16\"\ndc = \"a\"\nrack = \"b\"\n".into()),
+            ..feed()
+        };
+        let e = Feed::verify(&bad.sign(&key), &key.verifying_key()).unwrap_err();
+        let e = e.to_string();
+        assert!(e.starts_with("topology in the feed, line 2"), "{e}");
+        assert!(e.contains("host bits") && !e.contains('\n'), "{e}");
+
+        let huge = Feed {
+            topology: Some(" ".repeat(MAX_TOPOLOGY_BYTES + 1)),
+            ..feed()
+        };
+        let e = huge.parsed_topology().unwrap_err().to_string();
+        assert!(e.contains("more than the 16 MiB"), "{e}");
+    }
+
+    #[test]
+    fn a_topology_of_100_000_subnets_fits_in_a_feed() {
+        let mut text = String::new();
+        for i in 0..100_000u32 {
+            let net = std::net::Ipv4Addr::from(0x0a00_0000 | (i << 8));
+            text.push_str(&format!(
+                "[[subnet]]\ncidr = \"{net}/24\"\ndc = \"dc{}\"\nrack = \"r{}\"\n",
+                i / 10_000,
+                i / 40
+            ));
+        }
+        assert!(text.len() < MAX_TOPOLOGY_BYTES);
+        let key = generate_key();
+        let f = Feed {
+            topology: Some(text),
+            ..feed()
+        };
+        let bytes = f.sign(&key);
+        assert!(bytes.len() < MAX_FEED_BYTES, "{}", bytes.len());
+        let back = Feed::verify(&bytes, &key.verifying_key()).unwrap();
+        assert_eq!(
+            back.parsed_topology().unwrap().unwrap().subnet_count(),
+            100_000
         );
     }
 

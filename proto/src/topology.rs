@@ -56,6 +56,11 @@ use crate::hostaddr::host_group;
 /// Longest accepted dc or rack name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
+/// Largest topology text accepted (a file, a URL's answer, or the feed's copy): 100 000
+/// subnets of ~60 bytes fit with room to spare; a file far larger is a mistake, and every
+/// agent would parse it on each new feed.
+pub const MAX_TOPOLOGY_BYTES: usize = 16 << 20;
+
 /// New dc and rack names one source address may add from URL data (a host states one dc
 /// and one rack; a few more allow for moves).
 pub const DEFAULT_NAMES_PER_SOURCE: usize = 4;
@@ -244,6 +249,11 @@ pub enum TopologyError {
     },
     #[error("topology {origin}: {message}")]
     Syntax { origin: String, message: String },
+    #[error(
+        "topology {origin}: {bytes} bytes, more than the {} MiB a topology may be",
+        MAX_TOPOLOGY_BYTES >> 20
+    )]
+    TooLarge { origin: String, bytes: usize },
     #[error("topology {origin}, line {line}, [[subnet]] #{entry} ({field} = {value:?}): {reason}")]
     Entry {
         origin: String,
@@ -400,6 +410,12 @@ impl Topology {
 
     /// Parses topology TOML; `origin` (usually the file name) is used in error messages.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Topology, TopologyError> {
+        if text.len() > MAX_TOPOLOGY_BYTES {
+            return Err(TopologyError::TooLarge {
+                origin: origin.to_string(),
+                bytes: text.len(),
+            });
+        }
         let doc: FileDoc = toml::from_str(text).map_err(|e| {
             let message = match e.span() {
                 Some(sp) => format!("line {}: {}", line_of(text, sp.start), e.message()),

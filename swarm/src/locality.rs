@@ -81,6 +81,16 @@ impl Locator {
             .unwrap_or_default()
     }
 
+    /// The topology, when one was given.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.topology.as_ref()
+    }
+
+    /// The place stated with `--dc`/`--rack`.
+    pub fn stated(&self) -> &NamedPlace {
+        &self.ours
+    }
+
     /// True when the topology places `ip` (what the peer states then does not matter).
     pub fn places(&self, ip: IpAddr) -> bool {
         self.topology_place(ip).is_some()

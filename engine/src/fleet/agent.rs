@@ -55,6 +55,9 @@ use crate::session::{
 };
 use crate::tracker::client::AnnouncerHandle;
 
+mod topology;
+pub use topology::PlaceStatus;
+
 /// How often the agent looks at its downloads.
 const TICK: Duration = Duration::from_millis(100);
 /// How soon a failed download is tried again.
@@ -129,6 +132,9 @@ pub struct AgentStatus {
     pub locked_bytes: u64,
     pub peers: u32,
     pub releases: Vec<ReleaseStatus>,
+    /// Where this host stands, and which topology says so.
+    #[serde(default)]
+    pub place: PlaceStatus,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -396,6 +402,8 @@ struct State {
     /// as new again (same entity tag), so it is looked at again each tick, in case this
     /// host's clock was wrong and has been set right.
     refused_as_expired: Option<Feed>,
+    /// The feed's topology, and our place in it.
+    topology: topology::FeedTopology,
     /// Each download's rate, for the progress lines and the status.
     meters: HashMap<[u8; 20], RateMeter>,
 }
@@ -420,7 +428,9 @@ impl State {
             };
             Hooks::new(settings, super::hook::journal_dir(&dir.state_dir()))
         });
+        let topology = topology::FeedTopology::new(&config, &session, &dir.state_dir());
         State {
+            topology,
             config,
             dir,
             session,
@@ -656,6 +666,12 @@ impl State {
             }
             self.sequence = feed.sequence;
         }
+        if self
+            .topology
+            .follow(&self.session, feed.topology.as_deref())
+        {
+            self.reannounce();
+        }
         let mut wanted = Vec::new();
         for r in feed.newest_per_name() {
             if r.name == RESERVED_NAME {
@@ -822,7 +838,7 @@ impl State {
                 tiers,
                 self.session.peer_id(),
                 own,
-                &self.config.place,
+                &self.topology.place,
             )),
             _ => None,
         };
@@ -1232,6 +1248,7 @@ impl State {
             locked_bytes: self.locked_bytes(),
             peers: all_stats.iter().map(|s| s.connected_peers).sum(),
             releases,
+            place: self.topology.status(),
         };
         let metrics = self.render_metrics(&status, &all_stats);
         if let Ok(mut m) = self.metrics_text.lock() {

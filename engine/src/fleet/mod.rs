@@ -9,6 +9,7 @@
 //! - [`hook`]: the command run after each activation (journaled, sandboxed env, timeout);
 //! - [`releases`]: the agent's directory: staging, releases, the `current` links;
 //! - [`http`]: the feed and metrics over HTTP, both ends;
+//! - [`place`]: this host's place from the feed's topology;
 //! - [`files`]: durable writes (write, fsync, rename, fsync the directory);
 //! - [`view`]: the fleet view (which host runs which release), its page and poller.
 
@@ -18,6 +19,7 @@ pub mod hook;
 pub mod http;
 pub mod on_disk;
 pub mod origin;
+pub mod place;
 pub mod progress;
 pub mod publish;
 pub mod releases;

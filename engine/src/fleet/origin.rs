@@ -3,6 +3,12 @@
 //! the feed lists, picking up each publish within a fraction of a second. With the
 //! tracker's HTTP address it also serves the fleet view (`/fleet.json`, the page at `/`
 //! and `/fleet`; see [`super::view`]).
+//!
+//! Topology: the feed is the one place the operator gives it (`publish --topology`, signed
+//! with the releases). The origin follows it: without a `--topology` of its own it places
+//! itself and its peers by the feed's, and it serves the feed's copy at `/topology.toml`
+//! (404 when the feed has none), so a tracker can take `--topology
+//! http://ORIGIN/topology.toml` and the file lives nowhere else.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,6 +80,8 @@ struct Served {
     /// answer shares its bytes.
     feed: Cached,
     sequence: u64,
+    /// The feed's topology text, as served at `/topology.toml`.
+    topology: Option<Cached>,
 }
 
 #[derive(Default)]
@@ -146,6 +154,10 @@ impl Origin {
                         c.fetch_add(1, Ordering::Relaxed);
                         reply
                     }
+                    "/topology.toml" => match served.lock().ok().and_then(|s| s.topology.clone()) {
+                        Some(t) => Reply::cached(req, &t, "application/toml"),
+                        None => Reply::text(404, "the feed carries no topology\n"),
+                    },
                     "/metrics" => Reply::metrics(origin_metrics(
                         &served,
                         &state,
@@ -250,6 +262,7 @@ fn watch(
 ) {
     let feed_path = config.dir.join(FEED_FILE);
     let mut seen = None;
+    let mut topology = OriginTopology::new(config);
     let mut live: Vec<Release> = Vec::new();
     let mut seeding: HashMap<[u8; 20], Seeding> = HashMap::new();
     // Releases that could not be seeded: when, and how many times in a row.
@@ -270,10 +283,16 @@ fn watch(
                         "feed changed"
                     );
                     let cached = Cached::new(bytes.into(), modified);
+                    let topology_text = feed
+                        .topology
+                        .as_ref()
+                        .map(|t| Cached::new(t.clone().into_bytes().into(), modified));
                     if let Ok(mut s) = served.lock() {
                         s.feed = cached;
                         s.sequence = feed.sequence;
+                        s.topology = topology_text;
                     }
+                    topology.follow(config, &session, feed.topology.as_deref());
                     live = feed.releases;
                     failed.clear();
                 }
@@ -304,7 +323,7 @@ fn watch(
             if seeding.contains_key(&release.info_hash) || !retry_due {
                 continue;
             }
-            match start_seeding(config, &session, release) {
+            match start_seeding(config, &session, release, &topology.place) {
                 Ok(s) => {
                     tracing::info!(release = %release.label(), "seeding");
                     failed.remove(&release.info_hash);
@@ -330,10 +349,58 @@ fn watch(
     session.shutdown();
 }
 
+/// The origin's place: from its own flags, else from the feed's topology.
+struct OriginTopology {
+    applied: Option<String>,
+    /// What the trackers are told.
+    place: TrackerPlace,
+}
+
+impl OriginTopology {
+    fn new(config: &OriginConfig) -> OriginTopology {
+        OriginTopology {
+            applied: None,
+            place: config.place.clone(),
+        }
+    }
+
+    fn follow(&mut self, config: &OriginConfig, session: &Session, text: Option<&str>) {
+        let configured = &config.session.locator;
+        if configured.topology().is_some() || self.applied.as_deref() == text {
+            return;
+        }
+        self.applied = text.map(str::to_owned);
+        let Some(topology) = text.and_then(|t| crate::feed::parse_topology(t).ok()) else {
+            session.set_locator((**configured).clone());
+            self.place = config.place.clone();
+            return;
+        };
+        let targets: Vec<String> = config
+            .trackers
+            .iter()
+            .filter_map(|u| super::place::url_host_port(u))
+            .collect();
+        let found = super::place::own_ip(session.listen_addr(), &targets)
+            .map(|ip| super::place::place_of(&topology, ip))
+            .unwrap_or_default();
+        self.place = super::place::tracker_place(&config.place, &found);
+        tracing::info!(
+            dc = self.place.dc.as_deref().unwrap_or("-"),
+            rack = self.place.rack.as_deref().unwrap_or("-"),
+            "placed by the feed's topology"
+        );
+        session.set_locator(crate::session::Locator::new(
+            Some(topology),
+            configured.stated().clone(),
+        ));
+    }
+}
+
 fn start_seeding(
     config: &OriginConfig,
     session: &Session,
     release: &Release,
+    place: &TrackerPlace,
 ) -> Result<Seeding, String> {
     let meta = Arc::new(release.parse_metainfo().map_err(|e| e.to_string())?);
     let source_file = source_path(&config.dir, &release.info_hash);
@@ -357,7 +424,7 @@ fn start_seeding(
             tiers,
             session.peer_id(),
             own,
-            &config.place,
+            place,
         )),
         _ => None,
     };

@@ -6,6 +6,10 @@
 //! - `published.json`: every name and version ever published, so none is reused;
 //! - `origin.lock`: held by the running origin (publish warns when nobody holds it).
 //!
+//! The fleet's topology is given here (`--topology`, a file or URL) and signed into the
+//! feed with the releases; a publish without one keeps the previous feed's, so the
+//! operator gives it once (see [`crate::feed`]).
+//!
 //! The data is hashed once, here; the record that it is verified is left beside it, so the
 //! origin starts seeding at once instead of hashing it again.
 
@@ -70,6 +74,36 @@ pub struct PublishSpec {
     pub keep: usize,
     /// How long agents act on the feed signed now ([`crate::feed::Feed::check_fresh`]).
     pub valid_for: std::time::Duration,
+    /// What becomes of the feed's topology.
+    pub topology: TopologyChange,
+}
+
+/// What a publish does to the feed's topology.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TopologyChange {
+    /// Keep the previous feed's (none if it had none).
+    #[default]
+    Keep,
+    /// Carry this text (checked to parse by the caller, e.g. with
+    /// [`crate::tracker::read_topology`]).
+    Set(String),
+    /// Carry none from now on.
+    Clear,
+}
+
+impl TopologyChange {
+    fn apply(&self, feed: &mut Feed) -> Result<(), PublishError> {
+        match self {
+            TopologyChange::Keep => {}
+            TopologyChange::Set(text) => {
+                crate::feed::parse_topology(text)
+                    .map_err(|e| PublishError::Refused(format!("--topology: {e}")))?;
+                feed.topology = Some(text.clone());
+            }
+            TopologyChange::Clear => feed.topology = None,
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -116,6 +150,7 @@ pub fn refresh(
     origin_dir: &Path,
     key: &SigningKey,
     valid_for: std::time::Duration,
+    topology: &TopologyChange,
 ) -> Result<Feed, PublishError> {
     let lock_path = origin_dir.join(PUBLISH_LOCK);
     if !origin_dir.join(FEED_FILE).exists() {
@@ -127,9 +162,11 @@ pub fn refresh(
     let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
     lock.lock().map_err(io_err(&lock_path))?;
     let mut feed = read_own_feed(origin_dir, key)?;
+    topology.apply(&mut feed)?;
     stamp(&mut feed, valid_for);
+    let signed = check_size(feed.sign(key))?;
     let path = origin_dir.join(FEED_FILE);
-    write_atomic(&path, &feed.sign(key)).map_err(io_err(&path))?;
+    write_atomic(&path, &signed).map_err(io_err(&path))?;
     Ok(feed)
 }
 
@@ -160,6 +197,7 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
     lock.lock().map_err(io_err(&lock_path))?;
 
     let mut feed = read_own_feed(dir, &spec.key)?;
+    spec.topology.apply(&mut feed)?;
     // Every name and version ever published here, also those that left the feed: a
     // version reused for other data would leave hosts that kept the old one on it.
     let ledger_path = dir.join(LEDGER);
@@ -223,15 +261,7 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
     }
     feed.releases.retain(|r| !r.name.is_empty());
     stamp(&mut feed, spec.valid_for);
-    let signed = feed.sign(&spec.key);
-    if signed.len() > crate::feed::MAX_FEED_BYTES {
-        return Err(PublishError::Refused(format!(
-            "the feed would be {} bytes, more than the {} agents accept: publish with a \
-             smaller --keep or a larger --piece-size",
-            signed.len(),
-            crate::feed::MAX_FEED_BYTES
-        )));
-    }
+    let signed = check_size(feed.sign(&spec.key))?;
     ledger.insert(ledger_key, crate::hex(&release.info_hash));
     let text = serde_json::to_vec_pretty(&ledger).unwrap_or_default();
     write_atomic(&ledger_path, &text).map_err(io_err(&ledger_path))?;
@@ -245,9 +275,48 @@ pub fn publish(spec: &PublishSpec) -> Result<Published, PublishError> {
     })
 }
 
+/// Refuses a signed feed larger than agents accept.
+fn check_size(signed: Vec<u8>) -> Result<Vec<u8>, PublishError> {
+    if signed.len() > crate::feed::MAX_FEED_BYTES {
+        return Err(PublishError::Refused(format!(
+            "the feed would be {} bytes, more than the {} agents accept: publish with a \
+             smaller --keep, a larger --piece-size or a smaller --topology",
+            signed.len(),
+            crate::feed::MAX_FEED_BYTES
+        )));
+    }
+    Ok(signed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::next_sequence;
+
+    #[test]
+    fn a_publish_keeps_sets_or_clears_the_topology() {
+        use super::{Feed, TopologyChange};
+        let text = "[[subnet]]\ncidr = \"10.0.0.0/8\"\ndc = \"a\"\nrack = \"b\"\n";
+        let mut feed = Feed {
+            topology: Some(text.into()),
+            ..Feed::default()
+        };
+        TopologyChange::Keep.apply(&mut feed).unwrap();
+        assert_eq!(feed.topology.as_deref(), Some(text));
+        let other = text.replace("rack = \"b\"", "rack = \"c\"");
+        TopologyChange::Set(other.clone()).apply(&mut feed).unwrap();
+        assert_eq!(feed.topology.as_deref(), Some(other.as_str()));
+        let e = TopologyChange::Set("cidr = 1".into())
+            .apply(&mut feed)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--topology: topology in the feed"),
+            "{e}"
+        );
+        assert_eq!(feed.topology.as_deref(), Some(other.as_str()));
+        TopologyChange::Clear.apply(&mut feed).unwrap();
+        assert_eq!(feed.topology, None);
+    }
 
     #[test]
     fn the_sequence_never_goes_back() {

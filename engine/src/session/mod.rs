@@ -63,6 +63,7 @@ pub struct SessionConfig {
     /// Peers unchoked at once per torrent (a trusted fleet: no tit-for-tat).
     pub upload_slots: usize,
     /// Places us and our peers (rack-local preference); the default places nobody.
+    /// [`Session::set_locator`] replaces it while the session runs.
     pub locator: Arc<Locator>,
     /// Host-wide payload limits in bytes per second, over every torrent and core.
     pub max_upload_rate: Option<u64>,
@@ -163,6 +164,32 @@ pub struct Session {
     cores: usize,
     peer_id: [u8; 20],
     ban_duration: Duration,
+    locator: SharedLocator,
+}
+
+/// The session's [`Locator`], replaceable while it runs (an agent's newer feed brings a new
+/// topology). Workers read it once per new connection: a peer keeps the places it was
+/// given when it connected, new connections get the new ones. A lock rather than an
+/// atomic swap: it is read once per connection, never per message.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedLocator(Arc<std::sync::RwLock<Arc<Locator>>>);
+
+impl SharedLocator {
+    fn new(locator: Arc<Locator>) -> SharedLocator {
+        SharedLocator(Arc::new(std::sync::RwLock::new(locator)))
+    }
+
+    /// The locator now.
+    pub(crate) fn load(&self) -> Arc<Locator> {
+        self.0
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |l| l.clone())
+    }
+
+    fn store(&self, locator: Locator) {
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Arc::new(locator);
+    }
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionError {
@@ -212,6 +239,7 @@ impl Session {
         ));
         let hasher = Arc::new(HashPool::new(cores).map_err(io_err("spawning hashing threads"))?);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
+        let locator = SharedLocator::new(config.locator.clone());
         let mut workers = Vec::new();
         for (index, rx) in receivers.into_iter().enumerate() {
             let cfg = WorkerConfig {
@@ -229,7 +257,7 @@ impl Session {
                 rx,
                 wake: links[index].wake.clone(),
                 hasher: hasher.clone(),
-                locator: config.locator.clone(),
+                locator: locator.clone(),
                 upload_limit: upload_limit.clone(),
                 download_limit: download_limit.clone(),
                 conn_limits: conn_limits.clone(),
@@ -258,6 +286,7 @@ impl Session {
             cores,
             peer_id: config.peer_id,
             ban_duration: config.ban_duration,
+            locator,
         };
         for _ in 0..cores {
             match ready_rx.recv() {
@@ -278,6 +307,16 @@ impl Session {
     /// Our peer id, as sent in handshakes and announces.
     pub fn peer_id(&self) -> [u8; 20] {
         self.peer_id
+    }
+
+    /// The locator that places new connections now.
+    pub fn locator(&self) -> Arc<Locator> {
+        self.locator.load()
+    }
+
+    /// Places new connections with `locator` from now on (connected peers keep theirs).
+    pub fn set_locator(&self, locator: Locator) {
+        self.locator.store(locator);
     }
 
     /// The bound listening address (with the real port when 0 was asked for).
@@ -464,5 +503,30 @@ impl TorrentHandle {
     /// Absolute paths of the torrent's files (for the mlock pass).
     pub fn file_paths(&self) -> Vec<PathBuf> {
         self.shared.storage.file_paths()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_locator_places_new_connections_and_leaves_loaded_ones() {
+        let shared = SharedLocator::new(Arc::new(Locator::default()));
+        let before = shared.load();
+        assert!(before.is_blind());
+        let topology = crate::tracker::topology::Topology::from_toml_str(
+            "[[subnet]]\ncidr = \"127.0.1.0/24\"\ndc = \"lo\"\nrack = \"r1\"\n",
+            "test",
+        )
+        .unwrap();
+        shared.store(Locator::new(Some(topology), NamedPlace::default()));
+        let ip = "127.0.1.4".parse().unwrap();
+        let after = shared.load();
+        assert_eq!(after.peer_place(ip, None).rack.as_deref(), Some("r1"));
+        // What a worker loaded before (a connected peer's places) is unchanged.
+        assert!(before.is_blind() && !before.places(ip));
+        // Every clone (each worker's) sees the new one.
+        assert!(shared.clone().load().places(ip));
     }
 }

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::cqueue;
 use ringswarm_swarm::limits::RateLimiter;
-use ringswarm_swarm::locality::Locator;
 use ringswarm_swarm::{Action, Config, PeerId, PeerInfo, PeerKey, Swarm};
 
 use super::failures::PeerFailureReason;
@@ -139,7 +138,7 @@ pub(crate) struct WorkerConfig {
     pub rx: Receiver<Command>,
     pub wake: Arc<EventFd>,
     pub hasher: Arc<HashPool>,
-    pub locator: Arc<Locator>,
+    pub locator: super::SharedLocator,
     pub upload_limit: Option<Arc<RateLimiter>>,
     pub download_limit: Option<Arc<RateLimiter>>,
     pub conn_limits: Arc<ConnectionLimits>,
@@ -227,7 +226,7 @@ struct Ctx {
     accept_paused: bool,
     /// Connections whose send queue may have work (pumped once per loop turn).
     dirty: Vec<usize>,
-    locator: Arc<Locator>,
+    locator: super::SharedLocator,
     upload_limit: Option<Arc<RateLimiter>>,
     download_limit: Option<Arc<RateLimiter>>,
     conn_limits: Arc<ConnectionLimits>,
@@ -570,17 +569,18 @@ impl Ctx {
     fn peer_info(&self, index: usize, outgoing: bool, attempt: u32) -> PeerInfo {
         let conn = self.conns[index].as_ref();
         let addr = conn.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.addr);
+        // Read once: both places come from the same topology, even while it is replaced.
+        let locator = self.locator.load();
         let our_place = match conn {
-            Some(c) if !self.locator.is_blind() => {
+            Some(c) if !locator.is_blind() => {
                 let local = net::local_addr(&c.fd).ok().map(|a| a.ip());
-                self.locator.our_place(local)
+                locator.our_place(local)
             }
             _ => Default::default(),
         };
-        let their_place = self
-            .locator
+        let their_place = locator
             .places(addr.ip())
-            .then(|| self.locator.peer_place(addr.ip(), None));
+            .then(|| locator.peer_place(addr.ip(), None));
         PeerInfo {
             addr,
             outgoing,
