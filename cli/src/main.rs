@@ -9,12 +9,16 @@
 mod agent;
 mod args;
 mod common;
+mod completions;
 mod config;
 mod create;
 mod demo;
 mod get;
 mod interrupt;
 mod keygen;
+mod logging;
+mod man;
+mod notify;
 mod origin;
 mod output;
 mod progress;
@@ -53,6 +57,10 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// Log lines on stderr as text or as one JSON object each.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    log_format: logging::LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +78,8 @@ enum Command {
     Origin(origin::Args),
     Agent(agent::Args),
     Status(status::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 impl Command {
@@ -86,6 +96,8 @@ impl Command {
             Command::Origin(_) => "origin",
             Command::Agent(_) => "agent",
             Command::Status(_) => "status",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }
@@ -95,26 +107,6 @@ impl Command {
 pub struct Ctx {
     pub out: Out,
     pub style: Style,
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v).unwrap_or_else(|e| {
-            eprintln!("ringswarm: warning: ignoring RUST_LOG: {e}");
-            EnvFilter::new("warn")
-        }),
-        _ => EnvFilter::new(match verbose {
-            0 => "warn",
-            1 => "info",
-            2 => "debug",
-            _ => "trace",
-        }),
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// One line: the anyhow chain joined with ": ", newlines flattened. A cause that the
@@ -140,7 +132,7 @@ fn error_line(e: &anyhow::Error) -> String {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    logging::init_logging(cli.verbose, cli.log_format);
     let ctx = Ctx {
         out: Out { json: cli.json },
         style: Style::detect(cli.json),
@@ -158,6 +150,8 @@ fn main() {
         Command::Origin(a) => origin::run(ctx, a),
         Command::Agent(a) => agent::run(ctx, a),
         Command::Status(a) => status::run(ctx, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     };
     if let Err(e) = result {
         let line = error_line(&e);
