@@ -1,6 +1,6 @@
 //! `ringswarm completions SHELL`: the shell's completion script on stdout.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
@@ -19,11 +19,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut command = crate::Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut command,
-        "ringswarm",
-        &mut std::io::stdout().lock(),
-    );
-    Ok(())
+    // Into memory first: the generators panic on a write error (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "ringswarm", &mut script);
+    crate::man::write_stdout(&script).context("writing the completion script")
 }
