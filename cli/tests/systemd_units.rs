@@ -192,6 +192,12 @@ fn the_example_configs_work_together_as_shipped() {
         .map(|t| t.as_str().unwrap())
         .collect();
     assert_eq!(trackers, [format!("udp://{tracker_listen}")]);
+    let text = std::fs::read_to_string(script("systemd").join("agent.toml")).unwrap();
+    let agent: toml::Table = text.parse().unwrap();
+    assert_eq!(
+        agent["trackers"].as_array().unwrap()[0].as_str(),
+        Some(trackers[0])
+    );
     let mut ports = vec![
         origin_http,
         config_str("origin.toml", "listen").unwrap(),
