@@ -346,3 +346,52 @@ fn config_errors_name_line_and_column() {
         );
     }
 }
+
+/// A warning every worker thread meets at once is printed once per host, not once per
+/// core: piece buffers that cannot be registered (RLIMIT_MEMLOCK) on a 2-core demo run as
+/// an unprivileged user (root's CAP_IPC_LOCK would lift the limit).
+#[test]
+fn a_warning_every_core_meets_is_printed_once() {
+    let test = "a_warning_every_core_meets_is_printed_once";
+    if !support::require(
+        support::is_root(),
+        test,
+        "root (to run the demo as nobody with a small RLIMIT_MEMLOCK)",
+    ) || !support::require(
+        on_path("setpriv") && on_path("prlimit"),
+        test,
+        "setpriv and prlimit (Debian package util-linux)",
+    ) {
+        return;
+    }
+    let dir = scratch("once-per-host");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for d in [dir.path(), work.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // Room for the rings (io_uring memory counts against the limit) but not for a 4 MiB
+    // piece buffer.
+    let out = Command::new("prlimit")
+        .arg("--memlock=3000000")
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args(["--inh-caps=-all", ringswarm(), "demo", "--size", "16M"])
+        .args(["--receivers", "1"])
+        .env("TMPDIR", &work)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let warned = stderr
+        .lines()
+        .filter(|l| l.contains("registering piece buffers failed"))
+        .count();
+    assert_eq!(warned, 1, "once per host:\n{stderr}");
+}
