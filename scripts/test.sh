@@ -24,6 +24,7 @@ t_start=$(date +%s)
 PKGS=(
   "python3-libtorrent|/usr/bin/python3 -c 'import libtorrent'"
   "transmission-daemon|command -v transmission-daemon"
+  "aria2|command -v aria2c"
   "mktorrent|command -v mktorrent"
   "rsync|command -v rsync"
   "openssh-server|test -x /usr/sbin/sshd"

@@ -14,6 +14,7 @@ use crate::config::{load, parsed, peer_settings, PeerArgs, PeerFile};
 use crate::interrupt::interrupted;
 use crate::keygen::load_public;
 use crate::output::Summary;
+use crate::progress::DownloadLines;
 use crate::Ctx;
 
 /// Keep this host on the newest release of every blob in the fleet's feed, until Ctrl-C.
@@ -38,7 +39,8 @@ use crate::Ctx;
 /// metrics. Every setting can come from --config FILE (TOML, keys as the long flags with
 /// `_`: feed, pubkey, dir, lock, lock_budget, hook, hook_env, hook_timeout, keep, poll,
 /// listen, trackers, topology,
-/// dc, rack, cores, metrics, status_socket, max_upload_rate, max_download_rate); flags
+/// dc, rack, cores, metrics, status_socket, max_upload_rate, max_download_rate,
+/// progress_every); flags
 /// win over the file.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -93,6 +95,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub status_socket: Option<PathBuf>,
 
+    /// Time between a download's progress lines in the log (rate, ETA, verified of
+    /// total, peers), 100ms to 1h [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_progress_every)]
+    pub progress_every: Option<Duration>,
+
     /// A TOML config file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -123,6 +130,7 @@ struct FileConfig {
     status_socket: Option<PathBuf>,
     max_upload_rate: Option<String>,
     max_download_rate: Option<String>,
+    progress_every: Option<String>,
 }
 
 /// A poll interval: a duration from 100 ms to an hour (a tight loop would hammer the
@@ -131,6 +139,17 @@ fn parse_poll(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
         return Err(format!("`{s}`: the poll interval must be from 100ms to 1h"));
+    }
+    Ok(d)
+}
+
+/// A progress period: 100 ms to an hour.
+fn parse_progress_every(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+        return Err(format!(
+            "`{s}`: the progress period must be from 100ms to 1h"
+        ));
     }
     Ok(d)
 }
@@ -206,6 +225,15 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         Some(a) => Some(a),
         None => parsed("metrics", file.metrics.as_deref(), parse_metrics_addr)?,
     };
+    let progress_every = match args.progress_every {
+        Some(d) => d,
+        None => parsed(
+            "progress_every",
+            file.progress_every.as_deref(),
+            parse_progress_every,
+        )?
+        .unwrap_or(Duration::from_secs(10)),
+    };
     let config = AgentConfig {
         feed_url: feed_url.clone(),
         pubkey,
@@ -235,11 +263,15 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     crate::notify::ready(&format!("following {feed_url}"));
     let mut watchdog = crate::notify::Watchdog::from_env();
     let mut current: Vec<String> = Vec::new();
+    let mut progress = DownloadLines::new(progress_every);
     while !interrupted(&stop) && agent.is_running() {
         watchdog.tick();
         std::thread::sleep(Duration::from_millis(100));
-        let now: Vec<String> = agent
-            .status()
+        let status = agent.status();
+        for line in progress.due(std::time::Instant::now(), &status.releases) {
+            out.line(line);
+        }
+        let now: Vec<String> = status
             .releases
             .iter()
             .filter(|r| r.state == "current")
@@ -279,6 +311,17 @@ mod tests {
         assert!(parse_poll("0").is_err());
         assert!(parse_poll("10ms").is_err());
         assert!(parse_poll("18446744073709551615").is_err());
+    }
+
+    #[test]
+    fn the_progress_period_is_bounded() {
+        assert_eq!(
+            parse_progress_every("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert!(parse_progress_every("0").is_err());
+        assert!(parse_progress_every("10ms").is_err());
+        assert!(parse_progress_every("2h").is_err());
     }
 
     #[test]

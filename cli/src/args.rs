@@ -184,19 +184,11 @@ pub fn resolve_peers<S: AsRef<str>>(peers: &[S]) -> Result<Vec<SocketAddr>> {
     Ok(out)
 }
 
-/// Formats a byte count with binary units: `0 B`, `1.50 KiB`, `256.00 MiB`.
+/// Formats a byte count with binary units: `0 B`, `1.50 KiB`, `256.00 MiB` (bytesize's
+/// IEC form at two decimals: the same text the progress lines always had, which scripts
+/// and tests parse).
 pub fn format_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.2} {}", UNITS[unit])
+    format!("{:.2}", bytesize::ByteSize(n).display().iec())
 }
 
 /// Formats a rate in bytes per second with binary units.

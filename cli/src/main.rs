@@ -46,7 +46,7 @@ use crate::progress::Style;
 ///
 /// Try it all on this machine with `ringswarm demo`.
 #[derive(Debug, Parser)]
-#[command(name = "ringswarm", version, verbatim_doc_comment)]
+#[command(name = "ringswarm", version = VERSION, verbatim_doc_comment)]
 struct Cli {
     /// Print one JSON summary object on stdout at the end (and no progress bar); human
     /// messages go to stderr.
@@ -102,6 +102,15 @@ impl Command {
     }
 }
 
+/// `--version`: the crate version and the git commit (from build.rs; `unknown` outside a
+/// git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("RINGSWARM_GIT_HASH"),
+    ")"
+);
+
 /// What every command gets besides its own arguments.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx {
@@ -132,6 +141,7 @@ fn error_line(e: &anyhow::Error) -> String {
 
 fn main() {
     let cli = Cli::parse();
+    ringswarm_engine::metrics::set_build(env!("CARGO_PKG_VERSION"), env!("RINGSWARM_GIT_HASH"));
     logging::init_logging(cli.verbose, cli.log_format);
     let ctx = Ctx {
         out: Out { json: cli.json },

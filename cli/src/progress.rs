@@ -5,11 +5,13 @@
 //! `RINGSWARM_PROGRESS_INTERVAL` (a duration, e.g. `500ms`) changes how often plain lines
 //! are printed; the integration tests use it to watch a download's progress closely.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use ringswarm_engine::fleet::agent::ReleaseStatus;
 use ringswarm_engine::session::TorrentStats;
 
 use crate::args::{format_bytes, format_rate, rate};
@@ -185,10 +187,142 @@ impl Progress {
     }
 }
 
+/// Seconds left as `1h02m03s`, `4m05s` or `7s`; `unknown` while nothing comes in.
+pub fn format_eta(secs: Option<u64>) -> String {
+    let Some(secs) = secs else {
+        return "unknown".to_owned();
+    };
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A download's progress as the agent prints it and `status` shows it: `3.00 MiB / 16.00
+/// MiB verified (18.8%), 1.00 MiB/s, ETA 13s, 4 peers`.
+pub fn download_line(r: &ReleaseStatus) -> String {
+    let pct = if r.total_bytes > 0 {
+        r.verified_bytes as f64 * 100.0 / r.total_bytes as f64
+    } else {
+        100.0
+    };
+    format!(
+        "{} / {} verified ({pct:.1}%), {}, ETA {}, {} peer{}",
+        format_bytes(r.verified_bytes),
+        format_bytes(r.total_bytes),
+        format_rate(r.rate_bytes_per_sec),
+        format_eta(r.eta_secs),
+        r.peers,
+        plural(r.peers)
+    )
+}
+
+/// When the agent last printed each download's progress line: one line per download every
+/// period (plain lines, not a bar: the agent runs under systemd, its stderr is a log).
+pub struct DownloadLines {
+    every: Duration,
+    last: HashMap<String, Instant>,
+}
+
+impl DownloadLines {
+    pub fn new(every: Duration) -> DownloadLines {
+        DownloadLines {
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    /// The lines due at `now` for the releases in `releases` being downloaded; the first
+    /// comes a period after a download starts, so a quick one prints none.
+    pub fn due(&mut self, now: Instant, releases: &[ReleaseStatus]) -> Vec<String> {
+        let downloading: Vec<&ReleaseStatus> = releases
+            .iter()
+            .filter(|r| r.state == "downloading")
+            .collect();
+        self.last
+            .retain(|key, _| downloading.iter().any(|r| release_key(r) == *key));
+        let mut lines = Vec::new();
+        for r in downloading {
+            let last = self.last.entry(release_key(r)).or_insert(now);
+            if now.saturating_duration_since(*last) >= self.every {
+                *last = now;
+                lines.push(format!(
+                    "downloading {} {}: {}",
+                    r.name,
+                    r.version,
+                    download_line(r)
+                ));
+            }
+        }
+        lines
+    }
+}
+
+fn release_key(r: &ReleaseStatus) -> String {
+    format!("{} {}", r.name, r.version)
+}
+
 fn plural(n: u32) -> &'static str {
     if n == 1 {
         ""
     } else {
         "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downloading(verified: u64, rate: f64, eta: Option<u64>) -> ReleaseStatus {
+        ReleaseStatus {
+            name: "index".into(),
+            version: "v1".into(),
+            state: "downloading".into(),
+            total_bytes: 16 << 20,
+            verified_bytes: verified,
+            peers: 4,
+            rate_bytes_per_sec: rate,
+            eta_secs: eta,
+            ..ReleaseStatus::default()
+        }
+    }
+
+    #[test]
+    fn download_lines_read_well() {
+        assert_eq!(
+            download_line(&downloading(3 << 20, 1048576.0, Some(13))),
+            "3.00 MiB / 16.00 MiB verified (18.8%), 1.00 MiB/s, ETA 13s, 4 peers"
+        );
+        assert_eq!(
+            download_line(&downloading(0, 0.0, None)),
+            "0 B / 16.00 MiB verified (0.0%), 0 B/s, ETA unknown, 4 peers"
+        );
+        assert_eq!(format_eta(Some(245)), "4m05s");
+        assert_eq!(format_eta(Some(3723)), "1h02m03s");
+    }
+
+    #[test]
+    fn one_line_per_download_per_period() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(5);
+        let mut lines = DownloadLines::new(every);
+        let releases = [downloading(0, 0.0, None)];
+        assert!(lines.due(t0, &releases).is_empty());
+        assert!(lines.due(t0 + Duration::from_secs(4), &releases).is_empty());
+        let due = lines.due(t0 + every, &releases);
+        assert_eq!(due.len(), 1);
+        assert!(
+            due[0].starts_with("downloading index v1: 0 B / 16.00 MiB"),
+            "{due:?}"
+        );
+        assert!(lines.due(t0 + Duration::from_secs(9), &releases).is_empty());
+        // A finished download is forgotten.
+        assert!(lines.due(t0 + Duration::from_secs(20), &[]).is_empty());
+        assert!(lines.last.is_empty());
     }
 }

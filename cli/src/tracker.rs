@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ringswarm_engine::fleet::http::{HttpServer, Limits, Reply};
-use ringswarm_engine::metrics::Exposition;
+use ringswarm_engine::metrics::{as_gauge, Metrics};
 use ringswarm_engine::tracker::server::{TrackerConfig, TrackerServer};
 use ringswarm_engine::tracker::store::StoreConfig;
 use ringswarm_engine::tracker::topology::Cidr;
@@ -126,7 +126,7 @@ struct FileConfig {
 fn tracker_metrics(server: &TrackerServer) -> String {
     let c = server.counters();
     let (torrents, peers) = server.sizes();
-    let mut e = Exposition::new();
+    let mut e = Metrics::new();
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     e.counter(
         "ringswarm_tracker_packets_total",
@@ -156,12 +156,12 @@ fn tracker_metrics(server: &TrackerServer) -> String {
     e.gauge(
         "ringswarm_tracker_torrents",
         "Torrents tracked.",
-        torrents as f64,
+        as_gauge(torrents as u64),
     );
     e.gauge(
         "ringswarm_peers",
         "Peers tracked, over all torrents.",
-        peers as f64,
+        as_gauge(peers as u64),
     );
     e.finish()
 }

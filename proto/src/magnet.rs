@@ -5,6 +5,9 @@
 //! unknown parameters and non-BitTorrent `xt` (e.g. `urn:btmh:`) are ignored. Empty `tr`
 //! and `x.pe` values are skipped.
 
+use data_encoding::{BASE32_NOPAD, HEXLOWER_PERMISSIVE};
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MagnetError {
     #[error("magnet: not a magnet URI (must start with `magnet:?`)")]
@@ -143,93 +146,52 @@ fn parse_info_hash(s: &str) -> Result<[u8; 20], MagnetError> {
 }
 
 fn hex_decode(s: &str) -> Option<[u8; 20]> {
-    let mut out = [0u8; 20];
-    let bytes = s.as_bytes();
-    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *o = (hex_val(*hi)? << 4) | hex_val(*lo)?;
-    }
-    Some(out)
+    HEXLOWER_PERMISSIVE
+        .decode(s.as_bytes())
+        .ok()?
+        .try_into()
+        .ok()
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// RFC 4648 base32, no padding: 32 characters carry exactly 160 bits.
+/// RFC 4648 base32, no padding (32 characters carry exactly 160 bits), either case.
 fn base32_decode(s: &str) -> Option<[u8; 20]> {
-    let mut out = [0u8; 20];
-    let mut acc: u64 = 0;
-    let mut bits = 0u32;
-    let mut n = 0;
-    for c in s.bytes() {
-        let v = match c.to_ascii_uppercase() {
-            c @ b'A'..=b'Z' => c - b'A',
-            c @ b'2'..=b'7' => c - b'2' + 26,
-            _ => return None,
-        };
-        acc = (acc << 5) | u64::from(v);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            *out.get_mut(n)? = (acc >> bits) as u8;
-            n += 1;
-            acc &= (1 << bits) - 1;
-        }
-    }
-    (n == 20 && bits == 0).then_some(out)
+    BASE32_NOPAD
+        .decode(s.to_ascii_uppercase().as_bytes())
+        .ok()?
+        .try_into()
+        .ok()
 }
 
+/// Strict, unlike URL parsers in general: a `%` without two hex digits is refused rather
+/// than kept, as a magnet with one is mangled (the check is ours, the decoding is the
+/// percent-encoding crate's).
 fn percent_decode(s: &str, plus_is_space: bool, param: &str) -> Result<String, MagnetError> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&c) = bytes.get(i) {
-        match c {
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex_val);
-                let lo = bytes.get(i + 2).copied().and_then(hex_val);
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => out.push((hi << 4) | lo),
-                    _ => {
-                        return Err(invalid(
-                            param,
-                            format!("bad percent-escape at character {i}"),
-                        ))
-                    }
-                }
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
+    for (i, _) in bytes.iter().enumerate().filter(|(_, &c)| c == b'%') {
+        let hex = |k: usize| bytes.get(i + k).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(1) && hex(2)) {
+            return Err(invalid(
+                param,
+                format!("bad percent-escape at character {i}"),
+            ));
         }
     }
-    String::from_utf8(out).map_err(|_| invalid(param, "not UTF-8 after percent-decoding"))
+    let spaced;
+    let s = if plus_is_space {
+        spaced = s.replace('+', " ");
+        spaced.as_str()
+    } else {
+        s
+    };
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| invalid(param, "not UTF-8 after percent-decoding"))
 }
 
 /// Everything but RFC 3986 unreserved characters is escaped.
 fn percent_encode(s: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
+    out.extend(utf8_percent_encode(s, crate::tracker::UNRESERVED));
 }
 
 /// `host:port` or `[v6]:port`, port 1..=65535.

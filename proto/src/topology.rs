@@ -44,6 +44,7 @@
 //! `Topology`; ids from the file are the same in every clone, run-time ids are only
 //! meaningful within the core that made them, which is all a per-core store compares.
 
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -145,6 +146,10 @@ fn v4_of(ip: IpAddr) -> Result<Ipv4Addr, Ipv6Addr> {
 impl Cidr {
     /// Parses `address/prefix` (or a bare address, meaning a host route). Host bits must be
     /// zero.
+    ///
+    /// The address and prefix are split here rather than by ipnet's parser so that the
+    /// error names which half is wrong (ipnet's says only "invalid IP address syntax");
+    /// ipnet does the network arithmetic.
     pub fn parse(s: &str) -> Result<Cidr, CidrError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
@@ -154,40 +159,42 @@ impl Cidr {
         let ip: IpAddr = addr
             .parse()
             .map_err(|_| CidrError::BadAddress(addr.to_string()))?;
-        let (bits, width, family) = match ip {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 32u8, "IPv4"),
-            IpAddr::V6(a) => (u128::from(a), 128u8, "IPv6"),
+        let (width, family) = match ip {
+            IpAddr::V4(_) => (32u8, "IPv4"),
+            IpAddr::V6(_) => (128u8, "IPv6"),
         };
-        let len = match prefix {
-            None => width,
+        let len: u32 = match prefix {
+            None => u32::from(width),
             Some(p) => {
                 if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(CidrError::BadPrefix(p.to_string()));
                 }
-                let n: u32 = p.parse().map_err(|_| CidrError::BadPrefix(p.to_string()))?;
-                if n > u32::from(width) {
-                    return Err(CidrError::PrefixRange {
-                        len: n,
-                        family,
-                        max: width,
-                    });
-                }
-                n as u8
+                p.parse().map_err(|_| CidrError::BadPrefix(p.to_string()))?
             }
         };
-        let m = mask(len, width);
-        let cidr = Cidr {
-            bits: bits & m,
+        let range = CidrError::PrefixRange {
             len,
-            v6: width == 128,
+            family,
+            max: width,
         };
-        if bits & !m != 0 {
+        let len = u8::try_from(len).map_err(|_| range.clone())?;
+        let given = IpNet::new(ip, len).map_err(|_| range)?;
+        let network = given.trunc();
+        if network != given {
             return Err(CidrError::HostBits {
                 given: s.to_string(),
-                network: cidr.to_string(),
+                network: network.to_string(),
             });
         }
-        Ok(cidr)
+        let bits = match network.network() {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        Ok(Cidr {
+            bits,
+            len,
+            v6: width == 128,
+        })
     }
 
     /// Prefix length.
@@ -200,28 +207,29 @@ impl Cidr {
         self.v6
     }
 
+    fn net(&self) -> IpNet {
+        let ip = if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(self.bits))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(self.bits as u32))
+        };
+        // The length was checked against the family when parsed.
+        IpNet::new(ip, self.len).unwrap_or(IpNet::from(ip))
+    }
+
     /// True when `ip` lies in this network. IPv4-mapped IPv6 addresses match IPv4 networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (bits, width) = match (v4_of(ip), self.v6) {
-            (Ok(a), false) => (u128::from(u32::from(a)), 32),
-            (Err(a), true) => (u128::from(a), 128),
-            (Ok(a), true) => match ip {
-                IpAddr::V6(_) => (u128::from(a.to_ipv6_mapped()), 128),
-                IpAddr::V4(_) => return false,
-            },
-            (Err(_), false) => return false,
-        };
-        bits & mask(self.len, width) == self.bits
+        match (self.net(), ip) {
+            (IpNet::V4(net), ip) => v4_of(ip).is_ok_and(|a| net.contains(&a)),
+            (IpNet::V6(net), IpAddr::V6(a)) => net.contains(&a),
+            (IpNet::V6(_), IpAddr::V4(_)) => false,
+        }
     }
 }
 
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.v6 {
-            write!(f, "{}/{}", Ipv6Addr::from(self.bits), self.len)
-        } else {
-            write!(f, "{}/{}", Ipv4Addr::from(self.bits as u32), self.len)
-        }
+        self.net().fmt(f)
     }
 }
 

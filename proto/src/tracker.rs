@@ -31,6 +31,7 @@
 //! BEP 15 asks ("should not assume packets to be of a certain size"), but variable parts
 //! (peer lists, scrape hashes and entries) must be whole entries.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// The magic `protocol_id` of a connect request.
@@ -690,50 +691,25 @@ pub fn parse_udp_url(url: &str) -> Result<UdpTrackerUrl, ProtoError> {
     })
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+/// What a query value keeps unescaped: RFC 3986's unreserved characters.
+pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-decodes a query value; `None` if the result is not UTF-8. A `%` not followed
 /// by two hex digits is kept as is.
 fn percent_decode(v: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while let Some(&b) = v.get(i) {
-        if b == b'%' {
-            if let (Some(h), Some(l)) = (
-                v.get(i + 1).copied().and_then(hex_val),
-                v.get(i + 2).copied().and_then(hex_val),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode(v)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
 pub fn percent_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
-        }
-    }
-    out
+    utf8_percent_encode(v, UNRESERVED).to_string()
 }
 
 /// The `dc=` and `rack=` values of the query in BEP 41 URL data (`/path?dc=..&rack=..`),

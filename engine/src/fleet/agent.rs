@@ -43,10 +43,11 @@ use serde::{Deserialize, Serialize};
 use super::files::write_atomic;
 use super::hook::{HookSettings, Hooks};
 use super::http::{FeedFetcher, Fetched, HttpServer, Reply};
+use super::progress::RateMeter;
 use super::releases::{read_release, write_record, AgentDir};
 use super::{data_paths, now_ms};
 use crate::feed::{Feed, Release};
-use crate::metrics::{label, Exposition, Kind};
+use crate::metrics::{as_gauge, label, Labels, Metrics};
 use crate::residency::{lock_files, LockedFiles};
 use crate::session::{
     announce_torrent, tracker_tiers, Session, SessionConfig, TorrentHandle, TorrentMode,
@@ -150,6 +151,12 @@ pub struct ReleaseStatus {
     pub lock_error: Option<String>,
     /// Publish to activation, for an activated release.
     pub activation_ms: Option<u64>,
+    /// While downloading: bytes per second received, over the last seconds.
+    #[serde(default)]
+    pub rate_bytes_per_sec: f64,
+    /// While downloading: seconds left at that rate (None while nothing comes in).
+    #[serde(default)]
+    pub eta_secs: Option<u64>,
 }
 
 /// Counters that only grow, for `/metrics`.
@@ -389,6 +396,8 @@ struct State {
     /// as new again (same entity tag), so it is looked at again each tick, in case this
     /// host's clock was wrong and has been set right.
     refused_as_expired: Option<Feed>,
+    /// Each download's rate, for the progress lines and the status.
+    meters: HashMap<[u8; 20], RateMeter>,
 }
 
 impl State {
@@ -432,6 +441,7 @@ impl State {
             feed_expiry: None,
             expired: None,
             refused_as_expired: None,
+            meters: HashMap::new(),
         }
     }
 
@@ -566,6 +576,7 @@ impl State {
             self.check_expiry();
             self.check_downloads();
             self.retry_failed();
+            self.sample_progress();
             if self.have_feed && self.expired.is_none() {
                 // Cheap (a few map lookups and a readlink per name); it retries what did
                 // not happen on the feed event: a flip that failed, a shared download.
@@ -1151,20 +1162,30 @@ impl State {
         }
     }
 
+    /// Samples each download's received bytes, for its rate and ETA in the status.
+    fn sample_progress(&mut self) {
+        let now = Instant::now();
+        let downloads = &self.downloads;
+        self.meters.retain(|hash, _| downloads.contains_key(hash));
+        for (hash, d) in &self.downloads {
+            let meter = self.meters.entry(*hash).or_default();
+            meter.sample(now, d.handle.stats().downloaded_bytes);
+        }
+    }
+
     fn publish_status(&self) {
         let mut releases = Vec::new();
         let mut all_stats = Vec::new();
         for w in &self.wanted {
             if let Some(d) = self.downloads.get(&w.info_hash) {
                 let s = d.handle.stats();
-                releases.push(release_status(
-                    &d.release,
-                    "downloading",
-                    &s,
-                    false,
-                    None,
-                    None,
-                ));
+                let meter = self.meters.get(&w.info_hash);
+                releases.push(ReleaseStatus {
+                    rate_bytes_per_sec: meter.map_or(0.0, RateMeter::rate),
+                    eta_secs: meter
+                        .and_then(|m| m.eta_secs(s.total_bytes.saturating_sub(s.verified_bytes))),
+                    ..release_status(&d.release, "downloading", &s, false, None, None)
+                });
                 all_stats.push(s);
             } else if let Some((e, _, r)) = self.failed.get(&w.info_hash) {
                 releases.push(ReleaseStatus {
@@ -1223,12 +1244,12 @@ impl State {
 
     fn render_metrics(&self, status: &AgentStatus, stats: &[TorrentStats]) -> String {
         let c = &self.counters;
-        let mut e = Exposition::new();
+        let mut e = Metrics::new();
         write_transfer_metrics(&mut e, stats.iter());
         e.gauge(
             "ringswarm_locked_bytes",
             "Bytes of releases locked in memory.",
-            status.locked_bytes as f64,
+            as_gauge(status.locked_bytes),
         );
         e.counter(
             "ringswarm_feed_errors_total",
@@ -1238,7 +1259,7 @@ impl State {
         e.gauge(
             "ringswarm_feed_sequence",
             "Sequence of the newest accepted feed.",
-            status.feed_sequence as f64,
+            as_gauge(status.feed_sequence),
         );
         e.counter(
             "ringswarm_activations_total",
@@ -1248,7 +1269,7 @@ impl State {
         e.gauge(
             "ringswarm_feed_expired",
             "1 while the newest feed is expired (nothing is activated), else 0.",
-            if status.feed_expired { 1.0 } else { 0.0 },
+            i64::from(status.feed_expired),
         );
         let hooks = self.hooks.as_ref().map(Hooks::counters);
         let hook_count = |f: fn(&super::hook::HookCounters) -> &AtomicU64| {
@@ -1274,20 +1295,38 @@ impl State {
             "Downloads stopped by an error.",
             c.download_failures.load(Ordering::Relaxed),
         );
-        let latency: Vec<(String, f64)> = self
+        let latency: Vec<(Labels, f64)> = self
             .latency
             .iter()
-            .map(|(n, ms)| (format!("name={}", label(n)), *ms as f64 / 1000.0))
+            .map(|(n, ms)| (label("name", n.as_str()), *ms as f64 / 1000.0))
             .collect();
-        let samples: Vec<(&str, f64)> = latency.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        e.metric(
+        e.gauge_f64_family(
             "ringswarm_publish_to_activation_seconds",
             "Publish to activation of the newest release of each name.",
-            Kind::Gauge,
-            &samples,
+            &latency,
+        );
+        e.gauge_family(
+            "ringswarm_release_info",
+            "The active (current) release of each name (always 1).",
+            &release_info(status),
         );
         e.finish()
     }
+}
+
+/// `name` and `version` of each current release.
+fn release_info(status: &AgentStatus) -> Vec<(Labels, i64)> {
+    status
+        .releases
+        .iter()
+        .filter(|r| r.state == "current")
+        .map(|r| {
+            (
+                vec![("name", r.name.clone()), ("version", r.version.clone())],
+                1,
+            )
+        })
+        .collect()
 }
 
 fn release_status(
@@ -1313,15 +1352,14 @@ fn release_status(
         hook,
         lock_error: None,
         activation_ms,
+        rate_bytes_per_sec: 0.0,
+        eta_secs: None,
     }
 }
 
 /// Transfer counters summed over torrents, by class (local: our rack, or everything while
 /// our rack is unknown; remote: outside it).
-pub fn write_transfer_metrics<'a>(
-    e: &mut Exposition,
-    stats: impl Iterator<Item = &'a TorrentStats>,
-) {
+pub fn write_transfer_metrics<'a>(e: &mut Metrics, stats: impl Iterator<Item = &'a TorrentStats>) {
     let (mut down, mut down_out, mut up, mut up_out) = (0u64, 0u64, 0u64, 0u64);
     let (mut verified, mut failed, mut peers, mut hits, mut misses) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -1338,41 +1376,37 @@ pub fn write_transfer_metrics<'a>(
     }
     let classes = |total: u64, outside: u64| {
         [
-            ("class=\"local\"", total.saturating_sub(outside) as f64),
-            ("class=\"remote\"", outside as f64),
+            (label("class", "local"), total.saturating_sub(outside)),
+            (label("class", "remote"), outside),
         ]
     };
-    e.metric(
+    e.counter_family(
         "ringswarm_bytes_in_total",
         "Payload bytes received from peers.",
-        Kind::Counter,
         &classes(down, down_out),
     );
-    e.metric(
+    e.counter_family(
         "ringswarm_bytes_out_total",
         "Payload bytes sent to peers.",
-        Kind::Counter,
         &classes(up, up_out),
     );
-    e.metric(
+    e.gauge(
         "ringswarm_pieces_verified",
         "Pieces held verified.",
-        Kind::Gauge,
-        &[("", verified as f64)],
+        as_gauge(verified),
     );
     e.counter(
         "ringswarm_pieces_failed_total",
         "Pieces that failed their hash check.",
         failed,
     );
-    e.gauge("ringswarm_peers", "Peers connected.", peers as f64);
-    e.metric(
+    e.gauge("ringswarm_peers", "Peers connected.", as_gauge(peers));
+    e.counter_family(
         "ringswarm_upload_cache_total",
         "Upload requests served from the recent-piece cache (hit) or the disk (miss).",
-        Kind::Counter,
         &[
-            ("result=\"hit\"", hits as f64),
-            ("result=\"miss\"", misses as f64),
+            (label("result", "hit"), hits),
+            (label("result", "miss"), misses),
         ],
     );
 }

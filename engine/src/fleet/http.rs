@@ -44,12 +44,12 @@ impl Reply {
         Reply::text(404, "not found\n")
     }
 
-    /// Prometheus text exposition.
+    /// Prometheus exposition (OpenMetrics text, [`crate::metrics::Metrics`]).
     pub fn metrics(body: String) -> Reply {
         Reply {
             status: 200,
             body: Bytes::from(body),
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            content_type: crate::metrics::CONTENT_TYPE,
             etag: None,
             last_modified: None,
         }

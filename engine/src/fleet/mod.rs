@@ -15,7 +15,9 @@ pub mod agent;
 pub mod files;
 pub mod hook;
 pub mod http;
+pub mod on_disk;
 pub mod origin;
+pub mod progress;
 pub mod publish;
 pub mod releases;
 

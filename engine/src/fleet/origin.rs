@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::http::{Cached, HttpServer, HttpStats, Limits, Reply};
 use super::publish::{source_path, Source, FEED_FILE, ORIGIN_LOCK};
 use crate::feed::{Feed, Release};
-use crate::metrics::{Exposition, Kind};
+use crate::metrics::{as_gauge, label, Metrics};
 use crate::session::{
     announce_torrent, tracker_tiers, Session, SessionConfig, TorrentHandle, TorrentMode,
     TorrentSpec, TrackerPlace,
@@ -345,25 +345,24 @@ fn origin_metrics(
     counters: &HttpCounters,
     http: Option<&HttpStats>,
 ) -> String {
-    let mut e = Exposition::new();
+    let mut e = Metrics::new();
     let sequence = served.lock().map(|s| s.sequence).unwrap_or(0);
     e.gauge(
         "ringswarm_feed_sequence",
         "Sequence number of the feed served.",
-        sequence as f64,
+        as_gauge(sequence),
     );
-    e.metric(
+    e.counter_family(
         "ringswarm_feed_requests_total",
         "Feed requests answered, whole or not modified.",
-        Kind::Counter,
         &[
             (
-                "answer=\"full\"",
-                counters.feed_full.load(Ordering::Relaxed) as f64,
+                label("answer", "full"),
+                counters.feed_full.load(Ordering::Relaxed),
             ),
             (
-                "answer=\"not_modified\"",
-                counters.feed_not_modified.load(Ordering::Relaxed) as f64,
+                label("answer", "not_modified"),
+                counters.feed_not_modified.load(Ordering::Relaxed),
             ),
         ],
     );
@@ -372,7 +371,7 @@ fn origin_metrics(
     e.gauge(
         "ringswarm_releases_seeded",
         "Releases being seeded.",
-        stats.len() as f64,
+        as_gauge(stats.len() as u64),
     );
     if let Some(http) = http {
         http.write_metrics(&mut e);

@@ -503,25 +503,28 @@ impl Swarm {
                 if piece >= n {
                     return Err(format!("HAVE for piece {piece} of {n}"));
                 }
-                if !peer.have.get(piece) {
-                    peer.have.set(piece);
-                    peer.counted = true;
-                    let rack = peer.locality == Locality::Rack;
-                    let shared = &self.shared;
-                    shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
-                    if rack {
-                        shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        shared.note_seen_outside(piece, now);
-                    }
-                    shared.note_delivered(piece);
+                if self.note_have(now, key, piece) {
                     self.after_peer_has(now, key, Some(piece), bufs);
                 }
             }
-            Message::Bitfield { .. } | Message::HaveAll | Message::HaveNone
-                if peer.got_bitfield =>
-            {
-                return Err("a second BITFIELD / HAVE ALL / HAVE NONE".into());
+            // After the first, a BITFIELD or HAVE ALL is read as HAVEs for the pieces it
+            // adds: aria2 opens with HAVE NONE and sends its BITFIELD later. A bit it clears
+            // is ignored (a peer does not lose pieces; we keep counting what it announced).
+            Message::Bitfield { bits } if peer.got_bitfield => {
+                let field =
+                    Bitfield::from_bytes(bits, n).map_err(|e| format!("bad bitfield: {e}"))?;
+                self.late_pieces(now, key, &field, bufs);
+            }
+            Message::HaveAll if peer.got_bitfield => {
+                if !peer.fast {
+                    return Err("HAVE ALL without the fast extension".into());
+                }
+                self.late_pieces(now, key, &Bitfield::full(n), bufs);
+            }
+            Message::HaveNone if peer.got_bitfield => {
+                if !peer.fast {
+                    return Err("HAVE NONE without the fast extension".into());
+                }
             }
             Message::Bitfield { bits } => {
                 let field =
@@ -703,6 +706,47 @@ impl Swarm {
         peer.have = field;
         peer.counted = true;
         self.after_peer_has(now, key, None, bufs);
+    }
+
+    /// Counts one piece a peer announced (a HAVE, or a bit a late BITFIELD adds); false
+    /// when it was known already.
+    fn note_have(&mut self, now: Instant, key: PeerKey, piece: u32) -> bool {
+        let shared = self.shared.clone();
+        let Some(peer) = self.peer_mut(key) else {
+            return false;
+        };
+        if peer.have.get(piece) {
+            return false;
+        }
+        peer.have.set(piece);
+        peer.counted = true;
+        shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
+        if peer.locality == Locality::Rack {
+            shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.note_seen_outside(piece, now);
+        }
+        shared.note_delivered(piece);
+        true
+    }
+
+    /// A BITFIELD or HAVE ALL after the first: the pieces it adds, as HAVEs.
+    fn late_pieces(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        field: &Bitfield,
+        bufs: &mut dyn PieceBuffers,
+    ) {
+        let mut added = 0u32;
+        for piece in field.ones() {
+            if self.note_have(now, key, piece) {
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.after_peer_has(now, key, None, bufs);
+        }
     }
 
     /// After the peer gained pieces: note a complete peer, become interested if it has

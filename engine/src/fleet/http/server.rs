@@ -36,7 +36,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
 use super::{Handler, Reply, Request};
-use crate::metrics::{Exposition, Kind};
+use crate::metrics::{as_gauge, label, Metrics};
 
 /// What one server allows each client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,21 +88,22 @@ pub struct HttpStats {
 }
 
 impl HttpStats {
-    pub fn write_metrics(&self, e: &mut Exposition) {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+    pub fn write_metrics(&self, e: &mut Metrics) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // Not `ringswarm_http_connections`: OpenMetrics names the counter's family so, and
+        // one name cannot be both a gauge and a counter.
         e.gauge(
-            "ringswarm_http_connections",
+            "ringswarm_http_connections_open",
             "HTTP connections open.",
-            get(&self.open),
+            as_gauge(get(&self.open)),
         );
-        e.metric(
+        e.counter_family(
             "ringswarm_http_connections_total",
             "HTTP connections by how they were handled.",
-            Kind::Counter,
             &[
-                ("outcome=\"accepted\"", get(&self.accepted)),
-                ("outcome=\"refused\"", get(&self.refused)),
-                ("outcome=\"timed_out\"", get(&self.timed_out)),
+                (label("outcome", "accepted"), get(&self.accepted)),
+                (label("outcome", "refused"), get(&self.refused)),
+                (label("outcome", "timed_out"), get(&self.timed_out)),
             ],
         );
     }
