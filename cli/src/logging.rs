@@ -1,10 +1,13 @@
 //! Logging to stderr: human text or JSON lines, colour only on a terminal.
 //!
-//! Under systemd (`JOURNAL_STREAM` set: stderr goes to the journal) the text format drops
-//! its timestamp, since journald stamps every line itself; JSON lines keep theirs, as a
-//! log shipper reading them may not be journald.
+//! When stderr is the journal (systemd sets `JOURNAL_STREAM` to its device:inode; a
+//! child of a service inherits the variable with another stderr, so it is compared) the
+//! text format drops its timestamp, since journald stamps every line itself; JSON lines
+//! keep theirs, as a log shipper reading them may not be journald.
 
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +25,23 @@ pub enum LogFormat {
 /// set to anything non-empty (https://no-color.org).
 pub fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Whether `journal_stream` (`JOURNAL_STREAM`: "DEVICE:INODE") names this stderr.
+fn stderr_is_journal(journal_stream: Option<&std::ffi::OsStr>) -> bool {
+    let Some((dev, ino)) = journal_stream
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split_once(':'))
+    else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
 fn filter(verbose: u8) -> EnvFilter {
@@ -44,7 +64,7 @@ pub fn init_logging(verbose: u8, format: LogFormat) {
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let under_journald = stderr_is_journal(std::env::var_os("JOURNAL_STREAM").as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(verbose))
         .with_writer(std::io::stderr)
@@ -67,5 +87,12 @@ mod tests {
         assert!(colour_wanted(true, Some(OsStr::new(""))));
         assert!(!colour_wanted(true, Some(OsStr::new("1"))));
         assert!(!colour_wanted(false, None));
+    }
+
+    #[test]
+    fn only_a_journal_stream_naming_this_stderr_counts() {
+        assert!(!stderr_is_journal(None));
+        assert!(!stderr_is_journal(Some(OsStr::new("garbage"))));
+        assert!(!stderr_is_journal(Some(OsStr::new("0:0"))));
     }
 }

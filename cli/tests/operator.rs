@@ -159,7 +159,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// An agent whose feed refuses connections logs an error at once (the log line these
 /// tests read), with `extra` arguments and environment; returns its stderr lines.
-fn agent_log_lines(tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+/// With `journal`, JOURNAL_STREAM names the pipe given as stderr, as systemd names the
+/// journal's stream; otherwise it names something else.
+fn agent_log_lines(tag: &str, extra: &[&str], journal: bool) -> Vec<String> {
     let dir = scratch(tag);
     support::release::keygen(dir.path(), "fleet");
     let mut cmd = Command::new(ringswarm());
@@ -176,14 +178,23 @@ fn agent_log_lines(tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Vec<Strin
         .arg("--dir")
         .arg(dir.path().join("agent"))
         .env_remove("NO_COLOR")
-        .env_remove("JOURNAL_STREAM")
         .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
+    let (stderr, writer) = std::io::pipe().unwrap();
+    let stream = {
+        use std::os::unix::fs::MetadataExt;
+        let fd = std::os::fd::OwnedFd::from(writer.try_clone().unwrap());
+        let meta = std::fs::File::from(fd).metadata().unwrap();
+        format!("{}:{}", meta.dev(), meta.ino())
+    };
+    cmd.env(
+        "JOURNAL_STREAM",
+        if journal { stream.as_str() } else { "1:1" },
+    )
+    .stderr(writer);
     let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
+    drop(cmd); // the parent's copy of the pipe's write end: EOF when the child is gone
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -207,7 +218,7 @@ fn agent_log_lines(tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Vec<Strin
 
 #[test]
 fn logs_to_a_pipe_have_no_colour_codes() {
-    for line in agent_log_lines("log-pipe", &["-v"], &[]) {
+    for line in agent_log_lines("log-pipe", &["-v"], false) {
         assert!(!line.contains('\x1b'), "{line:?}");
         assert!(line.contains("127.0.0.1:9"), "the feed's error: {line}");
     }
@@ -215,7 +226,7 @@ fn logs_to_a_pipe_have_no_colour_codes() {
 
 #[test]
 fn log_format_json_gives_one_json_object_per_line() {
-    for line in agent_log_lines("log-json", &["--log-format", "json"], &[]) {
+    for line in agent_log_lines("log-json", &["--log-format", "json"], false) {
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string(), "{line}");
@@ -224,16 +235,20 @@ fn log_format_json_gives_one_json_object_per_line() {
     }
 }
 
-/// Under systemd (JOURNAL_STREAM set) journald stamps each line: ours start at the level.
+fn starts_with_level(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or("");
+    ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&first)
+}
+
+/// Under systemd (JOURNAL_STREAM naming our stderr) journald stamps each line: ours start
+/// at the level. A JOURNAL_STREAM inherited with another stderr changes nothing.
 #[test]
 fn logs_to_the_journal_carry_no_timestamp_of_their_own() {
-    let lines = agent_log_lines("log-journal", &[], &[("JOURNAL_STREAM", "8:12345")]);
-    for line in lines {
-        let first = line.split_whitespace().next().unwrap_or("");
-        assert!(
-            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&first),
-            "{line}"
-        );
+    for line in agent_log_lines("log-journal", &[], true) {
+        assert!(starts_with_level(&line), "{line}");
+    }
+    for line in agent_log_lines("log-not-journal", &[], false) {
+        assert!(!starts_with_level(&line), "a timestamp first: {line}");
     }
 }
 
