@@ -215,7 +215,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     };
     let hook_env = if args.hook_env.is_empty() {
         for name in &file.hook_env {
-            parse_env_name(name).map_err(|e| anyhow::anyhow!("config key `hook_env`: {e}"))?;
+            parse_env_name(name).map_err(|e| crate::config::key_error("hook_env", e))?;
         }
         file.hook_env
     } else {
@@ -260,9 +260,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         out.line(format!("metrics at http://{a}/metrics"));
     }
     out.line(format!("status socket {}", agent.status_socket().display()));
+    crate::notify::ready(&format!("following {feed_url}"));
+    let mut watchdog = crate::notify::Watchdog::from_env();
     let mut current: Vec<String> = Vec::new();
     let mut progress = DownloadLines::new(progress_every);
     while !interrupted(&stop) && agent.is_running() {
+        watchdog.tick();
         std::thread::sleep(Duration::from_millis(100));
         let status = agent.status();
         for line in progress.due(std::time::Instant::now(), &status.releases) {
@@ -276,9 +279,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             .collect();
         for label in now.iter().filter(|l| !current.contains(*l)) {
             out.line(format!("active: {label}"));
+            crate::notify::status(&format!("active: {label}"));
         }
         current = now;
     }
+    crate::notify::stopping();
     let crashed = !agent.is_running() && !interrupted(&stop);
     agent.shutdown();
     if crashed {

@@ -10,6 +10,7 @@
 mod agent;
 mod args;
 mod common;
+mod completions;
 mod config;
 mod create;
 mod demo;
@@ -20,6 +21,9 @@ mod get;
 mod info;
 mod interrupt;
 mod keygen;
+mod logging;
+mod man;
+mod notify;
 mod origin;
 mod output;
 mod progress;
@@ -69,6 +73,10 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// Log lines on stderr as text or as one JSON object each.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    log_format: logging::LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +97,8 @@ enum Command {
     Fleet(fleet::Args),
     Feed(feed::Args),
     Info(info::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 impl Command {
@@ -108,6 +118,8 @@ impl Command {
             Command::Fleet(_) => "fleet",
             Command::Feed(_) => "feed",
             Command::Info(_) => "info",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }
@@ -126,26 +138,6 @@ const VERSION: &str = concat!(
 pub struct Ctx {
     pub out: Out,
     pub style: Style,
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v).unwrap_or_else(|e| {
-            eprintln!("ringswarm: warning: ignoring RUST_LOG: {e}");
-            EnvFilter::new("warn")
-        }),
-        _ => EnvFilter::new(match verbose {
-            0 => "warn",
-            1 => "info",
-            2 => "debug",
-            _ => "trace",
-        }),
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// One line: the anyhow chain joined with ": ", newlines flattened. A cause that the
@@ -176,7 +168,7 @@ fn main() {
     if cli.quiet && std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "error");
     }
-    init_logging(cli.verbose);
+    logging::init_logging(cli.verbose, cli.log_format);
     let ctx = Ctx {
         out: Out {
             json: cli.json,
@@ -204,6 +196,8 @@ fn main() {
         Command::Fleet(a) => fleet::run(ctx, a),
         Command::Feed(a) => feed::run(ctx, a),
         Command::Info(a) => info::run(ctx, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     };
     if let Err(e) = result {
         let line = error_line(&e);

@@ -136,15 +136,20 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     if let Some(a) = origin.peer_addr() {
         out.line(format!("listening on {a}"));
     }
+    crate::notify::ready("serving the feed and seeding");
+    let mut watchdog = crate::notify::Watchdog::from_env();
     let mut shown = Vec::new();
     while !interrupted(&stop) {
+        watchdog.tick();
         std::thread::sleep(Duration::from_millis(200));
         let now: Vec<String> = origin.seeding().iter().map(|(r, _)| r.label()).collect();
         for label in now.iter().filter(|l| !shown.contains(*l)) {
             out.line(format!("seeding {label}"));
+            crate::notify::status(&format!("seeding {label}"));
         }
         shown = now;
     }
+    crate::notify::stopping();
     let seeding = origin.seeding();
     let uploaded: u64 = seeding.iter().map(|(_, s)| s.uploaded_bytes).sum();
     origin.shutdown();

@@ -291,9 +291,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         "tracker listening on udp://{}",
         server.local_addr()
     ));
+    crate::notify::ready(&format!("serving udp://{}", server.local_addr()));
+    let mut watchdog = crate::notify::Watchdog::from_env();
     let started = Instant::now();
     let mut last_report = Instant::now();
     while !interrupted(&stop) {
+        watchdog.tick();
         std::thread::sleep(Duration::from_millis(100));
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
@@ -308,6 +311,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             ));
         }
     }
+    crate::notify::stopping();
     let (_, peers) = server.sizes();
     let answers = server.counters().responses.load(Ordering::Relaxed);
     let listen = server.local_addr();

@@ -167,7 +167,11 @@ fn register(ring: &mut Ring, id: SlotId, buf: &AlignedBuf) -> bool {
     } {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(err = %e, "registering a piece buffer failed (RLIMIT_MEMLOCK?); using unregistered I/O");
+            // Every worker meets the same limit: say it once per process, not per core.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(err = %e, "registering piece buffers failed (RLIMIT_MEMLOCK?); using unregistered I/O");
+            }
             ring.disable_fixed_buffers();
             false
         }

@@ -150,7 +150,9 @@ impl Ring {
             .submitter()
             .register_buffers_sparse(FIXED_TABLE_SIZE)
             .is_ok();
-        if !fixed_buffers {
+        // Every worker's ring meets the same kernel: say it once per process, not per core.
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !fixed_buffers && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
                 "io_uring buffer registration unavailable: using unregistered reads/writes"
             );

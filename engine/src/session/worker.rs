@@ -15,6 +15,7 @@
 
 mod disk;
 mod failed;
+mod once_per_host;
 mod uploads;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use super::torrent::TorrentShared;
 use crate::reactor::{net, BufRing, Completion, EventFd, HashDone, HashPool, PiecePool, Ring};
 use crate::wire::{self, Event, Framer, Handshake};
 use disk::{CacheEntry, DiskJob, Hashing, Lender};
+use once_per_host::OncePerHost;
 use uploads::ReadRange;
 
 /// Uncached ranges a connection's queue may start reading at once.
@@ -448,7 +450,11 @@ impl Ctx {
                     libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
                 ) {
                     // Out of descriptors: try again at the next tick, not in a busy loop.
-                    tracing::warn!(err = %std::io::Error::from_raw_os_error(-c.result), "accept failed; pausing");
+                    // Every core runs out at once: one line per host every 10 s.
+                    static SAID: OncePerHost = OncePerHost::new();
+                    if SAID.due(Duration::from_secs(10)) {
+                        tracing::warn!(err = %std::io::Error::from_raw_os_error(-c.result), "accept failed; pausing");
+                    }
                     self.accept_paused = true;
                 } else if let Some(l) = &self.listener {
                     ring.accept_multi(l.as_raw_fd(), token(K_ACCEPT, 0, 0));
