@@ -49,7 +49,8 @@ Exit codes:
        destination in use, --no-clobber)
   2    usage error (bad command line)
   3    no peer: the trackers gave none, or none connected and no progress for
-       --stall-timeout (the error names each peer tried and why it failed)
+       --stall-timeout (the error names each peer tried and why it failed);
+       `status`: no agent is running (what is on disk is shown)
   4    --timeout passed
   5    verification impossible: every peer tried sent corrupt data (banned), a magnet's
        metadata is not a valid torrent, or seed's data does not match its torrent

@@ -192,6 +192,11 @@ fn the_example_configs_work_together_as_shipped() {
         .map(|t| t.as_str().unwrap())
         .collect();
     assert_eq!(trackers, [format!("udp://{tracker_listen}")]);
+    assert_eq!(
+        config_str("origin.toml", "tracker_http").unwrap(),
+        format!("http://{}", config_str("tracker.toml", "metrics").unwrap()),
+        "the fleet page reads the tracker's HTTP port"
+    );
     let text = std::fs::read_to_string(script("systemd").join("agent.toml")).unwrap();
     let agent: toml::Table = text.parse().unwrap();
     assert_eq!(
