@@ -708,29 +708,24 @@ impl Swarm {
         self.after_peer_has(now, key, None, bufs);
     }
 
-    /// Counts one piece a peer announced (a HAVE, or a bit a late BITFIELD adds); false
-    /// when it was known already.
+    /// Counts one piece a peer announced in a HAVE; false when it was known already.
     fn note_have(&mut self, now: Instant, key: PeerKey, piece: u32) -> bool {
         let shared = self.shared.clone();
         let Some(peer) = self.peer_mut(key) else {
             return false;
         };
-        if peer.have.get(piece) {
-            return false;
-        }
-        peer.have.set(piece);
-        peer.counted = true;
-        shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
-        if peer.locality == Locality::Rack {
-            shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
-        } else {
+        let added = add_piece(&shared, peer, piece);
+        if added && peer.locality != Locality::Rack {
             shared.note_seen_outside(piece, now);
         }
-        shared.note_delivered(piece);
-        true
+        added
     }
 
-    /// A BITFIELD or HAVE ALL after the first: the pieces it adds, as HAVEs.
+    /// A BITFIELD or HAVE ALL after the first: the pieces it adds, as HAVEs, except that
+    /// they start no `seen_outside` clock (as a first BITFIELD does not: a whole field at
+    /// once would make every piece overdue after the grace, see `set_peer_pieces`). A
+    /// message that completes the peer's set in one go is a seed's (or a liar's) and does
+    /// not make the peer a receiver of ours (`counts_as_receiver`).
     fn late_pieces(
         &mut self,
         now: Instant,
@@ -738,11 +733,18 @@ impl Swarm {
         field: &Bitfield,
         bufs: &mut dyn PieceBuffers,
     ) {
+        let shared = self.shared.clone();
+        let Some(peer) = self.peer_mut(key) else {
+            return;
+        };
         let mut added = 0u32;
         for piece in field.ones() {
-            if self.note_have(now, key, piece) {
+            if add_piece(&shared, peer, piece) {
                 added += 1;
             }
+        }
+        if added > 1 && peer.have.is_complete() {
+            peer.opened_complete = true;
         }
         if added > 0 {
             self.after_peer_has(now, key, None, bufs);
@@ -783,6 +785,21 @@ impl Swarm {
         }
         self.fill(now, key, bufs);
     }
+}
+
+/// Counts a piece a peer announced in its availability; false when it was known already.
+fn add_piece(shared: &Shared, peer: &mut Peer, piece: u32) -> bool {
+    if peer.have.get(piece) {
+        return false;
+    }
+    peer.have.set(piece);
+    peer.counted = true;
+    shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
+    if peer.locality == Locality::Rack {
+        shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    shared.note_delivered(piece);
+    true
 }
 
 /// Whether a peer counts as a receiver of ours (`send --receivers`, `peers_completed`): it

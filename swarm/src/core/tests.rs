@@ -477,6 +477,65 @@ fn a_late_bitfield_after_have_none_counts_as_haves() {
 }
 
 #[test]
+fn a_late_bitfield_starts_no_overdue_clock_and_a_late_whole_set_is_a_seed() {
+    let mut t = T::new(4);
+    let place = |rack: &str| NamedPlace {
+        dc: Some("d".into()),
+        rack: Some(rack.into()),
+    };
+    let outside = |i| PeerInfo {
+        our_place: place("a"),
+        their_place: Some(place("b")),
+        ..T::info(i, true)
+    };
+    let k = t.connect_as(1, outside(1), true, t.t0);
+    assert_ne!(t.sw.peer(k).unwrap().locality, Locality::Rack);
+    t.msg(t.t0, k, Message::HaveNone).unwrap();
+    t.msg(
+        t.t0,
+        k,
+        Message::Bitfield {
+            bits: &[0b1000_0000],
+        },
+    )
+    .unwrap();
+    let clocks = |t: &T| -> Vec<u64> {
+        (0..4)
+            .map(|i| t.shared.seen_outside[i].load(Ordering::Relaxed))
+            .collect()
+    };
+    // As a first BITFIELD: a whole field at once must not make every piece overdue later.
+    assert_eq!(clocks(&t), vec![0; 4]);
+    t.msg(t.t0, k, Message::Have { index: 1 }).unwrap();
+    assert_ne!(clocks(&t)[1], 0, "a HAVE starts the clock");
+    assert!(!t.sw.peer(k).unwrap().opened_complete);
+    // The rest at once: a seed (or a liar), not a receiver we completed.
+    t.msg(t.t0, k, Message::HaveAll).unwrap();
+    assert!(t.sw.peer(k).unwrap().opened_complete);
+    assert_eq!(clocks(&t)[2], 0);
+
+    // One last piece in a late BITFIELD is a receiver's news, like a HAVE.
+    let j = t.connect_as(2, outside(2), true, t.t0);
+    t.msg(
+        t.t0,
+        j,
+        Message::Bitfield {
+            bits: &[0b1110_0000],
+        },
+    )
+    .unwrap();
+    t.msg(
+        t.t0,
+        j,
+        Message::Bitfield {
+            bits: &[0b1111_0000],
+        },
+    )
+    .unwrap();
+    assert!(!t.sw.peer(j).unwrap().opened_complete);
+}
+
+#[test]
 fn messages_before_the_handshake_and_protocol_violations_drop_the_peer() {
     let mut t = T::new(4);
     let k = PeerKey { index: 1, gen: 0 };
