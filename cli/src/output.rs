@@ -386,4 +386,22 @@ mod tests {
         assert!(!o.contains_key("locked_bytes"));
         assert!(!o.contains_key("error"));
     }
+
+    #[test]
+    fn printable_defuses_escapes_and_direction_marks_only() {
+        assert_eq!(printable("plain é ü 東京"), "plain é ü 東京");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(printable("a\x1b[2Jb\r\n\x07"), "a?[2Jb???");
+        assert_eq!(printable("x\u{202e}y\u{200b}z\u{feff}\u{2066}"), "x?y?z??");
+        assert_eq!(printable("\u{9b}31m"), "?31m", "C1 CSI");
+    }
+
+    #[test]
+    fn a_stdout_closed_error_is_told_from_other_broken_pipes() {
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed);
+        let e = anyhow::Error::new(closed).context("writing the result");
+        assert!(is_stdout_closed(&e));
+        let peer = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(!is_stdout_closed(&anyhow::Error::new(peer)));
+    }
 }

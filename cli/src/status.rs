@@ -200,3 +200,37 @@ fn disk_line(r: &DiskRelease) -> String {
         extra.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_reads_as_the_agent_prints_it() {
+        let r = ReleaseStatus {
+            name: "index".into(),
+            version: "v1".into(),
+            state: "downloading".into(),
+            total_bytes: 16 << 20,
+            verified_bytes: 3 << 20,
+            peers: 4,
+            rate_bytes_per_sec: 1048576.0,
+            eta_secs: Some(13),
+            uploaded_bytes: 0,
+            ..ReleaseStatus::default()
+        };
+        assert_eq!(
+            release_line(&r),
+            format!("downloading index v1: {} (0 B out)", download_line(&r))
+        );
+        let done = ReleaseStatus {
+            state: "current".into(),
+            name: "ind\x1bex".into(),
+            ..r
+        };
+        assert_eq!(
+            release_line(&done),
+            "current    ind?ex v1 16.00 MiB (4 peers, 0 B out)"
+        );
+    }
+}

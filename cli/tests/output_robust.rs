@@ -281,6 +281,18 @@ fn fleet_shows_a_hostile_origin_without_escapes_or_panics() {
     let out = rs(&["fleet", "--origin", &url, "--timeout", "2s"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     server.join().unwrap();
+
+    // --watch | head -1: one view event, then the next redraw finds the pipe closed and
+    // the watch ends quietly instead of polling forever.
+    let (url, server) = crafted_origin(serde_json::to_string_pretty(&view).unwrap(), 2);
+    let (code, err, first) =
+        with_stdout_closed_after_one_line(&["--json", "fleet", "--watch", "--origin", &url]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    let j: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(j["event"], "view", "{j}");
+    assert_eq!(j["releases"][0]["version"], "1\u{200f}.0", "{j}");
+    server.join().unwrap();
 }
 
 #[test]
@@ -301,9 +313,9 @@ fn https_urls_are_refused_up_front_in_one_line() {
     }
 }
 
-/// Runs `args` with stdout a pipe that is closed after the first line; the exit status
-/// and stderr.
-fn with_stdout_closed_after_one_line(args: &[&str]) -> (Option<i32>, String) {
+/// Runs `args` with stdout a pipe that is closed after the first line; the exit status,
+/// stderr and that line.
+fn with_stdout_closed_after_one_line(args: &[&str]) -> (Option<i32>, String, String) {
     let mut child = Command::new(ringswarm())
         .args(args)
         .stdout(Stdio::piped())
@@ -334,7 +346,7 @@ fn with_stdout_closed_after_one_line(args: &[&str]) -> (Option<i32>, String) {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    (status.code(), err)
+    (status.code(), err, first)
 }
 
 #[test]
@@ -345,7 +357,7 @@ fn a_reader_closing_stdout_early_ends_info_quietly() {
     std::fs::write(&t, torrent(2000, "x", 1)).unwrap();
     let t = t.to_str().unwrap();
     for args in [&["info", t, "--all"][..], &["--json", "info", t][..]] {
-        let (code, err) = with_stdout_closed_after_one_line(args);
+        let (code, err, _) = with_stdout_closed_after_one_line(args);
         assert_eq!(code, Some(0), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?} said something: {err}");
     }
