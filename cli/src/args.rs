@@ -209,6 +209,30 @@ pub fn format_rate(bytes_per_sec: f64) -> String {
     format!("{}/s", format_bytes(bytes_per_sec.round() as u64))
 }
 
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z): humantime's formatter fails
+/// past it, and `SystemTime` arithmetic may overflow long before `u64::MAX` ms.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// A time in ms since the Unix epoch as RFC 3339 (`2026-12-06T16:31:13Z`); a time past
+/// year 9999 (from a hand-made feed or torrent) as the raw number, so it is shown, not a
+/// panic.
+pub fn format_time(ms: u64) -> String {
+    if ms / 1000 > LAST_RFC3339_SECOND {
+        return format!("{ms} ms since 1970 (beyond year 9999)");
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// A time in seconds since the Unix epoch (a .torrent's `creation date`), as
+/// [`format_time`]; a negative one as the raw number.
+pub fn format_time_secs(secs: i64) -> String {
+    match u64::try_from(secs) {
+        Ok(s) if s <= LAST_RFC3339_SECOND => format_time(s * 1000),
+        _ => format!("{secs} s since 1970 (out of range)"),
+    }
+}
+
 /// Bytes per second, 0 when no time has passed.
 pub fn rate(bytes: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
@@ -342,6 +366,23 @@ mod tests {
         assert_eq!(format_rate(2.0 * 1048576.0), "2.00 MiB/s");
         assert_eq!(rate(10, Duration::ZERO), 0.0);
         assert_eq!(rate(10, Duration::from_secs(2)), 5.0);
+    }
+
+    #[test]
+    fn times_out_of_rfc3339_range_are_numbers() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_500), "1970-01-01T00:00:01Z");
+        assert_eq!(
+            format_time(LAST_RFC3339_SECOND * 1000 + 999),
+            "9999-12-31T23:59:59Z"
+        );
+        let past = (LAST_RFC3339_SECOND + 1) * 1000;
+        assert!(format_time(past).starts_with(&past.to_string()));
+        assert!(format_time(u64::MAX).starts_with(&u64::MAX.to_string()));
+        assert_eq!(format_time_secs(86_400), "1970-01-02T00:00:00Z");
+        assert!(format_time_secs(1_000_000_000_000).starts_with("1000000000000 s"));
+        assert!(format_time_secs(-1).starts_with("-1 s"));
+        assert!(format_time_secs(i64::MAX).starts_with(&i64::MAX.to_string()));
     }
 
     #[test]

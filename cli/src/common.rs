@@ -30,6 +30,13 @@ const MAX_TORRENT_FILE: u64 = 64 << 20;
 
 /// Reads and parses a .torrent file; errors name the file.
 pub fn load_torrent(path: &Path) -> Result<Metainfo> {
+    load_torrent_bytes(path).map(|(meta, _)| meta)
+}
+
+/// [`load_torrent`], with the file's bytes (`info` shows fields the metainfo leaves out).
+/// The read itself is bounded: a device or a pipe (`/dev/zero`) has no size to check.
+pub fn load_torrent_bytes(path: &Path) -> Result<(Metainfo, Vec<u8>)> {
+    use std::io::Read;
     let shown = path.display();
     let meta = std::fs::metadata(path).with_context(|| format!("reading torrent `{shown}`"))?;
     if meta.is_dir() {
@@ -41,8 +48,19 @@ pub fn load_torrent(path: &Path) -> Result<Metainfo> {
             meta.len()
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("reading torrent `{shown}`"))?;
-    Metainfo::from_bytes(&bytes).with_context(|| format!("`{shown}` is not a valid torrent"))
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TORRENT_FILE + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading torrent `{shown}`"))?;
+    if bytes.len() as u64 > MAX_TORRENT_FILE {
+        bail!(
+            "reading torrent `{shown}`: more than {} MiB is too large for a .torrent file",
+            MAX_TORRENT_FILE >> 20
+        );
+    }
+    let meta = Metainfo::from_bytes(&bytes)
+        .with_context(|| format!("`{shown}` is not a valid torrent"))?;
+    Ok((meta, bytes))
 }
 
 /// Bytes of file data in the torrent (pad files left out).

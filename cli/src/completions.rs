@@ -22,5 +22,5 @@ pub fn run(args: Args) -> Result<()> {
     // Into memory first: the generators panic on a write error (a closed pipe).
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "ringswarm", &mut script);
-    crate::man::write_stdout(&script).context("writing the completion script")
+    crate::output::write_stdout(&script).context("writing the completion script")
 }

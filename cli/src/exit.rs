@@ -33,11 +33,18 @@ pub enum Code {
     Interrupted = 130,
     /// Stopped by SIGTERM (128 + 15).
     Terminated = 143,
+    /// `status`: no agent is running (what is on disk is shown). Exits 3 like [`Code::NoPeer`]
+    /// (LSB's "program is not running", as `systemctl status` uses it); a distinct variant
+    /// because an enum cannot give two variants one value.
+    NotRunning,
 }
 
 impl Code {
     pub fn as_i32(self) -> i32 {
-        self as i32
+        match self {
+            Code::NotRunning => 3,
+            other => other as i32,
+        }
     }
 }
 
@@ -208,5 +215,13 @@ mod tests {
                 "{c:?} missing from the table"
             );
         }
+    }
+
+    #[test]
+    fn not_running_is_3_as_the_table_says() {
+        assert_eq!(Code::NotRunning.as_i32(), 3);
+        assert!(EXIT_CODES_HELP.contains("`status`: no agent is running"));
+        let e = failure(Code::NotRunning, "the agent is not running");
+        assert_eq!(code_of(&e).as_i32(), 3);
     }
 }

@@ -1,14 +1,15 @@
 //! `ringswarm feed show`: the releases in a feed, readable.
 
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ringswarm_engine::feed::Feed;
 use ringswarm_engine::fleet::view::http_get;
 use serde::Serialize;
 
-use crate::args::format_bytes;
+use crate::args::{format_bytes, format_time};
+use crate::output::{printable, Text};
 use crate::Ctx;
 
 /// Read a release feed.
@@ -30,7 +31,8 @@ pub enum FeedCommand {
 /// says the feed is unchecked. With --json, prints one JSON object.
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
-    /// The feed: an http:// URL (e.g. http://origin:8470/feed.json) or a file.
+    /// The feed: an http:// URL (e.g. http://origin:8470/feed.json) or a file (https is
+    /// not supported: the feed's signature is what agents trust).
     #[arg(value_name = "URL|FILE")]
     pub feed: String,
 
@@ -60,12 +62,24 @@ struct FeedJson {
     releases: Vec<ReleaseJson>,
 }
 
-fn time_of(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+/// The one line for an https:// URL, as `--topology` words it: the HTTP client here has
+/// no TLS, and needs none for a signed feed.
+pub const HTTPS_UNSUPPORTED: &str =
+    "https is not supported (only http:// URLs, or a file): serve the feed over http; \
+     its signature is what agents trust";
+
+/// True when `source` is an https:// URL (any case).
+pub fn is_https(source: &str) -> bool {
+    source
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
 }
 
 fn read_source(source: &str) -> Result<Vec<u8>> {
-    if source.starts_with("http://") || source.starts_with("https://") {
+    if is_https(source) {
+        bail!("`{source}`: {HTTPS_UNSUPPORTED}");
+    }
+    if source.starts_with("http://") {
         http_get(source, Duration::from_secs(10)).map_err(anyhow::Error::msg)
     } else {
         std::fs::read(Path::new(source)).with_context(|| format!("reading `{source}`"))
@@ -109,48 +123,71 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string(&json)?);
+        ctx.out
+            .result("feed", serde_json::to_value(&json)?, None)
+            .context("writing the result")?;
         return Ok(());
     }
-    println!("feed {} sequence {}", args.feed, feed.sequence);
+    render(&args.feed, &feed, signature, fresh.is_ok())
+        .print()
+        .context("writing the result")?;
+    Ok(())
+}
+
+/// The human form; names and versions from the feed are made [`printable`].
+fn render(source: &str, feed: &Feed, signature: &str, fresh: bool) -> Text {
+    let mut out = Text::new();
+    out.line(format!(
+        "feed {} sequence {}",
+        printable(source),
+        feed.sequence
+    ));
     match signature {
-        "good" => println!("signature: good"),
-        _ => println!("signature: unchecked (give --pubkey to check it)"),
+        "good" => out.line("signature: good"),
+        _ => out.line("signature: unchecked (give --pubkey to check it)"),
     }
-    println!("signed: {}", time_of(feed.signed_ms));
-    match (feed.expires_ms, &fresh) {
-        (Some(e), Ok(())) => println!("expires: {} (fresh)", time_of(e)),
-        (Some(e), Err(_)) => println!("expires: {} (EXPIRED: agents refuse it)", time_of(e)),
-        (None, _) => println!("expires: never set (agents refuse it)"),
+    out.line(format!("signed: {}", format_time(feed.signed_ms)));
+    match (feed.expires_ms, fresh) {
+        (Some(e), true) => out.line(format!("expires: {} (fresh)", format_time(e))),
+        (Some(e), false) => out.line(format!(
+            "expires: {} (EXPIRED: agents refuse it)",
+            format_time(e)
+        )),
+        (None, _) => out.line("expires: never set (agents refuse it)"),
     }
-    println!("{} releases:", feed.releases.len());
-    let w_name = feed
+    out.line(format!("{} releases:", feed.releases.len()));
+    let rows: Vec<(String, String)> = feed
         .releases
         .iter()
-        .map(|r| r.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let w_ver = feed
-        .releases
-        .iter()
-        .map(|r| r.version.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    println!(
+        .map(|r| {
+            (
+                printable(&r.name).into_owned(),
+                printable(&r.version).into_owned(),
+            )
+        })
+        .collect();
+    let width = |pick: fn(&(String, String)) -> &String, least: usize| {
+        rows.iter()
+            .map(|r| pick(r).chars().count())
+            .max()
+            .unwrap_or(least)
+            .max(least)
+    };
+    let w_name = width(|r| &r.0, 4);
+    let w_ver = width(|r| &r.1, 7);
+    out.line(format!(
         "  {:w_name$}  {:w_ver$}  {:>12}  {:40}  published",
         "name", "version", "size", "info-hash"
-    );
-    for r in &feed.releases {
-        println!(
+    ));
+    for (r, (name, version)) in feed.releases.iter().zip(&rows) {
+        out.line(format!(
             "  {:w_name$}  {:w_ver$}  {:>12}  {:40}  {}",
-            r.name,
-            r.version,
+            name,
+            version,
             format_bytes(r.size),
             ringswarm_engine::hex(&r.info_hash),
-            time_of(r.published_ms)
-        );
+            format_time(r.published_ms)
+        ));
     }
-    Ok(())
+    out
 }

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ringswarm_engine::fleet::view::{http_get, FleetView, ReleaseView};
+use serde::Deserialize;
 
-use crate::args::{format_bytes, format_rate};
+use crate::args::{format_bytes, format_rate, parse_duration};
 use crate::interrupt::interrupted;
+use crate::output::{printable, write_stdout, Text};
 use crate::Ctx;
 
 /// Show which host runs which release: per live release, hosts done / downloading /
@@ -15,7 +17,8 @@ use crate::Ctx;
 /// Reads URL/fleet.json from the origin (which joins its feed with the tracker's peers:
 /// start it with --tracker-http). A host is "missing" from a release when the tracker saw
 /// it on another release of the same name in the last 10 minutes but not on this one.
-/// With --json, prints the origin's JSON as it is.
+/// With --json, prints the origin's JSON on one line as the summary (`"event":"summary"`);
+/// with --watch, one `"event":"view"` line per redraw.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The origin's HTTP address, e.g. http://origin:8470.
@@ -26,23 +29,27 @@ pub struct Args {
     #[arg(long)]
     pub watch: bool,
 
-    /// Seconds to wait for the origin.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    pub timeout: u64,
+    /// How long to wait for the origin (30s, 1m, or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
-fn fetch(url: &str, timeout: Duration) -> Result<(Vec<u8>, FleetView)> {
+/// The origin's answer: the view, and the JSON as sent (fields this version does not know
+/// are kept for --json).
+fn fetch(url: &str, timeout: Duration) -> Result<(serde_json::Value, FleetView)> {
     let body = http_get(url, timeout).map_err(anyhow::Error::msg)?;
-    let view = serde_json::from_slice(&body)
-        .with_context(|| format!("{url} is no fleet view (is the origin ringswarm's?)"))?;
-    Ok((body, view))
+    let no_view = || format!("{url} is no fleet view (is the origin ringswarm's?)");
+    let json: serde_json::Value = serde_json::from_slice(&body).with_context(no_view)?;
+    let view = FleetView::deserialize(&json).with_context(no_view)?;
+    Ok((json, view))
 }
 
-/// The view as text: one block per release.
+/// The view as text: one block per release. Every string from the origin is made
+/// [`printable`]: a hostile origin cannot send escapes to the terminal.
 pub fn render(view: &FleetView) -> String {
     let mut out = String::new();
     if let Some(e) = &view.error {
-        out.push_str(&format!("tracker: {e}\n"));
+        out.push_str(&format!("tracker: {}\n", printable(e)));
     }
     let n = view.releases.len();
     out.push_str(&format!(
@@ -57,13 +64,14 @@ pub fn render(view: &FleetView) -> String {
 }
 
 fn render_release(out: &mut String, r: &ReleaseView) {
+    let hash: String = r.info_hash.chars().take(12).collect();
     out.push_str(&format!(
         "\n{} {}{}  {}  {}…\n  {} done, {} downloading, {} missing; {}\n",
-        r.name,
-        r.version,
+        printable(&r.name),
+        printable(&r.version),
         if r.newest { "" } else { " (previous)" },
         format_bytes(r.size),
-        &r.info_hash[..r.info_hash.len().min(12)],
+        printable(&hash),
         r.done,
         r.downloading,
         r.missing,
@@ -73,20 +81,20 @@ fn render_release(out: &mut String, r: &ReleaseView) {
         if s.is_empty() {
             "?".to_owned()
         } else {
-            s.to_owned()
+            printable(s).into_owned()
         }
     };
     let dc_w = r
         .places
         .iter()
-        .map(|p| name(&p.dc).len())
+        .map(|p| name(&p.dc).chars().count())
         .max()
         .unwrap_or(2)
         .max(2);
     let rack_w = r
         .places
         .iter()
-        .map(|p| name(&p.rack).len())
+        .map(|p| name(&p.rack).chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -109,7 +117,7 @@ fn render_release(out: &mut String, r: &ReleaseView) {
         for h in &r.slowest {
             out.push_str(&format!(
                 "    {}  {}/{}  {:.1} %  {}\n",
-                h.addr,
+                printable(&h.addr),
                 name(&h.dc),
                 name(&h.rack),
                 h.progress * 100.0,
@@ -117,11 +125,11 @@ fn render_release(out: &mut String, r: &ReleaseView) {
             ));
         }
     }
-    let missing: Vec<&str> = r
+    let missing: Vec<String> = r
         .hosts
         .iter()
         .filter(|h| h.state == ringswarm_engine::fleet::view::HostState::Missing)
-        .map(|h| h.addr.as_str())
+        .map(|h| printable(&h.addr).into_owned())
         .collect();
     if !missing.is_empty() {
         out.push_str(&format!("  missing: {}\n", missing.join(", ")));
@@ -133,28 +141,54 @@ fn render_release(out: &mut String, r: &ReleaseView) {
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let base = args.origin.trim_end_matches('/');
-    if !base.starts_with("http://") && !base.starts_with("https://") {
+    if crate::feed::is_https(base) {
+        bail!(
+            "--origin `{}`: {}",
+            args.origin,
+            crate::feed::HTTPS_UNSUPPORTED
+        );
+    }
+    if !base.starts_with("http://") {
         bail!("--origin `{}`: expected an http:// URL", args.origin);
     }
     let url = format!("{base}/fleet.json");
-    let timeout = Duration::from_secs(args.timeout.max(1));
+    let timeout = args.timeout.max(Duration::from_secs(1));
     let stop = crate::common::stop_flag();
     loop {
-        let (body, view) = fetch(&url, timeout)?;
+        let (json, view) = fetch(&url, timeout)?;
+        if ctx.out.json && !args.watch {
+            ctx.out
+                .result("fleet", json, None)
+                .context("writing the result")?;
+            return Ok(());
+        }
         if ctx.out.json {
-            println!("{}", String::from_utf8_lossy(&body).trim_end());
+            let mut line = serde_json::json!({ "event": "view" });
+            if let (Some(event), serde_json::Value::Object(body)) = (line.as_object_mut(), json) {
+                for (key, value) in body {
+                    event.entry(key).or_insert(value);
+                }
+            }
+            write_stdout(format!("{line}\n").as_bytes()).context("writing the view")?;
         } else {
+            let mut text = Text::new();
             if args.watch {
                 // Clear the screen and home the cursor, as `watch` does.
-                print!("\x1b[2J\x1b[H");
+                text.push("\x1b[2J\x1b[H");
             }
-            print!("{}", render(&view));
+            text.push(&render(&view));
+            text.print().context("writing the view")?;
         }
         if !args.watch {
             return Ok(());
         }
         for _ in 0..20 {
             if interrupted(&stop) {
+                if ctx.out.json {
+                    ctx.out
+                        .result("fleet", serde_json::json!({}), None)
+                        .context("writing the result")?;
+                }
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -1,6 +1,6 @@
 //! `ringswarm info`: what a .torrent file or a magnet link holds.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use ringswarm_engine::bencode;
@@ -8,7 +8,10 @@ use ringswarm_engine::magnet::Magnet;
 use ringswarm_engine::metainfo::Metainfo;
 use serde::Serialize;
 
-use crate::args::format_bytes;
+use crate::args::{format_bytes, format_time_secs};
+use crate::common::load_torrent_bytes;
+use crate::get::is_magnet;
+use crate::output::{printable, Text};
 use crate::Ctx;
 
 /// Files listed unless --all.
@@ -72,8 +75,7 @@ fn of_magnet(m: &Magnet) -> InfoJson {
     }
 }
 
-fn of_torrent(bytes: &[u8]) -> Result<InfoJson> {
-    let meta = Metainfo::from_bytes(bytes)?;
+fn of_torrent(meta: &Metainfo, bytes: &[u8]) -> InfoJson {
     // `created by` and `creation date` are outside what a download needs, so the metainfo
     // parser keeps neither: read them from the top-level dictionary here.
     let top = bencode::decode(bytes).ok();
@@ -84,7 +86,7 @@ fn of_torrent(bytes: &[u8]) -> Result<InfoJson> {
             trackers.insert(0, a.clone());
         }
     }
-    Ok(InfoJson {
+    InfoJson {
         kind: "torrent",
         info_hash: ringswarm_engine::hex(&meta.info_hash),
         name: Some(meta.info.name.clone()),
@@ -106,69 +108,80 @@ fn of_torrent(bytes: &[u8]) -> Result<InfoJson> {
             })
             .collect(),
         peers: Vec::new(),
-    })
+    }
 }
 
 pub fn run(ctx: Ctx, args: Args) -> Result<()> {
-    let info = if args
-        .source
-        .get(..7)
-        .is_some_and(|s| s.eq_ignore_ascii_case("magnet:"))
-    {
+    let info = if is_magnet(&args.source) {
         of_magnet(&Magnet::parse(&args.source).with_context(|| "the magnet link".to_owned())?)
     } else {
-        let bytes =
-            std::fs::read(&args.source).with_context(|| format!("reading `{}`", args.source))?;
-        of_torrent(&bytes).with_context(|| format!("`{}`", args.source))?
+        let (meta, bytes) = load_torrent_bytes(Path::new(&args.source))?;
+        of_torrent(&meta, &bytes)
     };
     if ctx.out.json {
-        println!("{}", serde_json::to_string(&info)?);
+        ctx.out
+            .result("info", serde_json::to_value(&info)?, None)
+            .context("writing the result")?;
         return Ok(());
     }
-    let none = || "-".to_owned();
-    println!("name:        {}", info.name.clone().unwrap_or_else(none));
-    println!("info-hash:   {} (v1)", info.info_hash);
+    render(&info, args.all)
+        .print()
+        .context("writing the result")?;
+    Ok(())
+}
+
+/// The human form; every string from the torrent or the link is made [`printable`].
+fn render(info: &InfoJson, all: bool) -> Text {
+    let mut out = Text::new();
+    let name = info.name.as_deref().map_or("-".into(), printable);
+    out.line(format!("name:        {name}"));
+    out.line(format!("info-hash:   {} (v1)", info.info_hash));
     if info.kind == "magnet" {
-        println!("(a magnet link: size, pieces and files come from peers)");
+        out.line("(a magnet link: size, pieces and files come from peers)");
     }
     if let (Some(size), Some(pieces), Some(piece)) = (info.size, info.pieces, info.piece_size) {
-        println!("size:        {} ({size} bytes)", format_bytes(size));
-        println!("pieces:      {pieces} of {}", format_bytes(piece));
+        out.line(format!(
+            "size:        {} ({size} bytes)",
+            format_bytes(size)
+        ));
+        out.line(format!("pieces:      {pieces} of {}", format_bytes(piece)));
     }
     if let Some(p) = info.private {
-        println!("private:     {}", if p { "yes" } else { "no" });
+        out.line(format!("private:     {}", if p { "yes" } else { "no" }));
     }
     if let Some(c) = &info.created_by {
-        println!("created by:  {c}");
+        out.line(format!("created by:  {}", printable(c)));
     }
-    if let Some(d) = info.creation_date.and_then(|d| u64::try_from(d).ok()) {
-        let t = UNIX_EPOCH + Duration::from_secs(d);
-        println!("created:     {}", humantime::format_rfc3339_seconds(t));
+    if let Some(d) = info.creation_date {
+        out.line(format!("created:     {}", format_time_secs(d)));
     }
     if info.trackers.is_empty() {
-        println!("trackers:    none");
+        out.line("trackers:    none");
     } else {
-        println!("trackers:");
+        out.line("trackers:");
         for t in &info.trackers {
-            println!("  {t}");
+            out.line(format!("  {}", printable(t)));
         }
     }
     for p in &info.peers {
-        println!("peer:        {p}");
+        out.line(format!("peer:        {}", printable(p)));
     }
     if info.kind == "torrent" {
-        println!("files:       {}", info.files.len());
-        let shown = if args.all {
-            info.files.len()
-        } else {
-            FILES_SHOWN
-        };
+        out.line(format!("files:       {}", info.files.len()));
+        let shown = if all { info.files.len() } else { FILES_SHOWN };
         for f in info.files.iter().take(shown) {
-            println!("  {}  {}", f.path, format_bytes(f.size));
+            out.line(format!(
+                "  {}  {}",
+                printable(&f.path),
+                format_bytes(f.size)
+            ));
         }
         if info.files.len() > shown {
-            println!("  … {} more (--all lists them)", info.files.len() - shown);
+            out.line(format!(
+                "  … {} more (--all lists them)",
+                info.files.len() - shown
+            ));
         }
     }
-    Ok(())
+    out
 }

@@ -200,10 +200,14 @@ fn main() {
         Command::Man(a) => man::run(a),
     };
     if let Err(e) = result {
+        // The reader of stdout left (`| head`): it asked for no more; not a failure.
+        if output::is_stdout_closed(&e) {
+            std::process::exit(0);
+        }
         let line = error_line(&e);
         let code = exit::code_of(&e).as_i32();
         eprintln!("ringswarm: error: {line}");
-        if cli.json {
+        if cli.json && !output::summary_printed() {
             let mut s = Summary::new(name);
             s.error = Some(line);
             s.exit_code = Some(code);

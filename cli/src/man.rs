@@ -23,7 +23,7 @@ pub fn run(args: Args) -> Result<()> {
         None => {
             let mut page = Vec::new();
             clap_mangen::Man::new(command).render(&mut page)?;
-            write_stdout(&page).context("writing the manual page")
+            crate::output::write_stdout(&page).context("writing the manual page")
         }
         Some(dir) => write_pages(command, &dir),
     }
@@ -34,14 +34,4 @@ fn write_pages(command: clap::Command, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
     clap_mangen::generate_to(command, dir)
         .with_context(|| format!("writing manual pages into `{}`", dir.display()))
-}
-
-/// Writes `bytes` to stdout; a reader that closed the pipe early (`| head`) is no error.
-pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
 }

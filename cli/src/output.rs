@@ -6,8 +6,19 @@
 //! failure with `ok: false` and `error`. The human lines that normally go to stdout
 //! (listen address, magnet, results) go to stderr instead. `-q` drops the human lines,
 //! warnings and progress: stderr gets errors only (stdout still gets `--json`).
+//!
+//! The read-only commands (`info`, `feed show`, `fleet`, `status`, `man`, `completions`)
+//! print through [`write_stdout`] and print their `--json` result through [`Out::result`]:
+//! a summary like every command's, with the command's own fields beside `ok`.
+//!
+//! A reader that closes stdout early (`ringswarm info x.torrent --all | head -1`) ends the
+//! run quietly with exit 0: Rust ignores SIGPIPE, so the write fails with EPIPE; the
+//! writer turns that into a [`StdoutClosed`] error and `main` exits 0 on it without a
+//! word (the reader asked for no more; `| head` is no failure of ours).
 
+use std::borrow::Cow;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -31,9 +42,7 @@ impl Out {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{msg}");
         } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{msg}");
-            let _ = out.flush();
+            print_line(msg);
         }
     }
 
@@ -63,12 +72,169 @@ impl Out {
             print_json(summary);
         }
     }
+
+    /// Prints a read-only command's `--json` result: `{"event":"summary","command":...,
+    /// "ok":...}` followed by `fields`' own (an object; anything else goes under `value`),
+    /// on one line. With `ok: false`, also `exit_code` and `error`, as `main` prints them
+    /// for a failure. The caller returns the failure afterwards; `main` sees that the
+    /// summary was printed and does not print a second one.
+    pub fn result(
+        &self,
+        command: &str,
+        fields: serde_json::Value,
+        failed: Option<(i32, &str)>,
+    ) -> std::io::Result<()> {
+        let mut object = serde_json::Map::new();
+        object.insert("event".into(), "summary".into());
+        object.insert("command".into(), command.into());
+        object.insert("ok".into(), failed.is_none().into());
+        if let Some((code, error)) = failed {
+            object.insert("error".into(), error.into());
+            object.insert("exit_code".into(), code.into());
+        }
+        match fields {
+            serde_json::Value::Object(rest) => {
+                for (key, value) in rest {
+                    // The summary's own keys win over a same-named field of the payload.
+                    object.entry(key).or_insert(value);
+                }
+            }
+            other => {
+                object.insert("value".into(), other);
+            }
+        }
+        SUMMARY_PRINTED.store(true, Ordering::Relaxed);
+        let mut line = serde_json::Value::Object(object).to_string();
+        line.push('\n');
+        write_stdout(line.as_bytes())
+    }
+}
+
+/// Set once a summary was printed: `main` prints none more on failure.
+static SUMMARY_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// True when this run already printed its `--json` summary.
+pub fn summary_printed() -> bool {
+    SUMMARY_PRINTED.load(Ordering::Relaxed)
+}
+
+/// The reader of stdout closed it (EPIPE): see the module's doc.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `bytes` to stdout and flushes: the one way results reach stdout. A closed pipe
+/// is an `io::Error` of kind `BrokenPipe` carrying [`StdoutClosed`] (so a broken pipe to a
+/// peer is never mistaken for it).
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+            } else {
+                e
+            }
+        })
+}
+
+/// True when `e` comes from [`write_stdout`] finding stdout closed.
+pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.is::<StdoutClosed>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
+}
+
+/// Lines for stdout, written at once by [`Text::print`]: commands build their whole
+/// output (it is small), so a closed pipe is one error in one place.
+#[derive(Default)]
+pub struct Text(String);
+
+impl Text {
+    pub fn new() -> Text {
+        Text::default()
+    }
+
+    /// Appends one line.
+    pub fn line(&mut self, line: impl AsRef<str>) {
+        self.0.push_str(line.as_ref());
+        self.0.push('\n');
+    }
+
+    /// Appends text as it is.
+    pub fn push(&mut self, text: &str) {
+        self.0.push_str(text);
+    }
+
+    pub fn print(&self) -> std::io::Result<()> {
+        write_stdout(self.0.as_bytes())
+    }
+}
+
+/// `text` fit for a terminal: control characters (ESC, CR, BEL, ...) and Unicode format
+/// characters (bidirectional overrides such as U+202E, zero-width characters) become `?`,
+/// so text from a file or a server cannot move the cursor, recolour the terminal or
+/// reorder what is shown.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if text.chars().any(unprintable) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if unprintable(c) { '?' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Control characters, and the Unicode format characters (general category Cf) that
+/// change how text around them is shown.
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
 }
 
 fn print_line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
+    // Events and summaries of long-running commands: a reader gone from stdout must not
+    // stop a transfer, so errors are dropped here.
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    let _ = write_stdout(line.as_bytes());
 }
 
 /// Prints one JSON object on its own line on stdout.
@@ -219,5 +385,23 @@ mod tests {
         assert_eq!(o["downloaded_bytes"], 42);
         assert!(!o.contains_key("locked_bytes"));
         assert!(!o.contains_key("error"));
+    }
+
+    #[test]
+    fn printable_defuses_escapes_and_direction_marks_only() {
+        assert_eq!(printable("plain é ü 東京"), "plain é ü 東京");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(printable("a\x1b[2Jb\r\n\x07"), "a?[2Jb???");
+        assert_eq!(printable("x\u{202e}y\u{200b}z\u{feff}\u{2066}"), "x?y?z??");
+        assert_eq!(printable("\u{9b}31m"), "?31m", "C1 CSI");
+    }
+
+    #[test]
+    fn a_stdout_closed_error_is_told_from_other_broken_pipes() {
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed);
+        let e = anyhow::Error::new(closed).context("writing the result");
+        assert!(is_stdout_closed(&e));
+        let peer = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(!is_stdout_closed(&anyhow::Error::new(peer)));
     }
 }
