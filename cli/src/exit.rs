@@ -62,7 +62,8 @@ Exit codes:
        metadata is not a valid torrent, or seed's data does not match its torrent
   6    I/O error on the destination (or the data served): disk full (ENOSPC, EDQUOT),
        EIO, permission denied, read-only filesystem; --lock beyond RLIMIT_MEMLOCK
-  130  interrupted by SIGINT (Ctrl-C) before done; a download resumes when run again
+  130  interrupted by SIGINT (Ctrl-C) before done; a download resumes when run again;
+       a second Ctrl-C exits at once, in any phase
   143  terminated by SIGTERM (or SIGHUP) before done
        (seed, and send --receivers 0, serve until stopped: a signal ends them with 0)";
 
