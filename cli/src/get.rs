@@ -385,6 +385,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
         check_memlock(&meta)?;
     }
     check_existing(&out, &args, &meta)?;
+    // A first signal during the survey of DEST is seen here (a second one exits at once).
+    if crate::interrupt::interrupted(&stop) {
+        session.shutdown();
+        return Err(stopped_error("before the download started"));
+    }
     let root = args.dest.join(&meta.info.name);
 
     let started = Instant::now();
