@@ -5,7 +5,10 @@
 #   scripts/install.sh [--prefix /usr/local] [--binary PATH] [--unit-dir DIR]
 #                      [--config-dir /etc/ringswarm] [--dest-root DIR]
 #
-# Without --binary it builds one (cargo build --release --locked). --dest-root puts every
+# Build first as yourself, then install as root:
+#   cargo build --release --locked && sudo scripts/install.sh --binary target/release/ringswarm
+# Without --binary it builds one (cargo build --release --locked), but not as root (sudo's
+# PATH lacks cargo, and a root-owned target/ would stay behind). --dest-root puts every
 # file under DIR as if it were / (for packaging and tests); the paths written into the
 # units stay the real ones. An existing config is never overwritten: the example goes
 # beside it as NAME.toml.example, and the script says so. It starts nothing: the next
@@ -13,9 +16,18 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
+
+# Files being written (NAME.tmp, NAME.new.PID): removed if the script stops half way.
+temps=()
+cleanup() {
+    for t in "${temps[@]+"${temps[@]}"}"; do
+        rm -f -- "$t"
+    done
+}
+trap cleanup EXIT
 
 prefix=/usr/local
 binary=
@@ -42,6 +54,10 @@ done
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$binary" ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "install.sh: not building as root: run \`cargo build --release --locked\` as yourself, then \`sudo scripts/install.sh --binary target/release/ringswarm\`" >&2
+        exit 1
+    fi
     echo "building ringswarm (cargo build --release --locked -p ringswarm)"
     (cd "$repo" && cargo build --release --locked -p ringswarm)
     binary="${CARGO_TARGET_DIR:-$repo/target}/release/ringswarm"
@@ -63,6 +79,7 @@ say "$bin_path"
 install -d "$root$unit_dir"
 for unit in "$repo"/scripts/systemd/*.service; do
     name=$(basename "$unit")
+    temps+=("$root$unit_dir/$name.tmp")
     sed -e "s|/usr/local/bin/ringswarm|$bin_path|g" \
         -e "s|/etc/ringswarm/|$config_dir/|g" "$unit" >"$root$unit_dir/$name.tmp"
     chmod 0644 "$root$unit_dir/$name.tmp"
@@ -77,6 +94,7 @@ for conf in "$repo"/scripts/systemd/*.toml; do
     name=$(basename "$conf")
     target="$root$config_dir/$name"
     new="$target.new.$$"
+    temps+=("$new")
     sed -e "s|/etc/ringswarm/|$config_dir/|g" "$conf" >"$new"
     chmod 0644 "$new"
     if [ -e "$target" ] && ! cmp -s "$new" "$target"; then

@@ -265,7 +265,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let mut current: Vec<String> = Vec::new();
     let mut progress = DownloadLines::new(progress_every);
     while !interrupted(&stop) && agent.is_running() {
-        watchdog.tick();
+        // Fed only while the agent's own loop turns (a hook runs on a thread of its own).
+        watchdog.tick(|max_age| {
+            agent
+                .heartbeat()
+                .is_fresh(std::time::Instant::now(), max_age)
+        });
         std::thread::sleep(Duration::from_millis(100));
         let status = agent.status();
         for line in progress.due(std::time::Instant::now(), &status.releases) {

@@ -20,7 +20,7 @@ use ringswarm_engine::session::{
 use ringswarm_engine::tracker::client::AnnouncerHandle;
 
 use crate::args::{parse_duration, parse_place_name, parse_rate};
-use crate::exit::{failure, is_disk_error_text, Code};
+use crate::exit::{failure, Code};
 use crate::interrupt::interrupted;
 use crate::output::Out;
 use crate::progress::{poll_interval, Progress};
@@ -324,7 +324,7 @@ pub enum Waited {
 }
 
 /// Waits until the torrent is complete, showing progress and telling `--json` of peer
-/// failures; fails on a torrent error (exit 6 when the disk failed), when the deadline
+/// failures; fails on a torrent error (exit 6: its storage failed), when the deadline
 /// passes (4), or when the download stalls (3, see [`stall_error`]).
 pub fn wait_complete(
     out: &Out,
@@ -343,12 +343,9 @@ pub fn wait_complete(
         progress.update_transfer(s.verified_bytes, s.total_bytes, s.connected_peers);
         events.poll(out, handle);
         if let Some(e) = &s.error {
-            let code = if is_disk_error_text(e) {
-                Code::Io
-            } else {
-                Code::Other
-            };
-            return Err(failure(code, format!("download failed: {e}")));
+            // A torrent's fatal error is, by the engine's contract, its storage failing
+            // (writing, syncing, the resume record): the destination's I/O.
+            return Err(failure(Code::Io, format!("download failed: {e}")));
         }
         if s.complete {
             return Ok((Waited::Complete, s));
@@ -392,7 +389,7 @@ pub fn serve(
         let s = handle.stats();
         progress.update_seeding(&s);
         if let Some(e) = &s.error {
-            bail!("seeding failed: {e}");
+            return Err(failure(Code::Io, format!("seeding failed: {e}")));
         }
         if done(&s) || interrupted(stop) || until.is_some_and(|u| Instant::now() >= u) {
             return Ok(s);

@@ -2,9 +2,13 @@
 //! error ([`Failure`]) through anyhow and mapped in `main`. The table below is printed by
 //! `--help` and copied in the README.
 //!
-//! An error without a [`Failure`] in its chain is classified by what caused it: an I/O
-//! error of the disk (no space, EIO, permission, read-only) is [`Code::Io`]; anything else
-//! is [`Code::Other`].
+//! An error without a [`Failure`] in its chain is classified by its type, never by its
+//! text: a storage error of the engine ([`StorageError`], also inside a [`SessionError`])
+//! or an error marked [`OnStorage`] (the commands mark what they do to the destination)
+//! is [`Code::Io`] when the disk failed (no space, EIO, permission, read-only); the data
+//! not matching its torrent ([`SessionError::Mismatch`]) is [`Code::Unverifiable`];
+//! anything else is [`Code::Other`], so a port that cannot be bound or an unreadable
+//! .torrent or topology is not mistaken for a disk failure.
 
 use std::fmt;
 
@@ -27,11 +31,13 @@ pub enum Code {
     /// data does not match its torrent.
     Unverifiable = 5,
     /// The disk failed us: no space (ENOSPC, EDQUOT), EIO, permission denied or a
-    /// read-only filesystem on the destination; also `--lock` beyond RLIMIT_MEMLOCK.
+    /// read-only filesystem on the destination or the data being served; also `--lock`
+    /// beyond RLIMIT_MEMLOCK.
     Io = 6,
     /// Stopped by SIGINT (Ctrl-C), as shells report 128 + 2.
     Interrupted = 130,
-    /// Stopped by SIGTERM (128 + 15).
+    /// Stopped by SIGTERM (128 + 15), or by SIGHUP (also 143: a hang-up asks to stop
+    /// the same way, and one code is simpler to script against than 129).
     Terminated = 143,
     /// `status`: no agent is running (what is on disk is shown). Exits 3 like [`Code::NoPeer`]
     /// (LSB's "program is not running", as `systemctl status` uses it); a distinct variant
@@ -61,9 +67,10 @@ Exit codes:
   4    --timeout passed
   5    verification impossible: every peer tried sent corrupt data (banned), a magnet's
        metadata is not a valid torrent, or seed's data does not match its torrent
-  6    I/O error: disk full (ENOSPC, EDQUOT), EIO, permission denied, read-only
-       filesystem; --lock beyond RLIMIT_MEMLOCK
-  130  interrupted by SIGINT (Ctrl-C) before done; a download resumes when run again
+  6    I/O error on the destination (or the data served): disk full (ENOSPC, EDQUOT),
+       EIO, permission denied, read-only filesystem; --lock beyond RLIMIT_MEMLOCK
+  130  interrupted by SIGINT (Ctrl-C) before done; a download resumes when run again;
+       a second Ctrl-C exits at once, in any phase
   143  terminated by SIGTERM (or SIGHUP) before done
        (seed, and send --receivers 0, serve until stopped: a signal ends them with 0)";
 
@@ -90,27 +97,54 @@ pub fn failure(code: Code, message: impl Into<String>) -> anyhow::Error {
     })
 }
 
-/// The exit code for `e`: its [`Failure`]'s, else an I/O code for a disk error, else 1.
+/// Context marking an error as about the destination or the data's storage: a disk
+/// error (see [`is_disk_error`]) below it exits [`Code::Io`]. Its text is the context line.
+#[derive(Debug)]
+pub struct OnStorage(pub String);
+
+impl fmt::Display for OnStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `.storage_context(..)`: like anyhow's `with_context`, marking the error [`OnStorage`].
+pub trait StorageContext<T> {
+    fn storage_context(self, what: impl FnOnce() -> String) -> anyhow::Result<T>;
+}
+
+impl<T, E> StorageContext<T> for Result<T, E>
+where
+    E: Into<anyhow::Error>,
+{
+    fn storage_context(self, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+        self.map_err(|e| e.into().context(OnStorage(what())))
+    }
+}
+
+/// The exit code for `e`: its [`Failure`]'s, else by the type of its causes (see above).
 pub fn code_of(e: &anyhow::Error) -> Code {
     if let Some(f) = e.chain().find_map(|c| c.downcast_ref::<Failure>()) {
         return f.code;
     }
-    let disk = e.chain().any(|cause| {
+    let mut io = false;
+    for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<SessionError>() {
             match s {
-                SessionError::Storage(st) => storage_is_disk(st),
-                SessionError::Io { source, .. } => is_disk_error(source),
-                SessionError::Config(_) => false,
+                SessionError::Storage(st) => io |= storage_is_disk(st),
+                SessionError::Mismatch { .. } => return Code::Unverifiable,
+                SessionError::Io { .. } | SessionError::Config(_) => {}
             }
         } else if let Some(st) = cause.downcast_ref::<StorageError>() {
-            storage_is_disk(st)
-        } else {
-            cause
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(is_disk_error)
+            io |= storage_is_disk(st);
         }
-    });
-    if disk {
+    }
+    let on_storage = e.downcast_ref::<OnStorage>().is_some()
+        && e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(is_disk_error)
+        });
+    if io || on_storage {
         Code::Io
     } else {
         Code::Other
@@ -136,21 +170,6 @@ pub fn is_disk_error(e: &std::io::Error) -> bool {
             | Some(libc_errno::EPERM)
             | Some(libc_errno::EROFS)
     ) || e.kind() == std::io::ErrorKind::StorageFull
-}
-
-/// A torrent's fatal error text (`TorrentStats::error`) that comes from the disk: the
-/// engine keeps it as text, so it is recognised by the system's wording.
-pub fn is_disk_error_text(text: &str) -> bool {
-    [
-        "No space left on device",
-        "Disk quota exceeded",
-        "Input/output error",
-        "Permission denied",
-        "Read-only file system",
-        "not enough disk space",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
 }
 
 /// Linux errno values (the CLI has no libc dependency).
@@ -180,7 +199,9 @@ mod tests {
     #[test]
     fn disk_errors_are_io() {
         let full = std::io::Error::from_raw_os_error(28);
-        let e = anyhow::Error::new(full).context("writing x");
+        let e = Err::<(), _>(full)
+            .storage_context(|| "writing x".into())
+            .unwrap_err();
         assert_eq!(code_of(&e), Code::Io);
         let st = StorageError::NoSpace {
             path: "/x".into(),
@@ -190,10 +211,45 @@ mod tests {
         assert_eq!(code_of(&e), Code::Io);
         let gone = std::io::Error::from_raw_os_error(2);
         assert_eq!(code_of(&anyhow::Error::new(gone)), Code::Other);
-        assert!(is_disk_error_text(
-            "writing a: No space left on device (os error 28)"
-        ));
-        assert!(!is_disk_error_text("peer went away"));
+    }
+
+    #[test]
+    fn only_errors_about_the_storage_are_io() {
+        let denied = || std::io::Error::from_raw_os_error(13);
+        // An unreadable .torrent or topology, a port that needs privileges: not the disk.
+        let e = Err::<(), _>(denied())
+            .context("reading torrent `t.torrent`")
+            .unwrap_err();
+        assert_eq!(code_of(&e), Code::Other);
+        let bind = SessionError::Io {
+            context: "listening on 0.0.0.0:80".into(),
+            source: denied(),
+        };
+        assert_eq!(code_of(&anyhow::Error::new(bind)), Code::Other);
+        // The same error where the destination is written: the disk refused us.
+        let e = Err::<(), _>(denied())
+            .storage_context(|| "creating destination directory `d`".into())
+            .context("getting")
+            .unwrap_err();
+        assert_eq!(code_of(&e), Code::Io);
+        assert_eq!(
+            format!("{e:#}"),
+            "getting: creating destination directory `d`: Permission denied (os error 13)"
+        );
+        // Marked, but not a disk error: still 1.
+        let e = Err::<(), _>(std::io::Error::from_raw_os_error(2))
+            .storage_context(|| "reading `d`".into())
+            .unwrap_err();
+        assert_eq!(code_of(&e), Code::Other);
+        let mismatch = SessionError::Mismatch {
+            path: "/d/x".into(),
+            verified: 1,
+            pieces: 2,
+        };
+        assert_eq!(
+            code_of(&anyhow::Error::new(mismatch).context("seeding")),
+            Code::Unverifiable
+        );
     }
 
     #[test]

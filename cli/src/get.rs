@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,14 +25,27 @@ use crate::common::{
     check_memlock, data_bytes, load_torrent, lock, serve, start_announcing, start_placed_session,
     stop_flag, upload_line, wait_complete, LimitArgs, PlaceArgs, WaitLimits, Waited,
 };
-use crate::exit::{failure, Code};
+use crate::exit::{failure, Code, StorageContext};
 use crate::interrupt::stopped_error;
 use crate::output::{Out, Summary};
 use crate::progress::Progress;
 use crate::Ctx;
 
-/// How long to look for a magnet's metadata when no --timeout is given.
+/// How long to look for a magnet's metadata when neither --timeout nor --stall-timeout
+/// bounds it.
 const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// When the metadata phase (trackers, then peers) gives up, and the exit code then: the
+/// earlier of --timeout (4) and --stall-timeout (3) from `now`; 60 s (3) when neither is set.
+fn metadata_end(now: Instant, deadline: Option<Instant>, stall: Duration) -> (Instant, Code) {
+    let stall_end = (!stall.is_zero()).then(|| now + stall);
+    match (deadline, stall_end) {
+        (Some(d), Some(s)) if d <= s => (d, Code::Timeout),
+        (_, Some(s)) => (s, Code::NoPeer),
+        (Some(d), None) => (d, Code::Timeout),
+        (None, None) => (now + DEFAULT_METADATA_TIMEOUT, Code::NoPeer),
+    }
+}
 
 /// Download a torrent into a directory.
 ///
@@ -100,7 +114,8 @@ pub struct Args {
     pub no_clobber: bool,
 
     /// Give up (exit 3) after this long with no connected peer and no piece verified,
-    /// naming each peer tried and why it failed; 0 never gives up.
+    /// naming each peer tried and why it failed; 0 never gives up. Also bounds a
+    /// magnet's metadata phase (trackers, then peers), with --timeout if sooner.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 
@@ -114,8 +129,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub cores: usize,
 
-    /// Give up if the download (metadata included) is not complete within this time
-    /// [default: no limit; a magnet's metadata is looked for 60s at most].
+    /// Give up (exit 4) if the download (metadata included) is not complete within this
+    /// time [default: no limit; a magnet's metadata is looked for --stall-timeout at
+    /// most, 60s when that is 0].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 }
@@ -127,6 +143,22 @@ pub fn is_magnet(source: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
 }
 
+/// What SOURCE names, read before anything is started.
+enum Wanted {
+    Torrent(Metainfo),
+    Magnet(Magnet),
+}
+
+fn parse_source(source: &str) -> Result<Wanted> {
+    if is_magnet(source) {
+        Ok(Wanted::Magnet(
+            Magnet::parse(source).context("invalid magnet link")?,
+        ))
+    } else {
+        Ok(Wanted::Torrent(load_torrent(Path::new(source))?))
+    }
+}
+
 /// The torrent and the peers to fetch it from.
 struct Source {
     meta: Metainfo,
@@ -135,81 +167,102 @@ struct Source {
 }
 
 /// Finds the metainfo and the first peers. A magnet without peer addresses asks its
-/// trackers (and --tracker) for some first; a .torrent needs peers or a tracker.
-fn resolve_source(args: &Args, session: &Session, deadline: Option<Instant>) -> Result<Source> {
-    if is_magnet(&args.source) {
-        let magnet = Magnet::parse(&args.source).context("invalid magnet link")?;
-        let mut names = magnet.peers.clone();
-        names.extend(args.peers.iter().cloned());
-        let mut peers = resolve_peers(&names)?;
-        let timeout = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => DEFAULT_METADATA_TIMEOUT,
-        };
-        let started = Instant::now();
-        let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-        if peers.is_empty() {
-            let mut tiers: Vec<Vec<String>> =
-                args.trackers.iter().map(|t| vec![t.clone()]).collect();
-            tiers.extend(trackers.iter().cloned());
-            if tiers.is_empty() {
-                bail!(
-                    "the magnet link names no peer (x.pe) and no tracker (tr): \
+/// trackers (and --tracker) for some first, then fetches the metadata, both bounded by
+/// [`metadata_end`] and stopped by `stop`; a .torrent needs peers or a tracker.
+fn resolve_source(
+    args: &Args,
+    wanted: Wanted,
+    session: &Session,
+    deadline: Option<Instant>,
+    stop: &AtomicBool,
+) -> Result<Source> {
+    match wanted {
+        Wanted::Magnet(magnet) => {
+            let mut names = magnet.peers.clone();
+            names.extend(args.peers.iter().cloned());
+            let mut peers = resolve_peers(&names)?;
+            let started = Instant::now();
+            let (end, end_code) = metadata_end(started, deadline, args.stall_timeout);
+            // Past `end` a failure is the bound's (4 for --timeout); before it, no peer (3).
+            let code_at_end = || {
+                if Instant::now() >= end {
+                    end_code
+                } else {
+                    Code::NoPeer
+                }
+            };
+            let trackers: Vec<Vec<String>> =
+                magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+            if peers.is_empty() {
+                let mut tiers: Vec<Vec<String>> =
+                    args.trackers.iter().map(|t| vec![t.clone()]).collect();
+                tiers.extend(trackers.iter().cloned());
+                if tiers.is_empty() {
+                    bail!(
+                        "the magnet link names no peer (x.pe) and no tracker (tr): \
                      give one with --peer HOST:PORT or --tracker URL"
+                    );
+                }
+                let port = session.listen_addr().map_or(0, |a| a.port());
+                peers = find_peers(
+                    tiers,
+                    magnet.info_hash,
+                    session.peer_id(),
+                    port,
+                    &args.place.tracker_place(),
+                    end,
+                )
+                .map_err(|e| {
+                    if crate::interrupt::interrupted(stop) {
+                        return stopped_error("while asking the trackers for peers");
+                    }
+                    failure(
+                        code_at_end(),
+                        format!("no peer to fetch the metadata from: {e}"),
+                    )
+                })?;
+            }
+            let hash = ringswarm_engine::hex(&magnet.info_hash);
+            let left = end.saturating_duration_since(Instant::now());
+            let meta =
+                fetch_metainfo(magnet.info_hash, trackers, &peers, left, stop).map_err(|e| {
+                    let code = match &e {
+                        FetchError::Stopped => {
+                            return stopped_error(format!("while fetching the metadata of {hash}"))
+                        }
+                        FetchError::BadMetadata(_) | FetchError::Mismatch(_) => Code::Unverifiable,
+                        _ => code_at_end(),
+                    };
+                    failure(code, format!("fetching the metadata of {hash}: {e}"))
+                })?;
+            Ok(Source {
+                meta,
+                peers,
+                metadata_seconds: Some(started.elapsed().as_secs_f64()),
+            })
+        }
+        Wanted::Torrent(meta) => {
+            let peers = resolve_peers(&args.peers)?;
+            if peers.is_empty() && tracker_tiers(&meta, &args.trackers).is_empty() {
+                bail!(
+                    "no peer to download from: the torrent names no tracker; \
+                 give one with --peer HOST:PORT or --tracker URL"
                 );
             }
-            let port = session.listen_addr().map_or(0, |a| a.port());
-            peers = find_peers(
-                tiers,
-                magnet.info_hash,
-                session.peer_id(),
-                port,
-                &args.place.tracker_place(),
-                started + timeout,
-            )
-            .map_err(|e| {
-                failure(
-                    Code::NoPeer,
-                    format!("no peer to fetch the metadata from: {e}"),
-                )
-            })?;
+            Ok(Source {
+                meta,
+                peers,
+                metadata_seconds: None,
+            })
         }
-        let hash = ringswarm_engine::hex(&magnet.info_hash);
-        let left = timeout.saturating_sub(started.elapsed());
-        let meta = fetch_metainfo(magnet.info_hash, trackers, &peers, left).map_err(|e| {
-            let code = match &e {
-                FetchError::BadMetadata(_) | FetchError::Mismatch(_) => Code::Unverifiable,
-                _ if deadline.is_some_and(|d| Instant::now() >= d) => Code::Timeout,
-                _ => Code::NoPeer,
-            };
-            failure(code, format!("fetching the metadata of {hash}: {e}"))
-        })?;
-        Ok(Source {
-            meta,
-            peers,
-            metadata_seconds: Some(started.elapsed().as_secs_f64()),
-        })
-    } else {
-        let meta = load_torrent(Path::new(&args.source))?;
-        let peers = resolve_peers(&args.peers)?;
-        if peers.is_empty() && tracker_tiers(&meta, &args.trackers).is_empty() {
-            bail!(
-                "no peer to download from: the torrent names no tracker; \
-                 give one with --peer HOST:PORT or --tracker URL"
-            );
-        }
-        Ok(Source {
-            meta,
-            peers,
-            metadata_seconds: None,
-        })
     }
 }
 
 fn prepare_dest(dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest)
-        .with_context(|| format!("creating destination directory `{}`", dest.display()))?;
-    let m = std::fs::metadata(dest).with_context(|| format!("destination `{}`", dest.display()))?;
+        .storage_context(|| format!("creating destination directory `{}`", dest.display()))?;
+    let m =
+        std::fs::metadata(dest).storage_context(|| format!("destination `{}`", dest.display()))?;
     if !m.is_dir() {
         bail!("destination `{}` is not a directory", dest.display());
     }
@@ -230,10 +283,10 @@ fn lock_dest(dest: &Path) -> Result<Option<File>> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(e).with_context(|| format!("creating `{}`", state.display()));
+                return Err(e).storage_context(|| format!("creating `{}`", state.display()));
             }
         },
-        Err(e) => return Err(e).with_context(|| format!("`{}`", state.display())),
+        Err(e) => return Err(e).storage_context(|| format!("`{}`", state.display())),
     }
     let path = state.join("get.lock");
     let mut file = OpenOptions::new()
@@ -243,7 +296,7 @@ fn lock_dest(dest: &Path) -> Result<Option<File>> {
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
-        .with_context(|| format!("opening the lock `{}`", path.display()))?;
+        .storage_context(|| format!("opening the lock `{}`", path.display()))?;
     match file.try_lock() {
         Ok(()) => {
             // Who holds it, for the message of the one refused.
@@ -266,7 +319,7 @@ fn lock_dest(dest: &Path) -> Result<Option<File>> {
             )
         }
         Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking `{}`", path.display()))
+            Err(e).storage_context(|| format!("locking `{}`", path.display()))
         }
     }
 }
@@ -276,7 +329,7 @@ fn lock_dest(dest: &Path) -> Result<Option<File>> {
 fn check_existing(out: &Out, args: &Args, meta: &Metainfo) -> Result<()> {
     let layout = Layout::from_metainfo(meta);
     let found = survey(&args.dest, &meta.info_hash, &layout, &meta.info.pieces)
-        .with_context(|| format!("reading what `{}` holds", args.dest.display()))?;
+        .storage_context(|| format!("reading what `{}` holds", args.dest.display()))?;
     for f in found.iter().filter(|f| f.differing > 0) {
         let path = f.path.display();
         if args.no_clobber {
@@ -303,11 +356,17 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let out = ctx.out;
     let stop = stop_flag();
     let deadline = args.timeout.map(|t| Instant::now() + t);
+    let wanted = parse_source(&args.source)?;
     // --lock beyond RLIMIT_MEMLOCK fails before anything starts (a magnet's size is known
     // only once its metadata is fetched: it is checked then, still before downloading).
-    if args.lock && !is_magnet(&args.source) {
-        check_memlock(&load_torrent(Path::new(&args.source))?)?;
+    if let (true, Wanted::Torrent(meta)) = (args.lock, &wanted) {
+        check_memlock(meta)?;
     }
+    // The destination is taken before any peer or tracker is asked, so a second `get`
+    // into it refuses at once, even while the first still fetches a magnet's metadata.
+    prepare_dest(&args.dest)?;
+    // Held until the process exits.
+    let _dest_lock = lock_dest(&args.dest)?;
 
     // Listening first, so a magnet's tracker announce can give our real port.
     let session = start_placed_session(
@@ -319,16 +378,18 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     if let Some(a) = session.listen_addr() {
         out.event("listening", json!({"listen": a.to_string()}));
     }
-    let source = resolve_source(&args, &session, deadline)?;
+    let source = resolve_source(&args, wanted, &session, deadline, &stop)?;
     let meta = Arc::new(source.meta);
     let hash = ringswarm_engine::hex(&meta.info_hash);
-    prepare_dest(&args.dest)?;
-    // Held until the process exits.
-    let _dest_lock = lock_dest(&args.dest)?;
     if args.lock {
         check_memlock(&meta)?;
     }
     check_existing(&out, &args, &meta)?;
+    // A first signal during the survey of DEST is seen here (a second one exits at once).
+    if crate::interrupt::interrupted(&stop) {
+        session.shutdown();
+        return Err(stopped_error("before the download started"));
+    }
     let root = args.dest.join(&meta.info.name);
 
     let started = Instant::now();
@@ -478,6 +539,30 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metadata_phase_ends_at_the_first_bound() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(
+            metadata_end(now, Some(now + s(7200)), s(60)),
+            (now + s(60), Code::NoPeer),
+            "--timeout 2h with the default stall: the stall bounds it"
+        );
+        assert_eq!(
+            metadata_end(now, Some(now + s(2)), s(60)),
+            (now + s(2), Code::Timeout)
+        );
+        assert_eq!(
+            metadata_end(now, Some(now + s(5)), Duration::ZERO),
+            (now + s(5), Code::Timeout)
+        );
+        assert_eq!(metadata_end(now, None, s(3)), (now + s(3), Code::NoPeer));
+        assert_eq!(
+            metadata_end(now, None, Duration::ZERO),
+            (now + DEFAULT_METADATA_TIMEOUT, Code::NoPeer)
+        );
+    }
 
     #[test]
     fn magnet_detection() {

@@ -1,5 +1,6 @@
 //! systemd's service notifications (`Type=notify`): READY=1 once a daemon serves,
-//! WATCHDOG=1 from its main loop, STATUS= lines for `systemctl status`.
+//! WATCHDOG=1 while the loop doing its work turns (see [`Watchdog`]), STATUS= lines for
+//! `systemctl status`.
 //!
 //! Without `NOTIFY_SOCKET` (not under systemd) every call does nothing. A failed send is
 //! logged once at debug level and otherwise ignored: the daemon's work matters more than
@@ -42,38 +43,108 @@ fn watchdog_interval(usec: Option<&str>, pid: Option<&str>) -> Option<Duration> 
     Some(Duration::from_micros(usec))
 }
 
-/// Pings the watchdog at half its interval, from the loop that calls `tick`: a loop that
-/// hangs stops the pings, and systemd restarts the service.
+/// The freshness rule: the daemon's work loop vouches for it while its last heartbeat
+/// (`ringswarm_engine::heartbeat`) is younger than half the watchdog interval.
+pub fn max_beat_age(interval: Duration) -> Duration {
+    interval / 2
+}
+
+/// Pings the watchdog every half interval, but only while the daemon's work loop is alive
+/// (its heartbeat fresh by [`max_beat_age`]): the CLI thread that calls `tick` only sleeps,
+/// so its own turns prove nothing. A hung work loop stops the pings, and systemd restarts
+/// the service.
 pub struct Watchdog {
-    every: Option<Duration>,
+    interval: Option<Duration>,
     last: Option<Instant>,
+    /// Whether the missing heartbeat was logged (once until it beats again).
+    told_stale: bool,
 }
 
 impl Watchdog {
     pub fn from_env() -> Self {
-        let every = watchdog_interval(
+        let interval = watchdog_interval(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
             std::env::var("WATCHDOG_PID").ok().as_deref(),
-        )
-        .map(|d| d / 2);
-        Watchdog { every, last: None }
+        );
+        Watchdog::new(interval)
     }
 
-    /// Call once per loop turn (turns shorter than the interval): pings when half the
-    /// interval has passed since the last ping.
-    pub fn tick(&mut self) {
-        let Some(every) = self.every else { return };
-        let now = Instant::now();
-        if self.last.is_none_or(|at| now.duration_since(at) >= every) {
-            self.last = Some(now);
+    fn new(interval: Option<Duration>) -> Self {
+        Watchdog {
+            interval,
+            last: None,
+            told_stale: false,
+        }
+    }
+
+    /// Call once per turn of the CLI's loop (turns shorter than the interval). `fresh`
+    /// says whether the work loop beat within the age it is given.
+    pub fn tick(&mut self, fresh: impl FnOnce(Duration) -> bool) {
+        if self.due(Instant::now(), fresh) {
             send(&[NotifyState::Watchdog]);
         }
+    }
+
+    /// Whether to ping at `now`: half the interval passed since the last ping, and the work
+    /// loop is fresh.
+    fn due(&mut self, now: Instant, fresh: impl FnOnce(Duration) -> bool) -> bool {
+        let Some(interval) = self.interval else {
+            return false;
+        };
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < interval / 2)
+        {
+            return false;
+        }
+        let max_age = max_beat_age(interval);
+        if !fresh(max_age) {
+            if !self.told_stale {
+                self.told_stale = true;
+                tracing::error!(
+                    "the work loop has not turned for {}; the watchdog is no longer fed \
+                     (systemd restarts the service once WatchdogSec passes)",
+                    humantime::format_duration(max_age)
+                );
+            }
+            return false;
+        }
+        self.told_stale = false;
+        self.last = Some(now);
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_is_fed_only_while_the_work_loop_is_fresh() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = Watchdog::new(Some(Duration::from_secs(30)));
+        let mut asked = Duration::ZERO;
+        assert!(w.due(at(0), |age| {
+            asked = age;
+            true
+        }));
+        assert_eq!(
+            asked,
+            Duration::from_secs(15),
+            "fresh means younger than 15 s"
+        );
+        assert!(!w.due(at(14_000), |_| true), "not yet half the interval");
+        assert!(
+            !w.due(at(15_000), |_| false),
+            "a stale loop is not vouched for"
+        );
+        assert!(!w.due(at(16_000), |_| false));
+        assert!(w.due(at(17_000), |_| true), "fed again once it beats");
+        assert!(!w.due(at(20_000), |_| true));
+        let mut off = Watchdog::new(None);
+        assert!(!off.due(at(0), |_| true), "no watchdog asked for");
+    }
 
     #[test]
     fn the_watchdog_interval_is_read_as_systemd_sets_it() {

@@ -140,7 +140,12 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let mut watchdog = crate::notify::Watchdog::from_env();
     let mut shown = Vec::new();
     while !interrupted(&stop) {
-        watchdog.tick();
+        // Fed only while the origin's watch loop turns.
+        watchdog.tick(|max_age| {
+            origin
+                .heartbeat()
+                .is_fresh(std::time::Instant::now(), max_age)
+        });
         std::thread::sleep(Duration::from_millis(200));
         let now: Vec<String> = origin.seeding().iter().map(|(r, _)| r.label()).collect();
         for label in now.iter().filter(|l| !shown.contains(*l)) {

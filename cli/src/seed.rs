@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ringswarm_engine::metainfo::Metainfo;
-use ringswarm_engine::session::{SessionError, TorrentMode, TorrentSpec};
+use ringswarm_engine::session::{TorrentMode, TorrentSpec};
 use serde_json::json;
 
 use crate::args::{format_bytes, parse_listen, parse_tracker_url, rate};
@@ -15,7 +15,6 @@ use crate::common::{
     absolute, check_memlock, data_bytes, load_torrent, lock, serve, start_announcing,
     start_placed_session, stop_flag, upload_line, LimitArgs, PlaceArgs,
 };
-use crate::exit::{failure, Code};
 use crate::output::Summary;
 use crate::progress::Progress;
 use crate::Ctx;
@@ -131,17 +130,8 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             peers: Vec::new(),
             resident: false,
         })
-        .map_err(|e| {
-            // The data is there but is not the torrent's: it cannot be verified.
-            let unverifiable =
-                matches!(&e, SessionError::Config(m) if m.contains("does not match the torrent"));
-            let e = anyhow::Error::new(e).context(format!("seeding `{}`", root.display()));
-            if unverifiable {
-                failure(Code::Unverifiable, format!("{e:#}"))
-            } else {
-                e
-            }
-        })?;
+        // Typed: data that is not the torrent's exits 5, a storage failure 6 (exit.rs).
+        .with_context(|| format!("seeding `{}`", root.display()))?;
     let listen = session
         .listen_addr()
         .context("the engine did not report its listen address")?;

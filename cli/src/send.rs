@@ -109,6 +109,11 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
 
     out.line(format!("hashing {}", path.display()));
     let meta = Arc::new(make_metainfo(&path, args.piece_size, &args.trackers)?);
+    // A first signal during the hashing is seen here (a second one exits at once).
+    if crate::interrupt::interrupted(&stop) {
+        session.shutdown();
+        return Err(stopped_error(format!("while hashing `{}`", path.display())));
+    }
     let hash = ringswarm_engine::hex(&meta.info_hash);
 
     let handle = session

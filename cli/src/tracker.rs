@@ -296,7 +296,8 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     while !interrupted(&stop) {
-        watchdog.tick();
+        // Fed only while every worker's loop turns.
+        watchdog.tick(|max_age| server.workers_fresh(max_age));
         std::thread::sleep(Duration::from_millis(100));
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();

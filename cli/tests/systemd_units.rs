@@ -404,3 +404,57 @@ fn install_sh_puts_everything_in_place_and_keeps_existing_configs() {
         "only where one existed"
     );
 }
+
+/// As root and without --binary, install.sh refuses to build (sudo's PATH has no cargo,
+/// and a root-owned target/ would stay behind) with one line saying what to run instead;
+/// it never reaches cargo (a `cargo` that fails loudly is first on PATH), and leaves no
+/// file behind.
+#[test]
+fn install_sh_does_not_build_as_root() {
+    let test = "install_sh_does_not_build_as_root";
+    let root_user = support::is_root();
+    if !root_user && !require(on_path("unshare"), test, "unshare (util-linux)") {
+        return;
+    }
+    let dir = support::scratch("install-root");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("cargo");
+    std::fs::write(&fake, "#!/bin/sh\necho 'cargo was run' >&2\nexit 42\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let target = dir.path().join("root");
+    let mut c = if root_user {
+        Command::new("bash")
+    } else {
+        // uid 0 in a user namespace of our own: `id -u` says 0 as under sudo.
+        let mut c = Command::new("unshare");
+        c.args(["--map-root-user", "bash"]);
+        c
+    };
+    let out = c
+        .arg(script("install.sh"))
+        .arg("--dest-root")
+        .arg(&target)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !root_user && err.contains("unshare") {
+        require(false, test, "an unprivileged user namespace (unshare -r)");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("cargo was run"), "{err}");
+    assert!(
+        err.contains("not building as root")
+            && err.contains("sudo scripts/install.sh --binary target/release/ringswarm"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing installed");
+}

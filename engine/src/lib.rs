@@ -24,6 +24,7 @@ pub use ringswarm_proto::{
 
 pub mod create;
 pub mod fleet;
+pub mod heartbeat;
 pub mod metadata_fetch;
 pub mod metrics;
 #[allow(unsafe_code)]

@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringswarm_swarm::metadata::MetadataFetch;
@@ -28,14 +29,23 @@ pub enum FetchError {
     NoPeers,
     #[error("metadata from the peers does not describe a valid torrent: {0}")]
     BadMetadata(#[from] MetainfoError),
+    /// `stop` turned true (the command was asked to stop).
+    #[error("stopped while fetching the metadata")]
+    Stopped,
 }
 
-/// Asks `peers` in turn for the info dict of `info_hash` and checks it against the hash.
+/// How often a wait on a peer looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Asks `peers` in turn for the info dict of `info_hash` and checks it against the hash,
+/// for `timeout` at most; ends within [`STOP_POLL`] of `stop` turning true (a connect in
+/// progress may take up to its own timeout, 5 s at most).
 pub fn fetch_metainfo(
     info_hash: [u8; 20],
     trackers: Vec<Vec<String>>,
     peers: &[SocketAddr],
     timeout: Duration,
+    stop: &AtomicBool,
 ) -> Result<Metainfo, FetchError> {
     if peers.is_empty() {
         return Err(FetchError::NoPeers);
@@ -46,11 +56,15 @@ pub fn fetch_metainfo(
     // Peers may still be starting: go round the list until the deadline.
     'rounds: for round in 0u32.. {
         for addr in peers {
+            if stop.load(Ordering::Relaxed) {
+                return Err(FetchError::Stopped);
+            }
             if Instant::now() >= deadline {
                 break 'rounds;
             }
-            match fetch_from(*addr, info_hash, deadline) {
+            match fetch_from(*addr, info_hash, deadline, stop) {
                 Ok(info) => return Ok(Metainfo::from_info_bytes(&info, trackers)?),
+                Err(_) if stop.load(Ordering::Relaxed) => return Err(FetchError::Stopped),
                 Err(reason) => {
                     tracing::debug!(peer = %addr, round, "metadata not fetched: {reason}");
                     let (line, warns) = (reason.to_string(), reason.warns());
@@ -101,6 +115,7 @@ fn fetch_from(
     addr: SocketAddr,
     info_hash: [u8; 20],
     deadline: Instant,
+    stop: &AtomicBool,
 ) -> Result<Vec<u8>, PeerFailureReason> {
     let left = |d: Instant| {
         d.saturating_duration_since(Instant::now())
@@ -114,7 +129,7 @@ fn fetch_from(
     )?;
     // Every read and write may take only the time left, so a peer trickling a byte at a
     // time cannot stretch the deadline (a per-read timeout restarts with each byte).
-    let mut s = DeadlineStream { s, deadline };
+    let mut s = DeadlineStream { s, deadline, stop };
     s.s.set_nodelay(true).ok();
     // The decisions (handshake rules, which pieces, the hash check) are the swarm core's;
     // this moves the bytes.
@@ -150,7 +165,7 @@ fn fetch_from(
             continue;
         };
         let got = fetch.message(&msg).map_err(|e| {
-            if e.contains("does not match the info-hash") {
+            if e == ringswarm_swarm::reasons::METADATA_MISMATCH {
                 PeerFailureReason::BadMetadata
             } else {
                 PeerFailureReason::Protocol(e)
@@ -163,15 +178,22 @@ fn fetch_from(
     }
 }
 
-/// A socket whose reads and writes fail with `TimedOut` once `deadline` has passed: each
-/// one gets the time left as its timeout.
-struct DeadlineStream {
+/// A socket whose reads and writes fail with `TimedOut` once `deadline` has passed, or
+/// with `Interrupted` once `stop` is set: each waits in slices of [`STOP_POLL`] at most,
+/// never past the time left.
+struct DeadlineStream<'a> {
     s: TcpStream,
     deadline: Instant,
+    stop: &'a AtomicBool,
 }
 
-impl DeadlineStream {
-    fn time_left(&self) -> std::io::Result<Duration> {
+impl DeadlineStream<'_> {
+    /// The next slice to wait, or why not to wait any more.
+    fn slice(&self) -> std::io::Result<Duration> {
+        if self.stop.load(Ordering::Relaxed) {
+            // Not `Interrupted`: `read_exact` would retry that.
+            return Err(std::io::Error::other("stopped"));
+        }
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(std::io::Error::new(
@@ -179,23 +201,39 @@ impl DeadlineStream {
                 "deadline passed",
             ));
         }
-        Ok(left)
+        Ok(left.min(STOP_POLL))
+    }
+
+    /// Runs `op` with a timeout of one slice at a time until it is done or fails otherwise.
+    fn in_slices(
+        &mut self,
+        set: fn(&TcpStream, Option<Duration>) -> std::io::Result<()>,
+        mut op: impl FnMut(&mut TcpStream) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        loop {
+            let slice = self.slice()?;
+            set(&self.s, Some(slice))?;
+            match op(&mut self.s) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                done => return done,
+            }
+        }
     }
 }
 
-impl Read for DeadlineStream {
+impl Read for DeadlineStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.time_left()?;
-        self.s.set_read_timeout(Some(left))?;
-        self.s.read(buf)
+        self.in_slices(TcpStream::set_read_timeout, |s| s.read(buf))
     }
 }
 
-impl Write for DeadlineStream {
+impl Write for DeadlineStream<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let left = self.time_left()?;
-        self.s.set_write_timeout(Some(left))?;
-        self.s.write(buf)
+        self.in_slices(TcpStream::set_write_timeout, |s| s.write(buf))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -239,7 +277,13 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let got = fetch_metainfo([7; 20], Vec::new(), &[addr], Duration::from_millis(700));
+        let got = fetch_metainfo(
+            [7; 20],
+            Vec::new(),
+            &[addr],
+            Duration::from_millis(700),
+            &AtomicBool::new(false),
+        );
         let took = started.elapsed();
         assert!(
             matches!(got, Err(FetchError::NoPeerAnswered(..))),
@@ -250,12 +294,42 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_ends_the_wait_on_a_mute_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Accepted, never answered.
+                let held = listener.accept();
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(500));
+                drop(held);
+            })
+        };
+        let started = Instant::now();
+        let got = fetch_metainfo([7; 20], Vec::new(), &[addr], Duration::from_secs(20), &stop);
+        let took = started.elapsed();
+        assert!(matches!(got, Err(FetchError::Stopped)), "{got:?}");
+        assert!(took < Duration::from_millis(700), "took {took:?}");
+        stopper.join().unwrap();
+    }
+
+    #[test]
     fn the_error_names_each_peer_and_why() {
         let closed = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        let got = fetch_metainfo([7; 20], Vec::new(), &[closed], Duration::from_millis(600));
+        let got = fetch_metainfo(
+            [7; 20],
+            Vec::new(),
+            &[closed],
+            Duration::from_millis(600),
+            &AtomicBool::new(false),
+        );
         let e = got.unwrap_err();
         assert!(matches!(e, FetchError::NoPeerAnswered(..)), "{e:?}");
         assert!(

@@ -408,6 +408,7 @@ fn magnet_metadata_comes_from_a_peer() {
         vec![],
         &[seeder.listen_addr().unwrap()],
         Duration::from_secs(20),
+        &std::sync::atomic::AtomicBool::new(false),
     )
     .unwrap();
     assert_eq!(fetched.info, meta.info);

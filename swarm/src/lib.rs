@@ -29,6 +29,7 @@ pub mod metadata;
 pub mod out;
 pub mod picker;
 pub mod rate;
+pub mod reasons;
 pub mod shared;
 
 pub use crate::core::{

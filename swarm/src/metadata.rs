@@ -12,7 +12,7 @@ use crate::out::Out;
 /// torrent and not from ourselves.
 pub fn check_handshake(ours: InfoHash, our_id: PeerId, theirs: &Handshake) -> Result<(), String> {
     if theirs.info_hash != ours.0 {
-        return Err("peer answered for another torrent".into());
+        return Err(crate::reasons::OTHER_TORRENT.into());
     }
     if theirs.peer_id == our_id.0 {
         return Err("connected to ourselves".into());
@@ -127,7 +127,7 @@ impl MetadataFetch {
                         let info = std::mem::take(buf);
                         self.stage = Stage::Done;
                         if ringswarm_proto::sha::sha1(&info) != self.info_hash.0 {
-                            return Err("metadata does not match the info-hash".into());
+                            return Err(crate::reasons::METADATA_MISMATCH.into());
                         }
                         Ok(Some(info))
                     }

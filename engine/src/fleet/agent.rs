@@ -177,6 +177,9 @@ struct Counters {
 /// A running agent; stops (saying `stopped` to the trackers, unlocking) when shut down.
 pub struct Agent {
     stop: Arc<AtomicBool>,
+    /// Beaten by the main loop each turn (hooks run on their own thread, so a hook of
+    /// minutes does not stop it).
+    heartbeat: Arc<crate::heartbeat::Heartbeat>,
     main: Option<JoinHandle<()>>,
     status: Arc<Mutex<AgentStatus>>,
     metrics: Option<HttpServer>,
@@ -239,14 +242,17 @@ impl Agent {
                 .spawn(move || poll_feed(&url, &key, every, &feeds_tx, &stop))
                 .map_err(io(dir.root()))?
         };
+        let heartbeat = Arc::new(crate::heartbeat::Heartbeat::default());
         let main = {
             let stop = stop.clone();
             let status = status.clone();
+            let heartbeat = heartbeat.clone();
             std::thread::Builder::new()
                 .name("rs-agent".into())
                 .spawn(move || {
                     let _lock = lock;
                     let mut state = State::new(config, dir, session, status, metrics_text);
+                    state.heartbeat = heartbeat;
                     state.restore();
                     state.run(&feeds_rx, &listener, &stop);
                     // The poller may be blocked handing over a feed: let it go.
@@ -258,6 +264,7 @@ impl Agent {
         };
         Ok(Agent {
             stop,
+            heartbeat,
             main: Some(main),
             status,
             metrics,
@@ -271,6 +278,11 @@ impl Agent {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The main loop's heartbeat, for the watchdog.
+    pub fn heartbeat(&self) -> &crate::heartbeat::Heartbeat {
+        &self.heartbeat
     }
 
     pub fn status_socket(&self) -> &Path {
@@ -406,6 +418,8 @@ struct State {
     topology: topology::FeedTopology,
     /// Each download's rate, for the progress lines and the status.
     meters: HashMap<[u8; 20], RateMeter>,
+    /// Beaten each turn of [`State::run`], for the watchdog.
+    heartbeat: Arc<crate::heartbeat::Heartbeat>,
 }
 
 impl State {
@@ -452,6 +466,7 @@ impl State {
             expired: None,
             refused_as_expired: None,
             meters: HashMap::new(),
+            heartbeat: Arc::default(),
         }
     }
 
@@ -567,6 +582,7 @@ impl State {
         stop: &AtomicBool,
     ) {
         while !stop.load(Ordering::Relaxed) {
+            self.heartbeat.beat();
             match feeds.recv_timeout(TICK) {
                 Ok(FeedEvent::Accepted(feed)) => self.on_feed(feed),
                 Ok(FeedEvent::Rejected(e)) => self.feed_error(e),
@@ -818,6 +834,8 @@ impl State {
         dest: &Path,
         mode: TorrentMode,
     ) -> Result<(TorrentHandle, Option<AnnouncerHandle>), String> {
+        // Adding a torrent may check its data (or survey staging): a long step.
+        self.heartbeat.long_step(release.size);
         let meta = Arc::new(release.parse_metainfo().map_err(|e| e.to_string())?);
         let handle = self
             .session
@@ -1112,6 +1130,7 @@ impl State {
             }
         };
         let started = Instant::now();
+        self.heartbeat.long_step(size);
         match lock_files(&data_paths(&meta, &held.dir)) {
             Ok(l) => {
                 tracing::info!(release = %label, bytes = l.locked_bytes(), ms = started.elapsed().as_millis() as u64, "locked in memory");

@@ -93,6 +93,8 @@ struct HttpCounters {
 /// A running origin; stops (saying `stopped` to the trackers) when shut down or dropped.
 pub struct Origin {
     stop: Arc<AtomicBool>,
+    /// Beaten by the watch loop each turn, for the watchdog.
+    heartbeat: Arc<crate::heartbeat::Heartbeat>,
     watcher: Option<JoinHandle<()>>,
     http: Option<HttpServer>,
     peer_addr: Option<SocketAddr>,
@@ -182,19 +184,22 @@ impl Origin {
         };
         let _ = http_stats.set(http.stats());
         let stop = Arc::new(AtomicBool::new(false));
+        let heartbeat = Arc::new(crate::heartbeat::Heartbeat::default());
         let watcher = {
             let stop = stop.clone();
             let state = state.clone();
+            let beat = heartbeat.clone();
             std::thread::Builder::new()
                 .name("rs-origin".into())
                 .spawn(move || {
                     let _lock = lock;
-                    watch(&config, session, &served, &state, &stop);
+                    watch(&config, session, &served, &state, &stop, &beat);
                 })
                 .map_err(io(&dir))?
         };
         Ok(Origin {
             stop,
+            heartbeat,
             watcher: Some(watcher),
             http: Some(http),
             peer_addr,
@@ -209,6 +214,11 @@ impl Origin {
 
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
+    }
+
+    /// The watch loop's heartbeat, for the watchdog.
+    pub fn heartbeat(&self) -> &crate::heartbeat::Heartbeat {
+        &self.heartbeat
     }
 
     /// The releases seeded now, with their transfer counters.
@@ -259,6 +269,7 @@ fn watch(
     served: &Mutex<Served>,
     state: &Mutex<Vec<(Release, crate::session::TorrentStats)>>,
     stop: &AtomicBool,
+    beat: &crate::heartbeat::Heartbeat,
 ) {
     let feed_path = config.dir.join(FEED_FILE);
     let mut seen = None;
@@ -268,6 +279,7 @@ fn watch(
     // Releases that could not be seeded: when, and how many times in a row.
     let mut failed: HashMap<[u8; 20], (Instant, u32)> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
+        beat.beat();
         let now = stamp(&feed_path);
         if now != seen {
             seen = now;
@@ -323,6 +335,8 @@ fn watch(
             if seeding.contains_key(&release.info_hash) || !retry_due {
                 continue;
             }
+            // Checking the release's data may outlast the watchdog: a long step.
+            beat.long_step(release.size);
             match start_seeding(config, &session, release, &topology.place) {
                 Ok(s) => {
                     tracing::info!(release = %release.label(), "seeding");

@@ -53,9 +53,9 @@ impl PeerFailureReason {
     /// What a refused handshake (the driver's or the swarm core's reason) says about the
     /// peer we dialled.
     pub fn from_handshake_error(reason: &str) -> PeerFailureReason {
-        if reason.contains("another torrent") || reason.contains("torrent we do not have") {
+        if ringswarm_swarm::reasons::is_other_torrent(reason) {
             PeerFailureReason::WrongInfoHash
-        } else if reason.starts_with("banned") {
+        } else if ringswarm_swarm::reasons::is_banned(reason) {
             PeerFailureReason::Banned
         } else {
             PeerFailureReason::Protocol(reason.to_owned())

@@ -49,6 +49,13 @@ pub enum SessionError {
     Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     Config(String),
+    /// A `Seed`'s data is not the torrent's (typed, so callers need not read the text).
+    #[error("{}: the data does not match the torrent ({verified} of {pieces} pieces verify)", path.display())]
+    Mismatch {
+        path: PathBuf,
+        verified: u32,
+        pieces: u32,
+    },
 }
 
 /// Session settings.
@@ -354,14 +361,11 @@ impl Session {
         let verified =
             storage.verified_at_start(&info_hash, &meta.info.pieces, self.cores.max(1))?;
         if spec.mode == TorrentMode::Seed && !verified.is_complete() {
-            return Err(SessionError::Config(format!(
-                "{}: the data does not match the torrent ({} of {} pieces verify)",
-                spec.dest
-                    .join(meta.relative_path(&meta.info.files[0]))
-                    .display(),
-                verified.count_ones(),
-                n
-            )));
+            return Err(SessionError::Mismatch {
+                path: spec.dest.join(meta.relative_path(&meta.info.files[0])),
+                verified: verified.count_ones(),
+                pieces: n,
+            });
         }
         let shared = Arc::new(TorrentShared::new(
             meta,

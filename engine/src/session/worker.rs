@@ -696,10 +696,10 @@ impl Ctx {
     ) -> Result<(), String> {
         let t = self
             .torrent_index(&hs.info_hash)
-            .ok_or("handshake for a torrent we do not have")?;
+            .ok_or(ringswarm_swarm::reasons::UNKNOWN_TORRENT)?;
         let conn = self.conns[index].as_mut().ok_or("gone")?;
         if conn.torrent.is_some_and(|expected| expected != t) {
-            return Err("peer answered for another torrent".into());
+            return Err(ringswarm_swarm::reasons::OTHER_TORRENT.into());
         }
         conn.torrent = Some(t);
         conn.phase = Phase::Active;
@@ -799,7 +799,7 @@ impl Ctx {
                 Action::Discard { buf } => self.pool.release(buf.0 as u16),
                 Action::Close { peer, reason } => {
                     if self.alive(peer.index as usize, peer.gen) {
-                        if reason.starts_with("banned") {
+                        if ringswarm_swarm::reasons::is_banned(&reason) {
                             self.peer_failed(peer.index as usize, PeerFailureReason::Banned);
                         }
                         self.drop_peer(ring, peer.index as usize, &reason);

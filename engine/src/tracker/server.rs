@@ -21,6 +21,7 @@ use super::limits::Limits;
 use super::proto::{self, Request, Response};
 use super::store::{AnnounceIn, ConnectionIds, Store, StoreConfig};
 use super::topology::Topology;
+use crate::heartbeat::Heartbeat;
 use crate::reactor::{self, udp, BufRing, PiecePool, Ring};
 
 mod view;
@@ -89,6 +90,8 @@ pub struct ServerCounters {
 pub struct TrackerServer {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// One per worker, beaten each turn of its loop, for the watchdog.
+    heartbeats: Vec<Arc<Heartbeat>>,
     workers: Vec<JoinHandle<()>>,
     counters: Arc<ServerCounters>,
     shards: Arc<Vec<Mutex<Store>>>,
@@ -175,7 +178,10 @@ impl TrackerServer {
         let counters = Arc::new(ServerCounters::default());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
         let mut workers = Vec::new();
+        let mut heartbeats = Vec::new();
         for (index, socket) in sockets.into_iter().enumerate() {
+            let heartbeat = Arc::new(Heartbeat::default());
+            heartbeats.push(heartbeat.clone());
             let w = TrackerWorker {
                 index,
                 socket,
@@ -186,6 +192,7 @@ impl TrackerServer {
                 counters: counters.clone(),
                 peers: Vec::with_capacity(256),
                 next_send: 0,
+                heartbeat,
             };
             let ready = ready_tx.clone();
             let online = reactor::online_cpus();
@@ -203,6 +210,7 @@ impl TrackerServer {
         let server = TrackerServer {
             local_addr,
             stop,
+            heartbeats,
             workers,
             counters,
             shards,
@@ -225,6 +233,15 @@ impl TrackerServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether every worker's loop turned within `max_age` (see [`crate::heartbeat`]).
+    pub fn workers_fresh(&self, max_age: Duration) -> bool {
+        crate::heartbeat::all_fresh(
+            self.heartbeats.iter().map(|h| &**h),
+            Instant::now(),
+            max_age,
+        )
     }
 
     pub fn counters(&self) -> &ServerCounters {
@@ -274,6 +291,7 @@ struct TrackerWorker {
     peers: Vec<SocketAddr>,
     /// Token counter of replies sent from owned buffers (when every slot is in flight).
     next_send: u64,
+    heartbeat: Arc<Heartbeat>,
 }
 
 /// Replies in flight per worker; beyond this (a reap of thousands) replies fall back to an
@@ -309,6 +327,7 @@ impl TrackerWorker {
         let mut done = Vec::with_capacity(4096);
         let mut next_tick = Instant::now() + TICK;
         while !self.stop.load(Ordering::Acquire) {
+            self.heartbeat.beat();
             let wait = next_tick
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_micros(1));

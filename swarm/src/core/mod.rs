@@ -321,7 +321,7 @@ impl Swarm {
         {
             let mut book = self.shared.peers.lock().map_err(|_| "peer book poisoned")?;
             if book.banned.is_banned(ip, now) {
-                return Err("banned peer".into());
+                return Err(crate::reasons::BANNED_PEER.into());
             }
             if !book.connected.insert(their_id) {
                 return Err("already connected to this peer".into());

@@ -182,7 +182,7 @@ impl Swarm {
             }
             if let Some((key, ip)) = blamed {
                 if shared.strike(ip, now) && self.peer(key).is_some() {
-                    self.close(key, "banned: sent corrupt data");
+                    self.close(key, crate::reasons::BANNED_CORRUPT);
                 }
             }
             return;
