@@ -45,8 +45,9 @@ impl TrackerServer {
         let mut peers = Vec::new();
         let (summary, total) = {
             let store = shard.lock().ok()?;
-            let summary = store.summary(info_hash)?;
-            let total = store.peer_views(info_hash, now_secs(), TRACKER_MAX_PEERS, &mut peers);
+            let now = now_secs();
+            let summary = store.summary(info_hash, now)?;
+            let total = store.peer_views(info_hash, now, TRACKER_MAX_PEERS, &mut peers);
             (summary, total)
         };
         let topology = self.topology.read().ok();
@@ -83,11 +84,12 @@ impl TrackerServer {
         let total = hashes.len();
         hashes.sort_unstable();
         hashes.truncate(TRACKER_MAX_TORRENTS);
+        let now = now_secs();
         let summaries: Vec<SwarmSummary> = hashes
             .iter()
             .filter_map(|h| {
                 let shard = self.shards.get(shard_of(h, self.shards.len()))?;
-                shard.lock().ok()?.summary(h)
+                shard.lock().ok()?.summary(h, now)
             })
             .collect();
         let topology = self.topology.read().ok();
