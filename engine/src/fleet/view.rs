@@ -429,26 +429,10 @@ pub fn aggregate_with_failures(
 // ---------------------------------------------------------------------------------------
 // Fetching
 
-/// GETs `url` (a bounded body, `timeout` in all): the body of a 200, else an error line.
+/// GETs `url` (a body of at most 16 MiB, `timeout` in all): the body of a 200, else an
+/// error line ([`super::http::http_get_bounded`]).
 pub fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = resp.status().as_u16();
-    if status != 200 {
-        return Err(format!("GET {url}: HTTP {status}"));
-    }
-    resp.into_body()
-        .with_config()
-        .limit(MAX_ANSWER_BYTES)
-        .read_to_vec()
-        .map_err(|e| format!("GET {url}: {e}"))
+    super::http::http_get_bounded(url, timeout, MAX_ANSWER_BYTES).map_err(|e| e.to_string())
 }
 
 /// Longest a round spends asking the tracker: past it, the releases not asked yet keep
