@@ -95,6 +95,8 @@ pub struct TrackerServer {
     /// For the names of places in the fleet view ([`view`]).
     topology: Arc<RwLock<Topology>>,
     _topology_refresh: Option<super::TopologyRefresh>,
+    /// The fleet view's recent answers ([`view`]).
+    answers: view::Answers,
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -224,6 +226,7 @@ impl TrackerServer {
             shards,
             topology,
             _topology_refresh: topology_refresh,
+            answers: view::Answers::default(),
         };
         for _ in 0..cores {
             match ready_rx.recv() {
