@@ -36,7 +36,9 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
-    /// TOML file mapping subnets to datacenters and racks.
+    /// TOML file mapping subnets to datacenters and racks, or an http:// URL of one (e.g.
+    /// the origin's /topology.toml), read again every 60 s. The URL is plain HTTP and
+    /// unsigned: placement is as trustworthy as the network to it.
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
 
