@@ -36,7 +36,9 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
-    /// TOML file mapping subnets to datacenters and racks.
+    /// TOML file mapping subnets to datacenters and racks, or an http:// URL of one (e.g.
+    /// the origin's /topology.toml), read again every 60 s. The URL is plain HTTP and
+    /// unsigned: placement is as trustworthy as the network to it.
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
 
@@ -100,8 +102,9 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics, and the fleet view's JSON (the
     /// origin's `tracker_http`): /swarms.json (counts per dc and rack of the first 1000
     /// torrents) and /swarm/INFOHASH.json (one torrent: counts per place and at most 5000
-    /// peers with place, bytes left and rate, the slowest first). A PORT alone means
-    /// 127.0.0.1:PORT.
+    /// peers with place, bytes left and rate, the slowest first; each answer is kept 1 s).
+    /// These list every peer's address: keep the port inside the fleet. A PORT alone
+    /// means 127.0.0.1:PORT.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
 

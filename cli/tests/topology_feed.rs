@@ -194,7 +194,12 @@ fn agents_without_a_topology_flag_take_their_rack_from_the_feed() {
     // A newer feed with another topology moves the agent (its session places new
     // connections by it): the racks swap subnets.
     let swapped = fleet.base().join("swapped.toml");
-    std::fs::write(&swapped, TOPOLOGY.replace("r1", "rx").replace("r2", "r1")).unwrap();
+    // The origin's subnet gets another rack name too.
+    let swapped_text = TOPOLOGY
+        .replace("r1", "rx")
+        .replace("r2", "r1")
+        .replace("\"origin\"", "\"origin2\"");
+    std::fs::write(&swapped, swapped_text).unwrap();
     let out = Command::new(ringswarm())
         .args(["publish", "--refresh", "--key"])
         .arg(fleet.base().join("fleet.key"))
@@ -229,6 +234,27 @@ fn agents_without_a_topology_flag_take_their_rack_from_the_feed() {
         if Instant::now() > deadline {
             dump_logs(&[&agent1.guard, &agent2.guard]);
             panic!("after the swap the tracker leads with ports {r1:?} (r1), {rx:?} (rx)");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The origin announces the release it already seeded again with its new rack: for a
+    // peer of rack origin2 it leads every answer (its old rack would shuffle it among the
+    // dc's peers).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let leads = (0..6).all(|_| {
+            peers_for_rack(tracker, info_hash, "origin2")
+                .first()
+                .map(|p| p.port())
+                == Some(origin.port())
+        });
+        if leads {
+            break;
+        }
+        if Instant::now() > deadline {
+            dump_logs(&[&fleet.guards[1]]);
+            panic!("after the swap the origin is not announced in rack origin2");
         }
         std::thread::sleep(Duration::from_millis(200));
     }

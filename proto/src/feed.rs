@@ -311,8 +311,16 @@ impl Feed {
     /// Reads a feed without checking its signature: for the origin, which reads the feed
     /// it wrote itself to learn what to seed.
     pub fn read_unverified(bytes: &[u8]) -> Result<Feed, FeedError> {
+        Feed::read_unverified_with_topology(bytes).map(|(feed, _)| feed)
+    }
+
+    /// [`Feed::read_unverified`], with the topology as parsed while checking the feed (so a
+    /// caller that uses it does not parse it again).
+    pub fn read_unverified_with_topology(
+        bytes: &[u8],
+    ) -> Result<(Feed, Option<Topology>), FeedError> {
         let (format, body) = open_envelope(bytes, None)?;
-        parse_body(&body, format)
+        parse_body_with_topology(&body, format)
     }
 }
 
@@ -364,6 +372,13 @@ fn open_envelope(
 }
 
 fn parse_body(body: &[u8], version: Version) -> Result<Feed, FeedError> {
+    parse_body_with_topology(body, version).map(|(feed, _)| feed)
+}
+
+fn parse_body_with_topology(
+    body: &[u8],
+    version: Version,
+) -> Result<(Feed, Option<Topology>), FeedError> {
     let body: Body = serde_json::from_slice(body).map_err(|e| malformed(format!("body: {e}")))?;
     let (signed_ms, expires_ms) = match version {
         // Whatever a format 1 body says, it is read as having no expiry.
@@ -398,16 +413,17 @@ fn parse_body(body: &[u8], version: Version) -> Result<Feed, FeedError> {
         }
         releases.push(release);
     }
-    if let Some(text) = &body.topology {
-        parse_topology(text)?;
-    }
-    Ok(Feed {
-        sequence: body.sequence,
-        signed_ms,
-        expires_ms,
-        releases,
-        topology: body.topology,
-    })
+    let topology = body.topology.as_deref().map(parse_topology).transpose()?;
+    Ok((
+        Feed {
+            sequence: body.sequence,
+            signed_ms,
+            expires_ms,
+            releases,
+            topology: body.topology,
+        },
+        topology,
+    ))
 }
 
 /// Parses the feed's topology text; errors say what is wrong in it.
@@ -689,6 +705,13 @@ mod tests {
         let topo = back.parsed_topology().unwrap().unwrap();
         let place = topo.lookup("127.0.1.9".parse().unwrap()).unwrap();
         assert_eq!(topo.rack_name(place.rack), Some(("lo", "r1")));
+        // Read with the topology parsed once, on the way.
+        let (read, parsed) = Feed::read_unverified_with_topology(&with.sign(&key)).unwrap();
+        assert_eq!(read, with);
+        let parsed = parsed.unwrap();
+        assert_eq!(parsed.lookup("127.0.1.9".parse().unwrap()), Some(place));
+        let (_, none) = Feed::read_unverified_with_topology(&plain).unwrap();
+        assert!(none.is_none());
     }
 
     #[test]

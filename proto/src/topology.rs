@@ -21,7 +21,8 @@
 //!   masked would put hosts in the wrong rack, which is worse than refusing to start.
 //! - The same prefix twice is an error (which one should win is not knowable).
 //! - Unknown keys are errors (a misspelt `rak` would otherwise be ignored).
-//! - `dc` and `rack` are 1..=64 bytes without control characters. Rack names are scoped by
+//! - `dc` and `rack` are 1..=64 bytes without control characters or invisible format
+//!   characters (bidi overrides, zero-width). Rack names are scoped by
 //!   their dc: `r01` in `fra1` and `r01` in `ams2` are different racks.
 //! - Lookup: the most specific prefix wins (longest-prefix match). IPv4-mapped IPv6
 //!   addresses (`::ffff:a.b.c.d`, as a dual-stack socket reports them) are looked up as
@@ -40,9 +41,10 @@
 //! ([`Topology::set_max_dynamic_names`], default 4096), after which they resolve to unknown,
 //! so a flood of made-up names cannot grow memory; one source address adds at most
 //! [`Topology::set_max_names_per_source`] of them (default [`DEFAULT_NAMES_PER_SOURCE`]), so
-//! one host cannot use up the bound for everyone. Each worker core owns (a clone of) its
-//! `Topology`; ids from the file are the same in every clone, run-time ids are only
-//! meaningful within the core that made them, which is all a per-core store compares.
+//! one host cannot use up the bound for everyone. The tracker's worker cores share one
+//! `Topology` (an `Arc<RwLock<Topology>>`: lookups under the read lock, run-time names
+//! added under the write lock), so every id, from the file or added at run time, means
+//! the same place on every core.
 
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -379,7 +381,38 @@ fn check_name(s: &str) -> Result<(), String> {
     if s.chars().any(|c| c.is_control()) {
         return Err("contains a control character".into());
     }
+    if let Some(c) = s.chars().find(|&c| is_format_char(c)) {
+        return Err(format!(
+            "contains the invisible format character U+{:04X}",
+            u32::from(c)
+        ));
+    }
     Ok(())
+}
+
+/// Unicode format characters (category Cf) that would make a name print as another: the
+/// soft hyphen, zero-width characters, bidirectional embeddings, overrides and isolates,
+/// invisible operators, the byte-order mark, and a few more of Cf.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -727,6 +760,34 @@ rack = "r10"
         assert_ne!(a.dc, b.dc);
         assert_eq!(b.dc, c.dc);
         assert_eq!(Place::from_u32(a.to_u32()), a);
+    }
+
+    #[test]
+    fn names_with_invisible_format_characters_are_refused() {
+        for bad in [
+            "r\u{202E}1",
+            "r\u{200B}1",
+            "\u{FEFF}r1",
+            "r\u{00AD}1",
+            "r\u{2066}1",
+        ] {
+            let text = format!("[[subnet]]\ncidr = \"10.0.0.0/8\"\ndc = \"d\"\nrack = \"{bad}\"\n");
+            let (_, _, field, reason) = entry_err(&text);
+            assert_eq!(field, "rack", "{bad:?}");
+            assert!(reason.contains("format character U+"), "{reason}");
+            let mut t = Topology::empty();
+            assert_eq!(
+                t.place_from_url_data(Some("d"), Some(bad)).rack,
+                0,
+                "{bad:?}"
+            );
+        }
+        // Letters of any script are fine.
+        let t = Topology::from_toml_str(
+            "[[subnet]]\ncidr = \"10.0.0.0/8\"\ndc = \"zürich\"\nrack = \"ряд-1\"\n",
+            "t",
+        );
+        assert!(t.is_ok());
     }
 
     #[test]

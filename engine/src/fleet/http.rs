@@ -1,7 +1,8 @@
 //! The feed and the metrics over HTTP: the server for the origin's feed and every daemon's
 //! `/metrics` ([`HttpServer`], hyper on a small runtime of its own, with limits so slow
 //! or hostile clients cost bounded time and memory), the pure request-to-reply logic it
-//! calls, and the agent's conditional GET of the feed (ureq).
+//! calls, the agent's conditional GET of the feed, and the one bounded GET the origin's
+//! fleet view, the tracker's topology URL and the CLI share ([`http_get_bounded`]) (ureq).
 
 use std::time::{Duration, SystemTime};
 
@@ -141,6 +142,92 @@ pub fn entity_tag(body: &[u8]) -> String {
 
 pub type Handler = std::sync::Arc<dyn Fn(&Request<'_>) -> Reply + Send + Sync>;
 
+/// Why a bounded GET got no body.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// The body is longer than the limit: reading stopped there.
+    #[error("GET {url}: the answer is over {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    /// No connection, a timeout, a status other than 200 (or 304 when asked), a broken body.
+    #[error("GET {url}: {message}")]
+    Failed { url: String, message: String },
+}
+
+/// What a conditional GET got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Got {
+    /// 304: the copy named by the entity tag sent is current.
+    NotModified,
+    /// 200: the body, and its entity tag if the server sent one.
+    Body { body: Vec<u8>, etag: Option<String> },
+}
+
+/// GETs `url` within `timeout` in all, reading at most `limit` bytes of body: the body of
+/// a 200, else one line naming the URL and what went wrong.
+pub fn http_get_bounded(url: &str, timeout: Duration, limit: u64) -> Result<Vec<u8>, GetError> {
+    match http_get_if_changed(url, timeout, limit, None)? {
+        Got::Body { body, .. } => Ok(body),
+        Got::NotModified => Err(GetError::Failed {
+            url: url.to_owned(),
+            message: "HTTP status 304 to a request that was not conditional".into(),
+        }),
+    }
+}
+
+/// [`http_get_bounded`], conditional on `etag` (`If-None-Match`) when given.
+pub fn http_get_if_changed(
+    url: &str,
+    timeout: Duration,
+    limit: u64,
+    etag: Option<&str>,
+) -> Result<Got, GetError> {
+    let failed = |message: String| GetError::Failed {
+        url: url.to_owned(),
+        message,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(tag) = etag {
+        req = req.header("If-None-Match", tag);
+    }
+    let resp = req.call().map_err(|e| failed(e.to_string()))?;
+    match resp.status().as_u16() {
+        304 if etag.is_some() => Ok(Got::NotModified),
+        200 => {
+            let etag = resp
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            // One byte past the limit tells a body of exactly `limit` from a longer one.
+            let body = resp
+                .into_body()
+                .with_config()
+                .limit(limit.saturating_add(1))
+                .read_to_vec()
+                .map_err(|e| match e {
+                    ureq::Error::BodyExceedsLimit(_) => GetError::TooLarge {
+                        url: url.to_owned(),
+                        limit,
+                    },
+                    e => failed(e.to_string()),
+                })?;
+            if body.len() as u64 > limit {
+                return Err(GetError::TooLarge {
+                    url: url.to_owned(),
+                    limit,
+                });
+            }
+            Ok(Got::Body { body, etag })
+        }
+        _ => Err(failed(format!("HTTP status {}", resp.status()))),
+    }
+}
+
 /// Longest wait for a TCP connection to the feed server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -271,6 +358,40 @@ mod tests {
         assert_eq!(again.status, 304);
         assert!(again.body.is_empty());
         assert_eq!(again.etag.as_deref(), Some(cached.etag.as_str()));
+    }
+
+    #[test]
+    fn a_bounded_get_stops_at_its_limit_and_follows_the_entity_tag() {
+        let cached = Cached::new(Bytes::from(vec![b'x'; 100]), None);
+        let served = cached.clone();
+        let server = HttpServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Limits::metrics(),
+            Arc::new(move |req| match req.path {
+                "/t" => Reply::cached(req, &served, "text/plain"),
+                _ => Reply::not_found(),
+            }),
+        )
+        .unwrap();
+        let url = format!("http://{}/t", server.local_addr());
+        let t = Duration::from_secs(5);
+        assert_eq!(http_get_bounded(&url, t, 100).unwrap().len(), 100);
+        let e = http_get_bounded(&url, t, 99).unwrap_err();
+        assert!(matches!(e, GetError::TooLarge { limit: 99, .. }), "{e}");
+        let Got::Body { etag, .. } = http_get_if_changed(&url, t, 100, None).unwrap() else {
+            panic!("a body first");
+        };
+        assert_eq!(etag.as_deref(), Some(cached.etag.as_str()));
+        assert_eq!(
+            http_get_if_changed(&url, t, 100, etag.as_deref()).unwrap(),
+            Got::NotModified
+        );
+        let missing = format!("http://{}/nope", server.local_addr());
+        let e = http_get_bounded(&missing, t, 100).unwrap_err().to_string();
+        assert!(
+            e.contains(&missing) && e.contains("404") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

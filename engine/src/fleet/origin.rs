@@ -8,7 +8,9 @@
 //! with the releases). The origin follows it: without a `--topology` of its own it places
 //! itself and its peers by the feed's, and it serves the feed's copy at `/topology.toml`
 //! (404 when the feed has none), so a tracker can take `--topology
-//! http://ORIGIN/topology.toml` and the file lives nowhere else.
+//! http://ORIGIN/topology.toml` and the file lives nowhere else. When the feed's topology
+//! moves the origin to another place, every release it seeds is announced again with it
+//! (as the agent does).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,7 +73,7 @@ pub struct OriginConfig {
 struct Seeding {
     release: Release,
     handle: TorrentHandle,
-    _announcer: Option<AnnouncerHandle>,
+    announcer: Option<AnnouncerHandle>,
 }
 
 #[derive(Default)]
@@ -284,11 +286,11 @@ fn watch(
         if now != seen {
             seen = now;
             match read_feed(&feed_path).and_then(|(b, modified)| {
-                Feed::read_unverified(&b)
+                Feed::read_unverified_with_topology(&b)
                     .map(|f| (b, modified, f))
                     .map_err(|e| e.to_string())
             }) {
-                Ok((bytes, modified, feed)) => {
+                Ok((bytes, modified, (feed, parsed))) => {
                     tracing::info!(
                         sequence = feed.sequence,
                         releases = feed.releases.len(),
@@ -304,7 +306,10 @@ fn watch(
                         s.sequence = feed.sequence;
                         s.topology = topology_text;
                     }
-                    topology.follow(config, &session, feed.topology.as_deref());
+                    let text = feed.topology.as_deref();
+                    if topology.follow(config, &session, text.zip(parsed)) {
+                        reannounce(config, &session, &mut seeding, &topology.place);
+                    }
                     live = feed.releases;
                     failed.clear();
                 }
@@ -378,16 +383,25 @@ impl OriginTopology {
         }
     }
 
-    fn follow(&mut self, config: &OriginConfig, session: &Session, text: Option<&str>) {
+    /// Takes the feed's topology (its text, and the topology parsed from it when the feed
+    /// was read). Returns whether the origin's place changed.
+    fn follow(
+        &mut self,
+        config: &OriginConfig,
+        session: &Session,
+        topology: Option<(&str, crate::tracker::topology::Topology)>,
+    ) -> bool {
         let configured = &config.session.locator;
+        let text = topology.as_ref().map(|(t, _)| *t);
         if configured.topology().is_some() || self.applied.as_deref() == text {
-            return;
+            return false;
         }
         self.applied = text.map(str::to_owned);
-        let Some(topology) = text.and_then(|t| crate::feed::parse_topology(t).ok()) else {
+        let before = self.place.clone();
+        let Some((_, topology)) = topology else {
             session.set_locator((**configured).clone());
             self.place = config.place.clone();
-            return;
+            return self.place != before;
         };
         let targets: Vec<String> = config
             .trackers
@@ -407,7 +421,53 @@ impl OriginTopology {
             Some(topology),
             configured.stated().clone(),
         ));
+        self.place != before
     }
+}
+
+/// Announces every seeded release again with `place`. The old announcers say `stopped`
+/// first (all at once, each within its stop timeout): a tracker that heard `stopped` after
+/// the new `started` would forget the origin.
+fn reannounce(
+    config: &OriginConfig,
+    session: &Session,
+    seeding: &mut HashMap<[u8; 20], Seeding>,
+    place: &TrackerPlace,
+) {
+    if seeding.is_empty() {
+        return;
+    }
+    let old: Vec<AnnouncerHandle> = seeding
+        .values_mut()
+        .filter_map(|s| s.announcer.take())
+        .collect();
+    std::thread::scope(|scope| {
+        for a in old {
+            scope.spawn(move || a.stop());
+        }
+    });
+    for s in seeding.values_mut() {
+        s.announcer = announcer(config, session, &s.release, &s.handle, place);
+    }
+    tracing::info!(
+        releases = seeding.len(),
+        "announced again with the new place"
+    );
+}
+
+/// Announces `handle` to its trackers and the configured ones as `place` (None: no tracker
+/// or no listening address).
+fn announcer(
+    config: &OriginConfig,
+    session: &Session,
+    release: &Release,
+    handle: &TorrentHandle,
+    place: &TrackerPlace,
+) -> Option<AnnouncerHandle> {
+    let meta = release.parse_metainfo().ok()?;
+    let tiers = tracker_tiers(&meta, &config.trackers);
+    let own = session.listen_addr()?;
+    (!tiers.is_empty()).then(|| announce_torrent(handle, tiers, session.peer_id(), own, place))
 }
 
 fn start_seeding(
@@ -431,21 +491,10 @@ fn start_seeding(
             resident: false,
         })
         .map_err(|e| e.to_string())?;
-    let tiers = tracker_tiers(&meta, &config.trackers);
-    let announcer = match session.listen_addr() {
-        Some(own) if !tiers.is_empty() => Some(announce_torrent(
-            &handle,
-            tiers,
-            session.peer_id(),
-            own,
-            place,
-        )),
-        _ => None,
-    };
     Ok(Seeding {
+        announcer: announcer(config, session, release, &handle, place),
         release: release.clone(),
         handle,
-        _announcer: announcer,
     })
 }
 

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 
-use crate::session::{Locator, NamedPlace, TrackerPlace};
+use crate::session::{NamedPlace, TrackerPlace};
 use crate::tracker::topology::Topology;
 
 /// `host:port` of a URL (`http://h:p/x`, `udp://h:p`; http without a port means 80).
@@ -56,9 +56,15 @@ pub fn own_ip(listen: Option<SocketAddr>, targets: &[String]) -> Option<IpAddr> 
     None
 }
 
-/// The topology's place for `ip`, by name.
+/// The topology's place for `ip`, by name (as [`crate::session::Locator`] names it).
 pub fn place_of(topology: &Topology, ip: IpAddr) -> NamedPlace {
-    Locator::new(Some(topology.clone()), NamedPlace::default()).our_place(Some(ip))
+    let Some(p) = topology.lookup(ip) else {
+        return NamedPlace::default();
+    };
+    NamedPlace {
+        dc: topology.dc_name(p.dc).map(str::to_owned),
+        rack: topology.rack_name(p.rack).map(|(_, rack)| rack.to_owned()),
+    }
 }
 
 /// What the trackers are told: the stated dc and rack, each filled from `found` when not

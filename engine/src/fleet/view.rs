@@ -11,8 +11,9 @@
 //!
 //! - A **host** is a peer address (`IP:port`) as the tracker stores it. The origin is one
 //!   too: it counts as a done host in its own place.
-//! - **Live releases**: per name, the newest in the feed, and every older one while some
-//!   host still announces it (a host besides the origin, which seeds its whole feed: a
+//! - **Live releases**: of the releases the origin seeds (a release it cannot seed, its
+//!   files missing say, is not polled and not shown), per name the newest (the last of
+//!   them in the feed), and every older one while some host still announces it (a host besides the origin, which seeds its whole feed: a
 //!   downloading peer, or at least two peers).
 //! - **done**: the host announced `left = 0`; **downloading**: `left > 0` (progress is
 //!   `1 − left / size`, `size` from the feed).
@@ -160,6 +161,14 @@ pub struct ReleaseView {
     pub hosts_truncated: bool,
     /// The tracker capped its peer list: counts per place stay exact, `hosts` is partial.
     pub peers_truncated: bool,
+    /// Why this release's swarm could not be fetched this round. The counts shown are
+    /// then those of `swarm_fetched_ms` (none when it was never fetched), and no host is
+    /// counted missing: a swarm not fetched says nothing of who left it.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When the swarm shown was fetched, when that was not this round.
+    #[serde(default)]
+    pub swarm_fetched_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,10 +201,13 @@ pub struct HostView {
     pub left: u64,
 }
 
-/// Hosts the origin has seen per release name: (name, address) → (dc, rack, last seen ms).
+/// What the poller keeps across rounds: the hosts seen per release name ((name, address)
+/// → (dc, rack, last seen ms)), and each release's last swarm fetched (with when), shown
+/// while the tracker cannot be read.
 #[derive(Clone, Debug, Default)]
 pub struct Memory {
     seen: HashMap<(String, String), (String, String, u64)>,
+    last_swarms: HashMap<[u8; 20], (SwarmJson, u64)>,
 }
 
 impl Memory {
@@ -221,6 +233,11 @@ impl Memory {
         let window = MISSING_WINDOW.as_millis() as u64;
         self.seen
             .retain(|_, (_, _, last)| now_ms.saturating_sub(*last) <= window);
+        for (hash, s) in swarms {
+            self.last_swarms.insert(*hash, (s.clone(), now_ms));
+        }
+        self.last_swarms
+            .retain(|hash, _| releases.iter().any(|r| &r.info_hash == hash));
     }
 
     /// The hosts known for `name`: address → (dc, rack).
@@ -251,7 +268,8 @@ fn progress(size: u64, left: u64) -> f64 {
     1.0 - left.min(size) as f64 / size as f64
 }
 
-/// The releases shown: per name the newest (the last listed), and older ones while a
+/// The releases shown: per name the newest of `releases` (the last listed: the poller
+/// lists the releases the origin seeds, in feed order), and older ones while a
 /// host announces them: a downloading one, or a second seed besides the origin (which
 /// seeds every release of its feed). In feed order.
 fn live<'a>(
@@ -276,10 +294,31 @@ fn live<'a>(
 }
 
 /// Joins the feed's releases with the tracker's swarms (and the hosts remembered) into the
-/// view. Pure: the caller fetches, remembers ([`Memory::note`] first) and times.
+/// view. Pure: the caller fetches, remembers ([`Memory::note`] first) and times. Every
+/// swarm is taken as fetched this round; see [`aggregate_with_failures`].
 pub fn aggregate(
     releases: &[Release],
     swarms: &HashMap<[u8; 20], SwarmJson>,
+    memory: &Memory,
+    now_ms: u64,
+) -> FleetView {
+    aggregate_with_failures(releases, swarms, &HashMap::new(), memory, now_ms)
+}
+
+/// A release whose swarm could not be fetched this round: why, and when the swarm in
+/// hand (if any) was.
+#[derive(Clone, Debug)]
+pub struct NotFetched {
+    pub error: String,
+    pub fetched_ms: Option<u64>,
+}
+
+/// [`aggregate`], where the swarms of the releases in `failed` are not this round's (an
+/// older one, or none): they are shown with the error, and count no host missing.
+pub fn aggregate_with_failures(
+    releases: &[Release],
+    swarms: &HashMap<[u8; 20], SwarmJson>,
+    failed: &HashMap<[u8; 20], NotFetched>,
     memory: &Memory,
     now_ms: u64,
 ) -> FleetView {
@@ -290,6 +329,7 @@ pub fn aggregate(
     };
     for (r, newest) in live(releases, swarms) {
         let swarm = swarms.get(&r.info_hash).unwrap_or(&empty);
+        let not_fetched = failed.get(&r.info_hash);
         let mut places = Places::new();
         for p in &swarm.places {
             let v = place_entry(&mut places, &p.dc, &p.rack);
@@ -315,7 +355,9 @@ pub fn aggregate(
             .collect();
         let listed: HashSet<&str> = swarm.peers.iter().map(|p| p.addr.as_str()).collect();
         let known: Vec<(&str, &str, &str)> = memory.hosts_of(&r.name).collect();
-        if swarm.peers_truncated {
+        if not_fetched.is_some() {
+            // Who left a swarm not seen this round is not known: nobody is missing.
+        } else if swarm.peers_truncated {
             // Not every host on the release is listed: per place, known minus counted.
             let mut known_per_place: HashMap<(&str, &str), u32> = HashMap::new();
             for (_, dc, rack) in &known {
@@ -377,6 +419,8 @@ pub fn aggregate(
             hosts,
             hosts_truncated,
             peers_truncated: swarm.peers_truncated,
+            error: not_fetched.map(|f| f.error.clone()),
+            swarm_fetched_ms: not_fetched.and_then(|f| f.fetched_ms),
         });
     }
     view
@@ -385,30 +429,21 @@ pub fn aggregate(
 // ---------------------------------------------------------------------------------------
 // Fetching
 
-/// GETs `url` (a bounded body, `timeout` in all): the body of a 200, else an error line.
+/// GETs `url` (a body of at most 16 MiB, `timeout` in all): the body of a 200, else an
+/// error line ([`super::http::http_get_bounded`]).
 pub fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = resp.status().as_u16();
-    if status != 200 {
-        return Err(format!("GET {url}: HTTP {status}"));
-    }
-    resp.into_body()
-        .with_config()
-        .limit(MAX_ANSWER_BYTES)
-        .read_to_vec()
-        .map_err(|e| format!("GET {url}: {e}"))
+    super::http::http_get_bounded(url, timeout, MAX_ANSWER_BYTES).map_err(|e| e.to_string())
 }
 
+/// Longest a round spends asking the tracker: past it, the releases not asked yet keep
+/// their last swarm (a tracker that accepts but never answers costs one timeout a round,
+/// not one per release).
+const ROUND_BUDGET: Duration = Duration::from_secs(4);
+
 /// One round: fetches each release's swarm from the tracker at `tracker` (`http://HOST:PORT`),
-/// notes the hosts, and builds the view.
+/// notes the hosts, and builds the view. A release whose fetch fails keeps its last swarm
+/// (with the error and its age) and counts nobody missing; the view's `error` is the first
+/// failure.
 pub fn poll_once(
     tracker: Option<&str>,
     releases: &[Release],
@@ -416,32 +451,55 @@ pub fn poll_once(
     now_ms: u64,
 ) -> FleetView {
     let mut swarms = HashMap::new();
+    let mut failed: HashMap<[u8; 20], NotFetched> = HashMap::new();
     let mut error = None;
-    match tracker {
-        None => error = Some("no tracker_http configured: the origin cannot see the hosts".into()),
-        Some(base) => {
-            let base = base.trim_end_matches('/');
-            for r in releases {
-                let url = format!("{base}/swarm/{}.json", crate::hex(&r.info_hash));
-                match http_get(&url, POLL_EVERY).and_then(|b| {
+    let started = std::time::Instant::now();
+    for r in releases {
+        let fetched = match tracker {
+            None => Err("no tracker_http configured: the origin cannot see the hosts".to_owned()),
+            Some(_) if started.elapsed() > ROUND_BUDGET => Err(format!(
+                "not asked: the tracker took over {} s this round",
+                ROUND_BUDGET.as_secs()
+            )),
+            Some(base) => {
+                let url = format!(
+                    "{}/swarm/{}.json",
+                    base.trim_end_matches('/'),
+                    crate::hex(&r.info_hash)
+                );
+                http_get(&url, POLL_EVERY).and_then(|b| {
                     serde_json::from_slice::<SwarmJson>(&b).map_err(|e| format!("{url}: {e}"))
-                }) {
-                    Ok(s) => {
-                        swarms.insert(r.info_hash, s);
-                    }
-                    Err(e) => {
-                        error = Some(e);
-                        break;
-                    }
-                }
+                })
+            }
+        };
+        match fetched {
+            Ok(s) => {
+                swarms.insert(r.info_hash, s);
+            }
+            Err(e) => {
+                error.get_or_insert_with(|| e.clone());
+                failed.insert(
+                    r.info_hash,
+                    NotFetched {
+                        error: e,
+                        fetched_ms: None,
+                    },
+                );
             }
         }
     }
-    if error.is_none() {
-        memory.note(releases, &swarms, now_ms);
+    memory.note(releases, &swarms, now_ms);
+    for (hash, f) in &mut failed {
+        if let Some((s, at)) = memory.last_swarms.get(hash) {
+            swarms.insert(*hash, s.clone());
+            f.fetched_ms = Some(*at);
+        }
     }
-    let mut view = aggregate(releases, &swarms, memory, now_ms);
+    let mut view = aggregate_with_failures(releases, &swarms, &failed, memory, now_ms);
     view.tracker = tracker.map(str::to_owned);
+    if tracker.is_none() {
+        error = Some("no tracker_http configured: the origin cannot see the hosts".into());
+    }
     view.error = error;
     view
 }

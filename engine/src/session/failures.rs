@@ -120,10 +120,17 @@ impl fmt::Display for PeerFailure {
     }
 }
 
+/// Addresses a torrent's book keeps at most: a tracker (or a hostile one) naming ever new
+/// addresses to a long-running seed cannot grow it without bound. Past it, the address
+/// whose last failure is the oldest is forgotten (and reported again if it fails again).
+pub const MAX_FAILURES_KEPT: usize = 1024;
+
 /// The failures of one torrent's dialled peers, shared by the host's cores.
 #[derive(Debug, Default)]
 pub struct PeerFailures {
-    book: Mutex<HashMap<SocketAddr, PeerFailure>>,
+    /// Each address's last failure, with the sequence number of that failure (for
+    /// forgetting the least recent when full).
+    book: Mutex<HashMap<SocketAddr, (PeerFailure, u64)>>,
     /// Bumped on every change, so a poller copies the book only when it changed.
     generation: AtomicU64,
 }
@@ -136,9 +143,10 @@ impl PeerFailures {
         let Ok(mut book) = self.book.lock() else {
             return false;
         };
-        self.generation.fetch_add(1, Ordering::Release);
+        let seq = self.generation.fetch_add(1, Ordering::Release);
         match book.get_mut(&addr) {
-            Some(f) => {
+            Some((f, last)) => {
+                *last = seq;
                 f.attempts = f.attempts.saturating_add(1);
                 if f.reason == reason {
                     false
@@ -148,13 +156,25 @@ impl PeerFailures {
                 }
             }
             None => {
+                if book.len() >= MAX_FAILURES_KEPT {
+                    let oldest = book
+                        .iter()
+                        .min_by_key(|(_, (_, last))| *last)
+                        .map(|(a, _)| *a);
+                    if let Some(oldest) = oldest {
+                        book.remove(&oldest);
+                    }
+                }
                 book.insert(
                     addr,
-                    PeerFailure {
-                        addr,
-                        reason,
-                        attempts: 1,
-                    },
+                    (
+                        PeerFailure {
+                            addr,
+                            reason,
+                            attempts: 1,
+                        },
+                        seq,
+                    ),
                 );
                 true
             }
@@ -181,7 +201,7 @@ impl PeerFailures {
         let mut all: Vec<PeerFailure> = self
             .book
             .lock()
-            .map(|b| b.values().cloned().collect())
+            .map(|b| b.values().map(|(f, _)| f.clone()).collect())
             .unwrap_or_default();
         all.sort_by_key(|f| f.addr);
         all
@@ -230,6 +250,31 @@ mod tests {
         assert!(
             book.record(a, PeerFailureReason::Refused),
             "news after a connection"
+        );
+    }
+
+    #[test]
+    fn the_book_is_bounded_and_forgets_the_least_recent() {
+        let book = PeerFailures::default();
+        let at = |i: usize| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 1));
+        for i in 0..MAX_FAILURES_KEPT {
+            assert!(book.record(at(i), PeerFailureReason::Refused));
+        }
+        // Address 0 fails again: now the most recent; address 1 is the oldest.
+        assert!(!book.record(at(0), PeerFailureReason::Refused));
+        for i in MAX_FAILURES_KEPT..MAX_FAILURES_KEPT * 3 {
+            book.record(at(i), PeerFailureReason::Refused);
+            assert!(book.snapshot().len() <= MAX_FAILURES_KEPT);
+            if i == MAX_FAILURES_KEPT {
+                let kept = book.snapshot();
+                assert!(kept.iter().any(|f| f.addr == at(0)), "recent kept");
+                assert!(!kept.iter().any(|f| f.addr == at(1)), "oldest forgotten");
+            }
+        }
+        assert_eq!(book.snapshot().len(), MAX_FAILURES_KEPT);
+        assert!(
+            book.record(at(1), PeerFailureReason::Refused),
+            "a forgotten address is news again"
         );
     }
 

@@ -97,6 +97,9 @@ pub struct TrackerServer {
     shards: Arc<Vec<Mutex<Store>>>,
     /// For the names of places in the fleet view ([`view`]).
     topology: Arc<RwLock<Topology>>,
+    _topology_refresh: Option<super::TopologyRefresh>,
+    /// The fleet view's recent answers ([`view`]).
+    answers: view::Answers,
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -124,12 +127,27 @@ impl TrackerServer {
         } else {
             config.cores
         };
-        let mut topology = match &config.topology {
-            Some(p) => super::load_topology(p)?,
-            None => Topology::empty(),
+        let (text, mut topology) = match &config.topology {
+            Some(p) => super::read_topology(p)?,
+            None => (String::new(), Topology::empty()),
         };
         topology.set_max_names_per_source(config.store.max_url_names_per_address);
         let topology = Arc::new(RwLock::new(topology));
+        // A topology URL is read again while the tracker runs (the origin's copy follows
+        // the feed); a file is read once.
+        let topology_refresh = match config.topology.as_deref().and_then(super::topology_url) {
+            Some(url) => Some(
+                super::TopologyRefresh::start(
+                    url.to_owned(),
+                    &text,
+                    super::TOPOLOGY_REFRESH_EVERY,
+                    topology.clone(),
+                    config.store.max_url_names_per_address,
+                )
+                .map_err(io_err("spawning the topology refresher"))?,
+            ),
+            None => None,
+        };
         // One key for every shard: a connect answered by one core is valid on all.
         let key: u128 = rand::random();
         // One peer cap and one creation budget for every shard: torrents are sharded by
@@ -215,6 +233,8 @@ impl TrackerServer {
             counters,
             shards,
             topology,
+            _topology_refresh: topology_refresh,
+            answers: view::Answers::default(),
         };
         for _ in 0..cores {
             match ready_rx.recv() {

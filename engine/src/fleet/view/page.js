@@ -57,7 +57,14 @@ function release(r) {
     el("span", {}, [bytes(r.rate) + "/s"]),
     el("span", { class: "note" }, [bytes(r.size) + ", " + r.info_hash.slice(0, 12) + "…, published " +
       new Date(r.published_ms).toISOString()])]);
-  const parts = [title, totals, placeTable(r.places)];
+  const parts = [title, totals];
+  if (r.error) {
+    const asOf = r.swarm_fetched_ms
+      ? "counts as of " + new Date(r.swarm_fetched_ms).toISOString()
+      : "never fetched";
+    parts.push(el("p", { class: "error" }, ["tracker: " + r.error + " (" + asOf + "; missing not counted)"]));
+  }
+  parts.push(placeTable(r.places));
   if (r.slowest.length > 0) {
     parts.push(el("h3", {}, ["slowest hosts"]), hostTable(r.slowest, "slowest"));
   }

@@ -244,3 +244,83 @@ fn the_page_is_self_contained() {
     assert!(PAGE.contains("fleet.json"));
     assert!(!PAGE.contains("http://") && !PAGE.contains("https://"));
 }
+
+/// A tracker on loopback that answers `/swarm/HEX.json` from `swarms` (404 for the rest).
+fn tracker(swarms: HashMap<[u8; 20], SwarmJson>) -> crate::fleet::http::HttpServer {
+    use crate::fleet::http::{HttpServer, Limits, Reply};
+    let answers: HashMap<String, Vec<u8>> = swarms
+        .iter()
+        .map(|(h, s)| {
+            (
+                format!("/swarm/{}.json", crate::hex(h)),
+                serde_json::to_vec(s).unwrap(),
+            )
+        })
+        .collect();
+    HttpServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Limits::metrics(),
+        Arc::new(move |req| match answers.get(req.path) {
+            Some(body) => Reply::json(body.clone()),
+            None => Reply::not_found(),
+        }),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_failed_fetch_keeps_the_last_swarm_and_counts_nobody_missing() {
+    let releases = [release("app", "1", 1), release("app", "2", 2)];
+    let mut swarms = HashMap::new();
+    swarms.insert(
+        [1; 20],
+        swarm(vec![peer("a:1", "r1", 0, 0), peer("b:1", "r1", 0, 0)]),
+    );
+    swarms.insert([2; 20], swarm(vec![peer("a:1", "r1", 0, 0)]));
+    let mut memory = Memory::default();
+    let good = tracker(swarms.clone());
+    let url = format!("http://{}", good.local_addr());
+    let v = poll_once(Some(&url), &releases, &mut memory, 1000);
+    assert_eq!(v.error, None);
+    assert_eq!(v.releases[1].missing, 1, "b is not on version 2");
+    drop(good);
+
+    // The tracker is gone: every release keeps its last counts, nobody becomes missing.
+    let v = poll_once(Some("http://127.0.0.1:1"), &releases, &mut memory, 3000);
+    assert!(v.error.as_deref().unwrap().contains("127.0.0.1:1"));
+    assert_eq!(v.releases.len(), 2);
+    for r in &v.releases {
+        assert_eq!(r.missing, 0, "{}", r.version);
+        assert!(r.error.is_some());
+        assert_eq!(r.swarm_fetched_ms, Some(1000));
+        assert!(r.hosts.iter().all(|h| h.state != HostState::Missing));
+    }
+    assert_eq!((v.releases[0].done, v.releases[1].done), (2, 1));
+
+    // Version 1 fails (404), version 2 is read: only version 1 is marked.
+    let partial = tracker(HashMap::from([(
+        [2; 20],
+        swarm(vec![peer("a:1", "r1", 0, 0)]),
+    )]));
+    let url = format!("http://{}", partial.local_addr());
+    let v = poll_once(Some(&url), &releases, &mut memory, 5000);
+    assert!(v.error.as_deref().unwrap().contains("404"));
+    let (old, new) = (&v.releases[0], &v.releases[1]);
+    assert!(old.error.is_some() && new.error.is_none());
+    assert_eq!((old.done, old.missing), (2, 0));
+    assert_eq!((new.done, new.missing, new.swarm_fetched_ms), (1, 1, None));
+}
+
+#[test]
+fn a_release_never_fetched_counts_nobody_missing() {
+    let releases = [release("app", "1", 1)];
+    let mut memory = Memory::default();
+    let mut swarms = HashMap::new();
+    swarms.insert([9; 20], swarm(vec![peer("a:1", "r1", 0, 0)]));
+    // Host a is known for the name (from another release), release 1 was never read.
+    memory.note(&[release("app", "0", 9)], &swarms, 0);
+    let v = poll_once(Some("http://127.0.0.1:1"), &releases, &mut memory, 10);
+    let r = &v.releases[0];
+    assert_eq!((r.missing, r.swarm_fetched_ms), (0, None));
+    assert!(r.error.is_some());
+}

@@ -2,8 +2,9 @@
 //! on the tracker's HTTP port).
 //!
 //! Bounded by construction, so a tracker holding millions of peers never builds a huge
-//! answer: a summary is per place (the number of racks, not of peers), and per-peer detail
-//! is one torrent's, capped by the caller: when a torrent has more peers than the cap,
+//! answer: a summary is per place (the number of racks, not of peers; built in one pass
+//! over the torrent's peers, skipping the expired as the peer list does), and per-peer
+//! detail is one torrent's, capped by the caller: when a torrent has more peers than the cap,
 //! the downloading peers with the most left (the slowest) are kept first, then seeds. The
 //! cost is one pass over that torrent's peers under the shard's lock (about a millisecond
 //! per 100 000 peers) and memory proportional to the cap.
@@ -11,7 +12,7 @@
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 
-use super::{InfoHash, Place, Store, Torrent, LEFT_UNIT};
+use super::{Entry, InfoHash, Place, Store, Torrent, LEFT_UNIT};
 
 /// One place's peers in a torrent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,8 +22,8 @@ pub struct PlaceCounts {
     pub leechers: u32,
 }
 
-/// A torrent's counts, in all and per place (peers past expiry that the sweep has not
-/// removed yet are counted, as in a scrape).
+/// A torrent's live peers counted, in all and per place (peers past expiry that the sweep
+/// has not removed yet are not counted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwarmSummary {
     pub info_hash: InfoHash,
@@ -52,6 +53,17 @@ impl PeerView {
     }
 }
 
+/// Seconds since a peer's last announce; 0 when the wall clock stepped back past it (a
+/// wrapping difference would read as a huge age and drop every peer).
+fn age_secs(now32: u32, last: u32) -> u32 {
+    now32.saturating_sub(last)
+}
+
+/// A group lists its seeds first; a peer that announced `left = 0` is one too.
+fn is_seed(index: usize, seeds: u32, e: &Entry) -> bool {
+    index < seeds as usize || e.left_units == 0
+}
+
 impl Store {
     fn torrent(&self, info_hash: &InfoHash) -> Option<&Torrent> {
         let slot = *self.index.get(info_hash)?;
@@ -63,34 +75,36 @@ impl Store {
         self.index.keys()
     }
 
-    /// Counts of one torrent, per place; `None` when it is not stored. O(places) in
-    /// grouped mode, O(peers) ≤ `flat_max` in flat mode.
-    pub fn summary(&self, info_hash: &InfoHash) -> Option<SwarmSummary> {
+    /// Counts of one torrent at `now`, per place; `None` when it is not stored. Peers
+    /// past their time to live (not swept yet) are not counted, as [`Store::peer_views`]
+    /// does not list them: the two agree, so the view counts no host twice. O(peers).
+    pub fn summary(&self, info_hash: &InfoHash, now: u64) -> Option<SwarmSummary> {
         let t = self.torrent(info_hash)?;
+        let now32 = now as u32;
+        let ttl = self.ttl();
         let mut places: BTreeMap<Place, (u32, u32)> = BTreeMap::new();
         for side in &t.sides {
             for grp in &side.groups {
-                let seeds = grp.seeds as usize;
-                if side.flat {
-                    for (i, e) in grp.peers.iter().enumerate() {
-                        let c = places.entry(e.place).or_default();
-                        if i < seeds {
-                            c.0 += 1;
-                        } else {
-                            c.1 += 1;
-                        }
+                for (i, e) in grp.peers.iter().enumerate() {
+                    if age_secs(now32, e.last) > ttl {
+                        continue;
                     }
-                } else {
-                    let c = places.entry(grp.place).or_default();
-                    c.0 += grp.seeds;
-                    c.1 += (grp.peers.len() - seeds.min(grp.peers.len())) as u32;
+                    let place = if side.flat { e.place } else { grp.place };
+                    let c = places.entry(place).or_default();
+                    if is_seed(i, grp.seeds, e) {
+                        c.0 += 1;
+                    } else {
+                        c.1 += 1;
+                    }
                 }
             }
         }
+        let seeders = places.values().map(|c| c.0).sum();
+        let leechers = places.values().map(|c| c.1).sum();
         Some(SwarmSummary {
             info_hash: *info_hash,
-            seeders: t.seeders,
-            leechers: t.leechers,
+            seeders,
+            leechers,
             completed: t.completed,
             places: places
                 .into_iter()
@@ -127,7 +141,7 @@ impl Store {
         for (v6, side) in [false, true].into_iter().zip(&t.sides) {
             for grp in &side.groups {
                 for (i, e) in grp.peers.iter().enumerate() {
-                    let age = now32.wrapping_sub(e.last);
+                    let age = age_secs(now32, e.last);
                     if age > ttl {
                         continue;
                     }
@@ -139,7 +153,7 @@ impl Store {
                         rate: u64::from(e.rate_kib) << 10,
                         age_secs: age,
                     };
-                    if i < grp.seeds as usize || view.left == 0 {
+                    if is_seed(i, grp.seeds, e) {
                         if seeds.len() < max {
                             seeds.push(view);
                         }
@@ -211,7 +225,7 @@ mod tests {
             announce(&mut s, 1, 1, 0, 1000);
             announce(&mut s, 2, 1, 5 << 20, 1000);
             announce(&mut s, 3, 2, 0, 1000);
-            let sum = s.summary(&[7; 20]).unwrap();
+            let sum = s.summary(&[7; 20], 1000).unwrap();
             assert_eq!((sum.seeders, sum.leechers), (2, 1));
             assert_eq!(
                 sum.places,
@@ -229,7 +243,7 @@ mod tests {
                 ],
                 "flat_max {flat_max}"
             );
-            assert!(s.summary(&[8; 20]).is_none());
+            assert!(s.summary(&[8; 20], 1000).is_none());
         }
     }
 
@@ -276,6 +290,34 @@ mod tests {
         assert!(out.last().unwrap().is_seed());
         assert_eq!(s.peer_views(&[7; 20], 1000, 0, &mut out), 21);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_expired_peer_is_neither_counted_nor_listed() {
+        for flat_max in [0, 128] {
+            let mut s = store();
+            s.config.flat_max = flat_max;
+            announce(&mut s, 1, 1, 0, 1000);
+            announce(&mut s, 2, 1, 5 << 20, 1000);
+            announce(&mut s, 3, 2, 0, 900); // ttl 110: expired at 1020, not swept
+            let mut out = Vec::new();
+            assert_eq!(s.peer_views(&[7; 20], 1020, 10, &mut out), 2);
+            let sum = s.summary(&[7; 20], 1020).unwrap();
+            assert_eq!((sum.seeders, sum.leechers), (1, 1), "flat_max {flat_max}");
+            assert_eq!(sum.places.len(), 1, "rack 2's only peer expired");
+            let counted: u32 = sum.places.iter().map(|p| p.seeders + p.leechers).sum();
+            assert_eq!(counted as usize, out.len());
+        }
+    }
+
+    #[test]
+    fn a_wall_clock_stepping_back_keeps_the_peers() {
+        let mut s = store();
+        announce(&mut s, 1, 1, 5 << 20, 1000);
+        let mut out = Vec::new();
+        assert_eq!(s.peer_views(&[7; 20], 990, 10, &mut out), 1);
+        assert_eq!(out[0].age_secs, 0);
+        assert_eq!(s.summary(&[7; 20], 990).unwrap().leechers, 1);
     }
 
     #[test]
