@@ -17,10 +17,11 @@
 //!   downloading peer, or at least two peers).
 //! - **done**: the host announced `left = 0`; **downloading**: `left > 0` (progress is
 //!   `1 − left / size`, `size` from the feed).
-//! - **missing** (of a release R named N): a host seen by the tracker on any release of N
-//!   within [`MISSING_WINDOW`] (remembered by the origin across polls, [`Memory`]) that is
-//!   not on R now. A host gone from every release of N for longer is decommissioned and
-//!   no longer listed.
+//! - **missing** (of the newest release R named N): a host seen by the tracker on any
+//!   release of N within [`MISSING_WINDOW`] (remembered by the origin across polls,
+//!   [`Memory`]) that is not on R now. A host gone from every release of N for longer is
+//!   decommissioned and no longer listed. An older release has no missing hosts: a host
+//!   that moved on to the newest, or joined after it, lacks nothing.
 //! - **rate**: the drop of `left` between a host's last two announces over the time
 //!   between them (the tracker answers downloading peers every 30 s, seeds every
 //!   interval); throughput is the sum over downloading hosts.
@@ -357,6 +358,8 @@ pub fn aggregate_with_failures(
         let known: Vec<(&str, &str, &str)> = memory.hosts_of(&r.name).collect();
         if not_fetched.is_some() {
             // Who left a swarm not seen this round is not known: nobody is missing.
+        } else if !newest {
+            // A host not on an older release is on the newest one or on its way there.
         } else if swarm.peers_truncated {
             // Not every host on the release is listed: per place, known minus counted.
             let mut known_per_place: HashMap<(&str, &str), u32> = HashMap::new();

@@ -12,6 +12,13 @@ function el(tag, attrs, children) {
   return e;
 }
 
+// A time in ms since the epoch, or the number itself when no Date can hold it
+// (toISOString throws past the year 275760; a feed's times are the publisher's word).
+function when(ms) {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? String(ms) + " ms" : d.toISOString();
+}
+
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
@@ -56,11 +63,11 @@ function release(r) {
     el("span", { class: "missing" }, [r.missing + " missing"]),
     el("span", {}, [bytes(r.rate) + "/s"]),
     el("span", { class: "note" }, [bytes(r.size) + ", " + r.info_hash.slice(0, 12) + "…, published " +
-      new Date(r.published_ms).toISOString()])]);
+      when(r.published_ms)])]);
   const parts = [title, totals];
   if (r.error) {
     const asOf = r.swarm_fetched_ms
-      ? "counts as of " + new Date(r.swarm_fetched_ms).toISOString()
+      ? "counts as of " + when(r.swarm_fetched_ms)
       : "never fetched";
     parts.push(el("p", { class: "error" }, ["tracker: " + r.error + " (" + asOf + "; missing not counted)"]));
   }
@@ -79,10 +86,10 @@ function release(r) {
 
 function draw(view) {
   const status = document.getElementById("status");
-  const when = new Date(view.generated_ms).toISOString();
+  const asOf = when(view.generated_ms);
   status.textContent = view.error
-    ? "tracker: " + view.error + " (as of " + when + ")"
-    : view.releases.length + (view.releases.length === 1 ? " live release, " : " live releases, ") + bytes(view.throughput) + "/s in all, as of " + when;
+    ? "tracker: " + view.error + " (as of " + asOf + ")"
+    : view.releases.length + (view.releases.length === 1 ? " live release, " : " live releases, ") + bytes(view.throughput) + "/s in all, as of " + asOf;
   status.className = view.error ? "error" : "";
   document.getElementById("releases").replaceChildren(...view.releases.map(release));
 }

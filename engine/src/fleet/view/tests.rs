@@ -324,3 +324,30 @@ fn a_release_never_fetched_counts_nobody_missing() {
     assert_eq!((r.missing, r.swarm_fetched_ms), (0, None));
     assert!(r.error.is_some());
 }
+
+#[test]
+fn only_the_newest_release_has_missing_hosts() {
+    // a and b hold version 1 and 2; c joined after 2 was published and holds only 2.
+    let releases = [release("app", "1", 1), release("app", "2", 2)];
+    let mut memory = Memory::default();
+    let mut swarms = HashMap::new();
+    swarms.insert(
+        [1; 20],
+        swarm(vec![peer("a:1", "r1", 0, 0), peer("b:1", "r1", 0, 0)]),
+    );
+    swarms.insert(
+        [2; 20],
+        swarm(vec![peer("a:1", "r1", 0, 0), peer("c:1", "r2", 100, 5)]),
+    );
+    memory.note(&releases, &swarms, 0);
+    let v = aggregate(&releases, &swarms, &memory, 0);
+    let (old, new) = (&v.releases[0], &v.releases[1]);
+    assert_eq!((old.version.as_str(), old.newest), ("1", false));
+    assert_eq!((old.done, old.downloading, old.missing), (2, 0, 0));
+    assert!(old.hosts.iter().all(|h| h.state != HostState::Missing));
+    assert_eq!(
+        (new.done, new.downloading, new.missing),
+        (1, 1, 1),
+        "b is not on 2"
+    );
+}
