@@ -194,6 +194,11 @@ fn syncer(weak: std::sync::Weak<TorrentShared>, rx: Receiver<()>) {
         let count = snapshot.count_ones();
         let complete = count == t.piece_count();
         if saved != Some(count) {
+            if complete {
+                // Said here, by the one syncer, not by the core whose write came last (two
+                // cores finishing together both saw every piece verified).
+                tracing::info!(torrent = %crate::hex(&t.info_hash()), "every piece verified and written; making it durable");
+            }
             let result = t
                 .storage
                 .sync()

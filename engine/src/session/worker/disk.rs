@@ -265,9 +265,6 @@ impl Ctx {
                 // The core marks it verified (only now: the resume record is written from
                 // the verified set once the data is durable).
                 self.torrents[t].core.piece_written(job.piece, true);
-                if shared.all_verified() {
-                    tracing::info!(torrent = %crate::hex(&shared.info_hash()), "every piece verified and written; making it durable");
-                }
                 shared.note_piece_stored(u64::from(shared.meta.piece_size(job.piece)));
                 let whole = ReadRange {
                     piece: job.piece,
