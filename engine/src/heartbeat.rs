@@ -47,8 +47,11 @@ impl Heartbeat {
         self.beat_at(Instant::now());
     }
 
+    /// A beat also ends a long step: the loop is back, and a hang after it must be seen
+    /// within the watchdog's time, not the step's allowance.
     pub fn beat_at(&self, now: Instant) {
         self.last_ms.store(self.ms(now), Ordering::Relaxed);
+        self.long_until_ms.store(0, Ordering::Relaxed);
     }
 
     /// Before a step over `bytes` of data that may outlast the watchdog: the loop counts
@@ -122,6 +125,19 @@ mod tests {
         assert!(!b.is_fresh(at(1085), max), "a long step is bounded too");
         b.beat_at(at(1100));
         assert!(b.is_fresh(at(1110), max));
+    }
+
+    #[test]
+    fn a_beat_ends_a_long_step() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let max = Duration::from_secs(15);
+        let b = Heartbeat::new(t0);
+        b.long_step_at(t0, 20 << 30);
+        // The step took 5 s; the loop beat, then hung: seen after 15 s, not 1084 s.
+        b.beat_at(at(5));
+        assert!(b.is_fresh(at(19), max));
+        assert!(!b.is_fresh(at(21), max));
     }
 
     #[test]

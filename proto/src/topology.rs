@@ -500,6 +500,54 @@ impl Topology {
         Ok(t)
     }
 
+    /// Takes the subnets of `newer` (a topology read again) in place of this one's, and
+    /// keeps this one's names: a stored [`Place`] is a pair of ids into the name tables, so
+    /// the ids places were given under this topology keep naming the same dc and rack (and
+    /// the names learnt from URL data stay). `newer`'s names are interned here, new ones
+    /// appended. Errs, changing nothing, when that would pass 65 535 names of a kind.
+    pub fn take_subnets_from(&mut self, newer: &Topology) -> Result<(), String> {
+        let mut names = Topology {
+            v4: PrefixTable::default(),
+            v6: PrefixTable::default(),
+            dc_names: self.dc_names.clone(),
+            racks: self.racks.clone(),
+            dc_ids: self.dc_ids.clone(),
+            rack_ids: self.rack_ids.clone(),
+            dynamic_names: self.dynamic_names,
+            max_dynamic_names: self.max_dynamic_names,
+            names_by_source: self.names_by_source.clone(),
+            max_names_per_source: self.max_names_per_source,
+        };
+        let mut remap: HashMap<Place, Place> = HashMap::new();
+        for table in [&newer.v4, &newer.v6] {
+            for map in &table.maps {
+                for place in map.values() {
+                    if remap.contains_key(place) {
+                        continue;
+                    }
+                    let dc_name = &newer.dc_names[usize::from(place.dc)];
+                    let (_, rack_name) = &newer.racks[usize::from(place.rack)];
+                    let dc = names
+                        .intern_dc(dc_name)
+                        .ok_or("more than 65535 datacenters")?;
+                    let rack = names
+                        .intern_rack(dc, rack_name)
+                        .ok_or("more than 65535 racks")?;
+                    remap.insert(*place, Place { dc, rack });
+                }
+            }
+        }
+        for (into, from) in [(&mut names.v4, &newer.v4), (&mut names.v6, &newer.v6)] {
+            for (&len, map) in from.lens.iter().zip(&from.maps) {
+                for (&bits, place) in map {
+                    into.insert(len, bits, remap[place]);
+                }
+            }
+        }
+        *self = names;
+        Ok(())
+    }
+
     fn intern_dc(&mut self, name: &str) -> Option<u16> {
         if let Some(&id) = self.dc_ids.get(name) {
             return Some(id);
@@ -651,6 +699,33 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_topology_read_again_keeps_the_ids_places_were_given() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let old_text = "[[subnet]]\ncidr = \"10.0.1.0/24\"\ndc = \"d\"\nrack = \"r1\"\n\n[[subnet]]\ncidr = \"10.0.2.0/24\"\ndc = \"d\"\nrack = \"r2\"\n";
+        let mut t = Topology::from_toml_str(old_text, "old").unwrap();
+        let r2 = t.lookup(ip("10.0.2.7")).unwrap();
+        let stated = t.place_from_url_data(Some("e"), Some("x9"));
+        // The new file puts a rack first (its own ids shift) and moves 10.0.2.0/24 to r3.
+        let new_text = "[[subnet]]\ncidr = \"10.0.0.0/24\"\ndc = \"d\"\nrack = \"r0\"\n\n[[subnet]]\ncidr = \"10.0.1.0/24\"\ndc = \"d\"\nrack = \"r1\"\n\n[[subnet]]\ncidr = \"10.0.2.0/24\"\ndc = \"d\"\nrack = \"r3\"\n";
+        let newer = Topology::from_toml_str(new_text, "new").unwrap();
+        t.take_subnets_from(&newer).unwrap();
+        // Ids given before keep their names: a stored peer's place still says r2 / x9.
+        assert_eq!(t.rack_name(r2.rack), Some(("d", "r2")));
+        assert_eq!(t.rack_name(stated.rack), Some(("e", "x9")));
+        // Lookups follow the new file.
+        let name = |t: &Topology, a: &str| {
+            t.rack_name(t.lookup(ip(a)).unwrap().rack)
+                .unwrap()
+                .1
+                .to_owned()
+        };
+        assert_eq!(name(&t, "10.0.0.9"), "r0");
+        assert_eq!(name(&t, "10.0.1.9"), "r1");
+        assert_eq!(name(&t, "10.0.2.9"), "r3");
+        assert_eq!(t.subnet_count(), 3);
+    }
     use proptest::prelude::*;
 
     const FILE: &str = r#"

@@ -916,8 +916,12 @@ impl State {
         } = d;
         drop(announcer);
         drop(handle);
+        // Removing a torrent joins its syncer, whose last fsync of a buffered (`--lock`)
+        // download may outlast the watchdog: a step over the release's size.
+        self.heartbeat.long_step(release.size);
         self.session
             .remove_torrent(release.info_hash, Duration::from_secs(10));
+        self.heartbeat.beat();
         if remove_staging {
             std::fs::remove_dir_all(&staging).ok();
         }
@@ -1364,9 +1368,17 @@ fn pinned_size_of(release: &Release) -> u64 {
     }
 }
 
-/// Answers every waiting status client with the snapshot as one JSON line.
+/// Status clients answered per turn of the loop at most: a flood of them must not keep
+/// the loop from its work (and from feeding the watchdog); the rest wait a turn.
+const STATUS_ANSWERS_PER_TURN: usize = 16;
+
+/// Answers waiting status clients (at most [`STATUS_ANSWERS_PER_TURN`]) with the snapshot
+/// as one JSON line.
 fn answer_status(listener: &UnixListener, status: &Mutex<AgentStatus>) {
-    while let Ok((mut stream, _)) = listener.accept() {
+    for _ in 0..STATUS_ANSWERS_PER_TURN {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
         let json = status
             .lock()
             .ok()

@@ -457,7 +457,9 @@ pub fn poll_once(
     let mut failed: HashMap<[u8; 20], NotFetched> = HashMap::new();
     let mut error = None;
     let started = std::time::Instant::now();
-    for r in releases {
+    // Newest first (the feed lists it last): when a slow tracker ends the round early, the
+    // release with the missing hosts is the one asked.
+    for r in releases.iter().rev() {
         let fetched = match tracker {
             None => Err("no tracker_http configured: the origin cannot see the hosts".to_owned()),
             Some(_) if started.elapsed() > ROUND_BUDGET => Err(format!(

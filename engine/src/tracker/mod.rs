@@ -158,7 +158,8 @@ impl TopologyRefresh {
                     };
                     loop {
                         // Sleep in slices so a shutdown waits at most one.
-                        let slice = (every / 20).max(Duration::from_millis(10));
+                        let slice = (every / 20)
+                            .clamp(Duration::from_millis(10), Duration::from_millis(200));
                         let started = std::time::Instant::now();
                         while started.elapsed() < every {
                             if stop.load(Ordering::Relaxed) {
@@ -178,10 +179,18 @@ impl TopologyRefresh {
 }
 
 impl Drop for TopologyRefresh {
+    /// Stops the thread. It is joined only if it ends within half a second: one caught in
+    /// a fetch (15 s timeout) is left to finish alone, so a tracker stops promptly.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            t.join().ok();
+            let deadline = std::time::Instant::now() + Duration::from_millis(500);
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                t.join().ok();
+            }
         }
     }
 }
@@ -191,7 +200,7 @@ impl Drop for TopologyRefresh {
 struct RefreshState {
     etag: Option<String>,
     /// SHA-1 of the text swapped in last: an unchanged text is not swapped again (a swap
-    /// drops the names learnt from URL data).
+    /// keeps the names in use, so it is cheap but not free).
     applied: Option<[u8; 20]>,
     failing: bool,
 }
@@ -215,10 +224,18 @@ impl RefreshState {
                 if self.applied != Some(hash) {
                     self.applied = Some(hash);
                     t.set_max_names_per_source(max_names_per_source);
-                    if let Ok(mut shared) = shared.write() {
-                        *shared = t;
+                    // The stored peers' places are ids into the names in use: the new
+                    // subnets come in under those names, so the ids keep their meaning.
+                    let taken = match shared.write() {
+                        Ok(mut shared) => shared.take_subnets_from(&t),
+                        Err(_) => Err("the topology lock is poisoned".into()),
+                    };
+                    match taken {
+                        Ok(()) => {
+                            tracing::info!(url, "topology changed; placing peers by the new one")
+                        }
+                        Err(e) => tracing::warn!(url, "{e}; keeping the topology in use"),
                     }
-                    tracing::info!(url, "topology changed; placing peers by the new one");
                 }
             }
             Err(e) => {
