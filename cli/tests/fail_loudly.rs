@@ -127,6 +127,17 @@ fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
+/// The error line names `peer` with `reason`, and the log warned of it exactly once (not
+/// once per redial, not once per core).
+fn named_once(line: &str, err: &str, peer: &str, reason: &str) {
+    assert!(line.contains(&format!("{peer} {reason}")), "{line}");
+    assert_eq!(
+        count(err, &format!("peer {peer} {reason}")),
+        1,
+        "one warning for the peer, not one per redial:\n{err}"
+    );
+}
+
 #[test]
 fn help_lists_the_exit_codes() {
     let d = scratch("fl-help");
@@ -175,16 +186,8 @@ fn get_against_a_closed_port_exits_3_naming_the_peer() {
         "took {:?}",
         started.elapsed()
     );
-    assert!(
-        line.contains("no peer for 3s") && line.contains(&format!("{peer} refused the connection")),
-        "{line}"
-    );
-    let warned = format!("peer {peer} refused the connection");
-    assert_eq!(
-        count(&err, &warned),
-        1,
-        "one warning for the peer, not one per redial:\n{err}"
-    );
+    assert!(line.contains("no peer for 3s"), "{line}");
+    named_once(&line, &err, &peer, "refused the connection");
     let events: Vec<serde_json::Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -215,15 +218,7 @@ fn a_peer_that_never_handshakes_is_named() {
         &get_args("t.torrent", "dl", &peer, &["--stall-timeout", "13s"]),
     );
     let line = error_line(3, status, &out, &err);
-    assert!(
-        line.contains(&format!("{peer} sent no handshake in time")),
-        "{line}"
-    );
-    assert_eq!(
-        count(&err, &format!("peer {peer} sent no handshake in time")),
-        1,
-        "{err}"
-    );
+    named_once(&line, &err, &peer, "sent no handshake in time");
 }
 
 /// `--peer NAME:PORT` tries every address of the name: with NAME resolving to both
@@ -740,15 +735,7 @@ fn a_magnet_whose_peer_refuses_names_it() {
         ],
     );
     let line = error_line(4, status, &out, &err);
-    assert!(
-        line.contains(&format!("{peer} refused the connection")),
-        "{line}"
-    );
-    assert_eq!(
-        count(&err, &format!("peer {peer} refused the connection")),
-        1,
-        "{err}"
-    );
+    named_once(&line, &err, &peer, "refused the connection");
 }
 
 /// `send` stopped while it still waits for its receivers exits 130; with --receivers 0
