@@ -3,5 +3,6 @@
 //! runs the swarm core and the tracker store over [`net`] comes later.
 #![forbid(unsafe_code)]
 
+pub mod net;
 pub mod scenario;
 pub mod units;
