@@ -24,37 +24,9 @@ pub fn parse_tracker_url(s: &str) -> Result<String, String> {
 
 /// Parses a rate: a size per second in bytes (`50M`, `50MiB/s`: binary units, as sizes)
 /// or in bits with decimal units (`800Mbit`, `10Gbit/s`, `100kbit`), as links are quoted.
+/// One parser with the simulator's scenarios: [`ringswarm_engine::units`].
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("/s")
-        .or_else(|| t.strip_suffix("/S"))
-        .unwrap_or(t);
-    let lower = t.to_ascii_lowercase();
-    let rate = if let Some(num) = lower
-        .strip_suffix("bit")
-        .or_else(|| lower.strip_suffix("bps"))
-    {
-        let (digits, scale) = match num.trim_end().chars().last() {
-            Some('k') => (&num[..num.len() - 1], 1_000u64),
-            Some('m') => (&num[..num.len() - 1], 1_000_000),
-            Some('g') => (&num[..num.len() - 1], 1_000_000_000),
-            _ => (num, 1),
-        };
-        let n: u64 = digits
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a rate (e.g. 50M, 50MiB/s, 800Mbit)"))?;
-        n.checked_mul(scale)
-            .map(|bits| bits / 8)
-            .ok_or_else(|| format!("`{s}` is too large"))?
-    } else {
-        parse_size(t)?
-    };
-    if rate == 0 {
-        return Err(format!("`{s}`: a rate must be above zero"));
-    }
-    Ok(rate)
+    ringswarm_engine::units::parse_rate(s)
 }
 
 /// Checks a `--dc` / `--rack` name: 1 to 64 bytes, no control characters.
@@ -70,33 +42,9 @@ pub fn parse_place_name(s: &str) -> Result<String, String> {
 
 /// Parses a byte count: digits, then an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
 /// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (case-insensitive, powers of 1024). Spaces between the
-/// number and the unit are allowed.
+/// number and the unit are allowed. One parser with the simulator's scenarios.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(format!(
-            "`{s}` is not a size (expected a number with an optional unit, e.g. 4M, 16KiB, 1048576)"
-        ));
-    }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}`: number too large"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        other => {
-            return Err(format!(
-                "`{s}`: unknown unit `{other}` (use K, M, G or T, optionally followed by iB or B)"
-            ))
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("`{s}`: size too large"))
+    ringswarm_engine::units::parse_size(s)
 }
 
 /// A size that must not be zero (`demo --size`).

@@ -19,7 +19,7 @@
 
 // The formats live in `ringswarm-proto`; they are re-exported under their old paths.
 pub use ringswarm_proto::{
-    bencode, bitfield, extension, feed, hex, hostaddr, magnet, metainfo, sha as verify, wire,
+    bencode, bitfield, extension, feed, hex, hostaddr, magnet, metainfo, sha as verify, units, wire,
 };
 
 pub mod create;

@@ -22,6 +22,7 @@ pub mod metainfo;
 pub mod sha;
 pub mod topology;
 pub mod tracker;
+pub mod units;
 pub mod wire;
 
 /// Formats bytes (a 20-byte hash) as lowercase hex.

@@ -5,4 +5,4 @@
 
 pub mod net;
 pub mod scenario;
-pub mod units;
+pub use ringswarm_proto::units;

@@ -1,6 +1,5 @@
-//! Sizes, rates and durations as a scenario writes them. The rules are those of the
-//! command line's `--size` and `--rate` (`cli/src/args.rs`), written again here so that
-//! this crate does not depend on the binary:
+//! Sizes, rates and durations as the command line (`--size`, `--max-upload-rate`, ...) and
+//! a simulator scenario write them; one parser for both:
 //!
 //! - a **size** is digits and an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
 //!   `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (case-insensitive, powers of 1024);
@@ -18,7 +17,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = t.split_at(digits_end);
     if digits.is_empty() {
         return Err(format!(
-            "`{s}` is not a size (a number with an optional unit, e.g. 100GiB, 16KiB, 1048576)"
+            "`{s}` is not a size (a number with an optional unit, e.g. 4M, 16KiB, 100GiB, 1048576)"
         ));
     }
     let n: u64 = digits
@@ -63,12 +62,13 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         let n: u64 = digits
             .trim()
             .parse()
-            .map_err(|_| format!("`{s}` is not a rate (e.g. 25Gbit, 800Mbit, 50MiB/s)"))?;
+            .map_err(|_| format!("`{s}` is not a rate (e.g. 50M, 50MiB/s, 800Mbit, 25Gbit)"))?;
         n.checked_mul(scale)
             .map(|bits| bits / 8)
             .ok_or_else(|| format!("`{s}`: rate too large"))?
     } else {
-        parse_size(t).map_err(|_| format!("`{s}` is not a rate (e.g. 25Gbit, 800Mbit, 50MiB/s)"))?
+        parse_size(t)
+            .map_err(|_| format!("`{s}` is not a rate (e.g. 50M, 50MiB/s, 800Mbit, 25Gbit)"))?
     };
     if rate == 0 {
         return Err(format!("`{s}`: a rate must be above zero"));
