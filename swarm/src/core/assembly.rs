@@ -7,7 +7,6 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use ringswarm_proto::wire::BLOCK_SIZE;
 
 use crate::ids::{BlockRef, BufId, PeerKey};
 
@@ -59,6 +58,8 @@ pub(crate) struct Assembly {
     pub piece: u32,
     pub buf: BufId,
     pub size: u32,
+    /// Bytes per block (the last may be shorter): [`crate::Config::block_len`].
+    pub block_len: u32,
     pub blocks: Vec<Block>,
     pub received: u32,
     /// We hold the piece's claim (false for an endgame duplicate of another core's piece).
@@ -71,12 +72,14 @@ pub(crate) struct Assembly {
 }
 
 impl Assembly {
-    pub fn new(piece: u32, size: u32, buf: BufId, claimed: bool) -> Assembly {
-        let n = size.div_ceil(BLOCK_SIZE).max(1) as usize;
+    pub fn new(piece: u32, size: u32, block_len: u32, buf: BufId, claimed: bool) -> Assembly {
+        let block_len = block_len.max(1);
+        let n = size.div_ceil(block_len).max(1) as usize;
         Assembly {
             piece,
             buf,
             size,
+            block_len,
             blocks: vec![Block::Missing; n],
             received: 0,
             claimed,
@@ -86,20 +89,20 @@ impl Assembly {
     }
 
     pub fn block_ref(&self, b: usize) -> BlockRef {
-        let begin = b as u32 * BLOCK_SIZE;
+        let begin = b as u32 * self.block_len;
         BlockRef {
             piece: self.piece,
             begin,
-            len: (self.size - begin).min(BLOCK_SIZE),
+            len: (self.size - begin).min(self.block_len),
         }
     }
 
     /// The block a (`begin`, `len`) names, when it is exactly one of ours.
     pub fn block_index(&self, begin: u32, len: u32) -> Option<usize> {
-        if !begin.is_multiple_of(BLOCK_SIZE) {
+        if !begin.is_multiple_of(self.block_len) {
             return None;
         }
-        let b = (begin / BLOCK_SIZE) as usize;
+        let b = (begin / self.block_len) as usize;
         (b < self.blocks.len() && self.block_ref(b).len == len).then_some(b)
     }
 
@@ -124,6 +127,7 @@ impl Assembly {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringswarm_proto::wire::BLOCK_SIZE;
 
     fn key(i: u32) -> PeerKey {
         PeerKey { index: i, gen: 0 }
@@ -131,7 +135,7 @@ mod tests {
 
     #[test]
     fn a_short_last_block_is_named_exactly() {
-        let a = Assembly::new(3, 2 * BLOCK_SIZE + 100, BufId(0), true);
+        let a = Assembly::new(3, 2 * BLOCK_SIZE + 100, BLOCK_SIZE, BufId(0), true);
         assert_eq!(a.blocks.len(), 3);
         assert_eq!(
             a.block_ref(2),

@@ -70,6 +70,10 @@ pub struct Config {
     pub download_limit: Option<Arc<RateLimiter>>,
     /// Dial attempts to one address before it is given up.
     pub max_dial_attempts: u32,
+    /// Bytes per requested block: BEP 3's 16 KiB on the wire. The simulator asks for
+    /// larger blocks (fewer events per piece); request depths are kept in bytes, so the
+    /// same rules hold at any block length.
+    pub block_len: u32,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Config {
             seed: 0,
             download_limit: None,
             max_dial_attempts: 30,
+            block_len: ringswarm_proto::wire::BLOCK_SIZE,
         }
     }
 }
@@ -288,7 +293,14 @@ impl Swarm {
             }
         }
         let start = self.random();
-        let mut peer = Peer::new(key, &info, self.shared.piece_count(), now, start);
+        let mut peer = Peer::new(
+            key,
+            &info,
+            self.shared.piece_count(),
+            self.cfg.block_len,
+            now,
+            start,
+        );
         if !info.our_place.is_unknown() {
             let theirs = info.their_place.clone().unwrap_or_default();
             peer.locality = locality(&info.our_place, &theirs);

@@ -103,7 +103,14 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(key: PeerKey, info: &PeerInfo, pieces: u32, now: Instant, pick_start: u32) -> Peer {
+    pub fn new(
+        key: PeerKey,
+        info: &PeerInfo,
+        pieces: u32,
+        block_len: u32,
+        now: Instant,
+        pick_start: u32,
+    ) -> Peer {
         Peer {
             key,
             addr: info.addr,
@@ -138,7 +145,7 @@ impl Peer {
             refused: Bitfield::new(pieces),
             refused_since: None,
             proven: false,
-            meter: RateMeter::new(now),
+            meter: RateMeter::new(now, block_len),
             last_block: now,
             pick_start,
             closing: false,

@@ -64,7 +64,7 @@ impl Swarm {
         // Under --max-download-rate, requests go out only as fast as the rate allows.
         let limit = self.cfg.download_limit.clone();
         if let Some(l) = &limit {
-            let block = u64::from(ringswarm_proto::wire::BLOCK_SIZE);
+            let block = u64::from(self.cfg.block_len);
             let granted = l.take_at(u64::from(budget) * block, now);
             l.give_back(granted % block);
             let allowed = (granted / block) as u32;
@@ -135,7 +135,7 @@ impl Swarm {
             blocked = true;
         }
         if let Some(l) = &limit {
-            l.give_back(u64::from(budget) * u64::from(ringswarm_proto::wire::BLOCK_SIZE));
+            l.give_back(u64::from(budget) * u64::from(self.cfg.block_len));
         }
         let sent = out.len() as u32;
         if let Some(peer) = self.peer_mut(key) {
@@ -171,7 +171,7 @@ impl Swarm {
             return false;
         };
         let size = self.shared.piece_size(piece);
-        let mut a = Assembly::new(piece, size, buf, claimed);
+        let mut a = Assembly::new(piece, size, self.cfg.block_len, buf, claimed);
         a.single_source = self.single_source.remove(&piece);
         self.assemblies.insert(piece, a);
         if let Some(peer) = self.peer_mut(key) {

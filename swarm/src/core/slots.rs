@@ -24,11 +24,12 @@ impl Swarm {
     ) -> Result<(), String> {
         let shared = self.shared.clone();
         let n = shared.piece_count();
+        let max_len = wire::MAX_BLOCK_SIZE.max(self.cfg.block_len);
         let peer = self.peer_mut(key).ok_or("unknown connection")?;
         let BlockRef { piece, begin, len } = block;
         let ok = piece < n
             && len > 0
-            && len <= wire::MAX_BLOCK_SIZE
+            && len <= max_len
             && u64::from(begin) + u64::from(len) <= u64::from(shared.piece_size(piece));
         peer.last_request = Some(now);
         if !ok {

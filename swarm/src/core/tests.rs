@@ -15,12 +15,14 @@ use super::timers::{REFUSAL_MEMORY, STALL_CEILING, STALL_FLOOR};
 use super::*;
 use crate::limits::RateLimiter;
 use crate::locality::NamedPlace;
-use crate::rate::{RateMeter, INITIAL_REQUEST_DEPTH, REQUEST_REFILL_BATCH};
+use crate::rate::{RateMeter, INITIAL_IN_FLIGHT, REQUEST_REFILL_BATCH};
 
 const OUR_ID: PeerId = PeerId([0x80; 20]);
 /// Blocks per piece in these tests.
 const BPP: u32 = 4;
 const PIECE: u32 = BPP * BLOCK_SIZE;
+/// Requests before the first rate sample, at BEP 3's block length.
+const INITIAL_REQUEST_DEPTH: u32 = (INITIAL_IN_FLIGHT / BLOCK_SIZE as u64) as u32;
 
 struct Bufs {
     next: u32,
@@ -219,7 +221,7 @@ impl T {
 
     /// Makes `key` measure `bytes_per_sec`.
     fn set_rate(&mut self, key: PeerKey, bytes_per_sec: u64, now: Instant) {
-        let mut m = RateMeter::new(now - secs(1));
+        let mut m = RateMeter::new(now - secs(1), BLOCK_SIZE);
         m.add(bytes_per_sec);
         m.sample(now, 1);
         self.sw.peer_mut(key).unwrap().meter = m;
