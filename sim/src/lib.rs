@@ -4,5 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod net;
+pub mod report;
 pub mod scenario;
 pub use ringswarm_proto::units;
