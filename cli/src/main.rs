@@ -30,6 +30,7 @@ mod progress;
 mod publish;
 mod seed;
 mod send;
+mod sim;
 mod status;
 mod tracker;
 
@@ -99,6 +100,7 @@ enum Command {
     Info(info::Args),
     Completions(completions::Args),
     Man(man::Args),
+    Sim(sim::Args),
 }
 
 impl Command {
@@ -120,6 +122,7 @@ impl Command {
             Command::Info(_) => "info",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
+            Command::Sim(_) => "sim",
         }
     }
 }
@@ -198,6 +201,7 @@ fn main() {
         Command::Info(a) => info::run(ctx, a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
+        Command::Sim(a) => sim::run(ctx, a),
     };
     if let Err(e) = result {
         // The reader of stdout left (`| head`): it asked for no more; not a failure.

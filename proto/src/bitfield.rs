@@ -102,7 +102,36 @@ impl Bitfield {
 
     /// Indices of set pieces, ascending.
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.len).filter(move |&i| self.get(i))
+        (0..self.words()).flat_map(move |w| {
+            let mut bits = self.word(w);
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    w * 64 + b
+                })
+            })
+        })
+    }
+
+    /// How many 64-bit words [`Bitfield::word`] numbers.
+    pub fn words(&self) -> u32 {
+        self.len.div_ceil(64)
+    }
+
+    /// Pieces `64 × w` to `64 × w + 63` as a word, piece `64 × w + k` in bit `k` (the
+    /// layout of [`AtomicBitfield::word`]), so sets can be combined 64 pieces at a time.
+    /// Bits past the end are clear.
+    pub fn word(&self, w: u32) -> u64 {
+        let start = w as usize * 8;
+        let mut chunk = [0u8; 8];
+        if let Some(bytes) = self.bytes.get(start..) {
+            let n = bytes.len().min(8);
+            chunk[..n].copy_from_slice(&bytes[..n]);
+        }
+        // Byte j's bit 0x80 >> t is piece 8j + t: big-endian puts it at bit 63 - 8j - t,
+        // and reversing the word brings it to bit 8j + t.
+        u64::from_be_bytes(chunk).reverse_bits()
     }
 }
 
@@ -164,6 +193,13 @@ impl AtomicBitfield {
             .sum()
     }
 
+    /// Bits `64 × w` to `64 × w + 63` (bit `k` is index `64 × w + k`); 0 past the end.
+    pub fn word(&self, w: u32) -> u64 {
+        self.words
+            .get(w as usize)
+            .map_or(0, |x| x.load(Ordering::Acquire))
+    }
+
     /// Positions set in neither `self` nor `other` (of the same length).
     pub fn count_neither(&self, other: &AtomicBitfield) -> u32 {
         let full_words = (self.len / 64) as usize;
@@ -196,6 +232,26 @@ impl AtomicBitfield {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn words_and_ones_agree_with_get(len in 0u32..300, picks in proptest::collection::vec(0u32..300, 0..80)) {
+            let mut b = Bitfield::new(len);
+            let a = AtomicBitfield::new(len);
+            for &i in &picks {
+                b.set(i);
+                a.set(i);
+            }
+            let want: Vec<u32> = (0..len).filter(|&i| b.get(i)).collect();
+            prop_assert_eq!(b.ones().collect::<Vec<_>>(), want);
+            for w in 0..b.words() + 1 {
+                prop_assert_eq!(b.word(w), a.word(w), "word {}", w);
+                for k in 0..64 {
+                    prop_assert_eq!(b.word(w) >> k & 1 == 1, b.get(w * 64 + k));
+                }
+            }
+        }
+    }
 
     #[test]
     fn wire_layout_is_high_bit_first() {

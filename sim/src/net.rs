@@ -420,13 +420,20 @@ impl Fleet {
         let mut host_rack = vec![0];
         let mut rack_dc = Vec::new();
         let mut origin_rack = 0;
+        let mut rack_rate = Vec::new();
         for (d, dc) in scenario.dcs.iter().enumerate() {
             if d == scenario.origin.dc {
                 origin_rack = rack_dc.len() as u32;
+                if !scenario.origin.shares_rack {
+                    // A rack of its own, linked to the core at the origin's rate.
+                    rack_dc.push(d as u32);
+                    rack_rate.push(scenario.origin.rate);
+                }
             }
             for _ in 0..dc.racks {
                 let r = rack_dc.len() as u32;
                 rack_dc.push(d as u32);
+                rack_rate.push(dc.rack_uplink);
                 for _ in 0..dc.hosts_per_rack {
                     host_dc.push(d as u32);
                     host_rack.push(r);
@@ -445,10 +452,9 @@ impl Fleet {
             net.add_link(rate);
         }
         let rack_base = net.links() as u32;
-        for &d in &rack_dc {
-            let rate = scenario.dcs[d as usize].rack_uplink as f64;
-            net.add_link(rate);
-            net.add_link(rate);
+        for &rate in &rack_rate {
+            net.add_link(rate as f64);
+            net.add_link(rate as f64);
         }
         let dc_base = net.links() as u32;
         for dc in &scenario.dcs {
@@ -695,7 +701,7 @@ mod tests {
 
     fn scenario(dcs: &[(&str, u32, u32, &str, &str, &str)]) -> Scenario {
         let mut t = format!(
-            "blob = \"1GiB\"\norigin = {{ dc = \"{}\", rate = \"25Gbit\" }}\n",
+            "blob = \"1GiB\"\norigin = {{ dc = \"{}\", rate = \"25Gbit\", shares_rack = true }}\n",
             dcs[0].0
         );
         for (name, racks, hosts, rack_up, wan, wan_delay) in dcs {
@@ -765,6 +771,26 @@ mod tests {
         // 2 × 20 µs + 2 × 100 µs + 10 ms + 15 ms.
         assert_eq!(f.one_way_delay_ns(HostId(5), HostId(8)), 25_240_000);
         assert_eq!(f.rtt_ns(HostId(8), HostId(5)), 50_480_000);
+    }
+
+    #[test]
+    fn by_default_the_origin_has_a_rack_of_its_own() {
+        let s = Scenario::parse(
+            "blob = \"1GiB\"\norigin = { dc = \"b\", rate = \"10Gbit\" }\n\
+             [[dc]]\nname = \"a\"\nracks = 2\nhosts_per_rack = 2\nhost_rate = \"25Gbit\"\n\
+             rack_uplink = \"100Gbit\"\nwan_rate = \"100Gbit\"\n\
+             [[dc]]\nname = \"b\"\nracks = 1\nhosts_per_rack = 2\nhost_rate = \"25Gbit\"\n\
+             rack_uplink = \"100Gbit\"\nwan_rate = \"100Gbit\"\n",
+        )
+        .unwrap();
+        let f = Fleet::new(&s);
+        // a: racks 0, 1; b: the origin's rack 2, then rack 3.
+        assert_eq!((f.hosts(), f.racks()), (7, 4));
+        assert_eq!((f.dc(HostId(0)), f.rack(HostId(0))), (1, 2));
+        assert_eq!((f.rack(HostId(5)), f.rack(HostId(6))), (3, 3));
+        assert_eq!(f.rack_dc(2), 1);
+        assert_eq!(f.net.capacity(f.rack_up(2)), 10.0 * GBIT);
+        assert_eq!(f.net.capacity(f.rack_up(3)), 100.0 * GBIT);
     }
 
     #[test]

@@ -91,7 +91,10 @@ impl Report {
     pub fn summary(&self) -> String {
         let blob = self.blob_bytes.max(1) as f64;
         let ratio = |t: Option<f64>| match t {
-            Some(t) => format!("{t:.2} s ({:.3} × bound)", t / self.lower_bound_s.max(1e-12)),
+            Some(t) => format!(
+                "{t:.2} s ({:.3} × bound)",
+                t / self.lower_bound_s.max(1e-12)
+            ),
             None => "never".to_string(),
         };
         let mut s = String::new();

@@ -50,6 +50,54 @@ pub struct Scenario {
     /// At least one; names unique.
     pub dcs: Vec<Dc>,
     pub failures: Failures,
+    pub model: Model,
+}
+
+/// How the simulation approximates the real thing (`[model]`, every key optional): what
+/// is not the fleet's shape but the simulator's grain, and the hosts' settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// Bytes per request in the simulation (the wire's are 16 KiB): `"auto"` is an eighth
+    /// of a piece, at least 16 KiB. Larger blocks mean fewer events; a piece is still
+    /// fetched from several peers and stolen block by block in the endgame.
+    pub block: u64,
+    /// The time step in nanoseconds: link rates are shared out again, and an idle
+    /// connection with new blocks to send starts sending, on step boundaries.
+    pub step_ns: u64,
+    /// The most bytes one TCP connection keeps in flight (its window): the sender's socket
+    /// buffer, `tcp_wmem`'s maximum (4 MiB on these machines).
+    pub tcp_window: u64,
+    /// Bytes per second one host hashes (SHA-1 with SHA-NI, about 1.9 GB/s on one core
+    /// here); pieces hash in parallel, each taking piece ÷ rate.
+    pub hash_rate: u64,
+    /// Bytes per second a piece is written at (each write takes piece ÷ rate).
+    pub disk_rate: u64,
+    /// Upload slots per host (`ringswarm get`'s default: 64).
+    pub upload_slots: u32,
+    /// Peers a host asks the tracker for (the tracker's default answer: 50).
+    pub numwant: u32,
+    /// Virtual seconds after which the run stops, finished or not (`"auto"`: 10 × the
+    /// lower bound + 120 s).
+    pub max_time_ns: Option<u64>,
+    /// Virtual time between two timeline samples (`"auto"`: the lower bound ÷ 200, at
+    /// least the step).
+    pub sample_ns: Option<u64>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            block: 0,
+            step_ns: 1_000_000,
+            tcp_window: 4 << 20,
+            hash_rate: 1_900_000_000,
+            disk_rate: 4_000_000_000,
+            upload_slots: 64,
+            numwant: 50,
+            max_time_ns: None,
+            sample_ns: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +106,10 @@ pub struct Origin {
     pub dc: usize,
     /// Bytes per second, each direction.
     pub rate: u64,
+    /// The origin sits among the hosts of its dc's first rack (`shares_rack = true`);
+    /// by default it has a rack of its own (a build host's), linked to the dc core at its
+    /// own rate, as in the namespace emulation.
+    pub shares_rack: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -140,6 +192,66 @@ struct RawScenario {
     dc: Vec<RawDc>,
     #[serde(default)]
     failures: Failures,
+    #[serde(default)]
+    model: RawModel,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    #[serde(default)]
+    block: RawAuto<SizeValue>,
+    #[serde(default, deserialize_with = "opt_duration_ns")]
+    step: Option<u64>,
+    #[serde(default, deserialize_with = "opt_size")]
+    tcp_window: Option<u64>,
+    #[serde(default, deserialize_with = "opt_rate")]
+    hash_rate: Option<u64>,
+    #[serde(default, deserialize_with = "opt_rate")]
+    disk_rate: Option<u64>,
+    upload_slots: Option<u32>,
+    numwant: Option<u32>,
+    #[serde(default)]
+    max_time: RawAuto<DurationValue>,
+    #[serde(default)]
+    sample: RawAuto<DurationValue>,
+}
+
+/// A value or `"auto"` (None).
+struct RawAuto<T>(Option<u64>, std::marker::PhantomData<T>);
+
+impl<T> Default for RawAuto<T> {
+    fn default() -> Self {
+        RawAuto(None, std::marker::PhantomData)
+    }
+}
+
+/// How a [`RawAuto`] reads its value.
+trait AutoValue {
+    fn parse(s: &str) -> Result<u64, String>;
+}
+struct SizeValue;
+struct DurationValue;
+impl AutoValue for SizeValue {
+    fn parse(s: &str) -> Result<u64, String> {
+        parse_size(s)
+    }
+}
+impl AutoValue for DurationValue {
+    fn parse(s: &str) -> Result<u64, String> {
+        parse_duration_ns(s)
+    }
+}
+
+impl<'de, T: AutoValue> Deserialize<'de> for RawAuto<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Self::default());
+        }
+        let n = T::parse(&s).map_err(|e| serde::de::Error::custom(format!("{e}, or auto")))?;
+        Ok(RawAuto(Some(n), std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -148,6 +260,8 @@ struct RawOrigin {
     dc: String,
     #[serde(deserialize_with = "rate")]
     rate: u64,
+    #[serde(default)]
+    shares_rack: bool,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +311,18 @@ fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 fn duration_ns<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     parse_duration_ns(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration_ns<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    duration_ns(d).map(Some)
+}
+
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size(d).map(Some)
+}
+
+fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    rate(d).map(Some)
 }
 
 /// The piece size `ringswarm create --piece-size auto` chooses for `total` bytes
@@ -294,19 +420,59 @@ impl Scenario {
         if raw.blob == 0 {
             return invalid("blob must not be empty".into());
         }
+        let piece_size = raw
+            .piece_size
+            .0
+            .unwrap_or_else(|| auto_piece_size(raw.blob));
+        let model = Self::check_model(raw.model, piece_size)?;
         Ok(Self {
             seed: raw.seed,
             blob: raw.blob,
-            piece_size: raw
-                .piece_size
-                .0
-                .unwrap_or_else(|| auto_piece_size(raw.blob)),
+            piece_size,
             origin: Origin {
                 dc: origin_dc,
                 rate: raw.origin.rate,
+                shares_rack: raw.origin.shares_rack,
             },
             dcs,
             failures: f,
+            model,
+        })
+    }
+
+    fn check_model(raw: RawModel, piece_size: u64) -> Result<Model, ScenarioError> {
+        let invalid = |m: String| Err(ScenarioError::Invalid(m));
+        let d = Model::default();
+        let block = raw.block.0.unwrap_or((piece_size / 8).max(MIN_PIECE_SIZE));
+        if block == 0 || block > piece_size || !piece_size.is_multiple_of(block) {
+            return invalid(format!(
+                "model.block = {block} bytes must divide the piece size ({piece_size} bytes)"
+            ));
+        }
+        let step_ns = raw.step.unwrap_or(d.step_ns);
+        if !(1_000..=1_000_000_000).contains(&step_ns) {
+            return invalid(format!(
+                "model.step = {step_ns} ns is not between 1us and 1s"
+            ));
+        }
+        let upload_slots = raw.upload_slots.unwrap_or(d.upload_slots);
+        if upload_slots == 0 {
+            return invalid("model.upload_slots must be at least 1".into());
+        }
+        let numwant = raw.numwant.unwrap_or(d.numwant);
+        if numwant == 0 {
+            return invalid("model.numwant must be at least 1".into());
+        }
+        Ok(Model {
+            block,
+            step_ns,
+            tcp_window: raw.tcp_window.unwrap_or(d.tcp_window).max(1),
+            hash_rate: raw.hash_rate.unwrap_or(d.hash_rate),
+            disk_rate: raw.disk_rate.unwrap_or(d.disk_rate),
+            upload_slots,
+            numwant,
+            max_time_ns: raw.max_time.0,
+            sample_ns: raw.sample.0,
         })
     }
 
@@ -388,7 +554,8 @@ late = 0.0                     # share of hosts that start up to half the bound 
             s.origin,
             Origin {
                 dc: 0,
-                rate: 3_125_000_000
+                rate: 3_125_000_000,
+                shares_rack: false,
             }
         );
         assert_eq!(s.dcs.len(), 1);

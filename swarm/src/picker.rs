@@ -98,35 +98,53 @@ pub fn pick_and_claim(input: &PickInput<'_>) -> Option<u32> {
     for _ in 0..8 {
         // (outside our share, availability): lower is better.
         let mut best: Option<(u32, (bool, u32))> = None;
-        for k in 0..n {
-            let i = (input.start % n + k) % n;
-            if !input.peer_has.get(i)
-                || input.verified.get(i)
-                || input.claimed.get(i)
-                || input.refused.is_some_and(|r| r.get(i))
-                || input.in_progress.is_some_and(|busy| busy(i))
-            {
-                continue;
-            }
-            let outside = match &input.remote {
-                None => false,
-                Some(rule) => {
-                    if load(rule.rack_availability, i) > 0 {
-                        continue;
-                    }
-                    let outside = !rule.share.contains(i);
-                    if outside && !rule.beyond_share_allowed(i) {
-                        continue;
-                    }
-                    outside
+        let start = input.start % n;
+        // From `start` to the end, then from 0 to `start`; 64 pieces at a time, so that
+        // pieces the peer lacks, or that are verified or claimed, cost nothing each (a
+        // pick runs on every HAVE and every refill: 6 400 pieces scanned bit by bit took
+        // half of a 200-host simulation's time).
+        'scan: for (lo, hi) in [(start, n), (0, start)] {
+            let mut i = lo;
+            while i < hi {
+                let w = i / 64;
+                let mut candidates =
+                    input.peer_has.word(w) & !input.verified.word(w) & !input.claimed.word(w);
+                if let Some(r) = input.refused {
+                    candidates &= !r.word(w);
                 }
-            };
-            let key = (outside, load(input.availability, i));
-            if best.is_none_or(|(_, b)| key < b) {
-                best = Some((i, key));
-                if key <= (false, 1) {
-                    break;
+                candidates &= u64::MAX << (i % 64);
+                let word_end = (w + 1) * 64;
+                if hi < word_end {
+                    candidates &= (1u64 << (hi % 64)) - 1;
                 }
+                while candidates != 0 {
+                    let i = w * 64 + candidates.trailing_zeros();
+                    candidates &= candidates - 1;
+                    let outside = match &input.remote {
+                        None => false,
+                        Some(rule) => {
+                            if load(rule.rack_availability, i) > 0 {
+                                continue;
+                            }
+                            let outside = !rule.share.contains(i);
+                            if outside && !rule.beyond_share_allowed(i) {
+                                continue;
+                            }
+                            outside
+                        }
+                    };
+                    let key = (outside, load(input.availability, i));
+                    // Asked only of a would-be best: it looks pieces up in maps.
+                    if best.is_none_or(|(_, b)| key < b)
+                        && !input.in_progress.is_some_and(|busy| busy(i))
+                    {
+                        best = Some((i, key));
+                        if key <= (false, 1) {
+                            break 'scan;
+                        }
+                    }
+                }
+                i = word_end;
             }
         }
         let (piece, _) = best?;
@@ -147,9 +165,31 @@ pub fn pick_endgame(
     skip: impl Fn(u32) -> bool,
 ) -> Option<u32> {
     let n = peer_has.len();
-    (0..n)
-        .map(|k| (start % n.max(1) + k) % n.max(1))
-        .find(|&i| peer_has.get(i) && claimed.get(i) && !verified.get(i) && !skip(i))
+    if n == 0 {
+        return None;
+    }
+    let start = start % n;
+    for (lo, hi) in [(start, n), (0, start)] {
+        let mut i = lo;
+        while i < hi {
+            let w = i / 64;
+            let mut candidates = peer_has.word(w) & claimed.word(w) & !verified.word(w);
+            candidates &= u64::MAX << (i % 64);
+            let word_end = (w + 1) * 64;
+            if hi < word_end {
+                candidates &= (1u64 << (hi % 64)) - 1;
+            }
+            while candidates != 0 {
+                let piece = w * 64 + candidates.trailing_zeros();
+                candidates &= candidates - 1;
+                if !skip(piece) {
+                    return Some(piece);
+                }
+            }
+            i = word_end;
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-
 use crate::ids::{BlockRef, BufId, PeerKey};
 
 /// Peers a block may be requested from at once.

@@ -793,6 +793,16 @@ impl Swarm {
             }
         }
         if let Some(peer) = self.peer_mut(key) {
+            // A peer whose last refill found nothing to ask for, announcing a piece we
+            // hold or fetch already, offers nothing new: no refill (the tick refills every
+            // peer anyway). HAVEs are most of a swarm's messages, and a refill scans the
+            // torrent's pieces.
+            let nothing_new = new.is_some_and(|i| {
+                peer.refill_blocked && (shared.verified.get(i) || shared.claimed.get(i))
+            });
+            if nothing_new {
+                return;
+            }
             peer.refill_blocked = false;
         }
         self.fill(now, key, bufs);

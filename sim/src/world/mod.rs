@@ -1,0 +1,1188 @@
+//! The driver: a fleet of hosts, each running the real swarm core, around the real tracker
+//! store, over the flow-level network of [`crate::net`], on virtual time.
+//!
+//! It does what the engine's session driver does, in memory: turns the core's actions into
+//! messages that arrive one path delay later, connections that open one round trip after
+//! the dial, hashes and writes that take their time, and blocks that cross the network as
+//! flows sharing links; and it announces to the tracker store as `ringswarm get` does. The
+//! core decides everything else, exactly as on a real host.
+//!
+//! # Time
+//!
+//! Time is virtual, in nanoseconds from the start. Events (a message, a block or a FIN
+//! arriving, a timer, a hash or write done, an announce) are handled in time order, ties in
+//! the order they were scheduled: a run is a pure function of the scenario and the seed.
+//! Data moves in fixed steps (`model.step`): at each step boundary the links' rates are
+//! shared out again among the directions that have blocks to send (max-min, with each
+//! connection's TCP window as a cap), then every sending direction moves its rate × step
+//! bytes, finishing blocks at their exact times within the step; a finished block arrives
+//! one path delay later. A direction whose core asks to serve while it is idle starts at
+//! the next boundary, and one that runs out of blocks within a step leaves the rest of its
+//! share unused until the next: both cost at most a step.
+//!
+//! # What is not modelled
+//!
+//! - Control messages (requests, HAVEs, chokes...) take the path's delay and no bandwidth,
+//!   and do not queue behind the data of their direction.
+//! - A host's cores: each host runs one core for the torrent (the engine runs one per CPU,
+//!   sharing the same [`ringswarm_swarm::Shared`] state); piece memory is unbounded.
+//! - Hashing and writing take piece ÷ rate each, in parallel (many cores, fast disks).
+//! - A dead host vanishes: no FIN; its peers notice as the engine would, by their cores'
+//!   stall rules or the driver's send timeout (30 s) for a connection that only uploads
+//!   to it, and by the connect timeout (10 s) when they dial it.
+
+mod conn;
+mod host;
+mod queue;
+mod tcp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringswarm_engine::tracker::store::{
+    AnnounceIn, ConnectionIds, Event as TrackerEvent, Store, StoreConfig,
+};
+use ringswarm_engine::tracker::topology::Topology;
+use ringswarm_proto::metainfo::Metainfo;
+use ringswarm_proto::wire::Handshake;
+use ringswarm_swarm::locality::{Locator, NamedPlace};
+use ringswarm_swarm::{Action, BlockRef, Out, PeerInfo, PeerKey};
+
+use crate::net::{Fleet, HostId, LinkKind};
+use crate::report::{NamedBytes, Report, Sample, Timeline};
+use crate::scenario::Scenario;
+use conn::{Conn, ConnId, Dir, End, Side};
+use host::{Fate, Host, Life};
+
+pub use host::{MAX_HOSTS_PER_RACK, MAX_RACKS};
+
+/// As the engine's `HANDSHAKE_TIMEOUT`: a dial to a host that does not answer fails after it.
+const CONNECT_TIMEOUT_NS: u64 = 10_000_000_000;
+/// As the engine's `SEND_TIMEOUT`: a connection whose peer takes nothing for this long is
+/// closed.
+const SEND_TIMEOUT_NS: u64 = 30_000_000_000;
+/// The shortest re-announce interval our tracker client honours (`tracker::client`).
+const MIN_ANNOUNCE_NS: u64 = 30_000_000_000;
+/// Seconds added to the tracker store's clock, so a store timestamp is never 0.
+const STORE_EPOCH_S: u64 = 1_000_000;
+
+/// Why a scenario cannot be simulated.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("{0}")]
+    Shape(String),
+}
+
+enum Ev {
+    Start(u32),
+    Die(u32),
+    Timer(u32),
+    /// An announce reaches the tracker.
+    Announce(u32, TrackerEvent),
+    /// The tracker's answer reaches the host.
+    Peers(u32, Vec<SocketAddr>),
+    /// The host's next periodic announce is due.
+    Reannounce(u32),
+    /// The dialer's connect completed (its SYN-ACK arrived).
+    Connected(ConnId),
+    DialFailed {
+        host: u32,
+        addr: SocketAddr,
+        attempt: u32,
+    },
+    /// Messages from `to.other()` arrive at `to`.
+    Deliver(ConnId, Side, Vec<Out>),
+    /// The last byte of a block arrives at `to`.
+    Block(ConnId, Side, BlockRef),
+    /// The other end closed (its FIN arrives at `to`), or the send timeout fired there.
+    Closed(ConnId, Side),
+    Hashed(u32, u32, ringswarm_swarm::BufId),
+    Written(u32, u32),
+    Sample,
+}
+
+/// Byte counters per link, and their values at the last timeline sample.
+#[derive(Default)]
+struct Bytes {
+    per_link: Vec<u64>,
+    sampled: [u64; 4],
+}
+
+pub struct World {
+    s: Scenario,
+    fleet: Fleet,
+    meta: Arc<Metainfo>,
+    epoch: Instant,
+    now: u64,
+    queue: queue::Queue<Ev>,
+    hosts: Vec<Host>,
+    by_ip: std::collections::HashMap<IpAddr, u32>,
+    conns: Vec<Option<Conn>>,
+    free_conns: Vec<u32>,
+    next_conn_gen: u32,
+    /// Directions with a flow, and directions whose core asked to serve while idle.
+    sending: Vec<(ConnId, Side)>,
+    to_start: Vec<(ConnId, Side)>,
+    tracker: Store,
+    topology: Topology,
+    /// `dc/rack` of each rack, as the topology names it.
+    rack_names: Vec<String>,
+    peers_buf: Vec<SocketAddr>,
+    bytes: Bytes,
+    timeline: Timeline,
+    /// Hosts that must finish for the run to end (the living, not yet done).
+    unfinished: usize,
+    events: u64,
+    hash_failures: u64,
+    /// Why cores closed connections, and how often.
+    closes: std::collections::BTreeMap<String, u64>,
+    /// `RINGSWARM_SIM_DEBUG` set: count events by kind and print what each host did.
+    debug: bool,
+    kinds: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl World {
+    pub fn new(s: &Scenario) -> Result<World, WorldError> {
+        let fleet = Fleet::new(s);
+        if fleet.racks() > MAX_RACKS {
+            return Err(WorldError::Shape(format!(
+                "{} racks: the simulator addresses at most {MAX_RACKS}",
+                fleet.racks()
+            )));
+        }
+        if let Some(d) = s.dcs.iter().find(|d| d.hosts_per_rack > MAX_HOSTS_PER_RACK) {
+            return Err(WorldError::Shape(format!(
+                "dc `{}`: {} hosts per rack: the simulator addresses at most {MAX_HOSTS_PER_RACK}",
+                d.name, d.hosts_per_rack
+            )));
+        }
+        let epoch = Instant::now();
+        let meta = host::metainfo(s);
+        // The topology, as an operator would write it: a /24 per rack.
+        let origin_rack = (!s.origin.shares_rack).then(|| fleet.rack(HostId(0)));
+        let mut rack_names = Vec::with_capacity(fleet.racks());
+        let mut text = String::new();
+        let mut numbered = 0;
+        for r in 0..fleet.racks() as u32 {
+            let dc = &s.dcs[fleet.rack_dc(r) as usize].name;
+            let rack = if Some(r) == origin_rack {
+                "origin".to_string()
+            } else {
+                numbered += 1;
+                format!("r{numbered}")
+            };
+            text.push_str(&format!(
+                "[[subnet]]\ncidr = \"{}/24\"\ndc = \"{dc}\"\nrack = \"{rack}\"\n",
+                host::rack_net(r)
+            ));
+            rack_names.push(format!("{dc}/{rack}"));
+        }
+        let topology = Topology::from_toml_str(&text, "simulated fleet")
+            .map_err(|e| WorldError::Shape(e.to_string()))?;
+        let locator = Locator::new(Some(topology.clone()), NamedPlace::default());
+        let mut rng = s.seed ^ 0x5157_4152_4d53_494d;
+        let bound_ns = (s.lower_bound() * 1e9) as u64;
+        let mut hosts = Vec::with_capacity(fleet.hosts());
+        let mut by_ip = std::collections::HashMap::with_capacity(fleet.hosts());
+        let mut in_rack = vec![0u32; fleet.racks()];
+        for h in 0..fleet.hosts() as u32 {
+            let rack = fleet.rack(HostId(h));
+            let ip = if h == 0 {
+                host::host_ip(rack, None)
+            } else {
+                in_rack[rack as usize] += 1;
+                host::host_ip(rack, Some(in_rack[rack as usize] - 1))
+            };
+            let fate = if h == 0 {
+                Fate::default()
+            } else {
+                draw_fate(&mut rng, s, bound_ns)
+            };
+            let place = locator.our_place(Some(IpAddr::V4(ip)));
+            let host = Host::new(h, ip, place, &meta, s, epoch, h == 0, fate);
+            by_ip.insert(host.addr.ip(), h);
+            hosts.push(host);
+        }
+        let config = StoreConfig {
+            rng_seed: Some(s.seed),
+            ..StoreConfig::default()
+        };
+        let tracker = Store::new(config, ConnectionIds::with_key(u128::from(s.seed), 120));
+        let links = fleet.net.links();
+        let mut w = World {
+            s: s.clone(),
+            fleet,
+            meta,
+            epoch,
+            now: 0,
+            queue: queue::Queue::new(),
+            hosts,
+            by_ip,
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            next_conn_gen: 0,
+            sending: Vec::new(),
+            to_start: Vec::new(),
+            tracker,
+            topology,
+            rack_names,
+            peers_buf: Vec::new(),
+            bytes: Bytes {
+                per_link: vec![0; links],
+                sampled: [0; 4],
+            },
+            timeline: Timeline::default(),
+            unfinished: 0,
+            events: 0,
+            hash_failures: 0,
+            closes: Default::default(),
+            debug: std::env::var_os("RINGSWARM_SIM_DEBUG").is_some(),
+            kinds: Default::default(),
+        };
+        for h in 0..w.hosts.len() as u32 {
+            let fate = w.hosts[h as usize].fate;
+            w.push(fate.starts_at, Ev::Start(h));
+            if let Some(t) = fate.dies_at {
+                w.push(t, Ev::Die(h));
+            }
+            if fate.slow {
+                let rate = w.s.dcs[w.fleet.dc(HostId(h)) as usize].host_rate as f64 / 4.0;
+                w.fleet.set_host_rate(HostId(h), rate);
+            }
+            if h != 0 && fate.dies_at.is_none() {
+                w.unfinished += 1;
+            }
+        }
+        let interval = w.sample_interval_ns();
+        w.timeline.interval_s = interval as f64 * 1e-9;
+        w.push(interval, Ev::Sample);
+        Ok(w)
+    }
+
+    fn sample_interval_ns(&self) -> u64 {
+        let auto = (self.s.lower_bound() * 1e9 / 200.0) as u64;
+        self.s
+            .model
+            .sample_ns
+            .unwrap_or(auto)
+            .max(self.s.model.step_ns)
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.queue.push(at, ev);
+    }
+
+    fn instant(&self, t: u64) -> Instant {
+        self.epoch + Duration::from_nanos(t)
+    }
+
+    /// Runs until every living host holds the blob, or the time limit.
+    pub fn run(mut self) -> Report {
+        let wall = Instant::now();
+        let bound = self.s.lower_bound();
+        let limit = self
+            .s
+            .model
+            .max_time_ns
+            .unwrap_or((bound * 10.0 * 1e9) as u64 + 120_000_000_000);
+        let step = self.s.model.step_ns;
+        let mut t = 0;
+        while t <= limit && self.unfinished > 0 {
+            let end = t + step;
+            self.now = t;
+            self.step_flows(t, end);
+            while let Some((at, ev)) = self.queue.pop_before(end) {
+                self.now = at.max(t);
+                self.events += 1;
+                if self.debug {
+                    *self.kinds.entry(kind_of(&ev)).or_default() += 1;
+                }
+                self.handle(ev);
+                if self.unfinished == 0 {
+                    break;
+                }
+            }
+            t = end;
+            if self.sending.is_empty() && self.to_start.is_empty() {
+                // Nothing moves until the next event: skip the empty steps.
+                match self.queue.next_time() {
+                    Some(next) => t = t.max(next / step * step),
+                    None => break,
+                }
+            }
+        }
+        self.take_sample();
+        self.report(wall)
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Start(h) => self.start_host(h),
+            Ev::Die(h) => self.kill_host(h),
+            Ev::Timer(h) => {
+                let host = &mut self.hosts[h as usize];
+                if host.timer_at != Some(self.now) || !host.running() {
+                    return;
+                }
+                host.timer_at = None;
+                let now = self.instant(self.now);
+                let host = &mut self.hosts[h as usize];
+                host.swarm.handle_timeout(now, &mut host.bufs);
+                self.drain(h);
+            }
+            Ev::Announce(h, event) => self.announce_at_tracker(h, event),
+            Ev::Peers(h, peers) => self.peers_arrived(h, peers),
+            Ev::Reannounce(h) => {
+                if self.hosts[h as usize].running() {
+                    self.send_announce(h, TrackerEvent::None);
+                }
+            }
+            Ev::Connected(c) => self.connected(c),
+            Ev::DialFailed {
+                host,
+                addr,
+                attempt,
+            } => {
+                if self.hosts[host as usize].running() {
+                    let now = self.instant(self.now);
+                    self.hosts[host as usize]
+                        .swarm
+                        .dial_failed(now, addr, attempt);
+                    self.drain(host);
+                }
+            }
+            Ev::Deliver(c, to, msgs) => self.deliver(c, to, msgs),
+            Ev::Block(c, to, block) => self.block_arrived(c, to, block),
+            Ev::Closed(c, to) => self.close_end(c, to),
+            Ev::Hashed(h, piece, buf) => {
+                if !self.hosts[h as usize].running() {
+                    return;
+                }
+                let now = self.instant(self.now);
+                let host = &mut self.hosts[h as usize];
+                host.swarm
+                    .piece_hashed(now, piece, buf, true, &mut host.bufs);
+                self.drain(h);
+            }
+            Ev::Written(h, piece) => {
+                if !self.hosts[h as usize].running() {
+                    return;
+                }
+                self.hosts[h as usize].swarm.piece_written(piece, true);
+                self.drain(h);
+                self.check_done(h);
+            }
+            Ev::Sample => {
+                self.take_sample();
+                let next = self.now + self.sample_interval_ns();
+                self.push(next, Ev::Sample);
+            }
+        }
+    }
+
+    // ---- hosts -----------------------------------------------------------------------
+
+    fn start_host(&mut self, h: u32) {
+        let host = &mut self.hosts[h as usize];
+        if host.life != Life::NotStarted {
+            return;
+        }
+        host.life = Life::Running;
+        self.send_announce(h, TrackerEvent::Started);
+    }
+
+    fn kill_host(&mut self, h: u32) {
+        let host = &mut self.hosts[h as usize];
+        if host.life == Life::Dead {
+            return;
+        }
+        let was_unfinished = host.done_at.is_none() && h != 0;
+        host.life = Life::Dead;
+        host.timer_at = None;
+        let _ = was_unfinished; // counted out of `unfinished` from the start (its fate)
+                                // Its connections go silent: each living peer finds out by its own rules, or by
+                                // the send timeout.
+        let conns: Vec<(ConnId, Side)> = host.keys.iter().flatten().copied().collect();
+        for (c, side) in conns {
+            self.stop_dir(c, side);
+            self.stop_dir(c, side.other());
+            let at = self.now + SEND_TIMEOUT_NS;
+            self.push(at, Ev::Closed(c, side.other()));
+        }
+    }
+
+    /// Sends the core's actions on their way.
+    fn drain(&mut self, h: u32) {
+        let mut batch: Vec<(PeerKey, Vec<Out>)> = Vec::new();
+        while let Some(action) = self.hosts[h as usize].swarm.poll_action() {
+            match action {
+                Action::Send { peer, msg } => match batch.last_mut() {
+                    Some((k, msgs)) if *k == peer => msgs.push(msg),
+                    _ => batch.push((peer, vec![msg])),
+                },
+                Action::Serve { peer } => {
+                    if let Some((c, side)) = self.hosts[h as usize].conn_of(peer) {
+                        self.want_send(c, side);
+                    }
+                }
+                Action::Hash { piece, buf } => {
+                    let at = self.now + self.piece_time(piece, self.s.model.hash_rate);
+                    self.push(at, Ev::Hashed(h, piece, buf));
+                }
+                Action::Write { piece, buf: _ } => {
+                    let at = self.now + self.piece_time(piece, self.s.model.disk_rate);
+                    self.push(at, Ev::Written(h, piece));
+                }
+                Action::Discard { .. } | Action::Broadcast { .. } => {}
+                Action::Close { peer, reason } => {
+                    *self.closes.entry(reason).or_default() += 1;
+                    self.flush(h, &mut batch);
+                    if let Some((c, side)) = self.hosts[h as usize].conn_of(peer) {
+                        self.close_local(c, side);
+                    }
+                }
+                Action::Dial { addr, attempt } => self.dial(h, addr, attempt),
+            }
+        }
+        self.flush(h, &mut batch);
+        self.schedule_timer(h);
+    }
+
+    /// Messages the host queued, on their way to each peer.
+    fn flush(&mut self, h: u32, batch: &mut Vec<(PeerKey, Vec<Out>)>) {
+        for (key, msgs) in batch.drain(..) {
+            let Some((c, side)) = self.hosts[h as usize].conn_of(key) else {
+                continue;
+            };
+            let Some(conn) = self.conn(c) else { continue };
+            let at = self.now + conn.delay_ns;
+            self.push(at, Ev::Deliver(c, side.other(), msgs));
+        }
+    }
+
+    fn schedule_timer(&mut self, h: u32) {
+        let host = &self.hosts[h as usize];
+        let Some(due) = host.swarm.poll_timeout() else {
+            return;
+        };
+        let at = (due.saturating_duration_since(self.epoch).as_nanos() as u64).max(self.now);
+        if host.timer_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        self.hosts[h as usize].timer_at = Some(at);
+        self.push(at, Ev::Timer(h));
+    }
+
+    fn piece_time(&self, piece: u32, rate: u64) -> u64 {
+        let size = self.hosts[0].shared.piece_size(piece);
+        (f64::from(size) / rate.max(1) as f64 * 1e9) as u64
+    }
+
+    fn check_done(&mut self, h: u32) {
+        let host = &mut self.hosts[h as usize];
+        if host.done_at.is_some() || !host.shared.all_verified() {
+            return;
+        }
+        host.done_at = Some(self.now);
+        if host.fate.dies_at.is_none() {
+            self.unfinished -= 1;
+        }
+        self.send_announce(h, TrackerEvent::Completed);
+    }
+
+    // ---- the tracker -----------------------------------------------------------------
+
+    fn send_announce(&mut self, h: u32, event: TrackerEvent) {
+        let at = self.now + self.fleet_delay(h, 0);
+        self.push(at, Ev::Announce(h, event));
+    }
+
+    fn fleet_delay(&self, a: u32, b: u32) -> u64 {
+        if a == b {
+            0
+        } else {
+            self.fleet.one_way_delay_ns(HostId(a), HostId(b))
+        }
+    }
+
+    fn announce_at_tracker(&mut self, h: u32, event: TrackerEvent) {
+        let host = &self.hosts[h as usize];
+        if host.life == Life::Dead {
+            return;
+        }
+        let place = self.topology.resolve(host.addr.ip(), None, None);
+        let req = AnnounceIn {
+            info_hash: self.meta.info_hash,
+            peer_id: host.id.0,
+            addr: host.addr,
+            ip: None,
+            port: host.addr.port(),
+            event,
+            left: host.left(self.s.blob),
+            downloaded: 0,
+            numwant: self.s.model.numwant as i32,
+            place,
+        };
+        let now_s = STORE_EPOCH_S + self.now / 1_000_000_000;
+        let mut peers = std::mem::take(&mut self.peers_buf);
+        let interval = match self.tracker.announce(&req, now_s, &mut peers) {
+            Ok(out) => u64::from(out.interval) * 1_000_000_000,
+            Err(_) => {
+                peers.clear();
+                MIN_ANNOUNCE_NS
+            }
+        };
+        let answer = peers.clone();
+        self.peers_buf = peers;
+        let at = self.now + self.fleet_delay(0, h);
+        self.push(at, Ev::Peers(h, answer));
+        if event != TrackerEvent::Completed {
+            let next = at + interval.max(MIN_ANNOUNCE_NS);
+            self.push(next, Ev::Reannounce(h));
+        }
+    }
+
+    fn peers_arrived(&mut self, h: u32, peers: Vec<SocketAddr>) {
+        let now_ns = self.now;
+        let now = self.instant(now_ns);
+        let host = &mut self.hosts[h as usize];
+        if !host.running() {
+            return;
+        }
+        for addr in peers {
+            if addr == host.addr {
+                continue;
+            }
+            let fresh = host
+                .offered
+                .get(&addr)
+                .is_none_or(|&at| now_ns >= at + host::REOFFER_AFTER_NS);
+            if fresh {
+                host.offered.insert(addr, now_ns);
+                host.swarm.add_peer_address(now, addr);
+            }
+        }
+        self.drain(h);
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    fn conn(&self, c: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(c.index as usize)?
+            .as_ref()
+            .filter(|x| x.gen == c.gen)
+    }
+
+    fn conn_mut(&mut self, c: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(c.index as usize)?
+            .as_mut()
+            .filter(|x| x.gen == c.gen)
+    }
+
+    fn dial(&mut self, h: u32, addr: SocketAddr, attempt: u32) {
+        let target = self.by_ip.get(&addr.ip()).copied();
+        let Some(b) = target.filter(|&b| b != h && addr.port() == host::PORT) else {
+            self.push(
+                self.now,
+                Ev::DialFailed {
+                    host: h,
+                    addr,
+                    attempt,
+                },
+            );
+            return;
+        };
+        let rtt = self.fleet.rtt_ns(HostId(h), HostId(b));
+        match self.hosts[b as usize].life {
+            // Nobody listens yet: refused after a round trip.
+            Life::NotStarted => {
+                self.push(
+                    self.now + rtt,
+                    Ev::DialFailed {
+                        host: h,
+                        addr,
+                        attempt,
+                    },
+                );
+            }
+            Life::Dead => {
+                let at = self.now + CONNECT_TIMEOUT_NS;
+                self.push(
+                    at,
+                    Ev::DialFailed {
+                        host: h,
+                        addr,
+                        attempt,
+                    },
+                );
+            }
+            Life::Running => {
+                self.next_conn_gen = self.next_conn_gen.wrapping_add(1);
+                let index = match self.free_conns.pop() {
+                    Some(i) => i,
+                    None => {
+                        self.conns.push(None);
+                        (self.conns.len() - 1) as u32
+                    }
+                };
+                let id = ConnId {
+                    index,
+                    gen: self.next_conn_gen,
+                };
+                let window = tcp::INITIAL_WINDOW;
+                self.conns[index as usize] = Some(Conn {
+                    gen: id.gen,
+                    ends: [
+                        End {
+                            host: h,
+                            key: None,
+                            closed: false,
+                        },
+                        End {
+                            host: b,
+                            key: None,
+                            closed: false,
+                        },
+                    ],
+                    dirs: [Dir::new(window), Dir::new(window)],
+                    delay_ns: rtt / 2,
+                    rtt_ns: rtt,
+                    attempt,
+                });
+                self.push(self.now + rtt, Ev::Connected(id));
+            }
+        }
+    }
+
+    fn connected(&mut self, c: ConnId) {
+        let Some(conn) = self.conn(c) else { return };
+        let (a, b, attempt) = (conn.ends[0].host, conn.ends[1].host, conn.attempt);
+        if !self.hosts[a as usize].running() {
+            self.free_conn(c);
+            return;
+        }
+        let addr = self.hosts[b as usize].addr;
+        if self.hosts[b as usize].life == Life::Dead {
+            self.free_conn(c);
+            let at = self.now + CONNECT_TIMEOUT_NS;
+            self.push(
+                at,
+                Ev::DialFailed {
+                    host: a,
+                    addr,
+                    attempt,
+                },
+            );
+            return;
+        }
+        let info = self.peer_info(a, b, true, attempt);
+        let now = self.instant(self.now);
+        let host = &mut self.hosts[a as usize];
+        let key = host.new_key(c, Side::Dialer);
+        if let Some(conn) = self.conn_mut(c) {
+            conn.ends[0].key = Some(key);
+        }
+        self.hosts[a as usize].swarm.peer_connected(now, key, info);
+        self.drain(a);
+    }
+
+    fn peer_info(&self, us: u32, them: u32, outgoing: bool, attempt: u32) -> PeerInfo {
+        PeerInfo {
+            addr: self.hosts[them as usize].addr,
+            outgoing,
+            attempt,
+            our_place: self.hosts[us as usize].place.clone(),
+            their_place: Some(self.hosts[them as usize].place.clone()),
+        }
+    }
+
+    fn deliver(&mut self, c: ConnId, to: Side, msgs: Vec<Out>) {
+        let Some(conn) = self.conn(c) else { return };
+        let end = conn.end(to);
+        let (h, from) = (end.host, conn.end(to.other()).host);
+        if end.closed || !self.hosts[h as usize].running() {
+            return;
+        }
+        let now = self.instant(self.now);
+        let mut key = end.key;
+        for msg in msgs {
+            let result = match (key, &msg) {
+                (None, Out::Handshake) => {
+                    // The acceptor learns of the connection with the dialer's handshake.
+                    let info = self.peer_info(h, from, false, 0);
+                    let k = self.hosts[h as usize].new_key(c, to);
+                    if let Some(conn) = self.conn_mut(c) {
+                        conn.end_mut(to).key = Some(k);
+                    }
+                    key = Some(k);
+                    let hs = Handshake::new(self.meta.info_hash, self.hosts[from as usize].id.0);
+                    let host = &mut self.hosts[h as usize];
+                    host.swarm.peer_connected(now, k, info);
+                    host.swarm.handshake(now, k, &hs)
+                }
+                (None, _) => Err("a message before the handshake".to_string()),
+                (Some(k), Out::Handshake) => {
+                    let hs = Handshake::new(self.meta.info_hash, self.hosts[from as usize].id.0);
+                    self.hosts[h as usize].swarm.handshake(now, k, &hs)
+                }
+                (Some(k), msg) => {
+                    let host = &mut self.hosts[h as usize];
+                    conn::deliver(&mut host.swarm, now, k, msg, &mut host.bufs)
+                }
+            };
+            if result.is_err() {
+                self.drain(h);
+                self.close_local(c, to);
+                return;
+            }
+        }
+        self.drain(h);
+    }
+
+    fn block_arrived(&mut self, c: ConnId, to: Side, b: BlockRef) {
+        let Some(conn) = self.conn(c) else { return };
+        let end = conn.end(to);
+        let h = end.host;
+        let Some(key) = end.key.filter(|_| !end.closed) else {
+            return;
+        };
+        if !self.hosts[h as usize].running() {
+            return;
+        }
+        let now = self.instant(self.now);
+        let host = &mut self.hosts[h as usize];
+        host.swarm.block_fragment(key, b.piece, b.begin, b.len);
+        let result = host
+            .swarm
+            .block_received(now, key, b.piece, b.begin, b.len, &mut host.bufs);
+        self.drain(h);
+        if result.is_err() {
+            self.close_local(c, to);
+        }
+    }
+
+    /// This end closes: its core is told now, the other end one path delay later.
+    fn close_local(&mut self, c: ConnId, side: Side) {
+        let Some(conn) = self.conn(c) else { return };
+        let delay = conn.delay_ns;
+        let other_closed = conn.end(side.other()).closed;
+        self.close_end(c, side);
+        if !other_closed {
+            self.push(self.now + delay, Ev::Closed(c, side.other()));
+        }
+    }
+
+    /// Tells `side`'s core its connection is gone; frees the connection once both ends
+    /// know.
+    fn close_end(&mut self, c: ConnId, side: Side) {
+        let Some(conn) = self.conn_mut(c) else { return };
+        let end = conn.end_mut(side);
+        if end.closed {
+            return;
+        }
+        end.closed = true;
+        let (h, key) = (end.host, end.key.take());
+        let both = conn.ends.iter().all(|e| e.closed);
+        self.stop_dir(c, Side::Dialer);
+        self.stop_dir(c, Side::Acceptor);
+        if let Some(key) = key {
+            self.hosts[h as usize].free_key(key);
+            if self.hosts[h as usize].running() {
+                let now = self.instant(self.now);
+                self.hosts[h as usize].swarm.peer_closed(now, key);
+                self.drain(h);
+            }
+        }
+        if both {
+            self.free_conn(c);
+        }
+    }
+
+    fn free_conn(&mut self, c: ConnId) {
+        if self.conn(c).is_none() {
+            return;
+        }
+        self.stop_dir(c, Side::Dialer);
+        self.stop_dir(c, Side::Acceptor);
+        // Keys of ends that never closed (a dead host's) are dropped with it.
+        if let Some(conn) = self.conns[c.index as usize].take() {
+            for e in conn.ends.iter() {
+                if let Some(k) = e.key {
+                    self.hosts[e.host as usize].free_key(k);
+                }
+            }
+        }
+        self.free_conns.push(c.index);
+    }
+
+    // ---- data --------------------------------------------------------------------------
+
+    fn want_send(&mut self, c: ConnId, side: Side) {
+        let Some(conn) = self.conn_mut(c) else { return };
+        let dir = &mut conn.dirs[side.index()];
+        if dir.flow.is_none() && !dir.wants {
+            dir.wants = true;
+            self.to_start.push((c, side));
+        }
+    }
+
+    /// Ends a direction's flow (the connection closed, or an end died); a block on the
+    /// wire is lost.
+    fn stop_dir(&mut self, c: ConnId, side: Side) {
+        let Some(conn) = self.conn_mut(c) else { return };
+        let dir = &mut conn.dirs[side.index()];
+        dir.wants = false;
+        dir.block = None;
+        if let Some(f) = dir.flow.take() {
+            self.fleet.net.remove_flow(f);
+        }
+    }
+
+    /// Moves data for one step: starts directions that have blocks to send, shares the
+    /// links out, and advances every sending direction by its rate × step.
+    fn step_flows(&mut self, t: u64, end: u64) {
+        let step = end - t;
+        for (c, side) in std::mem::take(&mut self.to_start) {
+            let Some(conn) = self.conn(c) else { continue };
+            let (a, b) = (conn.end(side).host, conn.end(side.other()).host);
+            let dir = &conn.dirs[side.index()];
+            if dir.flow.is_some() || !dir.wants {
+                continue;
+            }
+            if !self.hosts[a as usize].running() || !self.hosts[b as usize].running() {
+                if let Some(conn) = self.conn_mut(c) {
+                    conn.dirs[side.index()].wants = false;
+                }
+                continue;
+            }
+            let rtt = conn.rtt_ns;
+            let cwnd = tcp::after_idle(dir.cwnd, t.saturating_sub(dir.last_sent), rtt);
+            let cap = tcp::rate_cap(cwnd.min(self.s.model.tcp_window as f64), rtt);
+            let flow = self.fleet.start_flow(HostId(a), HostId(b), Some(cap));
+            if let Some(conn) = self.conn_mut(c) {
+                let dir = &mut conn.dirs[side.index()];
+                dir.cwnd = cwnd;
+                dir.flow = Some(flow);
+                dir.wants = false;
+            }
+            self.sending.push((c, side));
+        }
+        self.sending.retain(|&(c, side)| {
+            self.conns
+                .get(c.index as usize)
+                .and_then(|x| x.as_ref())
+                .is_some_and(|x| x.gen == c.gen && x.dirs[side.index()].flow.is_some())
+        });
+        if self.sending.is_empty() {
+            return;
+        }
+        self.fleet.net.allocate();
+        let max_window = self.s.model.tcp_window as f64;
+        let sending = std::mem::take(&mut self.sending);
+        let mut still = Vec::with_capacity(sending.len());
+        for (c, side) in sending {
+            if self.advance(c, side, t, step, max_window) {
+                still.push((c, side));
+            }
+        }
+        self.sending = still;
+    }
+
+    /// Advances one direction through a step; false when it ran out of blocks (its flow
+    /// ends).
+    fn advance(&mut self, c: ConnId, side: Side, t: u64, step: u64, max_window: f64) -> bool {
+        let Some(conn) = self.conns[c.index as usize].as_mut() else {
+            return false;
+        };
+        let (from, to) = (
+            conn.ends[side.index()].host,
+            conn.ends[side.other().index()].host,
+        );
+        let (delay, rtt) = (conn.delay_ns, conn.rtt_ns);
+        let sender_key = conn.ends[side.index()].key;
+        let dir = &mut conn.dirs[side.index()];
+        let Some(flow) = dir.flow else { return false };
+        let rate = self.fleet.net.rate(flow);
+        let cap = tcp::rate_cap(dir.cwnd.min(max_window), rtt);
+        let mut used = 0.0f64; // seconds of the step used
+        let step_s = step as f64 * 1e-9;
+        let mut finished: Vec<(u64, BlockRef)> = Vec::new();
+        let mut ran_out = false;
+        if rate > 0.0 {
+            loop {
+                if dir.block.is_none() {
+                    // The next block the core queued for this peer.
+                    let host = &mut self.hosts[from as usize];
+                    let next = sender_key.and_then(|k| {
+                        let b = host.swarm.uploads(k)?.front().copied()?;
+                        host.swarm.blocks_sent(k, 1, u64::from(b.len));
+                        Some(b)
+                    });
+                    match next {
+                        Some(b) => {
+                            dir.block = Some(b);
+                            dir.left = f64::from(b.len);
+                        }
+                        None => {
+                            ran_out = true;
+                            break;
+                        }
+                    }
+                }
+                let need = dir.left / rate;
+                if used + need > step_s {
+                    dir.left -= (step_s - used) * rate;
+                    used = step_s;
+                    break;
+                }
+                used += need;
+                dir.left = 0.0;
+                if let Some(b) = dir.block.take() {
+                    let done = t + (used * 1e9) as u64;
+                    finished.push((done, b));
+                }
+            }
+            dir.last_sent = t + (used * 1e9) as u64;
+            if rate >= 0.95 * cap {
+                let grown = tcp::grow(dir.cwnd, (used * 1e9) as u64, rtt, max_window);
+                dir.cwnd = grown;
+                let new_cap = tcp::rate_cap(grown.min(max_window), rtt);
+                self.fleet.net.set_cap(flow, Some(new_cap));
+            }
+        }
+        if ran_out {
+            dir.flow = None;
+            self.fleet.net.remove_flow(flow);
+        }
+        for (done, b) in finished {
+            self.count_bytes(from, to, u64::from(b.len));
+            self.push(done + delay, Ev::Block(c, side.other(), b));
+        }
+        !ran_out
+    }
+
+    fn count_bytes(&mut self, from: u32, to: u32, n: u64) {
+        let path = self.fleet.path(HostId(from), HostId(to));
+        for l in path.links() {
+            self.bytes.per_link[l.0 as usize] += n;
+        }
+    }
+
+    // ---- the report ------------------------------------------------------------------
+
+    /// Bytes so far into hosts, into racks, into dcs, and out of the origin.
+    fn class_totals(&self) -> [u64; 4] {
+        let mut t = [0u64; 4];
+        for (i, &b) in self.bytes.per_link.iter().enumerate() {
+            match self.fleet.kind(crate::net::LinkId(i as u32)) {
+                LinkKind::HostDown(h) if h.0 != 0 => t[0] += b,
+                LinkKind::RackDown(_) => t[1] += b,
+                LinkKind::WanIn(_) => t[2] += b,
+                LinkKind::HostUp(h) if h.0 == 0 => t[3] += b,
+                _ => {}
+            }
+        }
+        t
+    }
+
+    fn take_sample(&mut self) {
+        let totals = self.class_totals();
+        let dt = self.timeline.interval_s.max(1e-9);
+        let t_s = self.now as f64 * 1e-9;
+        if self.timeline.samples.last().is_some_and(|s| s.t_s >= t_s) {
+            return;
+        }
+        let since = self.timeline.samples.last().map_or(0.0, |s| s.t_s);
+        let dt = if since == 0.0 && self.timeline.samples.is_empty() {
+            t_s.max(dt)
+        } else {
+            (t_s - since).max(1e-9)
+        };
+        let rate = |i: usize| (totals[i] - self.bytes.sampled[i]) as f64 / dt;
+        let done = self.hosts[1..]
+            .iter()
+            .filter(|h| h.done_at.is_some())
+            .count() as u64;
+        self.timeline.samples.push(Sample {
+            t_s,
+            hosts_done: done,
+            host_in_bps: rate(0),
+            rack_in_bps: rate(1),
+            wan_in_bps: rate(2),
+            origin_out_bps: rate(3),
+        });
+        self.bytes.sampled = totals;
+    }
+
+    fn report(self, wall: Instant) -> Report {
+        if self.debug {
+            for (k, n) in &self.kinds {
+                eprintln!("events {n} × {k}");
+            }
+            for (i, h) in self.hosts.iter().enumerate() {
+                eprintln!(
+                    "host {i} {} done {:?} fate {:?} up {} down {}",
+                    h.addr,
+                    h.done_at.map(|t| t as f64 * 1e-9),
+                    h.fate,
+                    h.shared.counters.uploaded.load(Ordering::Relaxed) >> 20,
+                    h.shared.counters.downloaded.load(Ordering::Relaxed) >> 20,
+                );
+            }
+            for (r, n) in &self.closes {
+                eprintln!("close {n} × {r}");
+            }
+        }
+        let s = &self.s;
+        let hosts = &self.hosts[1..];
+        let mut times: Vec<f64> = hosts
+            .iter()
+            .filter_map(|h| h.done_at)
+            .map(|t| t as f64 * 1e-9)
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let all_done = times.len() == hosts.len();
+        let healthy: Vec<&Host> = hosts.iter().filter(|h| h.fate.healthy()).collect();
+        let healthy_done = healthy.iter().all(|h| h.done_at.is_some());
+        let last_healthy = healthy
+            .iter()
+            .filter_map(|h| h.done_at)
+            .max()
+            .map(|t| t as f64 * 1e-9);
+        let pct = |p: f64| -> Option<f64> {
+            if times.is_empty() {
+                return None;
+            }
+            // Nearest rank over all hosts: a host that never finished counts as last.
+            let rank = ((p * hosts.len() as f64).ceil() as usize).clamp(1, hosts.len());
+            times.get(rank - 1).copied()
+        };
+        let link_bytes = |l: crate::net::LinkId| self.bytes.per_link[l.0 as usize];
+        let dc_in_bytes = s
+            .dcs
+            .iter()
+            .enumerate()
+            .map(|(d, dc)| NamedBytes {
+                name: dc.name.clone(),
+                bytes: link_bytes(self.fleet.wan_in(d as u32)),
+            })
+            .collect();
+        let rack_in_bytes: Vec<NamedBytes> = (0..self.fleet.racks() as u32)
+            .map(|r| NamedBytes {
+                name: self.rack_names[r as usize].clone(),
+                bytes: link_bytes(self.fleet.rack_down(r)),
+            })
+            .collect();
+        let max_rack = rack_in_bytes
+            .iter()
+            .max_by_key(|r| r.bytes)
+            .cloned()
+            .unwrap_or_default();
+        let hash_failures = self.hash_failures
+            + self
+                .hosts
+                .iter()
+                .map(|h| u64::from(h.shared.counters.hash_failures.load(Ordering::Relaxed)))
+                .sum::<u64>();
+        Report {
+            seed: s.seed,
+            hosts: hosts.len() as u64,
+            completed: times.len() as u64,
+            dead: hosts.iter().filter(|h| h.fate.dies_at.is_some()).count() as u64,
+            slow: hosts.iter().filter(|h| h.fate.slow).count() as u64,
+            late: hosts.iter().filter(|h| h.fate.starts_at > 0).count() as u64,
+            lower_bound_s: s.lower_bound(),
+            last_host_s: if all_done {
+                times.last().copied()
+            } else {
+                None
+            },
+            last_healthy_host_s: if healthy_done { last_healthy } else { None },
+            p50_host_s: pct(0.50).filter(|_| times.len() * 2 >= hosts.len()),
+            p99_host_s: pct(0.99).filter(|_| times.len() * 100 >= hosts.len() * 99),
+            blob_bytes: s.blob,
+            pieces: s.pieces(),
+            piece_bytes: s.piece_size,
+            block_bytes: s.model.block,
+            origin_sent_bytes: link_bytes(self.fleet.host_up(HostId(0))),
+            dc_in_bytes,
+            rack_in_bytes_max: max_rack.bytes,
+            rack_in_max: max_rack.name,
+            rack_in_bytes,
+            hash_failures,
+            simulated_s: self.now as f64 * 1e-9,
+            wall_s: wall.elapsed().as_secs_f64(),
+            peak_rss_bytes: peak_rss_bytes(),
+            events: self.events,
+            timeline: self.timeline,
+        }
+    }
+}
+
+/// An event's kind, for `RINGSWARM_SIM_DEBUG`'s counts.
+fn kind_of(ev: &Ev) -> &'static str {
+    match ev {
+        Ev::Start(_) => "start",
+        Ev::Die(_) => "die",
+        Ev::Timer(_) => "timer",
+        Ev::Announce(..) => "announce",
+        Ev::Peers(..) => "peers",
+        Ev::Reannounce(_) => "reannounce",
+        Ev::Connected(_) => "connected",
+        Ev::DialFailed { .. } => "dial failed",
+        Ev::Deliver(_, _, m) => match m.first() {
+            Some(Out::Have(_)) => "deliver have",
+            Some(Out::Request(_)) => "deliver request",
+            Some(Out::Cancel(_)) => "deliver cancel",
+            _ => "deliver other",
+        },
+        Ev::Block(..) => "block",
+        Ev::Closed(..) => "closed",
+        Ev::Hashed(..) => "hashed",
+        Ev::Written(..) => "written",
+        Ev::Sample => "sample",
+    }
+}
+
+/// The fate of one host, drawn from the scenario's failure shares.
+fn draw_fate(rng: &mut u64, s: &Scenario, bound_ns: u64) -> Fate {
+    let f = s.failures;
+    let mut fate = Fate::default();
+    if unit(rng) < f.dead {
+        fate.dies_at = Some((unit(rng) * bound_ns as f64) as u64);
+    }
+    if unit(rng) < f.slow {
+        fate.slow = true;
+    }
+    if unit(rng) < f.late {
+        fate.starts_at = ((unit(rng) * 0.5 * bound_ns as f64) as u64).max(1);
+    }
+    fate
+}
+
+/// A uniform draw in [0, 1) (splitmix64).
+fn unit(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
