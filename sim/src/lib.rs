@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod net;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub use ringswarm_proto::units;
