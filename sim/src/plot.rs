@@ -33,8 +33,9 @@ const TITLE_HEIGHT: u32 = 92;
 const LEGEND_WIDTH: u32 = 270;
 const FONT: &str = "sans-serif";
 
-/// Marker lines in the top panel beyond this many are still drawn, but their tags stack.
+/// The marker tags' rows, and a generous width of one of their characters, in pixels.
 const TAG_ROW_PX: i32 = 15;
+const TAG_CHAR_PX: i32 = 8;
 
 /// When the largest class peak is this many times the smallest positive one, the lines of
 /// the small classes would lie flat on the axis: the throughput panel goes logarithmic.
@@ -341,31 +342,10 @@ fn draw_hosts_panel<DB: DrawingBackend>(
         filled: false,
         stroke_width: 3,
     };
-    // Each marker's tag on its own row, in time order, so close markers (p50 at the bound)
-    // stay legible.
-    let mut order: Vec<usize> = (0..figure.markers.len()).collect();
-    order.sort_by(|a, b| figure.markers[*a].t_s.total_cmp(&figure.markers[*b].t_s));
-    for (row, index) in order.into_iter().enumerate() {
-        let marker = &figure.markers[index];
+    for marker in &figure.markers {
         draw_marker_line(&mut chart, marker, y_max, 0.0)?;
-        let near_right = marker.t_s > figure.x_max * 0.88;
-        let (dx, h_pos) = if near_right {
-            (-4, HPos::Right)
-        } else {
-            (4, HPos::Left)
-        };
-        let style = TextStyle::from((FONT, 15).into_font())
-            .color(&marker.style.color)
-            .pos(Pos::new(h_pos, VPos::Top));
-        chart
-            .draw_series(std::iter::once(
-                EmptyElement::at((marker.t_s, y_max))
-                    + Text::new(marker.tag, (dx, 4 + TAG_ROW_PX * row as i32), style),
-            ))
-            .map_err(draw_err)?;
     }
-
-    // The curve last, over the markers.
+    // The curve over the marker lines.
     let mut done: Vec<(f64, f64)> = Vec::with_capacity(figure.samples.len() + 1);
     if figure.samples.first().is_none_or(|s| s.t_s > 0.0) {
         done.push((0.0, 0.0));
@@ -379,6 +359,33 @@ fn draw_hosts_panel<DB: DrawingBackend>(
     if done.len() > 1 {
         chart
             .draw_series(LineSeries::new(done, hosts_style))
+            .map_err(draw_err)?;
+    }
+    // Each marker's tag on its own row, in time order, so close markers (p50 at the bound)
+    // stay legible; on a light backing, over the curve.
+    let mut order: Vec<&Marker> = figure.markers.iter().collect();
+    order.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+    for (row, marker) in order.into_iter().enumerate() {
+        let width = TAG_CHAR_PX * marker.tag.chars().count() as i32 + 4;
+        let top = 4 + TAG_ROW_PX * row as i32;
+        // Right of the line, unless that runs off the chart.
+        let (left, h_pos, text_x) = if marker.t_s > figure.x_max * 0.88 {
+            (-3 - width, HPos::Right, -5)
+        } else {
+            (3, HPos::Left, 5)
+        };
+        let style = TextStyle::from((FONT, 15).into_font())
+            .color(&marker.style.color)
+            .pos(Pos::new(h_pos, VPos::Top));
+        chart
+            .draw_series(std::iter::once(
+                EmptyElement::at((marker.t_s, y_max))
+                    + Rectangle::new(
+                        [(left, top - 1), (left + width, top + TAG_ROW_PX - 2)],
+                        WHITE.mix(0.85).filled(),
+                    )
+                    + Text::new(marker.tag, (text_x, top), style),
+            ))
             .map_err(draw_err)?;
     }
 
