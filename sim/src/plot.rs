@@ -1,6 +1,8 @@
 //! `--plot FILE.svg`: the run's timeline drawn for a person, who prints it to see the tail.
 //! Top panel: hosts done over time with the lower bound, 1.25 × and 1.35 × of it and the
-//! p50/p99/last host times as vertical markers. Bottom panel: throughput per link class.
+//! p50/p99/last host times as vertical markers, and from 100 hosts on the hosts not done on
+//! a log axis at the right, where the last few stragglers show. Bottom panel: throughput per
+//! link class, in Gbit/s.
 //!
 //! SVG only, and no font feature in `plotters`: the SVG backend writes `<text>` elements and
 //! the viewer chooses the font, so no font library or font file is needed to build or run.
@@ -36,6 +38,15 @@ const FONT: &str = "sans-serif";
 /// The marker tags' rows, and a generous width of one of their characters, in pixels.
 const TAG_ROW_PX: i32 = 15;
 const TAG_CHAR_PX: i32 = 8;
+
+/// Room for the top panel's right axis; the bottom panel keeps the same, so that the two
+/// time axes line up.
+const RIGHT_AXIS_PX: u32 = 84;
+/// The bottom of the hosts-not-done log axis, where 0 is drawn.
+const NOT_DONE_FLOOR: f64 = 0.5;
+/// Under this many hosts each host is a visible step of the hosts-done curve, and the
+/// hosts-not-done axis is left out.
+const NOT_DONE_MIN_HOSTS: u64 = 100;
 
 /// When the largest class peak is this many times the smallest positive one, the lines of
 /// the small classes would lie flat on the axis: the throughput panel goes logarithmic.
@@ -313,6 +324,9 @@ fn draw_hosts_panel<DB: DrawingBackend>(
 ) -> Result<(), PlotError> {
     let (chart_area, legend_area) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
     let y_max = report.hosts.max(1) as f64;
+    // Hosts not done, on a log axis at the right: the tail's last few hosts, invisible
+    // at the scale of thousands, stand out there.
+    let not_done_top = (y_max * 1.5).max(10.0);
     let mut chart = ChartBuilder::on(&chart_area)
         .margin_left(10)
         .margin_right(20)
@@ -320,8 +334,13 @@ fn draw_hosts_panel<DB: DrawingBackend>(
         .margin_bottom(6)
         .x_label_area_size(44)
         .y_label_area_size(76)
+        .right_y_label_area_size(RIGHT_AXIS_PX)
         .build_cartesian_2d(0.0..figure.x_max, 0.0..y_max)
-        .map_err(draw_err)?;
+        .map_err(draw_err)?
+        .set_secondary_coord(
+            0.0..figure.x_max,
+            (NOT_DONE_FLOOR..not_done_top).log_scale(),
+        );
     chart
         .configure_mesh()
         .x_desc("virtual time (s)")
@@ -344,6 +363,33 @@ fn draw_hosts_panel<DB: DrawingBackend>(
     };
     for marker in &figure.markers {
         draw_marker_line(&mut chart, marker, y_max, 0.0)?;
+    }
+    let not_done_style = ShapeStyle {
+        color: RGBColor(110, 110, 110).to_rgba(),
+        filled: false,
+        stroke_width: 2,
+    };
+    let show_not_done = report.hosts >= NOT_DONE_MIN_HOSTS && !figure.samples.is_empty();
+    if show_not_done {
+        chart
+            .configure_secondary_axes()
+            .y_desc("hosts not done (log; 0 at the bottom)")
+            .y_label_formatter(&|v| eng(*v))
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 17))
+            .draw()
+            .map_err(draw_err)?;
+        let at_start = (figure.samples[0].t_s > 0.0).then_some((0.0, 0));
+        let not_done = at_start
+            .into_iter()
+            .chain(figure.samples.iter().map(|s| (s.t_s, s.hosts_done)))
+            .map(|(t, done)| {
+                let left = report.hosts.saturating_sub(done) as f64;
+                (t, left.max(NOT_DONE_FLOOR))
+            });
+        chart
+            .draw_secondary_series(DashedLineSeries::new(not_done, 6, 3, not_done_style))
+            .map_err(draw_err)?;
     }
     // The curve over the marker lines.
     let mut done: Vec<(f64, f64)> = Vec::with_capacity(figure.samples.len() + 1);
@@ -393,6 +439,12 @@ fn draw_hosts_panel<DB: DrawingBackend>(
         label: format!("hosts done (of {})", eng(report.hosts as f64)),
         style: Some((hosts_style, None)),
     }];
+    if show_not_done {
+        entries.push(LegendEntry {
+            label: "hosts not done (right axis)".to_string(),
+            style: Some((not_done_style, Some((6, 3)))),
+        });
+    }
     entries.extend(figure.markers.iter().map(|m| LegendEntry {
         label: m.legend.clone(),
         style: Some((m.style, m.dash)),
@@ -401,8 +453,8 @@ fn draw_hosts_panel<DB: DrawingBackend>(
         entries.push(LegendEntry {
             label: format!(
                 "last host: never ({} of {} done)",
-                eng(report.completed as f64),
-                eng(report.hosts as f64)
+                grouped(report.completed),
+                grouped(report.hosts)
             ),
             style: None,
         });
@@ -497,7 +549,7 @@ fn draw_rates_panel<DB: DrawingBackend>(
     let mut builder = ChartBuilder::on(&chart_area);
     builder
         .margin_left(10)
-        .margin_right(20)
+        .margin_right(20 + RIGHT_AXIS_PX)
         .margin_top(12)
         .margin_bottom(10)
         .x_label_area_size(44)
@@ -882,6 +934,8 @@ mod tests {
             "p99 host 37.50 s (1.090 ×)",
             "last host 41.97 s (1.220 ×)",
             "virtual time (s)",
+            "hosts not done (right axis)",
+            "hosts not done (log; 0 at the bottom)",
         ] {
             assert!(
                 has_text(&svg, wanted),
@@ -914,6 +968,16 @@ mod tests {
         assert!(has_text(&svg, "no timeline samples in this report"));
         assert!(!has_text(&svg, "p50 host"));
         assert!(has_text(&svg, "1.35 × bound"));
+        assert!(!has_text(&svg, "hosts not done"));
+    }
+
+    #[test]
+    fn few_hosts_have_no_not_done_axis() {
+        let svg = render_svg(&synthetic(12, 1, 60)).unwrap();
+        assert!(has_text(&svg, "hosts done (of 12)"));
+        assert!(!has_text(&svg, "hosts not done"));
+        let svg = render_svg(&synthetic(NOT_DONE_MIN_HOSTS, 1, 60)).unwrap();
+        assert!(has_text(&svg, "hosts not done (right axis)"));
     }
 
     #[test]
