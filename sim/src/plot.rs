@@ -989,6 +989,23 @@ mod tests {
     }
 
     #[test]
+    fn numbers_that_are_not_finite_are_left_out() {
+        let mut report = synthetic(500, 2, 50);
+        report.lower_bound_s = f64::NAN;
+        report.p50_host_s = Some(f64::INFINITY);
+        report.timeline.interval_s = f64::NAN;
+        report.timeline.samples[3].t_s = f64::NAN;
+        report.timeline.samples[4].host_in_bps = f64::INFINITY;
+        report.timeline.samples[5].wan_in_bps = -1.0;
+        let svg = render_svg(&report).unwrap();
+        assert_well_formed_svg(&svg);
+        assert!(!has_text(&svg, "× bound") && !has_text(&svg, "lower bound"));
+        assert!(!has_text(&svg, "p50 host"));
+        assert!(has_text(&svg, "p99 host"));
+        assert!(!svg.contains("NaN\""), "a NaN coordinate");
+    }
+
+    #[test]
     fn one_sample_draws() {
         let mut report = synthetic(100, 2, 1);
         report.timeline.samples[0].hosts_done = 100;
