@@ -164,7 +164,9 @@ fn coarsen(samples: &[Sample], first_start_s: f64, max: usize) -> Vec<Sample> {
             span += dt;
             from = sample.t_s;
         }
-        let last = chunk.last().expect("chunks are never empty");
+        let Some(last) = chunk.last() else {
+            continue;
+        };
         let mean = |sum: f64| {
             if span > 0.0 {
                 sum / span
