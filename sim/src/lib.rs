@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod net;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod world;
