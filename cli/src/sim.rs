@@ -43,7 +43,7 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
     let report =
         ringswarm_sim::run(&scenario).with_context(|| format!("{}", args.scenario.display()))?;
     if let Some(path) = &args.plot {
-        anyhow::bail!("--plot {}: not built yet", path.display());
+        ringswarm_sim::plot::draw_svg(&report, path)?;
     }
     if ctx.out.json {
         ctx.out
