@@ -74,6 +74,11 @@ pub struct Model {
     pub disk_rate: u64,
     /// Upload slots per host (`ringswarm get`'s default: 64).
     pub upload_slots: u32,
+    /// The share of a link's bytes that is payload: TCP over Ethernet with a 1500-byte
+    /// MTU carries 1448 payload bytes (TCP timestamps on) in a 1514-byte frame (what
+    /// `tc` and the veth counters count), 0.956. Links carry payload at this share of
+    /// their rate.
+    pub payload_share: f64,
     /// Peers a host asks the tracker for (the tracker's default answer: 50).
     pub numwant: u32,
     /// Virtual seconds after which the run stops, finished or not (`"auto"`: 10 × the
@@ -93,6 +98,7 @@ impl Default for Model {
             hash_rate: 1_900_000_000,
             disk_rate: 4_000_000_000,
             upload_slots: 64,
+            payload_share: 1448.0 / 1514.0,
             numwant: 50,
             max_time_ns: None,
             sample_ns: None,
@@ -210,6 +216,7 @@ struct RawModel {
     #[serde(default, deserialize_with = "opt_rate")]
     disk_rate: Option<u64>,
     upload_slots: Option<u32>,
+    payload_share: Option<f64>,
     numwant: Option<u32>,
     #[serde(default)]
     max_time: RawAuto<DurationValue>,
@@ -459,6 +466,12 @@ impl Scenario {
         if upload_slots == 0 {
             return invalid("model.upload_slots must be at least 1".into());
         }
+        let payload_share = raw.payload_share.unwrap_or(d.payload_share);
+        if !(payload_share > 0.0 && payload_share <= 1.0) {
+            return invalid(format!(
+                "model.payload_share = {payload_share} is not a share in (0, 1]"
+            ));
+        }
         let numwant = raw.numwant.unwrap_or(d.numwant);
         if numwant == 0 {
             return invalid("model.numwant must be at least 1".into());
@@ -470,6 +483,7 @@ impl Scenario {
             hash_rate: raw.hash_rate.unwrap_or(d.hash_rate),
             disk_rate: raw.disk_rate.unwrap_or(d.disk_rate),
             upload_slots,
+            payload_share,
             numwant,
             max_time_ns: raw.max_time.0,
             sample_ns: raw.sample.0,

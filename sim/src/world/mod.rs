@@ -50,7 +50,7 @@ use ringswarm_proto::wire::Handshake;
 use ringswarm_swarm::locality::{Locator, NamedPlace};
 use ringswarm_swarm::{Action, BlockRef, Out, PeerInfo, PeerKey};
 
-use crate::net::{Fleet, HostId, LinkKind};
+use crate::net::{Fleet, HostId};
 use crate::report::{NamedBytes, Report, Sample, Timeline};
 use crate::scenario::Scenario;
 use conn::{Conn, ConnId, Dir, End, Side};
@@ -107,7 +107,11 @@ enum Ev {
 #[derive(Default)]
 struct Bytes {
     per_link: Vec<u64>,
-    sampled: [u64; 4],
+    /// Bytes moved into hosts, into racks, into dcs and out of the origin, counted as they
+    /// flow (step by step) for the timeline; the per-link counts above are counted when a
+    /// block is through, exactly.
+    flowing: [f64; 4],
+    sampled: [f64; 4],
 }
 
 pub struct World {
@@ -145,7 +149,12 @@ pub struct World {
 
 impl World {
     pub fn new(s: &Scenario) -> Result<World, WorldError> {
-        let fleet = Fleet::new(s);
+        let mut fleet = Fleet::new(s);
+        for l in 0..fleet.net.links() as u32 {
+            let l = crate::net::LinkId(l);
+            let payload = fleet.net.capacity(l) * s.model.payload_share;
+            fleet.net.set_capacity(l, payload);
+        }
         if fleet.racks() > MAX_RACKS {
             return Err(WorldError::Shape(format!(
                 "{} racks: the simulator addresses at most {MAX_RACKS}",
@@ -231,7 +240,8 @@ impl World {
             peers_buf: Vec::new(),
             bytes: Bytes {
                 per_link: vec![0; links],
-                sampled: [0; 4],
+                flowing: [0.0; 4],
+                sampled: [0.0; 4],
             },
             timeline: Timeline::default(),
             unfinished: 0,
@@ -248,7 +258,9 @@ impl World {
                 w.push(t, Ev::Die(h));
             }
             if fate.slow {
-                let rate = w.s.dcs[w.fleet.dc(HostId(h)) as usize].host_rate as f64 / 4.0;
+                let rate = w.s.dcs[w.fleet.dc(HostId(h)) as usize].host_rate as f64
+                    * w.s.model.payload_share
+                    / 4.0;
                 w.fleet.set_host_rate(HostId(h), rate);
             }
             if h != 0 && fate.dies_at.is_none() {
@@ -947,6 +959,19 @@ impl World {
                 }
             }
             dir.last_sent = t + (used * 1e9) as u64;
+            let moved = rate * used;
+            let f = &mut self.bytes.flowing;
+            f[0] += moved;
+            let (ha, hb) = (HostId(from), HostId(to));
+            if self.fleet.rack(ha) != self.fleet.rack(hb) {
+                f[1] += moved;
+            }
+            if self.fleet.dc(ha) != self.fleet.dc(hb) {
+                f[2] += moved;
+            }
+            if from == 0 {
+                f[3] += moved;
+            }
             if rate >= 0.95 * cap {
                 let grown = tcp::grow(dir.cwnd, (used * 1e9) as u64, rtt, max_window);
                 dir.cwnd = grown;
@@ -974,23 +999,8 @@ impl World {
 
     // ---- the report ------------------------------------------------------------------
 
-    /// Bytes so far into hosts, into racks, into dcs, and out of the origin.
-    fn class_totals(&self) -> [u64; 4] {
-        let mut t = [0u64; 4];
-        for (i, &b) in self.bytes.per_link.iter().enumerate() {
-            match self.fleet.kind(crate::net::LinkId(i as u32)) {
-                LinkKind::HostDown(h) if h.0 != 0 => t[0] += b,
-                LinkKind::RackDown(_) => t[1] += b,
-                LinkKind::WanIn(_) => t[2] += b,
-                LinkKind::HostUp(h) if h.0 == 0 => t[3] += b,
-                _ => {}
-            }
-        }
-        t
-    }
-
     fn take_sample(&mut self) {
-        let totals = self.class_totals();
+        let totals = self.bytes.flowing;
         let dt = self.timeline.interval_s.max(1e-9);
         let t_s = self.now as f64 * 1e-9;
         if self.timeline.samples.last().is_some_and(|s| s.t_s >= t_s) {
@@ -1002,7 +1012,7 @@ impl World {
         } else {
             (t_s - since).max(1e-9)
         };
-        let rate = |i: usize| (totals[i] - self.bytes.sampled[i]) as f64 / dt;
+        let rate = |i: usize| (totals[i] - self.bytes.sampled[i]).max(0.0) / dt;
         let done = self.hosts[1..]
             .iter()
             .filter(|h| h.done_at.is_some())
