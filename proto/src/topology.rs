@@ -686,6 +686,21 @@ impl Topology {
         self.dc_names.get(usize::from(id)).map(String::as_str)
     }
 
+    /// The names of the racks of dc `dc`, sorted (each once): the order in which a dc's
+    /// racks split the pieces they fetch from other dcs.
+    pub fn racks_in_dc(&self, dc: &str) -> Vec<&str> {
+        let mut racks: Vec<&str> = self
+            .racks
+            .iter()
+            .skip(1)
+            .filter(|(d, _)| self.dc_name(*d) == Some(dc))
+            .map(|(_, name)| name.as_str())
+            .collect();
+        racks.sort_unstable();
+        racks.dedup();
+        racks
+    }
+
     /// The (dc name, rack name) of a rack id (`None` for 0 or an unknown id).
     pub fn rack_name(&self, id: u16) -> Option<(&str, &str)> {
         if id == 0 {
@@ -699,6 +714,18 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn racks_of_a_dc_sorted_by_name() {
+        let text = "[[subnet]]\ncidr = \"10.0.2.0/24\"\ndc = \"d\"\nrack = \"r2\"\n\n\
+                    [[subnet]]\ncidr = \"10.0.1.0/24\"\ndc = \"d\"\nrack = \"r1\"\n\n\
+                    [[subnet]]\ncidr = \"10.0.3.0/24\"\ndc = \"d\"\nrack = \"r1\"\n\n\
+                    [[subnet]]\ncidr = \"10.1.1.0/24\"\ndc = \"e\"\nrack = \"r1\"\n";
+        let t = Topology::from_toml_str(text, "t").unwrap();
+        assert_eq!(t.racks_in_dc("d"), ["r1", "r2"]);
+        assert_eq!(t.racks_in_dc("e"), ["r1"]);
+        assert!(t.racks_in_dc("x").is_empty());
+    }
 
     #[test]
     fn a_topology_read_again_keeps_the_ids_places_were_given() {

@@ -13,6 +13,8 @@ use std::net::IpAddr;
 
 use ringswarm_proto::topology::Topology;
 
+use crate::picker::Share;
+
 /// A place by name. `None` is unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamedPlace {
@@ -62,6 +64,29 @@ impl Locator {
             dc: topo.dc_name(p.dc).map(str::to_owned),
             rack: topo.rack_name(p.rack).map(|(_, rack)| rack.to_owned()),
         })
+    }
+
+    /// Our rack's share of the pieces our dc fetches from other dcs
+    /// ([`crate::Shared::set_dc_share`]): our rack's rank among the racks the topology
+    /// lists in our dc, but for `idle` (racks known to hold no downloading host, such as a
+    /// build host's: a piece of their share would wait for the grace to pass). Without a
+    /// topology, or a place in it, every rack may fetch any piece ([`Share::ALL`]).
+    pub fn dc_share(&self, ours: &NamedPlace, idle: &[&str]) -> Share {
+        let (Some(topo), Some(dc), Some(rack)) = (&self.topology, &ours.dc, &ours.rack) else {
+            return Share::ALL;
+        };
+        let racks: Vec<&str> = topo
+            .racks_in_dc(dc)
+            .into_iter()
+            .filter(|r| !idle.contains(r) || *r == rack.as_str())
+            .collect();
+        match racks.iter().position(|r| r == rack) {
+            Some(rank) => Share {
+                rank: rank as u32,
+                members: racks.len() as u32,
+            },
+            None => Share::ALL,
+        }
     }
 
     /// Our place on a connection whose local address is `local`.
@@ -126,6 +151,42 @@ mod tests {
             dc: dc.map(Into::into),
             rack: rack.map(Into::into),
         }
+    }
+
+    #[test]
+    fn the_racks_of_a_dc_split_its_wan_pieces_by_name() {
+        let text = "[[subnet]]\ncidr = \"10.0.3.0/24\"\ndc = \"east\"\nrack = \"r3\"\n\
+                    [[subnet]]\ncidr = \"10.0.1.0/24\"\ndc = \"east\"\nrack = \"r1\"\n\
+                    [[subnet]]\ncidr = \"10.0.9.0/24\"\ndc = \"east\"\nrack = \"build\"\n\
+                    [[subnet]]\ncidr = \"10.1.1.0/24\"\ndc = \"west\"\nrack = \"r1\"\n";
+        let topo = Topology::from_toml_str(text, "t").unwrap();
+        let l = Locator::new(Some(topo), NamedPlace::default());
+        let share = |dc, rack, idle: &[&str]| l.dc_share(&place(Some(dc), Some(rack)), idle);
+        assert_eq!(
+            share("east", "r1", &[]),
+            Share {
+                rank: 1,
+                members: 3
+            }
+        );
+        assert_eq!(
+            share("east", "r3", &["build"]),
+            Share {
+                rank: 1,
+                members: 2
+            }
+        );
+        assert_eq!(share("west", "r1", &[]), Share::ALL);
+        assert_eq!(
+            share("east", "r9", &[]),
+            Share::ALL,
+            "a rack the file lacks"
+        );
+        let blind = Locator::default();
+        assert_eq!(
+            blind.dc_share(&place(Some("east"), Some("r1")), &[]),
+            Share::ALL
+        );
     }
 
     #[test]

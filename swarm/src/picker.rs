@@ -46,9 +46,34 @@ pub struct RemoteRule<'a> {
     /// so the rack would wait on one slow host.
     pub seen_outside: &'a [AtomicU64],
     pub overdue_since: u64,
+    /// Set for a peer in another datacenter.
+    pub other_dc: Option<OtherDc<'a>>,
+}
+
+/// What a peer in another datacenter may be asked for: only pieces no peer of our dc has
+/// (those come from inside the dc), and first those of our rack's [`Share`] of the dc
+/// (`dc_share`: the dc's racks split the pieces that cross the WAN, as a rack's hosts split
+/// those that cross its uplink), split again among our rack's hosts. So each piece enters
+/// the dc about once, then each rack once, then spreads in the rack.
+pub struct OtherDc<'a> {
+    /// How many peers of our dc (our rack's included) have each piece.
+    pub dc_availability: &'a [AtomicU32],
+    pub dc_share: Share,
 }
 
 impl RemoteRule<'_> {
+    /// Whether `piece` is ours to fetch from this peer before the rest: in our share of
+    /// the rack's pieces or, from another dc, in our share of our rack's share of the dc's.
+    fn in_share(&self, piece: u32) -> bool {
+        match &self.other_dc {
+            None => self.share.contains(piece),
+            Some(dc) => {
+                dc.dc_share.contains(piece)
+                    && self.share.contains(piece / dc.dc_share.members.max(1))
+            }
+        }
+    }
+
     fn beyond_share_allowed(&self, piece: u32) -> bool {
         self.beyond_share
             || self
@@ -123,10 +148,15 @@ pub fn pick_and_claim(input: &PickInput<'_>) -> Option<u32> {
                     let outside = match &input.remote {
                         None => false,
                         Some(rule) => {
-                            if load(rule.rack_availability, i) > 0 {
+                            if load(rule.rack_availability, i) > 0
+                                || rule
+                                    .other_dc
+                                    .as_ref()
+                                    .is_some_and(|d| load(d.dc_availability, i) > 0)
+                            {
                                 continue;
                             }
-                            let outside = !rule.share.contains(i);
+                            let outside = !rule.in_share(i);
                             if outside && !rule.beyond_share_allowed(i) {
                                 continue;
                             }
@@ -283,6 +313,7 @@ mod tests {
                 beyond_share,
                 seen_outside: &seen,
                 overdue_since,
+                other_dc: None,
             }),
         };
         assert_eq!(pick_and_claim(&remote(false, 0)), Some(1));
@@ -345,5 +376,58 @@ mod tests {
         };
         assert_eq!(pick_and_claim(&input), None);
         assert_eq!(pick_endgame(&none, &verified, &claimed, 5, |_| false), None);
+    }
+
+    #[test]
+    fn a_peer_in_another_dc_serves_only_what_our_dc_lacks_in_our_racks_share() {
+        // 24 pieces; our dc has 2 racks (we are rank 1), our rack 2 hosts (we are rank 0).
+        // Our rack's dc share: odd pieces; ours among them: i / 2 even, so 1, 5, 9, ...
+        let has = Bitfield::full(24);
+        let verified = AtomicBitfield::new(24);
+        let claimed = AtomicBitfield::new(24);
+        let global = avail(&[1; 24]);
+        let rack = avail(&[0; 24]);
+        let mut in_dc = vec![0; 24];
+        in_dc[5] = 1; // another rack of our dc has piece 5: fetched inside the dc
+        let dc = avail(&in_dc);
+        let seen: Vec<AtomicU64> = (0..24).map(|_| AtomicU64::new(0)).collect();
+        let input = |beyond_share| PickInput {
+            peer_has: &has,
+            verified: &verified,
+            claimed: &claimed,
+            availability: &global,
+            start: 0,
+            refused: None,
+            in_progress: None,
+            remote: Some(RemoteRule {
+                rack_availability: &rack,
+                share: Share {
+                    rank: 0,
+                    members: 2,
+                },
+                beyond_share,
+                seen_outside: &seen,
+                overdue_since: 0,
+                other_dc: Some(OtherDc {
+                    dc_availability: &dc,
+                    dc_share: Share {
+                        rank: 1,
+                        members: 2,
+                    },
+                }),
+            }),
+        };
+        let mut got = Vec::new();
+        while let Some(p) = pick_and_claim(&input(false)) {
+            got.push(p);
+        }
+        assert_eq!(got, [1, 9, 13, 17, 21]);
+        // Starved or at the tail: the rest, still never what our dc has.
+        let mut rest = Vec::new();
+        while let Some(p) = pick_and_claim(&input(true)) {
+            rest.push(p);
+        }
+        assert_eq!(rest.len(), 24 - 5 - 1);
+        assert!(!rest.contains(&5));
     }
 }

@@ -81,11 +81,17 @@ pub struct Shared {
     pub availability: Box<[AtomicU32]>,
     /// Like `availability`, counting only peers of our rack.
     pub rack_availability: Box<[AtomicU32]>,
+    /// Like `availability`, counting only peers of our datacenter (our rack's included).
+    pub dc_availability: Box<[AtomicU32]>,
     /// Per piece, when a peer outside our rack first announced it: ms since the epoch + 1,
     /// 0 = not yet (see [`crate::picker::RemoteRule::seen_outside`]).
     pub seen_outside: Box<[AtomicU64]>,
     /// Our [`Share`] of the pieces fetched from outside the rack: `members << 32 | rank`.
     rack_share: AtomicU64,
+    /// Our rack's [`Share`] of the pieces fetched from other datacenters, as
+    /// `racks << 32 | rank`: the racks of our dc split them, each piece fetched by one
+    /// rack and passed on inside the dc (see [`Shared::set_dc_share`]).
+    dc_share: AtomicU64,
     /// When a block last came from a rack peer, ms since the epoch.
     last_rack_block_ms: AtomicU64,
     pub counters: Counters,
@@ -116,8 +122,10 @@ impl Shared {
             claimed: AtomicBitfield::new(n),
             availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
             rack_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            dc_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
             seen_outside: (0..n).map(|_| AtomicU64::new(0)).collect(),
             rack_share: AtomicU64::new(1 << 32),
+            dc_share: AtomicU64::new(1 << 32),
             last_rack_block_ms: AtomicU64::new(0),
             counters: Counters::default(),
             initial_seed: AtomicBool::new(false),
@@ -238,6 +246,26 @@ impl Shared {
             rank: v as u32,
             members: ((v >> 32) as u32).max(1),
         }
+    }
+
+    /// Our rack's share of the pieces fetched from other datacenters ([`Share::ALL`] until
+    /// set: every rack may fetch any).
+    pub fn dc_share(&self) -> Share {
+        let v = self.dc_share.load(Ordering::Relaxed);
+        Share {
+            rank: v as u32,
+            members: ((v >> 32) as u32).max(1),
+        }
+    }
+
+    /// Sets our rack's share of the remote-dc pieces: our rack's rank among the racks of
+    /// our dc, as the topology names them (the driver knows the topology; every host of
+    /// the dc computes the same split from the same file).
+    pub fn set_dc_share(&self, share: Share) {
+        let members = u64::from(share.members.max(1));
+        let rank = u64::from(share.rank.min(share.members.saturating_sub(1)));
+        self.dc_share
+            .store((members << 32) | rank, Ordering::Relaxed);
     }
 
     /// Adds or removes a rack peer and recomputes our share: our rank among the rack's

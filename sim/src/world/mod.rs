@@ -210,7 +210,10 @@ impl World {
                 draw_fate(&mut rng, s, bound_ns)
             };
             let place = locator.our_place(Some(IpAddr::V4(ip)));
+            // The origin's own rack holds no downloading host: not in the split.
+            let dc_share = locator.dc_share(&place, &["origin"]);
             let host = Host::new(h, ip, place, &meta, s, epoch, h == 0, fate);
+            host.shared.set_dc_share(dc_share);
             by_ip.insert(host.addr.ip(), h);
             hosts.push(host);
         }

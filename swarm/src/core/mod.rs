@@ -408,14 +408,8 @@ impl Swarm {
             }
         }
         if peer.counted {
-            let rack = peer.locality == Locality::Rack;
             for i in peer.have.ones() {
-                if let Some(a) = shared.availability.get(i as usize) {
-                    a.fetch_sub(1, Ordering::Relaxed);
-                }
-                if let Some(a) = shared.rack_availability.get(i as usize).filter(|_| rack) {
-                    a.fetch_sub(1, Ordering::Relaxed);
-                }
+                count_piece(&shared, peer.locality, peer.seed_at_open, i, false);
             }
         }
         shared.release_grants(&peer.granted);
@@ -543,6 +537,7 @@ impl Swarm {
                     Bitfield::from_bytes(bits, n).map_err(|e| format!("bad bitfield: {e}"))?;
                 peer.got_bitfield = true;
                 peer.opened_complete = field.is_complete();
+                peer.seed_at_open = field.is_complete() && !peer.counted;
                 self.set_peer_pieces(now, key, field, bufs);
             }
             Message::HaveAll => {
@@ -551,6 +546,7 @@ impl Swarm {
                 }
                 peer.got_bitfield = true;
                 peer.opened_complete = true;
+                peer.seed_at_open = !peer.counted;
                 self.set_peer_pieces(now, key, Bitfield::full(n), bufs);
             }
             Message::HaveNone => {
@@ -667,17 +663,13 @@ impl Swarm {
         if was == now {
             return;
         }
-        let into_rack = now == Locality::Rack;
-        if peer.counted && (was == Locality::Rack || into_rack) {
+        if peer.counted {
             for i in peer.have.ones() {
-                let a = &shared.rack_availability[i as usize];
-                if into_rack {
-                    a.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    a.fetch_sub(1, Ordering::Relaxed);
-                }
+                count_piece(&shared, was, peer.seed_at_open, i, false);
+                count_piece(&shared, now, peer.seed_at_open, i, true);
             }
         }
+        let into_rack = now == Locality::Rack;
         if was == Locality::Rack || into_rack {
             shared.set_rack_peer(peer.id, into_rack, our_id);
         }
@@ -695,20 +687,14 @@ impl Swarm {
         let Some(peer) = self.peer_mut(key) else {
             return;
         };
-        let rack = peer.locality == Locality::Rack;
+        let (locality, seed) = (peer.locality, peer.seed_at_open);
         if peer.counted {
             for i in peer.have.ones() {
-                shared.availability[i as usize].fetch_sub(1, Ordering::Relaxed);
-                if rack {
-                    shared.rack_availability[i as usize].fetch_sub(1, Ordering::Relaxed);
-                }
+                count_piece(&shared, locality, seed, i, false);
             }
         }
         for i in field.ones() {
-            shared.availability[i as usize].fetch_add(1, Ordering::Relaxed);
-            if rack {
-                shared.rack_availability[i as usize].fetch_add(1, Ordering::Relaxed);
-            }
+            count_piece(&shared, locality, seed, i, true);
             // Not `seen_outside`: that clock starts when a piece newly appears outside the
             // rack (a HAVE). A seed's whole bitfield would make every piece overdue after
             // the grace, and each host fetch any of them across the uplink (perf/fleet:
@@ -816,12 +802,34 @@ fn add_piece(shared: &Shared, peer: &mut Peer, piece: u32) -> bool {
     }
     peer.have.set(piece);
     peer.counted = true;
-    shared.availability[piece as usize].fetch_add(1, Ordering::Relaxed);
-    if peer.locality == Locality::Rack {
-        shared.rack_availability[piece as usize].fetch_add(1, Ordering::Relaxed);
-    }
+    count_piece(shared, peer.locality, peer.seed_at_open, piece, true);
     shared.note_delivered(piece);
     true
+}
+
+/// Counts a peer at `locality` holding `piece` in (`add`) or out of the availabilities:
+/// the torrent's, our dc's and our rack's.
+///
+/// A seed from the start (the origin) does not count in our dc's: its upload is the
+/// scarcest in the fleet, so a piece that another dc already holds may come over the WAN
+/// rather than from it again; each piece still crosses the WAN about once, one way or the
+/// other. (Counting it held the origin's dc to the origin alone: in a 2-dc simulation of
+/// the emulated fleet the origin sent 2.9 × the blob and its dc's hosts took 3 × the
+/// bound.)
+fn count_piece(shared: &Shared, locality: Locality, seed: bool, piece: u32, add: bool) {
+    let i = piece as usize;
+    let counts = [
+        Some(&shared.availability),
+        (locality <= Locality::Dc && !seed).then_some(&shared.dc_availability),
+        (locality == Locality::Rack).then_some(&shared.rack_availability),
+    ];
+    for a in counts.into_iter().flatten().filter_map(|c| c.get(i)) {
+        if add {
+            a.fetch_add(1, Ordering::Relaxed);
+        } else {
+            a.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Whether a peer counts as a receiver of ours (`send --receivers`, `peers_completed`): it

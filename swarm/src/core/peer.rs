@@ -69,6 +69,9 @@ pub(crate) struct Peer {
     pub got_bitfield: bool,
     /// It said it held every piece in that first message: a seed, never a receiver.
     pub opened_complete: bool,
+    /// Its first BITFIELD (or HAVE ALL) held every piece: a seed from the start (set once;
+    /// see `count_piece` for what it changes).
+    pub seed_at_open: bool,
     /// Payload bytes we sent it.
     pub uploaded_to: u64,
     /// The last refill found no piece or no buffer: skip refills until the tick.
@@ -135,6 +138,7 @@ impl Peer {
             uploads: VecDeque::new(),
             got_bitfield: false,
             opened_complete: false,
+            seed_at_open: false,
             uploaded_to: 0,
             refill_blocked: false,
             max_requests: MAX_REQUEST_DEPTH,

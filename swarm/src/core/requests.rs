@@ -337,11 +337,12 @@ impl Swarm {
         let shared = &self.shared;
         let missing = shared.missing();
         let rack = peer.locality == Locality::Rack;
-        // The last eighth, from a remote seed (the origin): it has sent every piece once
+        // The last eighth, from a seed of our dc (the origin): it has sent every piece once
         // and its uplink would idle while rack peers hand the newest pieces on one upload
         // at a time. It may be asked for what rack peers have too, rarest over the swarm
         // first: a few pieces cross the rack uplink twice.
         let seed_tail = !rack
+            && (peer.locality == Locality::Dc || peer.our_place.is_none())
             && peer.have.is_complete()
             && missing.saturating_mul(SEED_TAIL_FRACTION) <= shared.piece_count();
         let input = PickInput {
@@ -363,6 +364,12 @@ impl Swarm {
                 beyond_share: missing <= TAIL_PIECES || shared.rack_quiet_for(RACK_QUIET, now),
                 seen_outside: &shared.seen_outside,
                 overdue_since: shared.overdue_since(SHARE_GRACE, now),
+                other_dc: (peer.locality == Locality::Remote && peer.our_place.is_some()).then(
+                    || picker::OtherDc {
+                        dc_availability: &shared.dc_availability,
+                        dc_share: shared.dc_share(),
+                    },
+                ),
             }),
         };
         picker::pick_and_claim(&input)

@@ -874,12 +874,12 @@ fn a_quiet_rack_lets_a_remote_peer_fetch_beyond_our_share() {
 #[test]
 fn a_remote_seed_serves_the_last_eighth_even_what_the_rack_has() {
     let n = 16;
-    let setup = |complete: bool| {
+    let setup = |complete: bool, dc: &str| {
         let mut t = T::new(n);
         t.verify(0..n - 2);
         let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
         t.msg(t.t0, r, Message::HaveAll).unwrap();
-        let x = t.connect_as(1, placed(1, place("west", "r1")), true, t.t0);
+        let x = t.connect_as(1, placed(1, place(dc, "r2")), true, t.t0);
         let mut bits = Bitfield::full(n);
         if !complete {
             bits.clear(0);
@@ -896,11 +896,48 @@ fn a_remote_seed_serves_the_last_eighth_even_what_the_rack_has() {
         t.msg(t.t0, x, Message::Unchoke).unwrap();
         requests(&t.acts(), x)
     };
-    assert!(!setup(true).is_empty(), "a remote seed in the tail");
     assert!(
-        setup(false).is_empty(),
-        "a remote non-seed: only what the rack lacks"
+        !setup(true, "east").is_empty(),
+        "a seed of our dc, in another rack, in the tail"
     );
+    assert!(
+        setup(false, "east").is_empty(),
+        "a non-seed of another rack: only what the rack lacks"
+    );
+    assert!(
+        setup(true, "west").is_empty(),
+        "a seed in another dc: never what our dc has (each piece crosses the WAN once)"
+    );
+}
+
+#[test]
+fn the_dc_availability_counts_our_dc_but_not_a_seed_from_the_start() {
+    let mut t = T::new(4);
+    let mate = t.connect_as(1, placed(1, place("east", "r1")), true, t.t0);
+    let other_rack = t.connect_as(2, placed(2, place("east", "r2")), true, t.t0);
+    let other_dc = t.connect_as(3, placed(3, place("west", "r1")), true, t.t0);
+    let origin = t.connect_as(4, placed(4, place("east", "build")), true, t.t0);
+    for k in [mate, other_rack, other_dc] {
+        t.msg(t.t0, k, Message::Have { index: 1 }).unwrap();
+    }
+    t.msg(t.t0, origin, Message::HaveAll).unwrap();
+    let count = |a: &[std::sync::atomic::AtomicU32], i: usize| a[i].load(Ordering::Relaxed);
+    assert_eq!(count(&t.shared.availability, 1), 4);
+    assert_eq!(
+        count(&t.shared.dc_availability, 1),
+        2,
+        "rack mate and other rack"
+    );
+    assert_eq!(count(&t.shared.rack_availability, 1), 1);
+    assert_eq!(
+        count(&t.shared.dc_availability, 0),
+        0,
+        "the origin is not counted"
+    );
+    t.sw.peer_closed(t.t0, other_rack);
+    t.sw.peer_closed(t.t0, origin);
+    assert_eq!(count(&t.shared.dc_availability, 1), 1);
+    assert_eq!(count(&t.shared.availability, 0), 0);
 }
 
 #[test]
