@@ -564,11 +564,21 @@ impl Ctx {
         let key = conn.key(index);
         let raw = conn.fd.as_raw_fd();
         let info = self.peer_info(index, true, attempt);
+        self.note_dc_share(t, &info);
         ring.recv_multi(raw, RECV_GROUP, token(K_RECV, seq, index as u32));
         self.torrents[t]
             .core
             .peer_connected(Instant::now(), key, info);
         self.run_actions(ring, t);
+    }
+
+    /// Our rack's share of the pieces our dc fetches from other dcs, from the topology and
+    /// our place as this connection shows it (kept current as the topology is reloaded).
+    fn note_dc_share(&self, t: usize, info: &PeerInfo) {
+        if !info.our_place.is_unknown() {
+            let share = self.locator.load().dc_share(&info.our_place, &[]);
+            self.torrents[t].shared.swarm.set_dc_share(share);
+        }
     }
 
     /// What the core is told of a new connection: its address and both ends' places.
@@ -709,6 +719,7 @@ impl Ctx {
         if !conn.registered {
             conn.registered = true;
             let info = self.peer_info(index, false, 1);
+            self.note_dc_share(t, &info);
             self.torrents[t].core.peer_connected(now, key, info);
         }
         let result = self.torrents[t].core.handshake(now, key, hs);
