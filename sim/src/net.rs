@@ -101,6 +101,10 @@ pub struct Network {
     flows: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
+    /// Something changed since the last [`Network::allocate`] (a flow, a cap, a link).
+    dirty: bool,
+    /// Flows added since the last [`Network::allocate`], for [`Network::fill_new`].
+    added: Vec<u32>,
     scratch: Scratch,
 }
 
@@ -111,6 +115,8 @@ struct Slot {
     cap: f64,
     rate: f64,
     live: bool,
+    /// Added since the last [`Network::allocate`].
+    fresh: bool,
 }
 
 /// Buffers of [`Network::allocate`], kept to avoid allocating on each run.
@@ -188,6 +194,7 @@ impl Network {
     pub fn set_capacity(&mut self, link: LinkId, capacity: f64) {
         assert!(capacity >= 0.0, "capacity {capacity}");
         self.capacity[link.0 as usize] = capacity;
+        self.dirty = true;
     }
 
     /// A new flow over `path`, at most `cap` bytes per second if given (a window-limited
@@ -207,9 +214,11 @@ impl Network {
             cap,
             rate: 0.0,
             live: true,
+            fresh: true,
         };
         self.live += 1;
-        match self.free.pop() {
+        self.dirty = true;
+        let id = match self.free.pop() {
             Some(i) => {
                 self.flows[i as usize] = slot;
                 FlowId(i)
@@ -218,20 +227,27 @@ impl Network {
                 self.flows.push(slot);
                 FlowId(u32::try_from(self.flows.len() - 1).expect("fewer than 2^32 flows"))
             }
-        }
+        };
+        self.added.push(id.0);
+        id
     }
 
     /// Changes a flow's cap (`None`: none).
     pub fn set_cap(&mut self, flow: FlowId, cap: Option<f64>) {
         let cap = cap.unwrap_or(f64::INFINITY);
         assert!(cap >= 0.0, "cap {cap}");
-        self.slot_mut(flow).cap = cap;
+        let slot = self.slot_mut(flow);
+        if slot.cap != cap {
+            slot.cap = cap;
+            self.dirty = true;
+        }
     }
 
     /// Ends a flow; its id may be given to a later flow.
     pub fn remove_flow(&mut self, flow: FlowId) {
         self.slot_mut(flow).live = false;
         self.live -= 1;
+        self.dirty = true;
         self.free.push(flow.0);
     }
 
@@ -286,7 +302,15 @@ impl Network {
     /// in O(F·P + L); each flow is fixed once, touching its P links and pushing at most P
     /// heap entries, so the filling is O(F·P · log(F·P)). No pass over all links per step.
     /// For 10⁵ flows of 6 links over 10⁴ links that is about 6·10⁵ heap operations.
+    ///
+    /// When nothing changed since the last run, the rates stand and nothing is done.
     pub fn allocate(&mut self) {
+        for i in self.added.drain(..) {
+            self.flows[i as usize].fresh = false;
+        }
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
         let links = self.capacity.len();
         let s = &mut self.scratch;
         // Per-link flow lists, CSR: counts, prefix sums, then fill.
@@ -354,6 +378,48 @@ impl Network {
                 if !s.fixed[f as usize] {
                     fix(&mut self.flows, s, f, e.share);
                 }
+            }
+        }
+    }
+}
+
+impl Network {
+    /// Between two [`Network::allocate`] runs: gives each flow added since the last run
+    /// what its links have left (their capacity less the rates of the flows on them), up to
+    /// its cap, in the order added; every other rate stands. No link is ever given more
+    /// than its capacity. Cheap (a pass over the flows, then the new flows' paths), so a
+    /// driver can run it every step and the full allocation less often: a new flow starts
+    /// at once on the spare capacity, and gets its fair share at the next full run.
+    pub fn fill_new(&mut self) {
+        if self.added.is_empty() {
+            return;
+        }
+        // A slot freed and taken again is listed twice.
+        self.added.sort_unstable();
+        self.added.dedup();
+        let s = &mut self.scratch;
+        s.remaining.clear();
+        s.remaining.extend_from_slice(&self.capacity);
+        for f in self.flows.iter().filter(|f| f.live && !f.fresh) {
+            for &l in f.path.raw() {
+                s.remaining[l as usize] -= f.rate;
+            }
+        }
+        for &i in &self.added {
+            let f = &mut self.flows[i as usize];
+            if !f.live || !f.fresh {
+                continue;
+            }
+            let room = f
+                .path
+                .raw()
+                .iter()
+                .map(|&l| s.remaining[l as usize])
+                .fold(f.cap, f64::min)
+                .max(0.0);
+            f.rate = room;
+            for &l in f.path.raw() {
+                s.remaining[l as usize] -= room;
             }
         }
     }
@@ -697,6 +763,30 @@ mod tests {
         assert_eq!(n.flow_ids().collect::<Vec<_>>(), [a, b]);
         n.allocate();
         assert_eq!((n.rate(b), n.rate(c)), (9.0, 1.0));
+    }
+
+    #[test]
+    fn new_flows_take_what_is_left_until_the_next_allocation() {
+        let mut n = net(&[10.0, 4.0]);
+        let a = n.add_flow(path(&[0]), None);
+        let b = n.add_flow(path(&[0]), None);
+        n.allocate();
+        assert_eq!((n.rate(a), n.rate(b)), (5.0, 5.0));
+        let c = n.add_flow(path(&[0, 1]), None);
+        n.fill_new();
+        assert_eq!(n.rate(c), 0.0, "link 0 is full");
+        n.remove_flow(a);
+        n.fill_new();
+        assert_eq!(
+            (n.rate(b), n.rate(c)),
+            (5.0, 4.0),
+            "a's rate is free; link 1 caps c"
+        );
+        let d = n.add_flow(path(&[0]), Some(0.5));
+        n.fill_new();
+        assert_eq!(n.rate(d), 0.5, "its cap");
+        n.allocate();
+        assert_eq!((n.rate(b), n.rate(c), n.rate(d)), (5.5, 4.0, 0.5));
     }
 
     fn scenario(dcs: &[(&str, u32, u32, &str, &str, &str)]) -> Scenario {

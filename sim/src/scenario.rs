@@ -64,6 +64,11 @@ pub struct Model {
     /// The time step in nanoseconds: link rates are shared out again, and an idle
     /// connection with new blocks to send starts sending, on step boundaries.
     pub step_ns: u64,
+    /// How often, in nanoseconds, the links are shared out again among all sending
+    /// connections (max-min, [`crate::net::Network::allocate`]); between two runs a
+    /// connection that starts sending takes what its links have left
+    /// ([`crate::net::Network::fill_new`]). A multiple of the step.
+    pub reshare_ns: u64,
     /// The most bytes one TCP connection keeps in flight (its window): the sender's socket
     /// buffer, `tcp_wmem`'s maximum (4 MiB on these machines).
     pub tcp_window: u64,
@@ -94,6 +99,7 @@ impl Default for Model {
         Model {
             block: 0,
             step_ns: 1_000_000,
+            reshare_ns: 5_000_000,
             tcp_window: 4 << 20,
             hash_rate: 1_900_000_000,
             disk_rate: 4_000_000_000,
@@ -209,6 +215,8 @@ struct RawModel {
     block: RawAuto<SizeValue>,
     #[serde(default, deserialize_with = "opt_duration_ns")]
     step: Option<u64>,
+    #[serde(default, deserialize_with = "opt_duration_ns")]
+    reshare: Option<u64>,
     #[serde(default, deserialize_with = "opt_size")]
     tcp_window: Option<u64>,
     #[serde(default, deserialize_with = "opt_rate")]
@@ -462,6 +470,12 @@ impl Scenario {
                 "model.step = {step_ns} ns is not between 1us and 1s"
             ));
         }
+        let reshare_ns = raw.reshare.unwrap_or(d.reshare_ns.max(step_ns));
+        if reshare_ns < step_ns || reshare_ns > 1_000_000_000 {
+            return invalid(format!(
+                "model.reshare = {reshare_ns} ns is not between the step ({step_ns} ns) and 1s"
+            ));
+        }
         let upload_slots = raw.upload_slots.unwrap_or(d.upload_slots);
         if upload_slots == 0 {
             return invalid("model.upload_slots must be at least 1".into());
@@ -479,6 +493,7 @@ impl Scenario {
         Ok(Model {
             block,
             step_ns,
+            reshare_ns,
             tcp_window: raw.tcp_window.unwrap_or(d.tcp_window).max(1),
             hash_rate: raw.hash_rate.unwrap_or(d.hash_rate),
             disk_rate: raw.disk_rate.unwrap_or(d.disk_rate),

@@ -895,7 +895,12 @@ impl World {
         if self.sending.is_empty() {
             return;
         }
-        self.fleet.net.allocate();
+        let reshare = self.s.model.reshare_ns.max(step);
+        if t % reshare < step {
+            self.fleet.net.allocate();
+        } else {
+            self.fleet.net.fill_new();
+        }
         let max_window = self.s.model.tcp_window as f64;
         let sending = std::mem::take(&mut self.sending);
         let mut still = Vec::with_capacity(sending.len());
