@@ -89,6 +89,15 @@ def host_stats(rd, host):
     return None, None
 
 
+def wan_drops(rd):
+    """Frames the WAN forwarder dropped during the run (its figures before and after), or None."""
+    def dropped(name):
+        m = re.search(r"dropped (\d+) \(queue full\) \+ (\d+) \(send refused\) \+ (\d+) \(socket", read(os.path.join(rd, name), "") or "")
+        return sum(int(x) for x in m.groups()) if m else None
+    a, b = dropped("wan.before"), dropped("wan.after")
+    return b - a if a is not None and b is not None else None
+
+
 def dcs(cfg):
     return int(cfg.get("dcs") or 1)
 
@@ -144,6 +153,7 @@ def load_run(rd, cfg):
         r["wan_cpu_s"] = ticks / os.sysconf("SC_CLK_TCK") if dcs(cfg) > 1 else None
     except (TypeError, ValueError):
         r["wan_cpu_s"] = None
+    r["wan_drops"] = wan_drops(rd)
     if "origin" in ca and "origin" in cb:
         r["origin_up"] = (ca["origin"][0] - cb["origin"][0]) / size
         r["origin_down"] = (ca["origin"][1] - cb["origin"][1]) / size
@@ -418,8 +428,9 @@ def one_line(r, cfg):
         "/".join("%.2f" % x for x in r["up_in"]), "/".join("%.2f" % x for x in r["up_out"]),
         f(r.get("origin_up")), f(r.get("cpu_mean"), "%.0f"), f(r.get("cpu_peak"), "%.0f"), f(r.get("own_cpu_s"), "%.1f"))
     if r.get("dc_in"):
-        s += "; dcs in %s / out %s × blob (WAN forwarder %s CPU-s)" % (
-            "/".join("%.2f" % x for x in r["dc_in"]), "/".join("%.2f" % x for x in r["dc_out"]), f(r.get("wan_cpu_s"), "%.1f"))
+        s += "; dcs in %s / out %s × blob (WAN forwarder %s CPU-s, %s frames dropped)" % (
+            "/".join("%.2f" % x for x in r["dc_in"]), "/".join("%.2f" % x for x in r["dc_out"]), f(r.get("wan_cpu_s"), "%.1f"),
+            "?" if r.get("wan_drops") is None else r["wan_drops"])
     if r["fails"]:
         s += "; FAILED: " + "; ".join("%s: %s" % (h, m[:200]) for h, m in sorted(r["fails"].items()))
     return s
@@ -454,6 +465,7 @@ def medians(cfg, runs, tools):
             "dc_in": [med([r["dc_in"][k] for r in rs if len(r["dc_in"]) > k]) for k in range(dcs(cfg))] if dcs(cfg) > 1 else [],
             "dc_out": [med([r["dc_out"][k] for r in rs if len(r["dc_out"]) > k]) for k in range(dcs(cfg))] if dcs(cfg) > 1 else [],
             "wan_cpu_s": med([r.get("wan_cpu_s") for r in rs]),
+            "wan_drops": sum(r["wan_drops"] for r in rs if r.get("wan_drops") is not None) if any(r.get("wan_drops") is not None for r in rs) else None,
             "cpu_mean": med([r.get("cpu_mean") for r in rs]),
             "cpu_peak": med([r.get("cpu_peak") for r in rs]),
             "own_cpu_s": med([r.get("own_cpu_s") for r in rs]),
@@ -497,7 +509,7 @@ def report(cfg, runs_dir):
     L.append("")
     multi = dcs(cfg) > 1
     L.append("| tool | runs ok | last host s | ÷ lower bound | ÷ ringswarm | first / median host s | rack uplinks in, × blob | rack uplinks out, × blob |%s origin sent, × blob | sha256 ok | CPU busy %% mean / peak | own CPU-s |" % (
-        " into each dc over its WAN link, × blob | out of each dc, × blob | WAN forwarder CPU-s |" if multi else ""))
+        " into each dc over its WAN link, × blob | out of each dc, × blob | WAN forwarder CPU-s / frames dropped (all runs) |" if multi else ""))
     L.append("|---|---|---|---|---|---|---|---|%s---|---|---|---|" % ("---|---|---|" if multi else ""))
     for t in tools:
         n = len(by[t])
@@ -508,7 +520,7 @@ def report(cfg, runs_dir):
             continue
         dist = " (disturbed: a tracker benchmark ran meanwhile)" if any("disturbed" in r["meta"] for r in ok[t]) else ""
         dccols = " %s | %s | %s |" % (" / ".join(f(x) for x in m["dc_in"]), " / ".join(f(x) for x in m["dc_out"]),
-                                     f(m["wan_cpu_s"], "%.1f")) if multi else ""
+                                     f(m["wan_cpu_s"], "%.1f") + " / " + ("?" if m["wan_drops"] is None else str(m["wan_drops"]))) if multi else ""
         L.append("| %s | %d/%d%s | %.1f | %.2f | %s | %.1f / %.1f | %s | %s |%s %s | %d/%s | %s / %s | %s |" % (
             t, len(ok[t]), n, dist, m["last"], m["last"] / lb, f(m["last"] / base if base else None),
             m["first"], m["median"], " / ".join(f(x) for x in m["up_in"]), " / ".join(f(x) for x in m["up_out"]),
@@ -644,7 +656,7 @@ def summary_json(cfg, runs_dir):
             entry.update({
                 "last_host_s": m["last"], "last_over_bound": m["last"] / lb, "first_host_s": m["first"], "median_host_s": m["median"],
                 "rack_in_blobs": m["up_in"], "rack_out_blobs": m["up_out"], "dc_in_blobs": m["dc_in"], "dc_out_blobs": m["dc_out"],
-                "origin_sent_blobs": m["origin_up"], "wan_forwarder_cpu_s": m["wan_cpu_s"],
+                "origin_sent_blobs": m["origin_up"], "wan_forwarder_cpu_s": m["wan_cpu_s"], "wan_forwarder_drops": m["wan_drops"],
                 "last_host_s_each_run": [r["last"] for r in ok[t]],
             })
         out["tools"][t] = entry

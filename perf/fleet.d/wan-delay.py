@@ -16,9 +16,9 @@ that a frame is dropped and counted, as is a frame the outgoing port's qdisc ref
 Frames must be at most the MTU (GSO/TSO and checksum offload off on the veths whose frames
 arrive here: scripts/netns-fleet.sh does that with ethtool), since a frame is sent as read.
 
-Ends cleanly on SIGTERM/SIGINT, and by itself after --max-seconds. On exit it writes one
-line of figures (frames, bytes, drops, the kernel's socket drops, CPU seconds) to --stats
-(and to stderr).
+Ends cleanly on SIGTERM/SIGINT, and by itself after --max-seconds. On exit, and on SIGUSR1
+(within half a second), it writes one line of figures so far (frames, bytes, drops, the
+kernel's socket drops, CPU seconds) to --stats (on exit also to stderr).
 """
 
 import argparse
@@ -94,9 +94,10 @@ def main(argv):
     except OSError as e:
         print("wan-delay: cannot open the ports %s: %s" % (",".join(a.port), e), file=sys.stderr)
         return 1
-    stop = []
+    stop, report = [], []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    signal.signal(signal.SIGUSR1, lambda *_: report.append(1))
 
     ep = select.epoll()
     port_of_fd = {}
@@ -117,7 +118,33 @@ def main(argv):
     print("wan-delay: ports %s, delay %.3f ms, queue %d bytes, pid %d" % (
         ",".join(a.port), delay * 1e3, a.queue_bytes, os.getpid()), file=sys.stderr, flush=True)
 
+    kernel_drops = 0
+
+    def figures(what):
+        nonlocal kernel_drops
+        for s in socks:
+            try:  # the kernel resets these counters on every read
+                kernel_drops += struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
+            except OSError:
+                pass
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        line = ("wan-delay: %s %.1f s: forwarded %d frames, %d bytes; dropped %d (queue full) + %d (send refused) "
+                "+ %d (socket buffer, kernel); most queued %d bytes; CPU %.2f s user + %.2f s sys" % (
+                    what, time.monotonic() - started, fwd_frames, fwd_bytes, drop_queue, drop_send, kernel_drops,
+                    max_queued, ru.ru_utime, ru.ru_stime))
+        if a.stats:
+            try:
+                with open(a.stats + ".tmp", "w") as f:
+                    f.write(line + "\n")
+                os.replace(a.stats + ".tmp", a.stats)
+            except OSError as e:
+                print("wan-delay: cannot write %s: %s" % (a.stats, e), file=sys.stderr)
+        return line
+
     while not stop:
+        if report:
+            report.clear()
+            figures("after")
         now = time.monotonic()
         if now >= deadline:
             print("wan-delay: --max-seconds reached", file=sys.stderr)
@@ -164,25 +191,7 @@ def main(argv):
                 queued += len(frame)
                 if queued > max_queued:
                     max_queued = queued
-    kernel_drops = 0
-    for s in socks:
-        try:
-            _, drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-            kernel_drops += drops
-        except OSError:
-            pass
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    line = ("wan-delay: exit after %.1f s: forwarded %d frames, %d bytes; dropped %d (queue full) + %d (send refused) "
-            "+ %d (socket buffer, kernel); most queued %d bytes; CPU %.2f s user + %.2f s sys" % (
-                time.monotonic() - started, fwd_frames, fwd_bytes, drop_queue, drop_send, kernel_drops,
-                max_queued, ru.ru_utime, ru.ru_stime))
-    print(line, file=sys.stderr)
-    if a.stats:
-        try:
-            with open(a.stats, "w") as f:
-                f.write(line + "\n")
-        except OSError as e:
-            print("wan-delay: cannot write %s: %s" % (a.stats, e), file=sys.stderr)
+    print(figures("exit after"), file=sys.stderr)
     return 0
 
 
