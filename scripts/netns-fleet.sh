@@ -142,8 +142,12 @@ wan_up() { # WAN-BPS DELAY-US QUEUE-US
   qbytes=$(( 2 * DCS * bps / 8 * (delay_us + queue_us) / 1000000 + 1048576 ))
   rm -f "/run/${P}wan-delay.stats"
   # setsid: its own session, so nothing of the caller's (a terminal, a test's process
-  # group) takes it down; `down` stops it by its pid.
-  ip netns exec "$WAN" setsid "$FWD_PYTHON" "$FORWARDER" "${ports[@]}" --delay "${delay_us}us" \
+  # group) takes it down; `down` stops it by its pid. Real-time priority (chrt): it stands
+  # for network hardware, so the hosts' own work must not starve it (a stalled forwarder
+  # drops frames); it sleeps in epoll between frames, and the kernel's RT throttling bounds it.
+  local rt=()
+  command -v chrt >/dev/null && chrt -f 10 true 2>/dev/null && rt=(chrt -f 10)
+  ip netns exec "$WAN" setsid "${rt[@]}" "$FWD_PYTHON" "$FORWARDER" "${ports[@]}" --delay "${delay_us}us" \
     --queue-bytes "$qbytes" --max-seconds "$WAN_MAX_SECONDS" --stats "/run/${P}wan-delay.stats" \
     > "/run/${P}wan-delay.log" 2>&1 < /dev/null &
   echo $! > "$FWD_PID"

@@ -38,6 +38,8 @@ PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20: do not hand back the frames we send
 RECV_BATCH = 256  # frames drained from one port per wake-up, so no port starves the others
 MAC_TABLE_MAX = 4096
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+SOCKET_BUFFER = 32 << 20
 
 
 def duration_s(text):
@@ -70,9 +72,12 @@ def open_port(ifname):
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     except OSError as e:
         raise SystemExit("wan-delay: PACKET_IGNORE_OUTGOING unsupported (%s): kernel too old" % e)
-    # Room for a burst while Python is busy elsewhere (capped by net.core.rmem_max).
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    # Room for a burst while Python is busy elsewhere: as root past net.core.rmem_max.
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
     s.bind((ifname, ETH_P_ALL))
     s.setblocking(False)
     return s
