@@ -4,6 +4,7 @@
 #   scripts/netns-fleet.sh up [--hosts 12] [--racks 3] [--host-rate 100mbit]
 #                             [--uplink-rate 200mbit] [--origin-rate RATE] [--queue 20ms]
 #                             [--dcs 1] [--wan-rate RATE (default: --uplink-rate)] [--wan-delay 20ms]
+#                             [--wan-max-seconds 86400]  # the WAN forwarder's own time limit
 #   scripts/netns-fleet.sh down                   # idempotent; kills what runs inside first
 #   scripts/netns-fleet.sh exec NODE CMD [ARG...] # NODE: origin, h1..hN, sw (the switch), wan
 #   scripts/netns-fleet.sh hosts                  # NODE NETNS IP RACK, one line per node
