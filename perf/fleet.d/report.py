@@ -4,6 +4,7 @@
     report.py CONFIG RUNS_DIR          the markdown report (every tool, medians over rounds)
     report.py --one RUN_DIR CONFIG     one line about one run (progress on stderr)
     report.py --ok CONFIG RUNS_DIR     exit 0 if every run got every host a verified copy
+    report.py --json CONFIG RUNS_DIR   the shape and the medians per tool, as JSON
 
 A run directory (perf/fleet writes it) holds: meta (tool, round, t0, t_end, status), one
 NAME.done (completion time, `date +%s.%N`) or NAME.fail per host, counters.before/after
@@ -24,7 +25,7 @@ TOOL_LABEL = {
     "ringswarm": "ringswarm (tracker + seed on the origin, `get --seed-for` on every host)",
     "scp-all": "scp fan-out, all hosts at once",
     "scp-seq": "scp fan-out, one host after another",
-    "rsync-tree": "rsync tree (origin → one host per rack → rest of the rack)",
+    "rsync-tree": "rsync tree (origin → one host per rack → rest of the rack; with dcs: origin → one host per dc → one per rack → rest)",
     "libtorrent": "libtorrent 2.0 swarm (same tracker; TCP, high_performance_seed)",
     "release": "the fleet agent: `publish` on the origin (clock starts before it) to `current` switched on every host (`agent --lock`)",
 }
@@ -88,6 +89,19 @@ def host_stats(rd, host):
     return None, None
 
 
+def wan_drops(rd):
+    """Frames the WAN forwarder dropped during the run (its figures before and after), or None."""
+    def dropped(name):
+        m = re.search(r"dropped (\d+) \(queue full\) \+ (\d+) \(send refused\) \+ (\d+) \(socket", read(os.path.join(rd, name), "") or "")
+        return sum(int(x) for x in m.groups()) if m else None
+    a, b = dropped("wan.before"), dropped("wan.after")
+    return b - a if a is not None and b is not None else None
+
+
+def dcs(cfg):
+    return int(cfg.get("dcs") or 1)
+
+
 def load_run(rd, cfg):
     meta = kv(os.path.join(rd, "meta"))
     r = {"dir": rd, "tool": meta.get("tool"), "round": int(meta.get("round", 0)), "meta": meta,
@@ -128,6 +142,18 @@ def load_run(rd, cfg):
         if key in ca and key in cb:
             r["up_out"].append((ca[key][0] - cb[key][0]) / size)
             r["up_in"].append((ca[key][1] - cb[key][1]) / size)
+    r["dc_out"], r["dc_in"] = [], []
+    for k in range(1, dcs(cfg) + 1 if dcs(cfg) > 1 else 1):
+        key = "dc%d" % k
+        if key in ca and key in cb:
+            r["dc_out"].append((ca[key][0] - cb[key][0]) / size)
+            r["dc_in"].append((ca[key][1] - cb[key][1]) / size)
+    try:
+        ticks = int(read(os.path.join(rd, "wan-cpu.after"))) - int(read(os.path.join(rd, "wan-cpu.before")))
+        r["wan_cpu_s"] = ticks / os.sysconf("SC_CLK_TCK") if dcs(cfg) > 1 else None
+    except (TypeError, ValueError):
+        r["wan_cpu_s"] = None
+    r["wan_drops"] = wan_drops(rd)
     if "origin" in ca and "origin" in cb:
         r["origin_up"] = (ca["origin"][0] - cb["origin"][0]) / size
         r["origin_down"] = (ca["origin"][1] - cb["origin"][1]) / size
@@ -250,6 +276,7 @@ def timeline(r, cfg):
     down = {h: series(h, 1) for h in hosts}          # switch end tx = into the host
     origin = series("o", 0)                          # switch end rx = sent by the origin
     rin = [series("c%d" % k, 1) for k in range(1, racks + 1)]
+    dcin = [series("w%d" % k, 0) for k in range(1, dcs(cfg) + 1)] if dcs(cfg) > 1 else []  # switch end rx = into the dc
 
     def first_at(ser, amount):
         prev = None
@@ -305,7 +332,7 @@ def timeline(r, cfg):
         mbit = lambda ser: (ser[i1][1] - ser[i0][1]) * 8 / dt / 1e6
         t = samples[i1][0] - t0
         ndone = sum(1 for x in dones if x <= t)
-        rows.append((t, mbit(origin), [mbit(x) for x in rin],
+        rows.append((t, mbit(origin), [mbit(x) for x in rin] + [mbit(x) for x in dcin],
                      statistics.mean(mbit(down[h]) for h in hosts), min(mbit(down[h]) for h in hosts),
                      agg[i1][1] / (len(hosts) * size), ndone))
     T["rows"] = rows
@@ -369,7 +396,8 @@ def timeline_md(r, cfg):
         L[-1] += " Payload a host received (its JSON summary; pieces fetched twice count twice): median %.2f × blob, most %.2f ×." % (
             statistics.median(got) / size, max(got) / size)
     L.append("")
-    L.append("| until s | origin sends Mbit/s | into each rack Mbit/s | hosts receive Mbit/s, mean / slowest | hosts received, % of hosts × blob | hosts done |")
+    L.append("| until s | origin sends Mbit/s | into each rack%s Mbit/s | hosts receive Mbit/s, mean / slowest | hosts received, %% of hosts × blob | hosts done |" % (
+        " / into each dc" if dcs(cfg) > 1 else ""))
     L.append("|---|---|---|---|---|---|")
     for t, o, rin, hm, hmin, frac, nd in T["rows"]:
         L.append("| %.1f | %.0f | %s | %.0f / %.0f | %.0f | %d |" % (t, o, " / ".join("%.0f" % x for x in rin), hm, hmin, 100 * frac, nd))
@@ -399,6 +427,10 @@ def one_line(r, cfg):
     s += "; uplinks in %s / out %s × blob; origin sent %s × blob; CPU %s %% mean, %s %% peak, own %s CPU-s" % (
         "/".join("%.2f" % x for x in r["up_in"]), "/".join("%.2f" % x for x in r["up_out"]),
         f(r.get("origin_up")), f(r.get("cpu_mean"), "%.0f"), f(r.get("cpu_peak"), "%.0f"), f(r.get("own_cpu_s"), "%.1f"))
+    if r.get("dc_in"):
+        s += "; dcs in %s / out %s × blob (WAN forwarder %s CPU-s, %s frames dropped)" % (
+            "/".join("%.2f" % x for x in r["dc_in"]), "/".join("%.2f" % x for x in r["dc_out"]), f(r.get("wan_cpu_s"), "%.1f"),
+            "?" if r.get("wan_drops") is None else r["wan_drops"])
     if r["fails"]:
         s += "; FAILED: " + "; ".join("%s: %s" % (h, m[:200]) for h, m in sorted(r["fails"].items()))
     return s
@@ -410,10 +442,8 @@ def load_all(cfg, runs_dir):
     return runs, tools
 
 
-def report(cfg, runs_dir):
-    runs, tools = load_all(cfg, runs_dir)
-    size = int(cfg["size"])
-    lb = float(cfg["lower_bound"])
+def medians(cfg, runs, tools):
+    """{tool: medians over its complete runs} and {tool: those runs}, {tool: every run}."""
     racks = int(cfg["racks"])
     by = {t: [r for r in runs if r["tool"] == t and not r["discarded"]] for t in tools}
     ok = {}
@@ -432,16 +462,29 @@ def report(cfg, runs_dir):
             "up_in": [med([r["up_in"][k] for r in rs if len(r["up_in"]) > k]) for k in range(racks)],
             "up_out": [med([r["up_out"][k] for r in rs if len(r["up_out"]) > k]) for k in range(racks)],
             "origin_up": med([r.get("origin_up") for r in rs]),
+            "dc_in": [med([r["dc_in"][k] for r in rs if len(r["dc_in"]) > k]) for k in range(dcs(cfg))] if dcs(cfg) > 1 else [],
+            "dc_out": [med([r["dc_out"][k] for r in rs if len(r["dc_out"]) > k]) for k in range(dcs(cfg))] if dcs(cfg) > 1 else [],
+            "wan_cpu_s": med([r.get("wan_cpu_s") for r in rs]),
+            "wan_drops": sum(r["wan_drops"] for r in rs if r.get("wan_drops") is not None) if any(r.get("wan_drops") is not None for r in rs) else None,
             "cpu_mean": med([r.get("cpu_mean") for r in rs]),
             "cpu_peak": med([r.get("cpu_peak") for r in rs]),
             "own_cpu_s": med([r.get("own_cpu_s") for r in rs]),
             "cpu_s": med([r.get("cpu_s") for r in rs]),
         }
+    return M, ok, by
+
+
+def report(cfg, runs_dir):
+    runs, tools = load_all(cfg, runs_dir)
+    size = int(cfg["size"])
+    lb = float(cfg["lower_bound"])
+    M, ok, by = medians(cfg, runs, tools)
     base = M.get("ringswarm", {}).get("last")
     mib = size / 2**20
     L = []
-    L.append("# Fleet: %s blob from one origin to %s hosts in %s racks (network namespaces, tc tbf)" % (
-        ("%d MiB" % mib) if mib == int(mib) else ("%.1f MiB" % mib), cfg["hosts"], cfg["racks"]))
+    L.append("# Fleet: %s blob from one origin to %s hosts in %s racks%s (network namespaces, tc tbf)" % (
+        ("%d MiB" % mib) if mib == int(mib) else ("%.1f MiB" % mib), cfg["hosts"], cfg["racks"],
+        (" in %d dcs" % dcs(cfg)) if dcs(cfg) > 1 else ""))
     L.append("")
     L.append("- date: %s" % cfg.get("date"))
     L.append("- command: `%s`" % cfg.get("cmdline"))
@@ -449,10 +492,14 @@ def report(cfg, runs_dir):
     L.append("- machine: %s" % cfg.get("machine"))
     L.append("- links (tbf, both directions): hosts and origin %s, rack uplinks %s (each rack: %s hosts = %s of host links behind it); tbf queue %s; one L2 segment in 198.18.0.0/16"
              % (cfg["host_rate"], cfg["uplink_rate"], hosts_per_rack(cfg), per_rack_sum(cfg), cfg.get("queue")))
+    if dcs(cfg) > 1:
+        L.append("- datacenters: %d; racks per dc %s (racks in contiguous blocks; the origin in dc1); each dc's WAN link %s (tbf, both directions), one-way delay %s between any two dcs (perf/fleet.d/wan-delay.py, a delaying L2 forwarder; RTT 2 × it)" % (
+            dcs(cfg), " / ".join(str(cfg.get("rack_dc", "").split().count(str(d))) for d in range(1, dcs(cfg) + 1)), cfg.get("wan_rate"), cfg.get("wan_delay")))
     if cfg.get("piece_size"):
         if int(cfg.get("piece_size") or 0) > 0:
             L.append("- piece size: %s KiB (`ringswarm create --piece-size`; ringswarm and libtorrent share the .torrent)" % (int(cfg["piece_size"]) // 1024))
-    L.append("- lower bound: blob ÷ host link rate = %.1f s (TCP/IP headers alone cost ≈ 4 %% of a link, so ≈ 1.05 × is the practical floor)" % lb)
+    L.append("- lower bound: the largest of blob ÷ host link rate, blob ÷ origin link rate%s = %.1f s (TCP/IP headers alone cost ≈ 4 %% of a link, so ≈ 1.05 × is the practical floor)" % (
+        " and, for each dc other than the origin's, blob ÷ its WAN rate" if dcs(cfg) > 1 else "", lb))
     L.append("- page cache %s before every run; destinations empty; tools in turn%s" % (
         "dropped" if cfg.get("drop_caches") == "1" else "NOT dropped",
         ", the first tool rotating each round; figures are medians over the rounds in which every host got a verified copy" if int(cfg.get("rounds", 1)) > 1 else ""))
@@ -460,20 +507,24 @@ def report(cfg, runs_dir):
     L.append("- uplink/origin bytes: veth counters (L2 frames, headers included), in units of the blob size; `in` = into the rack, `out` = out of it")
     L.append("- CPU: the whole machine's mean busy %% over the run and its busiest second (/proc/stat), and the CPU-seconds of this benchmark's own processes (cpuacct cgroup, %s CPUs)" % os.cpu_count())
     L.append("")
-    L.append("| tool | runs ok | last host s | ÷ lower bound | ÷ ringswarm | first / median host s | rack uplinks in, × blob | rack uplinks out, × blob | origin sent, × blob | sha256 ok | CPU busy % mean / peak | own CPU-s |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    multi = dcs(cfg) > 1
+    L.append("| tool | runs ok | last host s | ÷ lower bound | ÷ ringswarm | first / median host s | rack uplinks in, × blob | rack uplinks out, × blob |%s origin sent, × blob | sha256 ok | CPU busy %% mean / peak | own CPU-s |" % (
+        " into each dc over its WAN link, × blob | out of each dc, × blob | WAN forwarder CPU-s / frames dropped (all runs) |" if multi else ""))
+    L.append("|---|---|---|---|---|---|---|---|%s---|---|---|---|" % ("---|---|---|" if multi else ""))
     for t in tools:
         n = len(by[t])
         m = M.get(t)
         if not m:
             why = "; ".join(r.get("error") or "; ".join("%s: %s" % (h, e[:80]) for h, e in sorted(r.get("fails", {}).items())[:2]) or "sha256: %s" % r.get("sha") for r in by[t])
-            L.append("| %s | 0/%d | failed | | | | | | | | | %s |" % (t, n, why.replace("|", "/")[:300]))
+            L.append("| %s | 0/%d | failed | | | | | | %s| | | | %s |" % (t, n, "| | | " if multi else "", why.replace("|", "/")[:300]))
             continue
         dist = " (disturbed: a tracker benchmark ran meanwhile)" if any("disturbed" in r["meta"] for r in ok[t]) else ""
-        L.append("| %s | %d/%d%s | %.1f | %.2f | %s | %.1f / %.1f | %s | %s | %s | %d/%s | %s / %s | %s |" % (
+        dccols = " %s | %s | %s |" % (" / ".join(f(x) for x in m["dc_in"]), " / ".join(f(x) for x in m["dc_out"]),
+                                     f(m["wan_cpu_s"], "%.1f") + " / " + ("?" if m["wan_drops"] is None else str(m["wan_drops"]))) if multi else ""
+        L.append("| %s | %d/%d%s | %.1f | %.2f | %s | %.1f / %.1f | %s | %s |%s %s | %d/%s | %s / %s | %s |" % (
             t, len(ok[t]), n, dist, m["last"], m["last"] / lb, f(m["last"] / base if base else None),
             m["first"], m["median"], " / ".join(f(x) for x in m["up_in"]), " / ".join(f(x) for x in m["up_out"]),
-            f(m["origin_up"]), ok[t][-1]["sha_ok"], cfg["hosts"], f(m["cpu_mean"], "%.0f"), f(m["cpu_peak"], "%.0f"), f(m["own_cpu_s"], "%.1f")))
+            dccols, f(m["origin_up"]), ok[t][-1]["sha_ok"], cfg["hosts"], f(m["cpu_mean"], "%.0f"), f(m["cpu_peak"], "%.0f"), f(m["own_cpu_s"], "%.1f")))
     L.append("")
     L.append("Tools: " + "; ".join("**%s** = %s" % (t, TOOL_LABEL[t]) for t in tools) + ".")
     L.append("")
@@ -482,6 +533,8 @@ def report(cfg, runs_dir):
         L.append("")
     if "ringswarm" in M:
         L.extend(targets(M, lb))
+        if multi:
+            L.extend(dc_targets(M, lb))
     if "release" in M:
         L.extend(release_section(ok["release"], lb, cfg))
     tl = []
@@ -563,6 +616,53 @@ def targets(M, lb):
     return L
 
 
+def dc_targets(M, lb):
+    """Issue 14's targets for the emulated fleet in datacenters (ringswarm, medians)."""
+    rs = M["ringswarm"]
+    L = ["Against the targets of issue 14 for the emulated datacenters (ringswarm, medians):", "",
+         "| target | measured | |", "|---|---|---|"]
+    worst = max((x for x in rs["dc_in"] if x is not None), default=None)
+    L.append("| bytes into each dc over its WAN link ≤ 1.1 × blob | %s | %s |" % (
+        "worst dc %s × (each: %s)" % (f(worst), " / ".join(f(x) for x in rs["dc_in"])),
+        "not measured" if worst is None else ("met" if worst <= 1.1 else "**missed**")))
+    L.append("| last host ≤ 1.3 × the lower bound | %.2f × | %s |" % (rs["last"] / lb, "met" if rs["last"] / lb <= 1.3 else "**missed**"))
+    L.append("")
+    return L
+
+
+def summary_json(cfg, runs_dir):
+    """The shape and the medians per tool (the simulator's comparison reads these)."""
+    runs, tools = load_all(cfg, runs_dir)
+    M, ok, by = medians(cfg, runs, tools)
+    size = int(cfg["size"])
+    lb = float(cfg["lower_bound"])
+    hosts, racks = int(cfg["hosts"]), int(cfg["racks"])
+    shape = {
+        "hosts": hosts, "racks": racks, "dcs": dcs(cfg),
+        "rack_dc": [int(x) for x in cfg.get("rack_dc", "").split()] or [1] * racks,
+        "hosts_per_rack": [sum(1 for i in range(1, hosts + 1) if ((i - 1) * racks) // hosts + 1 == r) for r in range(1, racks + 1)],
+        "origin": {"dc": 1, "rack": "core", "rate_bps": int(cfg.get("origin_bps") or cfg["host_bps"])},
+        "host_rate_bps": int(cfg["host_bps"]), "rack_uplink_bps": int(cfg["uplink_bps"]),
+        "wan_rate_bps": int(cfg.get("wan_bps") or 0), "wan_delay_one_way": cfg.get("wan_delay") or None,
+        "tbf_queue": cfg.get("queue"), "blob_bytes": size, "piece_bytes": int(cfg.get("piece_size") or 0),
+        "lower_bound_s": lb,
+    }
+    out = {"command": cfg.get("cmdline"), "date": cfg.get("date"), "commit": cfg.get("commit"), "shape": shape,
+           "units": "bytes over links are L2 frame bytes (veth counters) ÷ blob", "tools": {}}
+    for t in tools:
+        m = M.get(t)
+        entry = {"runs": len(by[t]), "runs_ok": len(ok[t])}
+        if m:
+            entry.update({
+                "last_host_s": m["last"], "last_over_bound": m["last"] / lb, "first_host_s": m["first"], "median_host_s": m["median"],
+                "rack_in_blobs": m["up_in"], "rack_out_blobs": m["up_out"], "dc_in_blobs": m["dc_in"], "dc_out_blobs": m["dc_out"],
+                "origin_sent_blobs": m["origin_up"], "wan_forwarder_cpu_s": m["wan_cpu_s"], "wan_forwarder_drops": m["wan_drops"],
+                "last_host_s_each_run": [r["last"] for r in ok[t]],
+            })
+        out["tools"][t] = entry
+    return json.dumps(out, indent=1) + "\n"
+
+
 def release_section(rs, lb, cfg):
     """The release scenario's own figures and the targets of issue 5 (medians over runs)."""
     def worst(key, fn):
@@ -623,6 +723,9 @@ def main(a):
         cfg = kv(a[1])
         runs, tools = load_all(cfg, a[2])
         return 0 if runs and all(r.get("complete") for r in runs) else 1
+    if a and a[0] == "--json" and len(a) == 3:
+        sys.stdout.write(summary_json(kv(a[1]), a[2]))
+        return 0
     if len(a) == 2:
         sys.stdout.write(report(kv(a[0]), a[1]))
         return 0
