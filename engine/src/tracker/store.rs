@@ -42,8 +42,12 @@
 //! 5. Remote minimum: while the announcer's rack has no seed of its family ("no complete
 //!    copy"), the rack class gives at most `numwant − min_remote` peers, so at least
 //!    [`StoreConfig::min_remote`] (default 2) come from other racks when other racks have
-//!    peers. If the other racks cannot fill their share, the rest comes from the own rack
-//!    after all (appended at the end).
+//!    peers. Likewise, while the announcer's dc has no seed, the rack and dc classes give
+//!    at most `numwant − min_remote` peers between them, so at least `min_remote` come from
+//!    other dcs when they have peers: a dc without the blob must meet the dcs that have it
+//!    (with racks larger than `numwant`, the rack class alone would fill every answer and
+//!    the dc would never learn of a peer outside it). If the other racks cannot fill their
+//!    share, the rest comes from the own rack after all (appended at the end).
 //! 6. Seeds and leechers: an announcer that "has nothing yet" — `left > 0` and
 //!    `downloaded == 0` (the tracker never learns the total size, and a restarted client
 //!    with partial data says `downloaded == 0` too; giving it seeds first is harmless) — gets,
@@ -1732,6 +1736,7 @@ fn fill_flat(
     let split = passes.len() == 2;
     let only_leechers = passes == [Region::Leechers];
     let mut rack_seed = false;
+    let mut dc_seed = false;
     // Sequential scan: contiguous memory, prefetched; the shuffle happens on the lists.
     for (here, e) in grp.peers.iter().enumerate() {
         let is_seed = here < seeds;
@@ -1743,6 +1748,7 @@ fn fill_flat(
             2
         };
         rack_seed |= class == 0 && is_seed;
+        dc_seed |= class <= 1 && is_seed;
         if (0, here) == ctx.skip
             || ctx.now.wrapping_sub(e.last) > ctx.ttl
             || (only_leechers && is_seed)
@@ -1752,10 +1758,18 @@ fn fill_flat(
         lists[class * 2 + usize::from(split && !is_seed)].push(here as u32);
     }
     let others: usize = lists[2..].iter().map(Vec::len).sum();
-    let quota = if place.rack != 0 && !rack_seed {
-        want - min_remote.min(want).min(others)
+    let other_dcs: usize = lists[4..].iter().map(Vec::len).sum();
+    // Room kept for other dcs (see the module doc, 5), then for other racks.
+    let dc_keep = if place.dc != 0 && !dc_seed {
+        min_remote.min(want).min(other_dcs)
     } else {
-        want
+        0
+    };
+    let dc_quota = want - dc_keep;
+    let quota = if place.rack != 0 && !rack_seed {
+        dc_quota - min_remote.min(dc_quota).min(others - dc_keep)
+    } else {
+        dc_quota
     };
     // Each list is read from a random start with a random coprime stride.
     let mut walks = [(0usize, 1usize, 0usize); 6];
@@ -1778,7 +1792,9 @@ fn fill_flat(
     };
     emit(0, quota, out);
     emit(1, quota, out);
-    for b in 2..6 {
+    emit(2, dc_quota, out);
+    emit(3, dc_quota, out);
+    for b in [4, 5, 2, 3] {
         emit(b, want, out);
     }
     emit(0, want, out);
@@ -1833,14 +1849,27 @@ fn fill(
         excl(0, n)
     };
 
+    // Room kept for other dcs while ours has no seed (see the module doc, 5).
+    let dc_seed = (dlo..dhi).any(|g| groups.get(g).is_some_and(|g| g.seeds > 0));
+    let elsewhere: usize = groups[..dlo.min(n)]
+        .iter()
+        .chain(groups.get(dhi..).unwrap_or(&[]))
+        .map(|g| g.peers.len())
+        .sum();
+    let dc_keep = if place.dc != 0 && dhi > dlo && !dc_seed {
+        min_remote.min(want).min(elsewhere)
+    } else {
+        0
+    };
+    let dc_quota = want - dc_keep;
     let mut rack_walks = [Walk::default(); 2];
     if let (true, Some(own)) = (rack_class, own) {
         let own_len = own.peers.len();
         let others = side_count.saturating_sub(own_len);
         let quota = if own.seeds == 0 {
-            want - min_remote.min(want).min(others)
+            dc_quota - min_remote.min(dc_quota).min(others.saturating_sub(dc_keep))
         } else {
-            want
+            dc_quota
         };
         for (i, &r) in passes.iter().enumerate().take(2) {
             rack_walks[i] = ctx.walk(own_g, r, rng);
@@ -1848,13 +1877,33 @@ fn fill(
             ctx.take(&mut rack_walks[i], k, out);
         }
     }
-    for ranges in [dc_ranges, rest_ranges] {
+    for (ranges, upto) in [(dc_ranges, dc_quota), (rest_ranges, want)] {
+        for &r in passes {
+            let need = upto.saturating_sub(out.len());
+            if need == 0 {
+                continue;
+            }
+            ctx.class(ranges, r, need, rng, scratch, out);
+        }
+    }
+    if out.len() >= want {
+        return;
+    }
+    // Other dcs could not fill the room kept for them: top up from our dc. A second walk
+    // may meet peers the first gave, so it asks for that many more and skips them.
+    if dc_keep > 0 {
         for &r in passes {
             let need = want.saturating_sub(out.len());
             if need == 0 {
                 return;
             }
-            ctx.class(ranges, r, need, rng, scratch, out);
+            let mut more = Vec::new();
+            ctx.class(dc_ranges, r, need + out.len(), rng, scratch, &mut more);
+            for a in more {
+                if out.len() < want && !out.contains(&a) {
+                    out.push(a);
+                }
+            }
         }
     }
     // Other racks could not fill their share: top up from the own rack.
@@ -2125,9 +2174,11 @@ mod tests {
         };
         let got = ann(&mut s, &me, T0);
         assert_eq!(got.len(), 50);
+        // No seed in my rack nor in my dc: 2 from other racks of my dc, 2 from other dcs.
         let remote = got.iter().filter(|a| rack_of(a) != 0).count();
-        assert_eq!(remote, 2, "{got:?}");
-        assert!(got[..48].iter().all(|a| rack_of(a) == 0));
+        assert_eq!(remote, 4, "{got:?}");
+        assert_eq!(got.iter().filter(|a| rack_of(a) == 2).count(), 2, "{got:?}");
+        assert!(got[..46].iter().all(|a| rack_of(a) == 0));
         // min_remote configurable.
         let c = StoreConfig {
             min_remote: 5,
@@ -2142,11 +2193,27 @@ mod tests {
         let got = ann(&mut s5, &me, T0);
         assert_eq!(got.iter().filter(|a| rack_of(a) != 0).count(), 5);
 
-        // Once my rack has a seed: rack only.
+        // Once my rack has a seed: rack only (my dc has one too).
         ann(&mut s, &req(1, 59, v4(59), place(1, 1), 0), T0);
         let got = ann(&mut s, &me, T0);
         assert_eq!(got.len(), 50);
         assert!(got.iter().all(|a| rack_of(a) == 0), "{got:?}");
+        // A seed in another rack of my dc: other racks still, other dcs no more.
+        let mut s3 = store_fm(flat_max);
+        for i in 0..60 {
+            ann(&mut s3, &req(1, i, v4(i), place(1, 1), 5), T0);
+        }
+        ann(&mut s3, &req(1, 100, v4(100), place(1, 2), 0), T0);
+        for i in 200..210 {
+            ann(&mut s3, &req(1, i, v4(i), place(2, 3), 5), T0);
+        }
+        let got = ann(&mut s3, &me, T0);
+        assert_eq!(got.iter().filter(|a| rack_of(a) == 1).count(), 1, "{got:?}");
+        assert_eq!(
+            got.iter().filter(|a| rack_of(a) == 2).count(),
+            1,
+            "only to fill the rack's room for other racks: {got:?}"
+        );
         // A seed elsewhere does not count for my rack.
         let mut s2 = store_fm(flat_max);
         for i in 0..60 {
