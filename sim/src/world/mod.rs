@@ -415,12 +415,11 @@ impl World {
         if host.life == Life::Dead {
             return;
         }
-        let was_unfinished = host.done_at.is_none() && h != 0;
         host.life = Life::Dead;
         host.timer_at = None;
-        let _ = was_unfinished; // counted out of `unfinished` from the start (its fate)
-                                // Its connections go silent: each living peer finds out by its own rules, or by
-                                // the send timeout.
+        // A dying host was never counted in `unfinished` (its fate is known from the start).
+        // Its connections go silent: each living peer finds out by its own rules, or by
+        // the send timeout.
         let conns: Vec<(ConnId, Side)> = host.keys.iter().flatten().copied().collect();
         for (c, side) in conns {
             self.stop_dir(c, side);
