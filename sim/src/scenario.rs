@@ -345,11 +345,7 @@ fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 /// ÷ 1 024 rounded up to a power of two — but no smaller than 1 MiB and no larger than
 /// 16 MiB.
 pub fn auto_piece_size(total: u64) -> u64 {
-    total
-        .div_ceil(1024)
-        .max(1)
-        .next_power_of_two()
-        .clamp(1 << 20, 16 << 20)
+    ringswarm_engine::create::auto_piece_size(total)
 }
 
 /// Line and column (from 1; the column counts characters) of a byte offset into `text`.
