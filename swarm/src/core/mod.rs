@@ -118,6 +118,9 @@ pub struct Swarm {
     actions: VecDeque<Action>,
     redials: Vec<Redial>,
     next_tick: Option<Instant>,
+    /// How long a share owner in the rack has before the next host may fetch its piece
+    /// from outside ([`crate::picker::Overdue`]), from our download rate at the last tick.
+    share_grace: Duration,
     rng: u64,
     /// Our peers waiting for a slot, as last added to the torrent's count.
     waiting_published: u32,
@@ -141,6 +144,7 @@ impl Swarm {
             actions: VecDeque::new(),
             redials: Vec::new(),
             next_tick: None,
+            share_grace: requests::SHARE_GRACE_MAX,
             rng,
             waiting_published: 0,
             stopped: false,

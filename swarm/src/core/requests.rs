@@ -27,12 +27,28 @@ pub const SEED_TAIL_FRACTION: u32 = 8;
 /// No block from any rack peer for this long: pieces outside our share may come from
 /// outside the rack (a rack-mate died or is slow, or the split views disagree).
 pub const RACK_QUIET: Duration = Duration::from_secs(5);
-/// How long after a piece appears outside the rack (a remote HAVE) its share owner in the
-/// rack has to fetch it before any rack host may, so one slow owner holds the rack back by
-/// this much, not until the whole rack goes quiet. Long enough that a busy but healthy
-/// owner wins: in perf/fleet a 1.5 s grace let 1.2-1.5 x the blob into a rack (owners
-/// were merely queued), 4 s keeps it at 1.02-1.07 x, the same as no grace at all.
-pub const SHARE_GRACE: Duration = Duration::from_secs(4);
+/// How long a share owner in the rack has to fetch a piece that appeared outside the rack
+/// (a remote HAVE) before the next host in rank order may, and so on
+/// ([`crate::picker::Overdue`]): this share of the time the whole torrent takes at our
+/// download rate, within the bounds below. In perf/fleet (256 MiB at 100 Mbit/s, ~21 s) a
+/// 1.5 s grace for every host at once let 1.2-1.5 x the blob into a rack (owners were
+/// merely queued) and 4 s kept it at 1.02-1.07 x; in `ringswarm sim` (300 hosts in racks
+/// of 50, 16 GiB at 25 Gbit/s, ~5.5 s) a grace per place in the order of 0.2 s let 2.8 x
+/// in, 1 s 1.6 x: both about a sixth of the download's time.
+pub const SHARE_GRACE_OF_DOWNLOAD: f64 = 0.15;
+pub const SHARE_GRACE_MIN: Duration = Duration::from_millis(250);
+/// Also the grace before a rate is known.
+pub const SHARE_GRACE_MAX: Duration = Duration::from_secs(4);
+
+/// The share grace at a download rate of `rate` bytes/s for a torrent of `total` bytes.
+pub fn share_grace(total: u64, rate: f64) -> Duration {
+    if rate <= 0.0 || !rate.is_finite() {
+        return SHARE_GRACE_MAX;
+    }
+    let secs = total as f64 / rate * SHARE_GRACE_OF_DOWNLOAD;
+    Duration::from_secs_f64(secs.min(SHARE_GRACE_MAX.as_secs_f64())).max(SHARE_GRACE_MIN)
+}
+
 /// A block is stolen from a peer if this peer is at least this many times faster...
 pub const STEAL_SPEEDUP: f64 = 2.0;
 /// ...and the block was requested at least this long ago (requests just sent are not
@@ -363,7 +379,10 @@ impl Swarm {
                 share: shared.share(),
                 beyond_share: missing <= TAIL_PIECES || shared.rack_quiet_for(RACK_QUIET, now),
                 seen_outside: &shared.seen_outside,
-                overdue_since: shared.overdue_since(SHARE_GRACE, now),
+                overdue: picker::Overdue {
+                    now: shared.seen_outside_clock(now),
+                    grace: self.share_grace.as_millis() as u64,
+                },
                 other_dc: (peer.locality == Locality::Remote && peer.our_place.is_some()).then(
                     || picker::OtherDc {
                         dc_availability: &shared.dc_availability,
@@ -496,5 +515,25 @@ impl Swarm {
         }
         self.leave_piece(piece, key, true);
         self.fill(now, key, bufs);
+    }
+}
+
+#[cfg(test)]
+mod grace_tests {
+    use super::*;
+
+    #[test]
+    fn the_share_grace_is_a_share_of_the_download_time_within_bounds() {
+        let gib16 = 16u64 << 30;
+        // 16 GiB at 3 GB/s: ~5.7 s, of which 0.15.
+        let g = share_grace(gib16, 3e9);
+        assert!(
+            g > Duration::from_millis(800) && g < Duration::from_millis(900),
+            "{g:?}"
+        );
+        assert_eq!(share_grace(gib16, 1e6), SHARE_GRACE_MAX, "slow: capped");
+        assert_eq!(share_grace(1 << 20, 3e9), SHARE_GRACE_MIN, "tiny: floored");
+        assert_eq!(share_grace(gib16, 0.0), SHARE_GRACE_MAX, "no rate yet");
+        assert_eq!(share_grace(gib16, f64::NAN), SHARE_GRACE_MAX);
     }
 }

@@ -829,11 +829,11 @@ fn a_piece_outside_our_share_comes_from_outside_once_overdue_after_share_grace()
     t.msg(t.t0, x, Message::Unchoke).unwrap();
     t.acts();
     // The rack keeps delivering (never quiet): only the grace lets the odd pieces in.
-    let before = super::requests::SHARE_GRACE - ms(200);
+    let before = super::requests::SHARE_GRACE_MAX - ms(200);
     t.shared.note_rack_block(t.at(before));
     t.tick(t.at(before));
     assert!(requests(&t.acts(), x).is_empty(), "not overdue yet");
-    let after = super::requests::SHARE_GRACE + ms(100);
+    let after = super::requests::SHARE_GRACE_MAX + ms(100);
     t.shared.note_rack_block(t.at(after));
     t.tick(t.at(after));
     assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![9, 11, 13, 15]);
@@ -846,7 +846,7 @@ fn a_remote_seeds_bitfield_does_not_make_every_piece_overdue() {
     t.prove(x);
     t.msg(t.t0, x, Message::Unchoke).unwrap();
     t.acts();
-    let later = super::requests::SHARE_GRACE * 3;
+    let later = super::requests::SHARE_GRACE_MAX * 3;
     t.shared.note_rack_block(t.at(later));
     t.tick(t.at(later));
     let got = pieces_of(&requests(&t.acts(), x));
@@ -1689,8 +1689,14 @@ fn a_first_seeder_hands_out_distinct_pieces_and_rejects_one_granted_to_another()
     assert_eq!(t.sw.uploads(a).unwrap().len(), 2);
     let q: Vec<BlockRef> = t.sw.uploads(b).unwrap().iter().copied().collect();
     assert_eq!(q, vec![blk(1, 0)]);
-    // Once A announces piece 0, it is out: B may have it.
+    // Once A announces piece 0, it is out: B gets it from A, not from us...
     t.msg(t.t0, a, Message::Have { index: 0 }).unwrap();
+    t.request(t.t0, b, blk(0, 0)).unwrap();
+    assert_eq!(sent(&t.acts(), b), vec![Out::Reject(blk(0, 0))]);
+    // ...until every piece is out.
+    for index in 1..4 {
+        t.msg(t.t0, a, Message::Have { index }).unwrap();
+    }
     t.request(t.t0, b, blk(0, 0)).unwrap();
     assert!(sent(&t.acts(), b).is_empty());
     assert_eq!(t.sw.uploads(b).unwrap().len(), 2);

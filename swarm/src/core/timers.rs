@@ -58,10 +58,12 @@ impl Swarm {
         }
         self.next_tick = (!self.order.is_empty()).then(|| now + TICK);
         let keys = self.order.clone();
+        let mut rate = 0.0;
         for &k in &keys {
             let Some(p) = self.peer_mut(k).filter(|p| p.active()) else {
                 continue;
             };
+            rate += p.rate();
             let requests_out = p.requests_out;
             p.meter.sample(now, requests_out);
             if p.refused_since
@@ -71,6 +73,7 @@ impl Swarm {
                 p.refused = Bitfield::new(p.refused.len());
             }
         }
+        self.share_grace = super::requests::share_grace(self.meta.info.total_length, rate);
         // Who delivered a requested block within the last second (counted once per tick).
         let delivering = keys.iter().filter(|&&k| self.delivering(k, now)).count();
         for &k in &keys {
