@@ -476,6 +476,8 @@ impl Swarm {
         bufs: &mut dyn PieceBuffers,
     ) -> Result<(), String> {
         let n = self.shared.piece_count();
+        // At least half the torrent missing here (see `Peer::seed_met_early`).
+        let early = self.shared.missing().saturating_mul(2) >= n;
         let peer = self.peer_mut(key).ok_or("unknown connection")?;
         if !peer.active() {
             return Err("message before the handshake".into());
@@ -542,6 +544,7 @@ impl Swarm {
                 peer.got_bitfield = true;
                 peer.opened_complete = field.is_complete();
                 peer.seed_at_open = field.is_complete() && !peer.counted;
+                peer.seed_met_early = peer.seed_at_open && early;
                 self.set_peer_pieces(now, key, field, bufs);
             }
             Message::HaveAll => {
@@ -551,6 +554,7 @@ impl Swarm {
                 peer.got_bitfield = true;
                 peer.opened_complete = true;
                 peer.seed_at_open = !peer.counted;
+                peer.seed_met_early = peer.seed_at_open && early;
                 self.set_peer_pieces(now, key, Bitfield::full(n), bufs);
             }
             Message::HaveNone => {

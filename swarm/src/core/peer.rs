@@ -72,6 +72,9 @@ pub(crate) struct Peer {
     /// Its first BITFIELD (or HAVE ALL) held every piece: a seed from the start (set once;
     /// see `count_piece` for what it changes).
     pub seed_at_open: bool,
+    /// A seed at open that we met while at least half the torrent was missing here: the
+    /// origin, not a host that finished while we were downloading.
+    pub seed_met_early: bool,
     /// Payload bytes we sent it.
     pub uploaded_to: u64,
     /// The last refill found no piece or no buffer: skip refills until the tick.
@@ -139,6 +142,7 @@ impl Peer {
             got_bitfield: false,
             opened_complete: false,
             seed_at_open: false,
+            seed_met_early: false,
             uploaded_to: 0,
             refill_blocked: false,
             max_requests: MAX_REQUEST_DEPTH,

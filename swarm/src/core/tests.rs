@@ -872,11 +872,13 @@ fn a_quiet_rack_lets_a_remote_peer_fetch_beyond_our_share() {
 }
 
 #[test]
-fn a_remote_seed_serves_the_last_eighth_even_what_the_rack_has() {
+fn a_remote_seed_met_early_serves_the_last_eighth_even_what_the_rack_has() {
     let n = 16;
-    let setup = |complete: bool, dc: &str| {
+    let setup_met = |complete: bool, dc: &str, met_late: bool| {
         let mut t = T::new(n);
-        t.verify(0..n - 2);
+        if met_late {
+            t.verify(0..n - 2);
+        }
         let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
         t.msg(t.t0, r, Message::HaveAll).unwrap();
         let x = t.connect_as(1, placed(1, place(dc, "r2")), true, t.t0);
@@ -892,13 +894,21 @@ fn a_remote_seed_serves_the_last_eighth_even_what_the_rack_has() {
             },
         )
         .unwrap();
+        if !met_late {
+            t.verify(0..n - 2);
+        }
         t.prove(x);
         t.msg(t.t0, x, Message::Unchoke).unwrap();
         requests(&t.acts(), x)
     };
+    let setup = |complete: bool, dc: &str| setup_met(complete, dc, false);
     assert!(
         !setup(true, "east").is_empty(),
         "a seed of our dc, in another rack, in the tail"
+    );
+    assert!(
+        setup_met(true, "east", true).is_empty(),
+        "a seed we met in our tail finished while we downloaded: not the origin"
     );
     assert!(
         setup(false, "east").is_empty(),
