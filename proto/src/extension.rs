@@ -14,6 +14,29 @@ use crate::bencode::{self, Limits, Value};
 pub const HANDSHAKE_ID: u8 = 0;
 /// The id we ask peers to use when they send us `ut_metadata` messages.
 pub const OUR_UT_METADATA_ID: u8 = 1;
+/// ringswarm's own extension (BEP 10 name [`FETCHING`]): "I have started fetching this
+/// piece from outside our rack". A host tells its rack peers, so that they leave the piece
+/// to it instead of each fetching it across the rack uplink.
+pub const FETCHING: &str = "rs_fetching";
+/// The id we ask peers to use when they send us [`FETCHING`] messages.
+pub const OUR_FETCHING_ID: u8 = 2;
+
+/// A [`FETCHING`] payload: the piece index, 4 bytes big-endian.
+pub fn encode_fetching(piece: u32) -> Vec<u8> {
+    piece.to_be_bytes().to_vec()
+}
+
+/// Reads a [`FETCHING`] payload: exactly 4 bytes (the piece's range is the caller's check).
+pub fn decode_fetching(payload: &[u8]) -> Result<u32, ExtensionError> {
+    let bytes: [u8; 4] = payload.try_into().map_err(|_| {
+        invalid(
+            "rs_fetching",
+            format!("{} bytes, not a 4-byte piece index", payload.len()),
+        )
+    })?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
 /// BEP 9 metadata piece size.
 pub const METADATA_PIECE_SIZE: usize = 16 * 1024;
 /// Largest info dict we accept over BEP 9.
@@ -261,6 +284,15 @@ impl<'a> MetadataMsg<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetching_message_is_a_4_byte_piece_index() {
+        assert_eq!(decode_fetching(&encode_fetching(70_000)), Ok(70_000));
+        for bad in [&[][..], &[0, 0, 1][..], &[0, 0, 0, 1, 2][..]] {
+            let err = decode_fetching(bad).unwrap_err().to_string();
+            assert!(err.contains("rs_fetching"), "{err}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

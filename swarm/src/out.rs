@@ -105,4 +105,8 @@ pub enum Action {
     /// `piece` is verified and written here: tell the host's other cores
     /// ([`crate::Swarm::verified_elsewhere`] on each).
     Broadcast { piece: u32 },
+    /// This core started fetching `piece` from outside the rack: tell the host's other
+    /// cores ([`crate::Swarm::fetching_elsewhere`] on each), so that they tell their rack
+    /// peers.
+    BroadcastFetching { piece: u32 },
 }

@@ -34,6 +34,9 @@ impl Share {
 
 /// What a peer outside our rack may be asked for.
 pub struct RemoteRule<'a> {
+    /// The tail, from the origin: any piece, what the rack has too, except one a rack
+    /// peer fetches from outside already.
+    pub seed_tail: bool,
     /// How many rack peers have each piece: only pieces no rack peer has are eligible.
     pub rack_availability: &'a [AtomicU32],
     pub share: Share,
@@ -45,6 +48,9 @@ pub struct RemoteRule<'a> {
     /// other ([`Overdue`]).
     pub seen_outside: &'a [AtomicU64],
     pub overdue: Overdue,
+    /// Per piece, when a rack peer said it started fetching it from outside (same clock,
+    /// 0: nobody): such a piece is left to it for [`Overdue::fetch_lapse`].
+    pub rack_fetching: &'a [AtomicU64],
     /// Set for a peer in another datacenter.
     pub other_dc: Option<OtherDc<'a>>,
 }
@@ -61,6 +67,8 @@ pub struct Overdue {
     pub now: u64,
     /// Per place in the order, in ms.
     pub grace: u64,
+    /// How long a rack peer's word that it fetches a piece holds, in ms.
+    pub fetch_lapse: u64,
 }
 
 /// What a peer in another datacenter may be asked for: only pieces no peer of our dc has
@@ -103,6 +111,15 @@ impl RemoteRule<'_> {
                     + after(self.share, piece / racks)
             }
         }
+    }
+
+    fn a_rack_peer_fetches(&self, piece: u32) -> bool {
+        self.rack_fetching
+            .get(piece as usize)
+            .map(|t| t.load(Ordering::Relaxed))
+            .is_some_and(|t| {
+                t != 0 && t.saturating_add(self.overdue.fetch_lapse) > self.overdue.now
+            })
     }
 
     fn beyond_share_allowed(&self, piece: u32) -> bool {
@@ -182,12 +199,19 @@ pub fn pick_and_claim(input: &PickInput<'_>) -> Option<u32> {
                     candidates &= candidates - 1;
                     let outside = match &input.remote {
                         None => false,
+                        Some(rule) if rule.seed_tail => {
+                            if rule.a_rack_peer_fetches(i) {
+                                continue;
+                            }
+                            false
+                        }
                         Some(rule) => {
                             if load(rule.rack_availability, i) > 0
                                 || rule
                                     .other_dc
                                     .as_ref()
                                     .is_some_and(|d| load(d.dc_availability, i) > 0)
+                                || rule.a_rack_peer_fetches(i)
                             {
                                 continue;
                             }
@@ -330,6 +354,7 @@ mod tests {
             members: 3,
         };
         // Piece 6 was announced outside the rack at ms 100 (stored + 1), piece 3 at 900.
+        let fetching: Vec<AtomicU64> = (0..8).map(|_| AtomicU64::new(0)).collect();
         let seen: Vec<AtomicU64> = [0, 0, 0, 901, 0, 0, 101, 0]
             .into_iter()
             .map(AtomicU64::new)
@@ -343,11 +368,17 @@ mod tests {
             refused: None,
             in_progress: None,
             remote: Some(RemoteRule {
+                seed_tail: false,
                 rack_availability: &rack,
                 share,
                 beyond_share,
                 seen_outside: &seen,
-                overdue: Overdue { now, grace: 400 },
+                overdue: Overdue {
+                    now,
+                    grace: 400,
+                    fetch_lapse: 1000,
+                },
+                rack_fetching: &fetching,
                 other_dc: None,
             }),
         };
@@ -393,6 +424,7 @@ mod tests {
         let verified = AtomicBitfield::new(12);
         let claimed = AtomicBitfield::new(12);
         let none = avail(&[0; 12]);
+        let fetching: Vec<AtomicU64> = (0..12).map(|_| AtomicU64::new(0)).collect();
         let seen: Vec<AtomicU64> = (0..12)
             .map(|i| AtomicU64::new(if i == 8 { 1 } else { 0 }))
             .collect();
@@ -406,11 +438,17 @@ mod tests {
                 refused: None,
                 in_progress: None,
                 remote: Some(RemoteRule {
+                    seed_tail: false,
                     rack_availability: &none,
                     share: Share { rank, members: 4 },
                     beyond_share: false,
                     seen_outside: &seen,
-                    overdue: Overdue { now, grace: 100 },
+                    overdue: Overdue {
+                        now,
+                        grace: 100,
+                        fetch_lapse: 1000,
+                    },
+                    rack_fetching: &fetching,
                     other_dc: None,
                 }),
             };
@@ -424,6 +462,12 @@ mod tests {
             assert!(!may_fetch(rank, due - 1), "rank {rank} before its turn");
             assert!(may_fetch(rank, due), "rank {rank} on its turn");
         }
+        // A rack peer said at ms 500 that it fetches the piece: left to it, even for its
+        // owner, until the word lapses (1 s).
+        fetching[8].store(501, Ordering::Relaxed);
+        assert!(!may_fetch(0, 600));
+        assert!(!may_fetch(3, 1500));
+        assert!(may_fetch(3, 1501));
     }
 
     #[test]
@@ -467,6 +511,7 @@ mod tests {
         in_dc[5] = 1; // another rack of our dc has piece 5: fetched inside the dc
         let dc = avail(&in_dc);
         let seen: Vec<AtomicU64> = (0..24).map(|_| AtomicU64::new(0)).collect();
+        let fetching: Vec<AtomicU64> = (0..24).map(|_| AtomicU64::new(0)).collect();
         let input = |beyond_share| PickInput {
             peer_has: &has,
             verified: &verified,
@@ -476,6 +521,7 @@ mod tests {
             refused: None,
             in_progress: None,
             remote: Some(RemoteRule {
+                seed_tail: false,
                 rack_availability: &rack,
                 share: Share {
                     rank: 0,
@@ -483,7 +529,12 @@ mod tests {
                 },
                 beyond_share,
                 seen_outside: &seen,
-                overdue: Overdue { now: 0, grace: 400 },
+                overdue: Overdue {
+                    now: 0,
+                    grace: 400,
+                    fetch_lapse: 1000,
+                },
+                rack_fetching: &fetching,
                 other_dc: Some(OtherDc {
                     dc_availability: &dc,
                     dc_share: Share {

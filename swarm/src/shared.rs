@@ -87,6 +87,10 @@ pub struct Shared {
     /// Per piece, when a peer outside our rack first announced it: ms since the epoch + 1,
     /// 0 = not yet (see [`crate::picker::RemoteRule::seen_outside`]).
     pub seen_outside: Box<[AtomicU64]>,
+    /// Per piece, when a rack peer last said it started fetching it from outside the rack
+    /// (an `rs_fetching` message), on the `seen_outside` clock; 0 = nobody (see
+    /// [`crate::picker::RemoteRule::rack_fetching`]).
+    pub rack_fetching: Box<[AtomicU64]>,
     /// Our [`Share`] of the pieces fetched from outside the rack: `members << 32 | rank`.
     rack_share: AtomicU64,
     /// Our rack's [`Share`] of the pieces fetched from other datacenters, as
@@ -125,6 +129,7 @@ impl Shared {
             rack_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
             dc_availability: (0..n).map(|_| AtomicU32::new(0)).collect(),
             seen_outside: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            rack_fetching: (0..n).map(|_| AtomicU64::new(0)).collect(),
             rack_share: AtomicU64::new(1 << 32),
             dc_share: AtomicU64::new(1 << 32),
             last_rack_block_ms: AtomicU64::new(0),
@@ -300,6 +305,14 @@ impl Shared {
         if let Some(t) = self.seen_outside.get(piece as usize) {
             t.compare_exchange(0, self.ms(now) + 1, Ordering::Relaxed, Ordering::Relaxed)
                 .ok();
+        }
+    }
+
+    /// A rack peer started fetching `piece` from outside the rack (`now`), or left while
+    /// fetching it (`None`).
+    pub fn note_rack_fetching(&self, piece: u32, now: Option<Instant>) {
+        if let Some(t) = self.rack_fetching.get(piece as usize) {
+            t.store(now.map_or(0, |now| self.ms(now) + 1), Ordering::Relaxed);
         }
     }
 

@@ -271,7 +271,10 @@ impl World {
                 Action::Discard { buf } => {
                     prop_assert!(self.bufs.live.remove(&buf), "discard of a dead buffer");
                 }
-                Action::Serve { .. } | Action::Dial { .. } | Action::Broadcast { .. } => {}
+                Action::Serve { .. }
+                | Action::Dial { .. }
+                | Action::Broadcast { .. }
+                | Action::BroadcastFetching { .. } => {}
             }
         }
         prop_assert!(false, "the core never stopped acting");

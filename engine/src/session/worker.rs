@@ -86,6 +86,11 @@ pub(crate) enum Command {
         info_hash: [u8; 20],
         piece: u32,
     },
+    /// Another core started fetching a piece from outside the rack.
+    Fetching {
+        info_hash: [u8; 20],
+        piece: u32,
+    },
     /// Stop serving a torrent: close its peers, let its disk and hash work finish, free
     /// its buffers, forget it, then say so on `done` (the files close with the last
     /// reference to its storage).
@@ -827,6 +832,16 @@ impl Ctx {
                         }
                     }
                 }
+                Action::BroadcastFetching { piece } => {
+                    for (i, link) in self.links.iter().enumerate() {
+                        if i != self.index {
+                            link.send(Command::Fetching {
+                                info_hash: info_hash.0,
+                                piece,
+                            });
+                        }
+                    }
+                }
             }
         }
     }
@@ -889,6 +904,12 @@ impl Ctx {
                 Command::Have { info_hash, piece } => {
                     if let Some(t) = self.torrent_index(&info_hash) {
                         self.torrents[t].core.verified_elsewhere(piece);
+                        self.run_actions(ring, t);
+                    }
+                }
+                Command::Fetching { info_hash, piece } => {
+                    if let Some(t) = self.torrent_index(&info_hash) {
+                        self.torrents[t].core.fetching_elsewhere(piece);
                         self.run_actions(ring, t);
                     }
                 }

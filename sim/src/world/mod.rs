@@ -451,7 +451,9 @@ impl World {
                     let at = self.now + self.piece_time(piece, self.s.model.disk_rate);
                     self.push(at, Ev::Written(h, piece));
                 }
-                Action::Discard { .. } | Action::Broadcast { .. } => {}
+                Action::Discard { .. }
+                | Action::Broadcast { .. }
+                | Action::BroadcastFetching { .. } => {}
                 Action::Close { peer, reason } => {
                     *self.closes.entry(reason).or_default() += 1;
                     self.flush(h, &mut batch);

@@ -121,6 +121,8 @@ pub struct Swarm {
     /// How long a share owner in the rack has before the next host may fetch its piece
     /// from outside ([`crate::picker::Overdue`]), from our download rate at the last tick.
     share_grace: Duration,
+    /// Every rack peer here speaks `rs_fetching` (at the last tick; false with none).
+    rack_says_fetching: bool,
     rng: u64,
     /// Our peers waiting for a slot, as last added to the torrent's count.
     waiting_published: u32,
@@ -145,6 +147,7 @@ impl Swarm {
             redials: Vec::new(),
             next_tick: None,
             share_grace: requests::SHARE_GRACE_MAX,
+            rack_says_fetching: false,
             rng,
             waiting_published: 0,
             stopped: false,
@@ -364,7 +367,10 @@ impl Swarm {
         }
         if ext {
             let hs = ExtHandshake {
-                extensions: vec![("ut_metadata".into(), extension::OUR_UT_METADATA_ID)],
+                extensions: vec![
+                    ("ut_metadata".into(), extension::OUR_UT_METADATA_ID),
+                    (extension::FETCHING.into(), extension::OUR_FETCHING_ID),
+                ],
                 metadata_size: Some(self.meta.info_bytes.len() as u64),
                 listen_port: self.cfg.listen_port,
                 client: Some(concat!("ringswarm ", env!("CARGO_PKG_VERSION")).into()),
@@ -417,6 +423,10 @@ impl Swarm {
             }
         }
         shared.release_grants(&peer.granted);
+        // What it said it fetches for the rack will not come from it.
+        for &piece in &peer.fetching {
+            shared.note_rack_fetching(piece, None);
+        }
         for piece in peer.pieces.iter().copied() {
             self.leave_piece(piece, key, false);
         }
@@ -602,17 +612,27 @@ impl Swarm {
                 };
                 self.on_reject(now, key, block, bufs);
             }
-            Message::Extended { id, payload } => self.on_extended(key, id, payload)?,
+            Message::Extended { id, payload } => self.on_extended(now, key, id, payload, bufs)?,
         }
         Ok(())
     }
 
-    fn on_extended(&mut self, key: PeerKey, id: u8, payload: &[u8]) -> Result<(), String> {
+    fn on_extended(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        id: u8,
+        payload: &[u8],
+        bufs: &mut dyn PieceBuffers,
+    ) -> Result<(), String> {
+        let n = self.shared.piece_count();
+        let shared = self.shared.clone();
         let peer = self.peer_mut(key).ok_or("unknown connection")?;
         if id == extension::HANDSHAKE_ID {
             let hs = ExtHandshake::decode(payload)
                 .map_err(|e| format!("bad extension handshake: {e}"))?;
             peer.their_metadata_id = hs.id_of("ut_metadata");
+            peer.their_fetching_id = hs.id_of(extension::FETCHING);
             peer.max_requests = hs
                 .request_queue
                 .map_or(MAX_REQUEST_DEPTH, |q| q.clamp(16, MAX_REQUEST_DEPTH));
@@ -626,6 +646,25 @@ impl Swarm {
                     let now = locality(ours, &stated);
                     self.set_locality(key, now);
                 }
+            }
+            return Ok(());
+        }
+        if id == extension::OUR_FETCHING_ID {
+            let piece = extension::decode_fetching(payload).map_err(|e| e.to_string())?;
+            if piece >= n {
+                return Err(format!("rs_fetching for piece {piece} of {n}"));
+            }
+            // Only a rack peer's word counts, and only for a piece it has not announced.
+            if peer.locality == Locality::Rack
+                && !peer.have.get(piece)
+                && peer.fetching.len() < peer::MAX_FETCHING
+            {
+                if !peer.fetching.contains(&piece) {
+                    peer.fetching.push(piece);
+                }
+                let them = peer.id;
+                shared.note_rack_fetching(piece, Some(now));
+                self.yield_fetch(now, piece, them, bufs);
             }
             return Ok(());
         }
@@ -724,6 +763,7 @@ impl Swarm {
         if added && peer.locality != Locality::Rack {
             shared.note_seen_outside(piece, now);
         }
+        peer.fetching.retain(|&p| p != piece);
         added
     }
 

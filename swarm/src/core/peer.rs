@@ -36,6 +36,10 @@ pub struct PeerInfo {
     pub their_place: Option<NamedPlace>,
 }
 
+/// Most pieces a rack peer may say it fetches at once: more are ignored (a peer fetches a
+/// few pieces from outside at a time; a hostile one must not freeze the rack's fetches).
+pub const MAX_FETCHING: usize = 64;
+
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub key: PeerKey,
@@ -47,6 +51,11 @@ pub(crate) struct Peer {
     pub fast: bool,
     pub ext: bool,
     pub their_metadata_id: Option<u8>,
+    /// Its id for our `rs_fetching` messages (it speaks the extension).
+    pub their_fetching_id: Option<u8>,
+    /// Pieces it said it fetches from outside our rack and has not announced yet (a rack
+    /// peer; at most [`MAX_FETCHING`]).
+    pub fetching: Vec<u32>,
     pub am_choking: bool,
     /// When we last unchoked it, and its last REQUEST since (the idle-slot rule).
     pub unchoked_at: Instant,
@@ -127,6 +136,8 @@ impl Peer {
             fast: false,
             ext: false,
             their_metadata_id: None,
+            their_fetching_id: None,
+            fetching: Vec::new(),
             am_choking: true,
             unchoked_at: now,
             last_request: None,

@@ -223,6 +223,12 @@ impl Swarm {
         self.actions.push_back(Action::Broadcast { piece });
     }
 
+    /// Another core of this host started fetching `piece` from outside the rack
+    /// ([`Action::BroadcastFetching`]): our rack peers hear of it too.
+    pub fn fetching_elsewhere(&mut self, piece: u32) {
+        self.tell_rack_fetching(piece);
+    }
+
     /// Another core of this host verified `piece`: our copy in progress, if any, is
     /// dropped, and our peers hear of it.
     pub fn verified_elsewhere(&mut self, piece: u32) {

@@ -40,6 +40,13 @@ pub const SHARE_GRACE_MIN: Duration = Duration::from_millis(250);
 /// Also the grace before a rate is known.
 pub const SHARE_GRACE_MAX: Duration = Duration::from_secs(4);
 
+/// With every rack peer here telling what it fetches from outside (`rs_fetching`), the
+/// wait per place in the order of [`crate::picker::Overdue`]: a host that fetches a piece
+/// says so within a path delay, so the next one need not wait long for the owner, only
+/// long enough for its word (or its HAVE) to arrive; the share grace becomes how long that
+/// word holds.
+pub const FETCHING_TURN: Duration = Duration::from_millis(20);
+
 /// The share grace at a download rate of `rate` bytes/s for a torrent of `total` bytes.
 pub fn share_grace(total: u64, rate: f64) -> Duration {
     if rate <= 0.0 || !rate.is_finite() {
@@ -113,6 +120,11 @@ impl Swarm {
                 blocked = true;
                 break;
             }
+            if self.peer(key).is_some_and(|p| p.locality != Locality::Rack) {
+                self.tell_rack_fetching(piece);
+                self.actions
+                    .push_back(crate::out::Action::BroadcastFetching { piece });
+            }
             self.take_blocks(now, key, piece, &mut budget, &mut out, None);
         }
         // 3. The endgame: a hand in the pieces in progress here, then a duplicate of a
@@ -123,7 +135,7 @@ impl Swarm {
             .peer(key)
             .map_or((false, false), |p| (p.proven, p.pieces.is_empty()));
         if budget > 0 && self.endgame() && (proven || idle) {
-            let mut joinable = self.joinable(key);
+            let mut joinable = self.joinable(key, now);
             if !proven {
                 joinable.truncate(1);
             }
@@ -137,7 +149,7 @@ impl Swarm {
                 }
             }
             while budget > 0 && proven {
-                let Some(piece) = self.pick_duplicate(key) else {
+                let Some(piece) = self.pick_duplicate(key, now) else {
                     break;
                 };
                 if !self.start_piece(key, piece, false, bufs) {
@@ -164,6 +176,64 @@ impl Swarm {
         }
         for b in out {
             self.send(key, Out::Request(b));
+        }
+    }
+
+    /// A rack peer (`them`) says it fetches `piece` from outside the rack, and so do we,
+    /// not one block of it here yet: both picked it before the other's word arrived (the
+    /// same HAVE reached both). The lower peer id keeps it; the other gives it up, so the
+    /// rack takes it in once, and fetches it from that peer when it has it.
+    pub(super) fn yield_fetch(
+        &mut self,
+        now: Instant,
+        piece: u32,
+        them: crate::ids::PeerId,
+        bufs: &mut dyn PieceBuffers,
+    ) {
+        if them.0 >= self.cfg.our_id.0 {
+            return;
+        }
+        let Some(a) = self.assemblies.get(&piece) else {
+            return;
+        };
+        if a.received > 0 {
+            return;
+        }
+        let mut fetchers: Vec<PeerKey> = a.blocks.iter().flat_map(|b| b.requesters()).collect();
+        fetchers.sort_unstable();
+        fetchers.dedup();
+        let from_outside = !fetchers.is_empty()
+            && fetchers
+                .iter()
+                .all(|&k| self.peer(k).is_some_and(|p| p.locality != Locality::Rack));
+        if !from_outside {
+            return;
+        }
+        self.give_up(piece);
+        for k in fetchers {
+            self.fill(now, k, bufs);
+        }
+    }
+
+    /// Tells the rack peers here that speak `rs_fetching` that this host fetches `piece`
+    /// from outside the rack.
+    pub(super) fn tell_rack_fetching(&mut self, piece: u32) {
+        let payload = ringswarm_proto::extension::encode_fetching(piece);
+        for k in self.order.clone() {
+            let Some(id) = self
+                .peer(k)
+                .filter(|p| p.active() && p.locality == Locality::Rack && !p.have.get(piece))
+                .and_then(|p| p.their_fetching_id)
+            else {
+                continue;
+            };
+            self.send(
+                k,
+                Out::Extended {
+                    id,
+                    payload: payload.clone(),
+                },
+            );
         }
     }
 
@@ -304,7 +374,7 @@ impl Swarm {
     /// has not refused them, they take several sources, and a remote peer only joins what
     /// no rack peer has or could fetch. The ones with the fewest blocks in first (closest to
     /// done).
-    fn joinable(&self, key: PeerKey) -> Vec<u32> {
+    fn joinable(&self, key: PeerKey, now: Instant) -> Vec<u32> {
         let Some(peer) = self.peer(key) else {
             return Vec::new();
         };
@@ -313,7 +383,7 @@ impl Swarm {
             .assemblies
             .values()
             .filter(|a| !a.single_source && peer.have.get(a.piece) && !peer.is_refusing(a.piece))
-            .filter(|a| !remote || self.rack_cannot_serve(a.piece))
+            .filter(|a| !remote || self.rack_cannot_serve(a.piece, now))
             .map(|a| (a.blocks.len() as u32 - a.received, a.piece))
             .collect();
         v.sort_unstable();
@@ -326,8 +396,8 @@ impl Swarm {
     /// download). A rack peer that has it on another core of this host counts as able: the
     /// availability says it is there, and that core fetches it (perf/fleet: letting remote
     /// peers in whenever no rack peer *here* had it took 1.14-1.18 × the blob into a rack).
-    fn rack_cannot_serve(&self, piece: u32) -> bool {
-        if self.rack_lacks(piece) {
+    fn rack_cannot_serve(&self, piece: u32, now: Instant) -> bool {
+        if self.rack_lacks(piece, now) {
             return true;
         }
         let mut holders = self
@@ -340,11 +410,23 @@ impl Swarm {
             && holders.all(|p| p.peer_choking || p.closing || p.is_refusing(piece))
     }
 
-    fn rack_lacks(&self, piece: u32) -> bool {
-        self.shared
-            .rack_availability
+    /// No rack peer has `piece`, and none said lately it fetches it from outside.
+    fn rack_lacks(&self, piece: u32, now: Instant) -> bool {
+        let shared = &self.shared;
+        let fetching = shared
+            .rack_fetching
             .get(piece as usize)
-            .is_some_and(|a| a.load(Ordering::Relaxed) == 0)
+            .map(|t| t.load(Ordering::Relaxed))
+            .is_some_and(|t| {
+                t != 0
+                    && t.saturating_add(self.share_grace.as_millis() as u64)
+                        > shared.seen_outside_clock(now)
+            });
+        !fetching
+            && shared
+                .rack_availability
+                .get(piece as usize)
+                .is_some_and(|a| a.load(Ordering::Relaxed) == 0)
     }
 
     /// A new piece to fetch from `key`, claimed for this core.
@@ -378,15 +460,22 @@ impl Swarm {
             start: peer.pick_start,
             refused: peer.refused_since.is_some().then_some(&peer.refused),
             in_progress: Some(&|p| self.in_progress(p)),
-            remote: (!rack && !seed_tail).then(|| RemoteRule {
+            remote: (!rack).then(|| RemoteRule {
+                seed_tail,
                 rack_availability: &shared.rack_availability,
                 share: shared.share(),
                 beyond_share: missing <= TAIL_PIECES || shared.rack_quiet_for(RACK_QUIET, now),
                 seen_outside: &shared.seen_outside,
                 overdue: picker::Overdue {
                     now: shared.seen_outside_clock(now),
-                    grace: self.share_grace.as_millis() as u64,
+                    grace: if self.rack_says_fetching {
+                        FETCHING_TURN.as_millis() as u64
+                    } else {
+                        self.share_grace.as_millis() as u64
+                    },
+                    fetch_lapse: self.share_grace.as_millis() as u64,
                 },
+                rack_fetching: &shared.rack_fetching,
                 other_dc: (peer.locality == Locality::Remote && peer.our_place.is_some()).then(
                     || picker::OtherDc {
                         dc_availability: &shared.dc_availability,
@@ -399,7 +488,7 @@ impl Swarm {
     }
 
     /// A piece another core is fetching, to fetch here too (the first copy wins).
-    fn pick_duplicate(&self, key: PeerKey) -> Option<u32> {
+    fn pick_duplicate(&self, key: PeerKey, now: Instant) -> Option<u32> {
         let peer = self.peer(key)?;
         let shared = &self.shared;
         let rack = peer.locality == Locality::Rack;
@@ -412,7 +501,7 @@ impl Swarm {
                 self.in_progress(p)
                     || peer.is_refusing(p)
                     || self.single_source.contains(&p)
-                    || (!rack && !self.rack_cannot_serve(p))
+                    || (!rack && !self.rack_cannot_serve(p, now))
             },
         )
     }

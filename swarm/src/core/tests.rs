@@ -839,6 +839,120 @@ fn a_piece_outside_our_share_comes_from_outside_once_overdue_after_share_grace()
     assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![9, 11, 13, 15]);
 }
 
+/// Says, as a peer, that it speaks `rs_fetching` (as id 9).
+fn speaks_fetching(t: &mut T, k: PeerKey) {
+    let hs = ExtHandshake {
+        extensions: vec![(extension::FETCHING.into(), 9)],
+        ..Default::default()
+    }
+    .encode();
+    t.msg(t.t0, k, ext(extension::HANDSHAKE_ID, &hs)).unwrap();
+}
+
+fn fetching_told(acts: &[Action], key: PeerKey) -> Vec<u32> {
+    sent(acts, key)
+        .into_iter()
+        .filter_map(|m| match m {
+            Out::Extended { id: 9, payload } => extension::decode_fetching(&payload).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rack_peers_say_what_they_fetch_from_outside_and_a_crossed_pick_goes_to_the_lower_id() {
+    let (mut t, x) = rack_setup();
+    let r = PeerKey {
+        index: 0x90,
+        gen: 0,
+    };
+    // A second rack peer, with a lower id than ours: ranks 0x10, us, 0x90 (we are 1 of 3).
+    let low = t.connect_as(0x10, placed(0x10, place("east", "r1")), true, t.t0);
+    speaks_fetching(&mut t, r);
+    speaks_fetching(&mut t, low);
+    t.tick(t.at(ms(100)));
+    t.acts();
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.prove(x);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    let acts = t.acts();
+    assert_eq!(
+        pieces_of(&requests(&acts, x)),
+        vec![10, 13],
+        "our share of 8-15"
+    );
+    // Both rack peers hear of it (r holds 0-7, not these).
+    assert_eq!(fetching_told(&acts, low), vec![10, 13]);
+    assert_eq!(fetching_told(&acts, r), vec![10, 13]);
+    // The lower id fetches 10 too (its word crossed ours): we give it up, nothing came.
+    t.msg(
+        t.t0,
+        low,
+        ext(extension::OUR_FETCHING_ID, &extension::encode_fetching(10)),
+    )
+    .unwrap();
+    let acts = t.acts();
+    let cancels: Vec<u32> = sent(&acts, x)
+        .into_iter()
+        .filter_map(|m| match m {
+            Out::Cancel(b) => Some(b.piece),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !cancels.is_empty() && cancels.iter().all(|&p| p == 10),
+        "{cancels:?}"
+    );
+    assert!(
+        !pieces_of(&requests(&acts, x)).contains(&10),
+        "not asked again"
+    );
+    // The higher id says it fetches 13: ours stays.
+    t.msg(
+        t.t0,
+        r,
+        ext(extension::OUR_FETCHING_ID, &extension::encode_fetching(13)),
+    )
+    .unwrap();
+    assert!(sent(&t.acts(), x).is_empty());
+    // A rack peer that leaves takes its word with it.
+    assert_ne!(t.shared.rack_fetching[10].load(Ordering::Relaxed), 0);
+    t.sw.peer_closed(t.t0, low);
+    assert_eq!(t.shared.rack_fetching[10].load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_piece_a_rack_peer_fetches_is_left_to_it_until_its_word_lapses() {
+    let (mut t, x) = rack_setup();
+    let r = PeerKey {
+        index: 0x90,
+        gen: 0,
+    };
+    speaks_fetching(&mut t, r);
+    // It fetches 8 and 12, both ours (we are rank 0 of 2: the even pieces).
+    for piece in [8, 12] {
+        t.msg(
+            t.t0,
+            r,
+            ext(
+                extension::OUR_FETCHING_ID,
+                &extension::encode_fetching(piece),
+            ),
+        )
+        .unwrap();
+    }
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.prove(x);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![10, 14]);
+    // No rate yet: the word holds the longest grace.
+    let later = super::requests::SHARE_GRACE_MAX + ms(100);
+    t.shared.note_rack_block(t.at(later));
+    t.tick(t.at(later));
+    let got = pieces_of(&requests(&t.acts(), x));
+    assert!(got.contains(&8) || got.contains(&12), "lapsed: {got:?}");
+}
+
 #[test]
 fn a_remote_seeds_bitfield_does_not_make_every_piece_overdue() {
     let (mut t, x) = rack_setup();
@@ -2358,9 +2472,21 @@ fn a_malformed_extension_handshake_drops_the_peer_and_an_unassigned_extension_id
         .msg(t.t0, k, ext(extension::HANDSHAKE_ID, b"garbage"))
         .unwrap_err();
     assert!(e.contains("bad extension handshake"), "{e}");
-    t.msg(t.t0, k, ext(extension::OUR_UT_METADATA_ID + 1, b"garbage"))
+    t.msg(t.t0, k, ext(extension::OUR_FETCHING_ID + 1, b"garbage"))
         .unwrap();
     assert!(t.acts().is_empty());
+    let e = t
+        .msg(t.t0, k, ext(extension::OUR_FETCHING_ID, b"xy"))
+        .unwrap_err();
+    assert!(e.contains("rs_fetching"), "{e}");
+    let e = t
+        .msg(
+            t.t0,
+            k,
+            ext(extension::OUR_FETCHING_ID, &extension::encode_fetching(4)),
+        )
+        .unwrap_err();
+    assert!(e.contains("piece 4 of 4"), "{e}");
 }
 
 #[test]

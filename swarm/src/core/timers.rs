@@ -74,6 +74,14 @@ impl Swarm {
             }
         }
         self.share_grace = super::requests::share_grace(self.meta.info.total_length, rate);
+        let mut rack = self
+            .order
+            .iter()
+            .filter_map(|&k| self.peer(k))
+            .filter(|p| p.active() && p.locality == crate::locality::Locality::Rack)
+            .peekable();
+        self.rack_says_fetching =
+            rack.peek().is_some() && rack.all(|p| p.their_fetching_id.is_some());
         // Who delivered a requested block within the last second (counted once per tick).
         let delivering = keys.iter().filter(|&&k| self.delivering(k, now)).count();
         for &k in &keys {

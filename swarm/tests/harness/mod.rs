@@ -216,6 +216,11 @@ enum Ev {
         from: usize,
         piece: u32,
     },
+    BroadcastFetching {
+        host: usize,
+        from: usize,
+        piece: u32,
+    },
     Connect {
         host: usize,
         core: usize,
@@ -483,6 +488,14 @@ impl Net {
                 for c in 0..self.hosts[host].cores.len() {
                     if c != from {
                         self.hosts[host].cores[c].swarm.verified_elsewhere(piece);
+                        self.drain(host, c);
+                    }
+                }
+            }
+            Ev::BroadcastFetching { host, from, piece } => {
+                for c in 0..self.hosts[host].cores.len() {
+                    if c != from {
+                        self.hosts[host].cores[c].swarm.fetching_elsewhere(piece);
                         self.drain(host, c);
                     }
                 }
@@ -861,6 +874,16 @@ impl Net {
                     self.push(
                         now,
                         Ev::Broadcast {
+                            host: h,
+                            from: c,
+                            piece,
+                        },
+                    );
+                }
+                Action::BroadcastFetching { piece } => {
+                    self.push(
+                        now,
+                        Ev::BroadcastFetching {
                             host: h,
                             from: c,
                             piece,
