@@ -822,26 +822,22 @@ impl Ctx {
                     }
                 }
                 Action::Dial { addr, attempt } => self.connect(ring, t, addr, attempt),
-                Action::Broadcast { piece } => {
-                    for (i, link) in self.links.iter().enumerate() {
-                        if i != self.index {
-                            link.send(Command::Have {
-                                info_hash: info_hash.0,
-                                piece,
-                            });
-                        }
-                    }
-                }
-                Action::BroadcastFetching { piece } => {
-                    for (i, link) in self.links.iter().enumerate() {
-                        if i != self.index {
-                            link.send(Command::Fetching {
-                                info_hash: info_hash.0,
-                                piece,
-                            });
-                        }
-                    }
-                }
+                Action::Broadcast { piece } => self.to_other_cores(|| Command::Have {
+                    info_hash: info_hash.0,
+                    piece,
+                }),
+                Action::BroadcastFetching { piece } => self.to_other_cores(|| Command::Fetching {
+                    info_hash: info_hash.0,
+                    piece,
+                }),
+            }
+        }
+    }
+
+    fn to_other_cores(&self, command: impl Fn() -> Command) {
+        for (i, link) in self.links.iter().enumerate() {
+            if i != self.index {
+                link.send(command());
             }
         }
     }
