@@ -177,6 +177,8 @@ pub struct World {
     /// Directions with a flow, and directions whose core asked to serve while idle.
     sending: Vec<(ConnId, Side)>,
     to_start: Vec<(ConnId, Side)>,
+    /// Blocks a direction finished within a step (kept to reuse its buffer).
+    finished: Vec<(u64, BlockRef)>,
     tracker: Store,
     topology: Topology,
     /// `dc/rack` of each rack, as the topology names it.
@@ -287,6 +289,7 @@ impl World {
             next_conn_gen: 0,
             sending: Vec::new(),
             to_start: Vec::new(),
+            finished: Vec::new(),
             tracker,
             topology,
             rack_names,

@@ -58,12 +58,6 @@ impl World {
             }
             self.sending.push((c, side));
         }
-        self.sending.retain(|&(c, side)| {
-            self.conns
-                .get(c.index as usize)
-                .and_then(|x| x.as_ref())
-                .is_some_and(|x| x.gen == c.gen && x.dirs[side.index()].flow.is_some())
-        });
         if self.sending.is_empty() {
             return;
         }
@@ -74,20 +68,30 @@ impl World {
             self.fleet.net.fill_new();
         }
         let max_window = self.s.model.tcp_window as f64;
-        let sending = std::mem::take(&mut self.sending);
-        let mut still = Vec::with_capacity(sending.len());
-        for (c, side) in sending {
-            if self.advance(c, side, t, step, max_window) {
-                still.push((c, side));
-            }
-        }
-        self.sending = still;
+        // Directions whose connection closed or whose flow stopped since are dropped here,
+        // in the same pass (one look at each connection per step).
+        let mut sending = std::mem::take(&mut self.sending);
+        let mut finished = std::mem::take(&mut self.finished);
+        sending.retain(|&(c, side)| self.advance(c, side, t, step, max_window, &mut finished));
+        self.sending = sending;
+        self.finished = finished;
     }
 
     /// Advances one direction through a step; false when it ran out of blocks (its flow
     /// ends).
-    fn advance(&mut self, c: ConnId, side: Side, t: u64, step: u64, max_window: f64) -> bool {
-        let Some(conn) = self.conns[c.index as usize].as_mut() else {
+    fn advance(
+        &mut self,
+        c: ConnId,
+        side: Side,
+        t: u64,
+        step: u64,
+        max_window: f64,
+        finished: &mut Vec<(u64, BlockRef)>,
+    ) -> bool {
+        let Some(conn) = self.conns[c.index as usize]
+            .as_mut()
+            .filter(|x| x.gen == c.gen)
+        else {
             return false;
         };
         let (from, to) = (
@@ -102,7 +106,6 @@ impl World {
         let cap = tcp::rate_cap(dir.cwnd.min(max_window), rtt);
         let mut used = 0.0f64; // seconds of the step used
         let step_s = step as f64 * 1e-9;
-        let mut finished: Vec<(u64, BlockRef)> = Vec::new();
         let mut ran_out = false;
         if rate > 0.0 {
             loop {
@@ -163,7 +166,7 @@ impl World {
             dir.flow = None;
             self.fleet.net.remove_flow(flow);
         }
-        for (done, b) in finished {
+        for (done, b) in finished.drain(..) {
             self.count_bytes(from, to, u64::from(b.len));
             self.push(done + delay, Ev::Block(c, side.other(), b));
         }
