@@ -99,6 +99,9 @@ impl Path {
 pub struct Network {
     capacity: Vec<f64>,
     flows: Vec<Slot>,
+    /// Each flow's rate, beside the slots: the driver reads every sending flow's rate each
+    /// step, and a dense array of them stays in cache. NaN for a removed flow.
+    rates: Vec<f64>,
     free: Vec<u32>,
     live: usize,
     /// Something changed since the last [`Network::allocate`] (a flow, a cap, a link).
@@ -218,10 +221,12 @@ impl Network {
         let id = match self.free.pop() {
             Some(i) => {
                 self.flows[i as usize] = slot;
+                self.rates[i as usize] = 0.0;
                 FlowId(i)
             }
             None => {
                 self.flows.push(slot);
+                self.rates.push(0.0);
                 FlowId(u32::try_from(self.flows.len() - 1).expect("fewer than 2^32 flows"))
             }
         };
@@ -243,6 +248,7 @@ impl Network {
     /// Ends a flow; its id may be given to a later flow.
     pub fn remove_flow(&mut self, flow: FlowId) {
         self.slot_mut(flow).live = false;
+        self.rates[flow.0 as usize] = f64::NAN;
         self.live -= 1;
         self.dirty = true;
         self.free.push(flow.0);
@@ -255,7 +261,9 @@ impl Network {
 
     /// The flow's rate as of the last [`allocate`](Self::allocate).
     pub fn rate(&self, flow: FlowId) -> f64 {
-        self.slot(flow).rate
+        let rate = self.rates[flow.0 as usize];
+        assert!(!rate.is_nan(), "flow {} was removed", flow.0);
+        rate
     }
 
     pub fn path(&self, flow: FlowId) -> &Path {
@@ -389,6 +397,11 @@ impl Network {
                 }
             }
         }
+        for (rate, f) in self.rates.iter_mut().zip(&self.flows) {
+            if f.live {
+                *rate = f.rate;
+            }
+        }
     }
 }
 
@@ -427,6 +440,7 @@ impl Network {
                 .fold(f.cap, f64::min)
                 .max(0.0);
             f.rate = room;
+            self.rates[i as usize] = room;
             for &l in f.path.raw() {
                 s.remaining[l as usize] -= room;
             }

@@ -483,7 +483,7 @@ impl World {
         // A dying host was never counted in `unfinished` (its fate is known from the start).
         // Its connections go silent: each living peer finds out by its own rules, or by
         // the send timeout.
-        let conns: Vec<(ConnId, Side)> = host.keys.iter().flatten().copied().collect();
+        let conns: Vec<(ConnId, Side)> = host.keys.iter().flatten().map(|k| (k.0, k.1)).collect();
         for (c, side) in conns {
             self.stop_dir(c, side);
             self.stop_dir(c, side.other());
@@ -550,10 +550,8 @@ impl World {
     fn flush(&mut self, h: u32, batch: &mut Vec<(PeerKey, Msgs)>) {
         let mut groups = std::mem::take(&mut self.have_groups);
         for (key, msgs) in batch.drain(..) {
-            let target = self.hosts[h as usize].conn_of(key).and_then(|(c, side)| {
-                let conn = self.conns.get(c.index as usize)?.as_ref()?;
-                (conn.gen == c.gen).then_some((c, side, conn.delay_ns))
-            });
+            // A key is mapped only while its end is open: the connection is there.
+            let target = self.hosts[h as usize].route(key);
             let Some((c, side, delay)) = target else {
                 self.spare.recycle_msgs(msgs);
                 continue;
@@ -773,7 +771,12 @@ impl World {
 
     fn connected(&mut self, c: ConnId) {
         let Some(conn) = self.conn(c) else { return };
-        let (a, b, attempt) = (conn.ends[0].host, conn.ends[1].host, conn.attempt);
+        let (a, b, attempt, delay) = (
+            conn.ends[0].host,
+            conn.ends[1].host,
+            conn.attempt,
+            conn.delay_ns,
+        );
         if !self.hosts[a as usize].running() {
             self.free_conn(c);
             return;
@@ -795,7 +798,7 @@ impl World {
         let info = self.peer_info(a, b, true, attempt);
         let now = self.instant(self.now);
         let host = &mut self.hosts[a as usize];
-        let key = host.new_key(c, Side::Dialer);
+        let key = host.new_key(c, Side::Dialer, delay);
         if let Some(conn) = self.conn_mut(c) {
             conn.ends[0].key = Some(key);
         }
@@ -816,7 +819,7 @@ impl World {
     fn deliver(&mut self, c: ConnId, to: Side, msgs: &[Out]) {
         let Some(conn) = self.conn(c) else { return };
         let end = conn.end(to);
-        let (h, from) = (end.host, conn.end(to.other()).host);
+        let (h, from, conn_delay) = (end.host, conn.end(to.other()).host, conn.delay_ns);
         if end.closed || !self.hosts[h as usize].running() {
             return;
         }
@@ -827,7 +830,7 @@ impl World {
                 (None, Out::Handshake) => {
                     // The acceptor learns of the connection with the dialer's handshake.
                     let info = self.peer_info(h, from, false, 0);
-                    let k = self.hosts[h as usize].new_key(c, to);
+                    let k = self.hosts[h as usize].new_key(c, to, conn_delay);
                     if let Some(conn) = self.conn_mut(c) {
                         conn.end_mut(to).key = Some(k);
                     }
