@@ -196,6 +196,8 @@ pub struct World {
     debug: bool,
     kinds: std::collections::BTreeMap<&'static str, u64>,
     spare: Spare,
+    /// When [`World::run`] began, for the debug progress lines.
+    wall_start: Instant,
     have_groups: HaveGroups<(ConnId, Side)>,
 }
 
@@ -307,6 +309,7 @@ impl World {
             debug: std::env::var_os("RINGSWARM_SIM_DEBUG").is_some(),
             kinds: Default::default(),
             spare: Spare::default(),
+            wall_start: Instant::now(),
             have_groups: HaveGroups::default(),
         };
         for h in 0..w.hosts.len() as u32 {
@@ -351,6 +354,7 @@ impl World {
     /// Runs until every living host holds the blob, or the time limit.
     pub fn run(mut self) -> Report {
         let wall = Instant::now();
+        self.wall_start = wall;
         let bound = self.s.lower_bound();
         let limit = self
             .s
@@ -456,6 +460,17 @@ impl World {
             }
             Ev::Sample => {
                 self.take_sample();
+                if self.debug {
+                    // Progress, for runs too long to wait for their report.
+                    let done = self.hosts.iter().filter(|h| h.done_at.is_some()).count();
+                    eprintln!(
+                        "progress: {:.3} s simulated, {done} of {} hosts hold the blob, {} events, {:.0} s wall",
+                        self.now as f64 * 1e-9,
+                        self.hosts.len(),
+                        self.events,
+                        self.wall_start.elapsed().as_secs_f64(),
+                    );
+                }
                 let next = self.now + self.sample_interval_ns();
                 self.push(next, Ev::Sample);
             }
