@@ -259,6 +259,11 @@ impl Network {
         self.live
     }
 
+    /// Whether the flow is live (not removed).
+    pub fn is_live(&self, flow: FlowId) -> bool {
+        self.rates.get(flow.0 as usize).is_some_and(|r| !r.is_nan())
+    }
+
     /// The flow's rate as of the last [`allocate`](Self::allocate).
     pub fn rate(&self, flow: FlowId) -> f64 {
         let rate = self.rates[flow.0 as usize];

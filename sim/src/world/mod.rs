@@ -175,7 +175,7 @@ pub struct World {
     free_conns: Vec<u32>,
     next_conn_gen: u32,
     /// Directions with a flow, and directions whose core asked to serve while idle.
-    sending: Vec<(ConnId, Side)>,
+    sending: Vec<transfer::Sending>,
     to_start: Vec<(ConnId, Side)>,
     /// Blocks a direction finished within a step (kept to reuse its buffer).
     finished: Vec<(u64, BlockRef)>,
