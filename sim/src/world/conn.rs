@@ -4,7 +4,7 @@
 
 use ringswarm_proto::extension;
 use ringswarm_proto::wire::Message;
-use ringswarm_swarm::{BlockRef, Out, PeerKey, PieceBuffers, Swarm};
+use ringswarm_swarm::{Out, PeerKey, PieceBuffers, Swarm};
 use std::time::Instant;
 
 use crate::net::FlowId;
@@ -49,14 +49,12 @@ pub struct End {
 /// One direction of a connection: the data its sender sends.
 #[derive(Clone, Debug)]
 pub struct Dir {
-    /// The network flow, while the direction is sending.
+    /// The network flow, while the direction is sending (its block on the wire and the
+    /// rest are in `transfer::Sending` meanwhile).
     pub flow: Option<FlowId>,
-    /// The block on the wire and its bytes still to send.
-    pub block: Option<BlockRef>,
-    pub left: f64,
-    /// The sender's congestion window in bytes (see `transfer`).
+    /// The sender's congestion window in bytes (see `transfer`), as of its last stop.
     pub cwnd: f64,
-    /// When it last sent a byte (ns), for the restart after idle.
+    /// When it last sent a byte (ns), for the restart after idle, as of its last stop.
     pub last_sent: u64,
     /// The sender's core asked to serve (a `Serve` action) since the last step.
     pub wants: bool,
@@ -66,8 +64,6 @@ impl Dir {
     pub fn new(initial_window: f64) -> Dir {
         Dir {
             flow: None,
-            block: None,
-            left: 0.0,
             cwnd: initial_window,
             last_sent: 0,
             wants: false,

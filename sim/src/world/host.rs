@@ -118,8 +118,9 @@ pub struct Host {
     pub done_at: Option<u64>,
     /// The core's timer as scheduled (ns): a timer event at another time is stale.
     pub timer_at: Option<u64>,
-    /// Connections by the index of their [`PeerKey`], and the next generation.
-    pub keys: Vec<Option<(ConnId, Side)>>,
+    /// Connections by the index of their [`PeerKey`] (with the path's one-way delay, so
+    /// that sending a message needs no look at the connection), and the next generation.
+    pub keys: Vec<Option<(ConnId, Side, u64)>>,
     free_keys: Vec<u32>,
     next_gen: u32,
     /// Addresses the tracker gave and when they were handed to the core (ns): an address
@@ -181,7 +182,7 @@ impl Host {
     }
 
     /// A key for a new connection.
-    pub fn new_key(&mut self, conn: ConnId, side: Side) -> PeerKey {
+    pub fn new_key(&mut self, conn: ConnId, side: Side, delay_ns: u64) -> PeerKey {
         self.next_gen = self.next_gen.wrapping_add(1);
         let index = match self.free_keys.pop() {
             Some(i) => i,
@@ -190,7 +191,7 @@ impl Host {
                 (self.keys.len() - 1) as u32
             }
         };
-        self.keys[index as usize] = Some((conn, side));
+        self.keys[index as usize] = Some((conn, side, delay_ns));
         PeerKey {
             index,
             gen: self.next_gen,
@@ -206,6 +207,11 @@ impl Host {
     }
 
     pub fn conn_of(&self, key: PeerKey) -> Option<(ConnId, Side)> {
+        self.route(key).map(|(c, side, _)| (c, side))
+    }
+
+    /// The connection of `key`, this host's end of it, and its one-way delay.
+    pub fn route(&self, key: PeerKey) -> Option<(ConnId, Side, u64)> {
         self.keys.get(key.index as usize).copied().flatten()
     }
 

@@ -32,6 +32,7 @@
 //!   to it, and by the connect timeout (10 s) when they dial it.
 
 mod conn;
+mod haves;
 mod host;
 mod outcome;
 mod queue;
@@ -55,6 +56,7 @@ use crate::net::{Fleet, HostId};
 use crate::report::{Report, Timeline};
 use crate::scenario::Scenario;
 use conn::{Conn, ConnId, Dir, End, Side};
+use haves::HaveGroups;
 use host::{Fate, Host, Life};
 use outcome::draw_fate;
 
@@ -95,7 +97,10 @@ enum Ev {
         attempt: u32,
     },
     /// Messages from `to.other()` arrive at `to`.
-    Deliver(ConnId, Side, Vec<Out>),
+    Deliver(ConnId, Side, Msgs),
+    /// One host's HAVE of a piece arrives at each of these ends (connections whose path
+    /// delay is the same), in order: one event rather than one per peer.
+    HaveTo(u32, Vec<(ConnId, Side)>),
     /// The last byte of a block arrives at `to`.
     Block(ConnId, Side, BlockRef),
     /// The other end closed (its FIN arrives at `to`), or the send timeout fired there.
@@ -103,6 +108,47 @@ enum Ev {
     Hashed(u32, u32, ringswarm_swarm::BufId),
     Written(u32, u32),
     Sample,
+}
+
+/// The messages of one delivery: most are a single one, carried without a heap
+/// allocation.
+enum Msgs {
+    One(Out),
+    Many(Vec<Out>),
+}
+
+impl Msgs {
+    fn as_slice(&self) -> &[Out] {
+        match self {
+            Msgs::One(m) => std::slice::from_ref(m),
+            Msgs::Many(v) => v,
+        }
+    }
+}
+
+/// Buffers kept between events so that delivering a message allocates nothing.
+#[derive(Default)]
+struct Spare {
+    msgs: Vec<Vec<Out>>,
+    batches: Vec<Vec<(PeerKey, Msgs)>>,
+}
+
+/// Buffers of each kind kept for reuse, at most.
+const SPARE_MAX: usize = 256;
+
+impl Spare {
+    fn msgs(&mut self) -> Vec<Out> {
+        self.msgs.pop().unwrap_or_default()
+    }
+
+    fn recycle_msgs(&mut self, msgs: Msgs) {
+        if let Msgs::Many(mut v) = msgs {
+            if self.msgs.len() < SPARE_MAX {
+                v.clear();
+                self.msgs.push(v);
+            }
+        }
+    }
 }
 
 /// Byte counters per link, and their values at the last timeline sample.
@@ -129,8 +175,10 @@ pub struct World {
     free_conns: Vec<u32>,
     next_conn_gen: u32,
     /// Directions with a flow, and directions whose core asked to serve while idle.
-    sending: Vec<(ConnId, Side)>,
+    sending: Vec<transfer::Sending>,
     to_start: Vec<(ConnId, Side)>,
+    /// Blocks a direction finished within a step (kept to reuse its buffer).
+    finished: Vec<(u64, BlockRef)>,
     tracker: Store,
     topology: Topology,
     /// `dc/rack` of each rack, as the topology names it.
@@ -147,6 +195,10 @@ pub struct World {
     /// `RINGSWARM_SIM_DEBUG` set: count events by kind and print what each host did.
     debug: bool,
     kinds: std::collections::BTreeMap<&'static str, u64>,
+    spare: Spare,
+    /// When [`World::run`] began, for the debug progress lines.
+    wall_start: Instant,
+    have_groups: HaveGroups<(ConnId, Side)>,
 }
 
 impl World {
@@ -239,6 +291,7 @@ impl World {
             next_conn_gen: 0,
             sending: Vec::new(),
             to_start: Vec::new(),
+            finished: Vec::new(),
             tracker,
             topology,
             rack_names,
@@ -255,6 +308,9 @@ impl World {
             closes: Default::default(),
             debug: std::env::var_os("RINGSWARM_SIM_DEBUG").is_some(),
             kinds: Default::default(),
+            spare: Spare::default(),
+            wall_start: Instant::now(),
+            have_groups: HaveGroups::default(),
         };
         for h in 0..w.hosts.len() as u32 {
             let fate = w.hosts[h as usize].fate;
@@ -298,6 +354,7 @@ impl World {
     /// Runs until every living host holds the blob, or the time limit.
     pub fn run(mut self) -> Report {
         let wall = Instant::now();
+        self.wall_start = wall;
         let bound = self.s.lower_bound();
         let limit = self
             .s
@@ -370,7 +427,17 @@ impl World {
                     self.drain(host);
                 }
             }
-            Ev::Deliver(c, to, msgs) => self.deliver(c, to, msgs),
+            Ev::Deliver(c, to, msgs) => {
+                self.deliver(c, to, msgs.as_slice());
+                self.spare.recycle_msgs(msgs);
+            }
+            Ev::HaveTo(piece, receivers) => {
+                let have = [Out::Have(piece)];
+                for &(c, to) in &receivers {
+                    self.deliver(c, to, &have);
+                }
+                self.have_groups.recycle(receivers);
+            }
             Ev::Block(c, to, block) => self.block_arrived(c, to, block),
             Ev::Closed(c, to) => self.close_end(c, to),
             Ev::Hashed(h, piece, buf) => {
@@ -393,6 +460,17 @@ impl World {
             }
             Ev::Sample => {
                 self.take_sample();
+                if self.debug {
+                    // Progress, for runs too long to wait for their report.
+                    let done = self.hosts.iter().filter(|h| h.done_at.is_some()).count();
+                    eprintln!(
+                        "progress: {:.3} s simulated, {done} of {} hosts hold the blob, {} events, {:.0} s wall",
+                        self.now as f64 * 1e-9,
+                        self.hosts.len(),
+                        self.events,
+                        self.wall_start.elapsed().as_secs_f64(),
+                    );
+                }
                 let next = self.now + self.sample_interval_ns();
                 self.push(next, Ev::Sample);
             }
@@ -420,7 +498,7 @@ impl World {
         // A dying host was never counted in `unfinished` (its fate is known from the start).
         // Its connections go silent: each living peer finds out by its own rules, or by
         // the send timeout.
-        let conns: Vec<(ConnId, Side)> = host.keys.iter().flatten().copied().collect();
+        let conns: Vec<(ConnId, Side)> = host.keys.iter().flatten().map(|k| (k.0, k.1)).collect();
         for (c, side) in conns {
             self.stop_dir(c, side);
             self.stop_dir(c, side.other());
@@ -431,12 +509,25 @@ impl World {
 
     /// Sends the core's actions on their way.
     fn drain(&mut self, h: u32) {
-        let mut batch: Vec<(PeerKey, Vec<Out>)> = Vec::new();
+        // Reentrant (a close drains the peer's core): each call takes its own buffer.
+        let mut batch = self.spare.batches.pop().unwrap_or_default();
         while let Some(action) = self.hosts[h as usize].swarm.poll_action() {
             match action {
                 Action::Send { peer, msg } => match batch.last_mut() {
-                    Some((k, msgs)) if *k == peer => msgs.push(msg),
-                    _ => batch.push((peer, vec![msg])),
+                    Some((k, msgs)) if *k == peer => match msgs {
+                        Msgs::Many(v) => v.push(msg),
+                        Msgs::One(_) => {
+                            let mut v = self.spare.msgs();
+                            if let Msgs::One(first) =
+                                std::mem::replace(msgs, Msgs::Many(Vec::new()))
+                            {
+                                v.push(first);
+                            }
+                            v.push(msg);
+                            *msgs = Msgs::Many(v);
+                        }
+                    },
+                    _ => batch.push((peer, Msgs::One(msg))),
                 },
                 Action::Serve { peer } => {
                     if let Some((c, side)) = self.hosts[h as usize].conn_of(peer) {
@@ -465,19 +556,38 @@ impl World {
             }
         }
         self.flush(h, &mut batch);
+        if self.spare.batches.len() < SPARE_MAX {
+            self.spare.batches.push(batch);
+        }
         self.schedule_timer(h);
     }
 
-    /// Messages the host queued, on their way to each peer.
-    fn flush(&mut self, h: u32, batch: &mut Vec<(PeerKey, Vec<Out>)>) {
+    /// Messages the host queued, on their way to each peer; lone HAVEs of one piece in a
+    /// row (the core's announce) share an event per path delay ([`haves`]).
+    fn flush(&mut self, h: u32, batch: &mut Vec<(PeerKey, Msgs)>) {
+        let mut groups = std::mem::take(&mut self.have_groups);
         for (key, msgs) in batch.drain(..) {
-            let Some((c, side)) = self.hosts[h as usize].conn_of(key) else {
+            // A key is mapped only while its end is open: the connection is there.
+            let target = self.hosts[h as usize].route(key);
+            let Some((c, side, delay)) = target else {
+                self.spare.recycle_msgs(msgs);
                 continue;
             };
-            let Some(conn) = self.conn(c) else { continue };
-            let at = self.now + conn.delay_ns;
-            self.push(at, Ev::Deliver(c, side.other(), msgs));
+            let at = self.now + delay;
+            match msgs {
+                Msgs::One(Out::Have(piece)) => {
+                    groups.have(at, (c, side.other()), piece, &mut |at, p, r| {
+                        self.queue.push(at, Ev::HaveTo(p, r))
+                    })
+                }
+                msgs => {
+                    groups.close(&mut |at, p, r| self.queue.push(at, Ev::HaveTo(p, r)));
+                    self.queue.push(at, Ev::Deliver(c, side.other(), msgs));
+                }
+            }
         }
+        groups.close(&mut |at, p, r| self.queue.push(at, Ev::HaveTo(p, r)));
+        self.have_groups = groups;
     }
 
     fn schedule_timer(&mut self, h: u32) {
@@ -678,7 +788,12 @@ impl World {
 
     fn connected(&mut self, c: ConnId) {
         let Some(conn) = self.conn(c) else { return };
-        let (a, b, attempt) = (conn.ends[0].host, conn.ends[1].host, conn.attempt);
+        let (a, b, attempt, delay) = (
+            conn.ends[0].host,
+            conn.ends[1].host,
+            conn.attempt,
+            conn.delay_ns,
+        );
         if !self.hosts[a as usize].running() {
             self.free_conn(c);
             return;
@@ -700,7 +815,7 @@ impl World {
         let info = self.peer_info(a, b, true, attempt);
         let now = self.instant(self.now);
         let host = &mut self.hosts[a as usize];
-        let key = host.new_key(c, Side::Dialer);
+        let key = host.new_key(c, Side::Dialer, delay);
         if let Some(conn) = self.conn_mut(c) {
             conn.ends[0].key = Some(key);
         }
@@ -718,21 +833,21 @@ impl World {
         }
     }
 
-    fn deliver(&mut self, c: ConnId, to: Side, msgs: Vec<Out>) {
+    fn deliver(&mut self, c: ConnId, to: Side, msgs: &[Out]) {
         let Some(conn) = self.conn(c) else { return };
         let end = conn.end(to);
-        let (h, from) = (end.host, conn.end(to.other()).host);
+        let (h, from, conn_delay) = (end.host, conn.end(to.other()).host, conn.delay_ns);
         if end.closed || !self.hosts[h as usize].running() {
             return;
         }
         let now = self.instant(self.now);
         let mut key = end.key;
         for msg in msgs {
-            let result = match (key, &msg) {
+            let result = match (key, msg) {
                 (None, Out::Handshake) => {
                     // The acceptor learns of the connection with the dialer's handshake.
                     let info = self.peer_info(h, from, false, 0);
-                    let k = self.hosts[h as usize].new_key(c, to);
+                    let k = self.hosts[h as usize].new_key(c, to, conn_delay);
                     if let Some(conn) = self.conn_mut(c) {
                         conn.end_mut(to).key = Some(k);
                     }
@@ -849,7 +964,8 @@ fn kind_of(ev: &Ev) -> &'static str {
         Ev::Reannounce(_) => "reannounce",
         Ev::Connected(_) => "connected",
         Ev::DialFailed { .. } => "dial failed",
-        Ev::Deliver(_, _, m) => match m.first() {
+        Ev::HaveTo(..) => "deliver have",
+        Ev::Deliver(_, _, m) => match m.as_slice().first() {
             Some(Out::Have(_)) => "deliver have",
             Some(Out::Request(_)) => "deliver request",
             Some(Out::Cancel(_)) => "deliver cancel",

@@ -4,8 +4,35 @@
 
 use super::conn::{ConnId, Side};
 use super::{tcp, Ev, World};
-use crate::net::HostId;
-use ringswarm_swarm::BlockRef;
+use crate::net::{FlowId, HostId};
+use ringswarm_swarm::{BlockRef, PeerKey};
+
+/// A direction while it sends: what each step needs, kept together in one list so that a
+/// step walks it in order rather than looking up each connection (a cache miss each); the
+/// connection is looked at only when the direction stops.
+pub(super) struct Sending {
+    c: ConnId,
+    side: Side,
+    flow: FlowId,
+    from: u32,
+    to: u32,
+    /// The sender's key in its core.
+    key: Option<PeerKey>,
+    delay_ns: u64,
+    rtt_ns: u64,
+    /// Which of the timeline's totals its bytes count in: into racks, into dcs, out of
+    /// the origin.
+    cross_rack: bool,
+    cross_dc: bool,
+    from_origin: bool,
+    /// The block on the wire and its bytes still to send.
+    block: Option<BlockRef>,
+    left: f64,
+    /// The congestion window, and when it last sent a byte (ns); back into the
+    /// connection's [`super::conn::Dir`] when it stops.
+    cwnd: f64,
+    last_sent: u64,
+}
 
 impl World {
     pub(super) fn want_send(&mut self, c: ConnId, side: Side) {
@@ -18,12 +45,11 @@ impl World {
     }
 
     /// Ends a direction's flow (the connection closed, or an end died); a block on the
-    /// wire is lost.
+    /// wire is lost (its [`Sending`] goes at the next step: its flow is gone).
     pub(super) fn stop_dir(&mut self, c: ConnId, side: Side) {
         let Some(conn) = self.conn_mut(c) else { return };
         let dir = &mut conn.dirs[side.index()];
         dir.wants = false;
-        dir.block = None;
         if let Some(f) = dir.flow.take() {
             self.fleet.net.remove_flow(f);
         }
@@ -33,6 +59,9 @@ impl World {
     /// links out, and advances every sending direction by its rate × step.
     pub(super) fn step_flows(&mut self, t: u64, end: u64) {
         let step = end - t;
+        // Directions stopped since the last step, before any flow id is given again.
+        let net = &self.fleet.net;
+        self.sending.retain(|d| net.is_live(d.flow));
         for (c, side) in std::mem::take(&mut self.to_start) {
             let Some(conn) = self.conn(c) else { continue };
             let (a, b) = (conn.end(side).host, conn.end(side.other()).host);
@@ -46,8 +75,9 @@ impl World {
                 }
                 continue;
             }
-            let rtt = conn.rtt_ns;
+            let (rtt, delay, key) = (conn.rtt_ns, conn.delay_ns, conn.end(side).key);
             let cwnd = tcp::after_idle(dir.cwnd, t.saturating_sub(dir.last_sent), rtt);
+            let last_sent = dir.last_sent;
             let cap = tcp::rate_cap(cwnd.min(self.s.model.tcp_window as f64), rtt);
             let flow = self.fleet.start_flow(HostId(a), HostId(b), Some(cap));
             if let Some(conn) = self.conn_mut(c) {
@@ -56,14 +86,25 @@ impl World {
                 dir.flow = Some(flow);
                 dir.wants = false;
             }
-            self.sending.push((c, side));
+            let (ha, hb) = (HostId(a), HostId(b));
+            self.sending.push(Sending {
+                c,
+                side,
+                flow,
+                from: a,
+                to: b,
+                key,
+                delay_ns: delay,
+                rtt_ns: rtt,
+                cross_rack: self.fleet.rack(ha) != self.fleet.rack(hb),
+                cross_dc: self.fleet.dc(ha) != self.fleet.dc(hb),
+                from_origin: a == 0,
+                block: None,
+                left: 0.0,
+                cwnd,
+                last_sent,
+            });
         }
-        self.sending.retain(|&(c, side)| {
-            self.conns
-                .get(c.index as usize)
-                .and_then(|x| x.as_ref())
-                .is_some_and(|x| x.gen == c.gen && x.dirs[side.index()].flow.is_some())
-        });
         if self.sending.is_empty() {
             return;
         }
@@ -74,50 +115,44 @@ impl World {
             self.fleet.net.fill_new();
         }
         let max_window = self.s.model.tcp_window as f64;
-        let sending = std::mem::take(&mut self.sending);
-        let mut still = Vec::with_capacity(sending.len());
-        for (c, side) in sending {
-            if self.advance(c, side, t, step, max_window) {
-                still.push((c, side));
-            }
-        }
-        self.sending = still;
+        let mut sending = std::mem::take(&mut self.sending);
+        let mut finished = std::mem::take(&mut self.finished);
+        sending.retain_mut(|d| self.advance(d, t, step, max_window, &mut finished));
+        self.sending = sending;
+        self.finished = finished;
     }
 
     /// Advances one direction through a step; false when it ran out of blocks (its flow
     /// ends).
-    fn advance(&mut self, c: ConnId, side: Side, t: u64, step: u64, max_window: f64) -> bool {
-        let Some(conn) = self.conns[c.index as usize].as_mut() else {
-            return false;
-        };
-        let (from, to) = (
-            conn.ends[side.index()].host,
-            conn.ends[side.other().index()].host,
-        );
-        let (delay, rtt) = (conn.delay_ns, conn.rtt_ns);
-        let sender_key = conn.ends[side.index()].key;
-        let dir = &mut conn.dirs[side.index()];
-        let Some(flow) = dir.flow else { return false };
+    fn advance(
+        &mut self,
+        d: &mut Sending,
+        t: u64,
+        step: u64,
+        max_window: f64,
+        finished: &mut Vec<(u64, BlockRef)>,
+    ) -> bool {
+        let flow = d.flow;
         let rate = self.fleet.net.rate(flow);
-        let cap = tcp::rate_cap(dir.cwnd.min(max_window), rtt);
+        let rtt = d.rtt_ns;
+        let cap = tcp::rate_cap(d.cwnd.min(max_window), rtt);
         let mut used = 0.0f64; // seconds of the step used
         let step_s = step as f64 * 1e-9;
-        let mut finished: Vec<(u64, BlockRef)> = Vec::new();
         let mut ran_out = false;
         if rate > 0.0 {
             loop {
-                if dir.block.is_none() {
+                if d.block.is_none() {
                     // The next block the core queued for this peer.
-                    let host = &mut self.hosts[from as usize];
-                    let next = sender_key.and_then(|k| {
+                    let host = &mut self.hosts[d.from as usize];
+                    let next = d.key.and_then(|k| {
                         let b = host.swarm.uploads(k)?.front().copied()?;
                         host.swarm.blocks_sent(k, 1, u64::from(b.len));
                         Some(b)
                     });
                     match next {
                         Some(b) => {
-                            dir.block = Some(b);
-                            dir.left = f64::from(b.len);
+                            d.block = Some(b);
+                            d.left = f64::from(b.len);
                         }
                         None => {
                             ran_out = true;
@@ -125,47 +160,51 @@ impl World {
                         }
                     }
                 }
-                let need = dir.left / rate;
+                let need = d.left / rate;
                 if used + need > step_s {
-                    dir.left -= (step_s - used) * rate;
+                    d.left -= (step_s - used) * rate;
                     used = step_s;
                     break;
                 }
                 used += need;
-                dir.left = 0.0;
-                if let Some(b) = dir.block.take() {
+                d.left = 0.0;
+                if let Some(b) = d.block.take() {
                     let done = t + (used * 1e9) as u64;
                     finished.push((done, b));
                 }
             }
-            dir.last_sent = t + (used * 1e9) as u64;
+            d.last_sent = t + (used * 1e9) as u64;
             let moved = rate * used;
             let f = &mut self.bytes.flowing;
             f[0] += moved;
-            let (ha, hb) = (HostId(from), HostId(to));
-            if self.fleet.rack(ha) != self.fleet.rack(hb) {
+            if d.cross_rack {
                 f[1] += moved;
             }
-            if self.fleet.dc(ha) != self.fleet.dc(hb) {
+            if d.cross_dc {
                 f[2] += moved;
             }
-            if from == 0 {
+            if d.from_origin {
                 f[3] += moved;
             }
             if rate >= 0.95 * cap {
-                let grown = tcp::grow(dir.cwnd, (used * 1e9) as u64, rtt, max_window);
-                dir.cwnd = grown;
+                let grown = tcp::grow(d.cwnd, (used * 1e9) as u64, rtt, max_window);
+                d.cwnd = grown;
                 let new_cap = tcp::rate_cap(grown.min(max_window), rtt);
                 self.fleet.net.set_cap(flow, Some(new_cap));
             }
         }
         if ran_out {
-            dir.flow = None;
             self.fleet.net.remove_flow(flow);
+            if let Some(conn) = self.conn_mut(d.c) {
+                let dir = &mut conn.dirs[d.side.index()];
+                dir.flow = None;
+                dir.cwnd = d.cwnd;
+                dir.last_sent = d.last_sent;
+            }
         }
-        for (done, b) in finished {
-            self.count_bytes(from, to, u64::from(b.len));
-            self.push(done + delay, Ev::Block(c, side.other(), b));
+        for (done, b) in finished.drain(..) {
+            self.count_bytes(d.from, d.to, u64::from(b.len));
+            self.push(done + d.delay_ns, Ev::Block(d.c, d.side.other(), b));
         }
         !ran_out
     }
