@@ -105,58 +105,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `cmd` to completion within `timeout`; Ok(stdout) on success, else Err(what went
-/// wrong, with stderr). The child is killed on timeout.
-fn capture(mut cmd: Command, timeout: Duration) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("{shown}: {e}"))?;
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{shown}: did not finish within {timeout:?}"));
-            }
-        }
-    };
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(format!("{shown}: {status}\n{err}"))
-    }
-}
-
 fn sha256(path: &Path) -> String {
     let mut c = Command::new("sha256sum");
     c.arg(path);

@@ -412,3 +412,50 @@ pub fn json(stdout: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no JSON on stdout:\n{stdout}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
 }
+
+/// Runs `cmd` to completion within `timeout`; Ok(stdout) on success, else Err(what went
+/// wrong, with its output). The child is killed on timeout.
+pub fn capture(mut cmd: Command, timeout: Duration) -> Result<String, String> {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{shown}: {e}"))?;
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(r) = out_pipe.as_mut() {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(r) = err_pipe.as_mut() {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{shown}: did not finish within {timeout:?}"));
+            }
+        }
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("{shown}: {status}\n{out}{err}"))
+    }
+}
