@@ -71,6 +71,15 @@ pub struct Overdue {
     pub fetch_lapse: u64,
 }
 
+/// Whether a rack peer's word that it fetches `piece` from outside (`rack_fetching`, on the
+/// `seen_outside` clock) still holds at `now`: given less than `lapse` ms ago.
+pub fn rack_peer_fetches(rack_fetching: &[AtomicU64], piece: u32, lapse: u64, now: u64) -> bool {
+    rack_fetching
+        .get(piece as usize)
+        .map(|t| t.load(Ordering::Relaxed))
+        .is_some_and(|t| t != 0 && t.saturating_add(lapse) > now)
+}
+
 /// What a peer in another datacenter may be asked for: only pieces no peer of our dc has
 /// (those come from inside the dc), and first those of our rack's [`Share`] of the dc
 /// (`dc_share`: the dc's racks split the pieces that cross the WAN, as a rack's hosts split
@@ -114,12 +123,12 @@ impl RemoteRule<'_> {
     }
 
     fn a_rack_peer_fetches(&self, piece: u32) -> bool {
-        self.rack_fetching
-            .get(piece as usize)
-            .map(|t| t.load(Ordering::Relaxed))
-            .is_some_and(|t| {
-                t != 0 && t.saturating_add(self.overdue.fetch_lapse) > self.overdue.now
-            })
+        rack_peer_fetches(
+            self.rack_fetching,
+            piece,
+            self.overdue.fetch_lapse,
+            self.overdue.now,
+        )
     }
 
     fn beyond_share_allowed(&self, piece: u32) -> bool {

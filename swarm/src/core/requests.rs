@@ -416,20 +416,15 @@ impl Swarm {
     /// No rack peer has `piece`, and none said lately it fetches it from outside.
     fn rack_lacks(&self, piece: u32, now: Instant) -> bool {
         let shared = &self.shared;
-        let fetching = shared
-            .rack_fetching
+        !picker::rack_peer_fetches(
+            &shared.rack_fetching,
+            piece,
+            self.share_grace.as_millis() as u64,
+            shared.seen_outside_clock(now),
+        ) && shared
+            .rack_availability
             .get(piece as usize)
-            .map(|t| t.load(Ordering::Relaxed))
-            .is_some_and(|t| {
-                t != 0
-                    && t.saturating_add(self.share_grace.as_millis() as u64)
-                        > shared.seen_outside_clock(now)
-            });
-        !fetching
-            && shared
-                .rack_availability
-                .get(piece as usize)
-                .is_some_and(|a| a.load(Ordering::Relaxed) == 0)
+            .is_some_and(|a| a.load(Ordering::Relaxed) == 0)
     }
 
     /// A new piece to fetch from `key`, claimed for this core.
