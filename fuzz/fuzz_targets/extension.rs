@@ -1,7 +1,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringswarm_engine::extension::{ExtHandshake, MetadataMsg};
+use ringswarm_engine::extension::{decode_fetching, encode_fetching, ExtHandshake, MetadataMsg};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(hs) = ExtHandshake::decode(data) {
@@ -9,5 +9,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(msg) = MetadataMsg::decode(data) {
         let _ = msg.encode();
+    }
+    if let Ok(word) = decode_fetching(data) {
+        assert_eq!(encode_fetching(word), data);
     }
 });

@@ -15,26 +15,63 @@ pub const HANDSHAKE_ID: u8 = 0;
 /// The id we ask peers to use when they send us `ut_metadata` messages.
 pub const OUR_UT_METADATA_ID: u8 = 1;
 /// ringswarm's own extension (BEP 10 name [`FETCHING`]): "I have started fetching this
-/// piece from outside our rack". A host tells its rack peers, so that they leave the piece
-/// to it instead of each fetching it across the rack uplink.
+/// piece from outside our rack", or "I gave that fetch up without the piece". A host tells
+/// its rack peers, so that they leave the piece to it instead of each fetching it across
+/// the rack uplink, and take it up again at once when it gives up.
 pub const FETCHING: &str = "rs_fetching";
 /// The id we ask peers to use when they send us [`FETCHING`] messages.
 pub const OUR_FETCHING_ID: u8 = 2;
 
-/// A [`FETCHING`] payload: the piece index, 4 bytes big-endian.
-pub fn encode_fetching(piece: u32) -> Vec<u8> {
-    piece.to_be_bytes().to_vec()
+/// What a [`FETCHING`] message says about its piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchingWord {
+    /// The sender started fetching the piece from outside its rack.
+    Started(u32),
+    /// The sender stopped fetching it without having it.
+    Stopped(u32),
 }
 
-/// Reads a [`FETCHING`] payload: exactly 4 bytes (the piece's range is the caller's check).
-pub fn decode_fetching(payload: &[u8]) -> Result<u32, ExtensionError> {
-    let bytes: [u8; 4] = payload.try_into().map_err(|_| {
+impl FetchingWord {
+    pub fn piece(self) -> u32 {
+        match self {
+            FetchingWord::Started(p) | FetchingWord::Stopped(p) => p,
+        }
+    }
+}
+
+/// A [`FETCHING`] payload: the piece index, 4 bytes big-endian, then for a stopped fetch
+/// one byte 0 (a started fetch has no fifth byte, so the first form of the message,
+/// which had only the index, still reads the same).
+pub fn encode_fetching(word: FetchingWord) -> Vec<u8> {
+    let mut out = word.piece().to_be_bytes().to_vec();
+    if let FetchingWord::Stopped(_) = word {
+        out.push(0);
+    }
+    out
+}
+
+/// Reads a [`FETCHING`] payload (the piece's range is the caller's check).
+pub fn decode_fetching(payload: &[u8]) -> Result<FetchingWord, ExtensionError> {
+    let bad = || {
         invalid(
             "rs_fetching",
-            format!("{} bytes, not a 4-byte piece index", payload.len()),
+            format!(
+                "{} bytes, not a 4-byte piece index with an optional 0 byte",
+                payload.len()
+            ),
         )
-    })?;
-    Ok(u32::from_be_bytes(bytes))
+    };
+    let index: [u8; 4] = payload
+        .get(..4)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let piece = u32::from_be_bytes(index);
+    match payload[4..] {
+        [] => Ok(FetchingWord::Started(piece)),
+        [0] => Ok(FetchingWord::Stopped(piece)),
+        _ => Err(bad()),
+    }
 }
 
 /// BEP 9 metadata piece size.
@@ -286,9 +323,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fetching_message_is_a_4_byte_piece_index() {
-        assert_eq!(decode_fetching(&encode_fetching(70_000)), Ok(70_000));
-        for bad in [&[][..], &[0, 0, 1][..], &[0, 0, 0, 1, 2][..]] {
+    fn a_fetching_message_is_a_4_byte_piece_index_and_a_0_byte_when_stopped() {
+        for word in [FetchingWord::Started(70_000), FetchingWord::Stopped(70_000)] {
+            assert_eq!(decode_fetching(&encode_fetching(word)), Ok(word));
+        }
+        assert_eq!(encode_fetching(FetchingWord::Started(1)), [0, 0, 0, 1]);
+        assert_eq!(encode_fetching(FetchingWord::Stopped(1)), [0, 0, 0, 1, 0]);
+        for bad in [
+            &[][..],
+            &[0, 0, 1][..],
+            &[0, 0, 0, 1, 2][..],
+            &[0, 0, 0, 1, 0, 0][..],
+        ] {
             let err = decode_fetching(bad).unwrap_err().to_string();
             assert!(err.contains("rs_fetching"), "{err}");
         }

@@ -105,8 +105,10 @@ pub enum Action {
     /// `piece` is verified and written here: tell the host's other cores
     /// ([`crate::Swarm::verified_elsewhere`] on each).
     Broadcast { piece: u32 },
-    /// This core started fetching `piece` from outside the rack: tell the host's other
-    /// cores ([`crate::Swarm::fetching_elsewhere`] on each), so that they tell their rack
-    /// peers.
-    BroadcastFetching { piece: u32 },
+    /// This core started (or stopped, without the piece) fetching a piece from outside
+    /// the rack: tell the host's other cores ([`crate::Swarm::fetching_elsewhere`] on
+    /// each), so that they tell their rack peers.
+    BroadcastFetching {
+        word: ringswarm_proto::extension::FetchingWord,
+    },
 }

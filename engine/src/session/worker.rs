@@ -86,10 +86,10 @@ pub(crate) enum Command {
         info_hash: [u8; 20],
         piece: u32,
     },
-    /// Another core started fetching a piece from outside the rack.
+    /// Another core started or stopped fetching a piece from outside the rack.
     Fetching {
         info_hash: [u8; 20],
-        piece: u32,
+        word: ringswarm_proto::extension::FetchingWord,
     },
     /// Stop serving a torrent: close its peers, let its disk and hash work finish, free
     /// its buffers, forget it, then say so on `done` (the files close with the last
@@ -826,9 +826,9 @@ impl Ctx {
                     info_hash: info_hash.0,
                     piece,
                 }),
-                Action::BroadcastFetching { piece } => self.to_other_cores(|| Command::Fetching {
+                Action::BroadcastFetching { word } => self.to_other_cores(|| Command::Fetching {
                     info_hash: info_hash.0,
-                    piece,
+                    word,
                 }),
             }
         }
@@ -903,9 +903,9 @@ impl Ctx {
                         self.run_actions(ring, t);
                     }
                 }
-                Command::Fetching { info_hash, piece } => {
+                Command::Fetching { info_hash, word } => {
                     if let Some(t) = self.torrent_index(&info_hash) {
-                        self.torrents[t].core.fetching_elsewhere(piece);
+                        self.torrents[t].core.fetching_elsewhere(word);
                         self.run_actions(ring, t);
                     }
                 }

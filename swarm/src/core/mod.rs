@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringswarm_proto::bitfield::Bitfield;
-use ringswarm_proto::extension::{self, ExtHandshake, MetadataMsg};
+use ringswarm_proto::extension::{self, ExtHandshake, FetchingWord, MetadataMsg};
 use ringswarm_proto::metainfo::Metainfo;
 use ringswarm_proto::wire::{Handshake, Message};
 
@@ -115,6 +115,9 @@ pub struct Swarm {
     writing: BTreeMap<u32, bool>,
     /// Pieces whose last copy failed its hash with several writers.
     single_source: BTreeSet<u32>,
+    /// Pieces we told the rack peers (`rs_fetching`) we fetch from outside, until we have
+    /// them or say we stopped.
+    told_fetching: BTreeSet<u32>,
     actions: VecDeque<Action>,
     redials: Vec<Redial>,
     next_tick: Option<Instant>,
@@ -143,6 +146,7 @@ impl Swarm {
             hashing: BTreeMap::new(),
             writing: BTreeMap::new(),
             single_source: BTreeSet::new(),
+            told_fetching: BTreeSet::new(),
             actions: VecDeque::new(),
             redials: Vec::new(),
             next_tick: None,
@@ -650,21 +654,38 @@ impl Swarm {
             return Ok(());
         }
         if id == extension::OUR_FETCHING_ID {
-            let piece = extension::decode_fetching(payload).map_err(|e| e.to_string())?;
+            let word = extension::decode_fetching(payload).map_err(|e| e.to_string())?;
+            let piece = word.piece();
             if piece >= n {
                 return Err(format!("rs_fetching for piece {piece} of {n}"));
             }
             // Only a rack peer's word counts, and only for a piece it has not announced.
-            if peer.locality == Locality::Rack
-                && !peer.have.get(piece)
-                && peer.fetching.len() < peer::MAX_FETCHING
-            {
-                if !peer.fetching.contains(&piece) {
-                    peer.fetching.push(piece);
+            if peer.locality != Locality::Rack || peer.have.get(piece) {
+                return Ok(());
+            }
+            match word {
+                FetchingWord::Started(_) if peer.fetching.len() < peer::MAX_FETCHING => {
+                    if !peer.fetching.contains(&piece) {
+                        peer.fetching.push(piece);
+                    }
+                    let them = peer.id;
+                    shared.note_rack_fetching(piece, Some(now));
+                    self.yield_fetch(now, piece, them, bufs);
                 }
-                let them = peer.id;
-                shared.note_rack_fetching(piece, Some(now));
-                self.yield_fetch(now, piece, them, bufs);
+                FetchingWord::Started(_) => {}
+                FetchingWord::Stopped(_) => {
+                    peer.fetching.retain(|&p| p != piece);
+                    // The piece is free for the next host in the order, unless another
+                    // rack peer here still says it fetches it.
+                    if !self
+                        .order
+                        .iter()
+                        .filter_map(|&k| self.peer(k))
+                        .any(|p| p.fetching.contains(&piece))
+                    {
+                        shared.note_rack_fetching(piece, None);
+                    }
+                }
             }
             return Ok(());
         }

@@ -186,6 +186,11 @@ impl Peer {
         self.meter.rate()
     }
 
+    /// In another datacenter than ours (known: an unplaced peer does not count).
+    pub fn in_other_dc(&self) -> bool {
+        self.locality == Locality::Remote && self.our_place.is_some()
+    }
+
     pub fn is_refusing(&self, piece: u32) -> bool {
         self.refused_since.is_some() && self.refused.get(piece)
     }

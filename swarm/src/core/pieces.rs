@@ -12,6 +12,7 @@ use crate::ids::{BufId, PeerKey};
 use crate::locality::Locality;
 use crate::out::{Action, Out};
 use crate::rate;
+use ringswarm_proto::extension::FetchingWord;
 
 impl Swarm {
     /// Part of a block arrived from `key`: the buffer its bytes go into, or None when the
@@ -160,6 +161,7 @@ impl Swarm {
             if job.claimed {
                 shared.claimed.clear(piece);
             }
+            self.fetch_stopped(piece);
             shared
                 .counters
                 .hash_failures
@@ -223,10 +225,10 @@ impl Swarm {
         self.actions.push_back(Action::Broadcast { piece });
     }
 
-    /// Another core of this host started fetching `piece` from outside the rack
-    /// ([`Action::BroadcastFetching`]): our rack peers hear of it too.
-    pub fn fetching_elsewhere(&mut self, piece: u32) {
-        self.tell_rack_fetching(piece);
+    /// Another core of this host started or stopped fetching a piece from outside the
+    /// rack ([`Action::BroadcastFetching`]): our rack peers hear of it too.
+    pub fn fetching_elsewhere(&mut self, word: FetchingWord) {
+        self.tell_rack_fetching(word);
     }
 
     /// Another core of this host verified `piece`: our copy in progress, if any, is
@@ -241,6 +243,8 @@ impl Swarm {
     /// Sends HAVE for a new piece to every peer here (seeds too: a sender counts finished
     /// receivers by them), and NOT INTERESTED once nothing is missing.
     fn announce(&mut self, piece: u32) {
+        // Our HAVE ends what we said about fetching it.
+        self.told_fetching.remove(&piece);
         let complete = self.shared.all_verified();
         for k in self.order.clone() {
             let Some(p) = self.peer_mut(k).filter(|p| p.active()) else {

@@ -219,7 +219,7 @@ enum Ev {
     BroadcastFetching {
         host: usize,
         from: usize,
-        piece: u32,
+        word: ringswarm_proto::extension::FetchingWord,
     },
     Connect {
         host: usize,
@@ -492,10 +492,10 @@ impl Net {
                     }
                 }
             }
-            Ev::BroadcastFetching { host, from, piece } => {
+            Ev::BroadcastFetching { host, from, word } => {
                 for c in 0..self.hosts[host].cores.len() {
                     if c != from {
-                        self.hosts[host].cores[c].swarm.fetching_elsewhere(piece);
+                        self.hosts[host].cores[c].swarm.fetching_elsewhere(word);
                         self.drain(host, c);
                     }
                 }
@@ -880,13 +880,13 @@ impl Net {
                         },
                     );
                 }
-                Action::BroadcastFetching { piece } => {
+                Action::BroadcastFetching { word } => {
                     self.push(
                         now,
                         Ev::BroadcastFetching {
                             host: h,
                             from: c,
-                            piece,
+                            word,
                         },
                     );
                 }
