@@ -116,8 +116,9 @@ pub struct Swarm {
     /// Pieces whose last copy failed its hash with several writers.
     single_source: BTreeSet<u32>,
     /// Pieces we told the rack peers (`rs_fetching`) we fetch from outside, until we have
-    /// them or say we stopped.
-    told_fetching: BTreeSet<u32>,
+    /// them or say we stopped: when we last said so, and how many of its blocks were in
+    /// then.
+    told_fetching: BTreeMap<u32, (Instant, u32)>,
     actions: VecDeque<Action>,
     redials: Vec<Redial>,
     next_tick: Option<Instant>,
@@ -146,7 +147,7 @@ impl Swarm {
             hashing: BTreeMap::new(),
             writing: BTreeMap::new(),
             single_source: BTreeSet::new(),
-            told_fetching: BTreeSet::new(),
+            told_fetching: BTreeMap::new(),
             actions: VecDeque::new(),
             redials: Vec::new(),
             next_tick: None,

@@ -225,8 +225,8 @@ impl Swarm {
         self.actions.push_back(Action::Broadcast { piece });
     }
 
-    /// Another core of this host started or stopped fetching a piece from outside the
-    /// rack ([`Action::BroadcastFetching`]): our rack peers hear of it too.
+    /// Another core of this host started, still fetches, or stopped fetching a piece from
+    /// outside the rack ([`Action::BroadcastFetching`]): our rack peers hear of it too.
     pub fn fetching_elsewhere(&mut self, word: FetchingWord) {
         self.tell_rack_fetching(word);
     }

@@ -1061,6 +1061,48 @@ fn a_piece_given_up_without_it_is_said_stopped_to_the_rack_and_a_new_start_said_
 }
 
 #[test]
+fn a_fetch_from_outside_that_moves_is_said_again_every_half_grace() {
+    let (mut t, x) = rack_setup();
+    let r = PeerKey {
+        index: 0x90,
+        gen: 0,
+    };
+    speaks_fetching(&mut t, r);
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.prove(x);
+    t.msg(t.t0, x, Message::Unchoke).unwrap();
+    let acts = t.acts();
+    let reqs = requests(&acts, x);
+    assert_eq!(fetching_words(&acts, r).len(), 4);
+    // No rate yet: the longest grace; nothing said again before half of it.
+    let half = super::requests::SHARE_GRACE_MAX / 2;
+    t.tick(t.at(half - ms(100)));
+    assert!(fetching_words(&t.acts(), r).is_empty());
+    // A block of 8 came: 8 is said again; 10, 12 and 14, with nothing in, are not (a
+    // sender that sends nothing cannot hold the rack's piece past the lease).
+    for b in reqs.iter().filter(|b| b.piece == 8 && b.begin == 0) {
+        t.deliver(t.at(half), x, *b);
+    }
+    t.tick(t.at(half));
+    assert_eq!(fetching_words(&t.acts(), r), vec![FetchingWord::Started(8)]);
+    // Nothing more of 8 by the next half grace: not said again.
+    t.tick(t.at(half * 2 + ms(10)));
+    assert!(fetching_words(&t.acts(), r).is_empty());
+    // Heard again, the word holds on from then.
+    t.msg(
+        t.at(half),
+        r,
+        ext(
+            extension::OUR_FETCHING_ID,
+            &extension::encode_fetching(FetchingWord::Started(9)),
+        ),
+    )
+    .unwrap();
+    let stamp = t.shared.rack_fetching[9].load(Ordering::Relaxed);
+    assert_eq!(stamp, t.shared.seen_outside_clock(t.at(half)));
+}
+
+#[test]
 fn a_malformed_or_out_of_range_fetching_word_closes_the_peer_with_one_line() {
     let (mut t, _) = rack_setup();
     let r = PeerKey {
@@ -1404,40 +1446,6 @@ fn in_the_endgame_the_missing_blocks_of_another_peers_piece_are_joined() {
         BPP as usize,
         "and the other piece whole"
     );
-}
-
-#[test]
-fn in_the_endgame_a_peer_in_another_dc_does_not_join_a_piece_our_dc_has() {
-    let mut t = T::new(2);
-    // A peer of our dc (another rack) serves piece 0, half of its blocks asked.
-    let d = t.connect_as(2, placed(2, place("east", "r2")), true, t.t0);
-    t.msg(t.t0, d, Message::Have { index: 0 }).unwrap();
-    t.prove(d);
-    t.msg(t.t0, d, Message::Unchoke).unwrap();
-    assert_eq!(pieces_of(&requests(&t.acts(), d)), vec![0]);
-    {
-        let asm = t.sw.assemblies.get_mut(&0).unwrap();
-        for b in 2..BPP as usize {
-            asm.blocks[b] = super::assembly::Block::Missing;
-        }
-        t.sw.peer_mut(d).unwrap().requests_out = 2;
-    }
-    // A seed in another dc: piece 1 from it, and no hand with 0 although the endgame
-    // is on (0 is in our dc: it would cross the WAN twice).
-    let x = t.connect_as(1, placed(1, place("west", "r9")), true, t.t0);
-    t.msg(t.t0, x, Message::HaveAll).unwrap();
-    t.prove(x);
-    t.msg(t.t0, x, Message::Unchoke).unwrap();
-    t.sw.fill(t.at(ms(50)), x, &mut t.bufs);
-    assert_eq!(pieces_of(&requests(&t.acts(), x)), vec![1]);
-    // A seed of our dc in another rack lends a hand.
-    let e = t.connect_as(3, placed(3, place("east", "r3")), true, t.t0);
-    t.msg(t.t0, e, Message::HaveAll).unwrap();
-    t.prove(e);
-    t.msg(t.t0, e, Message::Unchoke).unwrap();
-    t.sw.fill(t.at(ms(60)), e, &mut t.bufs);
-    let re = requests(&t.acts(), e);
-    assert!(re.iter().any(|r| r.piece == 0), "{re:?}");
 }
 
 #[test]

@@ -74,6 +74,7 @@ impl Swarm {
             }
         }
         self.share_grace = super::requests::share_grace(self.meta.info.total_length, rate);
+        self.renew_fetching_words(now);
         let mut rack = self
             .order
             .iter()
