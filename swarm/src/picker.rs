@@ -67,6 +67,12 @@ pub struct Overdue {
     pub now: u64,
     /// Per place in the order, in ms.
     pub grace: u64,
+    /// From another dc: the least wait per rack between the owner rack and ours, in ms
+    /// (a rack's turn is its hosts' turns, but at least this: the owner rack must have
+    /// had time to fetch the piece across the WAN and hand it to our rack). With racks of
+    /// 4 hosts and turns of 0.4 s, the next rack's turn came 1.6 s after the first
+    /// announcement, before a piece crossing a busy 200 Mbit/s WAN had reached it.
+    pub rack_grace: u64,
     /// How long a rack peer's word that it fetches a piece holds, in ms.
     pub fetch_lapse: u64,
 }
@@ -104,20 +110,22 @@ impl RemoteRule<'_> {
         }
     }
 
-    /// Our place in the order in which the hosts of the dc fetch `piece` from this peer:
-    /// 0 for its owner, then the next ranks of its rack, then (from another dc) the
-    /// hosts of the next racks.
-    fn place_in_order(&self, piece: u32) -> u64 {
+    /// How long after its first announcement outside we may fetch `piece` from this
+    /// peer, in ms: at once for its owner, then a turn later for each next rank of its
+    /// rack, then (from another dc) a rack's turn later for each next rack.
+    fn wait_in_order(&self, piece: u32) -> u64 {
         let after = |share: Share, i: u32| {
             let m = share.members.max(1);
             u64::from((share.rank % m + m - i % m) % m)
         };
+        let turn = self.overdue.grace;
         match &self.other_dc {
-            None => after(self.share, piece),
+            None => after(self.share, piece) * turn,
             Some(dc) => {
                 let racks = dc.dc_share.members.max(1);
-                after(dc.dc_share, piece) * u64::from(self.share.members.max(1))
-                    + after(self.share, piece / racks)
+                let rack_turn =
+                    (u64::from(self.share.members.max(1)) * turn).max(self.overdue.rack_grace);
+                after(dc.dc_share, piece) * rack_turn + after(self.share, piece / racks) * turn
             }
         }
     }
@@ -138,9 +146,7 @@ impl RemoteRule<'_> {
                 .get(piece as usize)
                 .map(|t| t.load(Ordering::Relaxed))
                 .is_some_and(|t| {
-                    t != 0
-                        && t.saturating_add(self.place_in_order(piece) * self.overdue.grace)
-                            <= self.overdue.now
+                    t != 0 && t.saturating_add(self.wait_in_order(piece)) <= self.overdue.now
                 })
     }
 }
@@ -386,6 +392,7 @@ mod tests {
                     now,
                     grace: 400,
                     fetch_lapse: 1000,
+                    rack_grace: 0,
                 },
                 rack_fetching: &fetching,
                 other_dc: None,
@@ -456,6 +463,7 @@ mod tests {
                         now,
                         grace: 100,
                         fetch_lapse: 1000,
+                        rack_grace: 0,
                     },
                     rack_fetching: &fetching,
                     other_dc: None,
@@ -477,6 +485,64 @@ mod tests {
         assert!(!may_fetch(0, 600));
         assert!(!may_fetch(3, 1500));
         assert!(may_fetch(3, 1501));
+    }
+
+    #[test]
+    fn from_another_dc_the_next_rack_waits_at_least_the_rack_grace() {
+        // Piece 8 of 12: with 2 racks in our dc it belongs to rack 0 (8 % 2), and in that
+        // rack to rank 0 of 4 (8 / 2 % 4). We are rack 1: one rack after it.
+        let mut has = Bitfield::new(12);
+        has.set(8);
+        let verified = AtomicBitfield::new(12);
+        let claimed = AtomicBitfield::new(12);
+        let none = avail(&[0; 12]);
+        let fetching: Vec<AtomicU64> = (0..12).map(|_| AtomicU64::new(0)).collect();
+        let seen: Vec<AtomicU64> = (0..12)
+            .map(|i| AtomicU64::new(if i == 8 { 1 } else { 0 }))
+            .collect();
+        let may_fetch = |rank: u32, now: u64, rack_grace: u64| {
+            let input = PickInput {
+                peer_has: &has,
+                verified: &verified,
+                claimed: &claimed,
+                availability: &none,
+                start: 0,
+                refused: None,
+                in_progress: None,
+                remote: Some(RemoteRule {
+                    seed_tail: false,
+                    rack_availability: &none,
+                    share: Share { rank, members: 4 },
+                    beyond_share: false,
+                    seen_outside: &seen,
+                    overdue: Overdue {
+                        now,
+                        grace: 100,
+                        fetch_lapse: 1000,
+                        rack_grace,
+                    },
+                    rack_fetching: &fetching,
+                    other_dc: Some(OtherDc {
+                        dc_availability: &none,
+                        dc_share: Share {
+                            rank: 1,
+                            members: 2,
+                        },
+                    }),
+                }),
+            };
+            let got = pick_and_claim(&input);
+            claimed.clear(8);
+            got == Some(8)
+        };
+        // A rack's turn is its 4 hosts' turns (400 ms) when the rack grace is shorter...
+        assert!(!may_fetch(0, 400, 300));
+        assert!(may_fetch(0, 401, 300));
+        // ...and the rack grace when it is longer; our next ranks follow a turn apart.
+        assert!(!may_fetch(0, 1000, 1000));
+        assert!(may_fetch(0, 1001, 1000));
+        assert!(!may_fetch(1, 1100, 1000));
+        assert!(may_fetch(1, 1101, 1000));
     }
 
     #[test]
@@ -542,6 +608,7 @@ mod tests {
                     now: 0,
                     grace: 400,
                     fetch_lapse: 1000,
+                    rack_grace: 0,
                 },
                 rack_fetching: &fetching,
                 other_dc: Some(OtherDc {

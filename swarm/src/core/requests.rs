@@ -547,6 +547,7 @@ impl Swarm {
                         self.share_grace.as_millis() as u64
                     },
                     fetch_lapse: fetch_lease(self.share_grace).as_millis() as u64,
+                    rack_grace: self.share_grace.as_millis() as u64,
                 },
                 rack_fetching: &shared.rack_fetching,
                 other_dc: peer.in_other_dc().then(|| picker::OtherDc {
