@@ -432,47 +432,74 @@ mod tests {
         assert_eq!(got, vec![0, 5]);
     }
 
-    #[test]
-    fn an_overdue_piece_goes_to_the_hosts_after_its_owner_one_grace_apart() {
-        // Piece 8 of 12, owned by rank 0 of 4, seen outside at ms 0 (stored + 1).
-        let mut has = Bitfield::new(12);
-        has.set(8);
-        let verified = AtomicBitfield::new(12);
-        let claimed = AtomicBitfield::new(12);
-        let none = avail(&[0; 12]);
-        let fetching: Vec<AtomicU64> = (0..12).map(|_| AtomicU64::new(0)).collect();
-        let seen: Vec<AtomicU64> = (0..12)
-            .map(|i| AtomicU64::new(if i == 8 { 1 } else { 0 }))
-            .collect();
-        let may_fetch = |rank: u32, now: u64| {
+    /// Piece 8 of 12, which only the remote peer has, seen outside at ms 0 (stored + 1);
+    /// we are a rank of a rack of 4, turns 100 ms apart.
+    struct Piece8 {
+        has: Bitfield,
+        verified: AtomicBitfield,
+        claimed: AtomicBitfield,
+        none: Vec<AtomicU32>,
+        fetching: Vec<AtomicU64>,
+        seen: Vec<AtomicU64>,
+    }
+
+    impl Piece8 {
+        fn new() -> Piece8 {
+            let mut has = Bitfield::new(12);
+            has.set(8);
+            Piece8 {
+                has,
+                verified: AtomicBitfield::new(12),
+                claimed: AtomicBitfield::new(12),
+                none: avail(&[0; 12]),
+                fetching: (0..12).map(|_| AtomicU64::new(0)).collect(),
+                seen: (0..12)
+                    .map(|i| AtomicU64::new(if i == 8 { 1 } else { 0 }))
+                    .collect(),
+            }
+        }
+
+        /// Whether rank `rank` may fetch piece 8 at `now` (from another dc when `dc_share`
+        /// is set, with that `rack_grace`).
+        fn may_fetch(&self, rank: u32, now: u64, dc_share: Option<Share>, rack_grace: u64) -> bool {
             let input = PickInput {
-                peer_has: &has,
-                verified: &verified,
-                claimed: &claimed,
-                availability: &none,
+                peer_has: &self.has,
+                verified: &self.verified,
+                claimed: &self.claimed,
+                availability: &self.none,
                 start: 0,
                 refused: None,
                 in_progress: None,
                 remote: Some(RemoteRule {
                     seed_tail: false,
-                    rack_availability: &none,
+                    rack_availability: &self.none,
                     share: Share { rank, members: 4 },
                     beyond_share: false,
-                    seen_outside: &seen,
+                    seen_outside: &self.seen,
                     overdue: Overdue {
                         now,
                         grace: 100,
                         fetch_lapse: 1000,
-                        rack_grace: 0,
+                        rack_grace,
                     },
-                    rack_fetching: &fetching,
-                    other_dc: None,
+                    rack_fetching: &self.fetching,
+                    other_dc: dc_share.map(|dc_share| OtherDc {
+                        dc_availability: &self.none,
+                        dc_share,
+                    }),
                 }),
             };
             let got = pick_and_claim(&input);
-            claimed.clear(8);
+            self.claimed.clear(8);
             got == Some(8)
-        };
+        }
+    }
+
+    #[test]
+    fn an_overdue_piece_goes_to_the_hosts_after_its_owner_one_grace_apart() {
+        // Owned by rank 0 of 4 (8 % 4).
+        let t = Piece8::new();
+        let may_fetch = |rank, now| t.may_fetch(rank, now, None, 0);
         assert!(may_fetch(0, 1), "its owner at once");
         for rank in 1..4 {
             let due = 1 + 100 * u64::from(rank);
@@ -481,7 +508,7 @@ mod tests {
         }
         // A rack peer said at ms 500 that it fetches the piece: left to it, even for its
         // owner, until the word lapses (1 s).
-        fetching[8].store(501, Ordering::Relaxed);
+        t.fetching[8].store(501, Ordering::Relaxed);
         assert!(!may_fetch(0, 600));
         assert!(!may_fetch(3, 1500));
         assert!(may_fetch(3, 1501));
@@ -489,60 +516,21 @@ mod tests {
 
     #[test]
     fn from_another_dc_the_next_rack_waits_at_least_the_rack_grace() {
-        // Piece 8 of 12: with 2 racks in our dc it belongs to rack 0 (8 % 2), and in that
-        // rack to rank 0 of 4 (8 / 2 % 4). We are rack 1: one rack after it.
-        let mut has = Bitfield::new(12);
-        has.set(8);
-        let verified = AtomicBitfield::new(12);
-        let claimed = AtomicBitfield::new(12);
-        let none = avail(&[0; 12]);
-        let fetching: Vec<AtomicU64> = (0..12).map(|_| AtomicU64::new(0)).collect();
-        let seen: Vec<AtomicU64> = (0..12)
-            .map(|i| AtomicU64::new(if i == 8 { 1 } else { 0 }))
-            .collect();
-        let may_fetch = |rank: u32, now: u64, rack_grace: u64| {
-            let input = PickInput {
-                peer_has: &has,
-                verified: &verified,
-                claimed: &claimed,
-                availability: &none,
-                start: 0,
-                refused: None,
-                in_progress: None,
-                remote: Some(RemoteRule {
-                    seed_tail: false,
-                    rack_availability: &none,
-                    share: Share { rank, members: 4 },
-                    beyond_share: false,
-                    seen_outside: &seen,
-                    overdue: Overdue {
-                        now,
-                        grace: 100,
-                        fetch_lapse: 1000,
-                        rack_grace,
-                    },
-                    rack_fetching: &fetching,
-                    other_dc: Some(OtherDc {
-                        dc_availability: &none,
-                        dc_share: Share {
-                            rank: 1,
-                            members: 2,
-                        },
-                    }),
-                }),
-            };
-            let got = pick_and_claim(&input);
-            claimed.clear(8);
-            got == Some(8)
-        };
+        // With 2 racks in our dc piece 8 belongs to rack 0 (8 % 2), and in that rack to
+        // rank 0 of 4 (8 / 2 % 4). We are rack 1: one rack after it.
+        let t = Piece8::new();
+        let rack_1 = Some(Share {
+            rank: 1,
+            members: 2,
+        });
         // A rack's turn is its 4 hosts' turns (400 ms) when the rack grace is shorter...
-        assert!(!may_fetch(0, 400, 300));
-        assert!(may_fetch(0, 401, 300));
+        assert!(!t.may_fetch(0, 400, rack_1, 300));
+        assert!(t.may_fetch(0, 401, rack_1, 300));
         // ...and the rack grace when it is longer; our next ranks follow a turn apart.
-        assert!(!may_fetch(0, 1000, 1000));
-        assert!(may_fetch(0, 1001, 1000));
-        assert!(!may_fetch(1, 1100, 1000));
-        assert!(may_fetch(1, 1101, 1000));
+        assert!(!t.may_fetch(0, 1000, rack_1, 1000));
+        assert!(t.may_fetch(0, 1001, rack_1, 1000));
+        assert!(!t.may_fetch(1, 1100, rack_1, 1000));
+        assert!(t.may_fetch(1, 1101, rack_1, 1000));
     }
 
     #[test]

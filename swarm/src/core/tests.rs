@@ -849,6 +849,17 @@ fn speaks_fetching(t: &mut T, k: PeerKey) {
     t.msg(t.t0, k, ext(extension::HANDSHAKE_ID, &hs)).unwrap();
 }
 
+/// [`rack_setup`], with its rack peer (returned third) speaking `rs_fetching`.
+fn fetching_rack_setup() -> (T, PeerKey, PeerKey) {
+    let (mut t, x) = rack_setup();
+    let r = PeerKey {
+        index: 0x90,
+        gen: 0,
+    };
+    speaks_fetching(&mut t, r);
+    (t, x, r)
+}
+
 fn fetching_told(acts: &[Action], key: PeerKey) -> Vec<u32> {
     sent(acts, key)
         .into_iter()
@@ -932,12 +943,7 @@ fn rack_peers_say_what_they_fetch_from_outside_and_a_crossed_pick_goes_to_the_lo
 
 #[test]
 fn a_piece_a_rack_peer_fetches_is_left_to_it_until_its_word_lapses() {
-    let (mut t, x) = rack_setup();
-    let r = PeerKey {
-        index: 0x90,
-        gen: 0,
-    };
-    speaks_fetching(&mut t, r);
+    let (mut t, x, r) = fetching_rack_setup();
     // It fetches 8 and 12, both ours (we are rank 0 of 2: the even pieces).
     for piece in [8, 12] {
         t.msg(
@@ -974,12 +980,7 @@ fn fetching_words(acts: &[Action], key: PeerKey) -> Vec<FetchingWord> {
 
 #[test]
 fn a_rack_peers_stop_word_frees_its_piece_at_once() {
-    let (mut t, x) = rack_setup();
-    let r = PeerKey {
-        index: 0x90,
-        gen: 0,
-    };
-    speaks_fetching(&mut t, r);
+    let (mut t, x, r) = fetching_rack_setup();
     for piece in [8, 12] {
         let word = extension::encode_fetching(FetchingWord::Started(piece));
         t.msg(t.t0, r, ext(extension::OUR_FETCHING_ID, &word))
@@ -1003,12 +1004,7 @@ fn a_rack_peers_stop_word_frees_its_piece_at_once() {
 
 #[test]
 fn a_piece_given_up_without_it_is_said_stopped_to_the_rack_and_a_new_start_said_again() {
-    let (mut t, x) = rack_setup();
-    let r = PeerKey {
-        index: 0x90,
-        gen: 0,
-    };
-    speaks_fetching(&mut t, r);
+    let (mut t, x, r) = fetching_rack_setup();
     t.msg(t.t0, x, Message::HaveAll).unwrap();
     t.prove(x);
     t.msg(t.t0, x, Message::Unchoke).unwrap();
@@ -1062,12 +1058,7 @@ fn a_piece_given_up_without_it_is_said_stopped_to_the_rack_and_a_new_start_said_
 
 #[test]
 fn a_fetch_from_outside_that_moves_is_said_again_every_half_grace() {
-    let (mut t, x) = rack_setup();
-    let r = PeerKey {
-        index: 0x90,
-        gen: 0,
-    };
-    speaks_fetching(&mut t, r);
+    let (mut t, x, r) = fetching_rack_setup();
     t.msg(t.t0, x, Message::HaveAll).unwrap();
     t.prove(x);
     t.msg(t.t0, x, Message::Unchoke).unwrap();
@@ -1104,12 +1095,7 @@ fn a_fetch_from_outside_that_moves_is_said_again_every_half_grace() {
 
 #[test]
 fn a_malformed_or_out_of_range_fetching_word_closes_the_peer_with_one_line() {
-    let (mut t, _) = rack_setup();
-    let r = PeerKey {
-        index: 0x90,
-        gen: 0,
-    };
-    speaks_fetching(&mut t, r);
+    let (mut t, _, r) = fetching_rack_setup();
     let err = t
         .msg(t.t0, r, ext(extension::OUR_FETCHING_ID, &[0, 0, 0, 1, 7]))
         .unwrap_err();
