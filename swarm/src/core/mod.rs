@@ -665,7 +665,11 @@ impl Swarm {
                 return Ok(());
             }
             match word {
-                FetchingWord::Started(_) if peer.fetching.len() < peer::MAX_FETCHING => {
+                // A renewal of a word it gave counts even at the cap.
+                FetchingWord::Started(_)
+                    if peer.fetching.contains(&piece)
+                        || peer.fetching.len() < peer::MAX_FETCHING =>
+                {
                     if !peer.fetching.contains(&piece) {
                         peer.fetching.push(piece);
                     }

@@ -143,7 +143,7 @@ impl Swarm {
                 break;
             }
             if self.peer(key).is_some_and(|p| p.locality != Locality::Rack) {
-                self.say_fetching(now, FetchingWord::Started(piece));
+                self.say_fetching(now, piece);
             }
             self.take_blocks(now, key, piece, &mut budget, &mut out, None);
         }
@@ -235,19 +235,15 @@ impl Swarm {
         }
     }
 
-    /// Tells the rack peers of the whole host (here, and through the other cores) that
-    /// this host started fetching a piece from outside the rack, or stopped without it.
-    fn say_fetching(&mut self, now: Instant, word: FetchingWord) {
-        let piece = word.piece();
-        let news = match word {
-            FetchingWord::Started(_) => self.told_fetching.insert(piece, (now, 0)).is_none(),
-            FetchingWord::Stopped(_) => self.told_fetching.remove(&piece).is_some(),
-        };
-        if news {
-            self.tell_whole_rack(word);
+    /// Tells the rack peers of the whole host that this host started fetching `piece`
+    /// from outside the rack (once: renewals are [`Swarm::renew_fetching_words`]'s).
+    fn say_fetching(&mut self, now: Instant, piece: u32) {
+        if self.told_fetching.insert(piece, (now, 0)).is_none() {
+            self.tell_whole_rack(FetchingWord::Started(piece));
         }
     }
 
+    /// Tells the rack peers here, and through the other cores theirs.
     fn tell_whole_rack(&mut self, word: FetchingWord) {
         self.tell_rack_fetching(word);
         self.actions
@@ -281,12 +277,8 @@ impl Swarm {
     /// We stopped fetching `piece` without it: rack peers we told we fetch it need not
     /// wait for it any longer.
     pub(super) fn fetch_stopped(&mut self, piece: u32) {
-        if !self.shared.verified.get(piece) {
-            // The time plays no part in a stop.
-            let now = self.told_fetching.get(&piece).map(|&(at, _)| at);
-            if let Some(now) = now {
-                self.say_fetching(now, FetchingWord::Stopped(piece));
-            }
+        if !self.shared.verified.get(piece) && self.told_fetching.remove(&piece).is_some() {
+            self.tell_whole_rack(FetchingWord::Stopped(piece));
         }
     }
 

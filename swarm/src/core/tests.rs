@@ -1094,6 +1094,35 @@ fn a_fetch_from_outside_that_moves_is_said_again_every_half_grace() {
 }
 
 #[test]
+fn a_rack_peer_holds_at_most_max_fetching_words_and_may_renew_them_at_the_cap() {
+    let mut t = T::new(200);
+    let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
+    speaks_fetching(&mut t, r);
+    let say = |t: &mut T, at: Instant, piece: u32| {
+        let word = extension::encode_fetching(FetchingWord::Started(piece));
+        t.msg(at, r, ext(extension::OUR_FETCHING_ID, &word))
+            .unwrap();
+    };
+    let (t0, cap) = (t.t0, super::peer::MAX_FETCHING as u32);
+    for piece in 0..cap {
+        say(&mut t, t0, piece);
+    }
+    // One word too many is not heard (a hostile rack peer cannot freeze every piece)...
+    say(&mut t, t0, cap);
+    assert_eq!(
+        t.shared.rack_fetching[cap as usize].load(Ordering::Relaxed),
+        0
+    );
+    // ...but a renewal of a word it gave is.
+    let later = t.at(ms(300));
+    say(&mut t, later, 5);
+    assert_eq!(
+        t.shared.rack_fetching[5].load(Ordering::Relaxed),
+        t.shared.seen_outside_clock(later)
+    );
+}
+
+#[test]
 fn a_malformed_or_out_of_range_fetching_word_closes_the_peer_with_one_line() {
     let (mut t, _, r) = fetching_rack_setup();
     let err = t
