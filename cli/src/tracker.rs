@@ -90,7 +90,7 @@ pub struct Args {
     pub max_url_names_per_address: Option<usize>,
 
     /// Peers from other racks always included while the announcer's rack has no seed
-    /// [default: 2].
+    /// [default: 16].
     #[arg(long, value_name = "N")]
     pub min_remote: Option<usize>,
 
@@ -259,7 +259,10 @@ pub fn run(ctx: Ctx, args: Args) -> Result<()> {
             .max_url_names_per_address
             .or(file.max_url_names_per_address)
             .unwrap_or(defaults.max_url_names_per_address),
-        min_remote: args.min_remote.or(file.min_remote).unwrap_or(2),
+        min_remote: args
+            .min_remote
+            .or(file.min_remote)
+            .unwrap_or(StoreConfig::default().min_remote),
         trusted,
         ..defaults
     };

@@ -478,6 +478,54 @@ impl Swarm {
             && holders.all(|p| p.peer_choking || p.closing || p.is_refusing(piece))
     }
 
+    /// Once our share of the rack's pieces is fetched, stamps as seen outside now the
+    /// pieces the rack lacks that a peer outside has but never announced in a HAVE (the
+    /// origin's, and those in other peers' first BITFIELDs): the rack's hosts then take
+    /// their turns at them ([`picker::Overdue`]) as at a piece a HAVE announced. Shares are
+    /// ranks among the rack peers each host knows; where views differ (a rack larger than
+    /// the tracker's answers, hosts that started late), some pieces are nobody's share,
+    /// and without a stamp they waited for [`RACK_QUIET`] (`ringswarm sim`, 2 racks of 160
+    /// knowing about 145 rack peers each: every host stalled 5 s, twice, with a fifth of
+    /// the pieces at the origin only; the last host at 4.5 × the bound).
+    pub(super) fn stamp_unannounced(&self, now: Instant) {
+        let shared = &self.shared;
+        let share = shared.share();
+        if share.members <= 1 || shared.missing() == 0 {
+            return;
+        }
+        let lacking = |p: u32| {
+            shared
+                .rack_availability
+                .get(p as usize)
+                .is_some_and(|a| a.load(Ordering::Relaxed) == 0)
+        };
+        let missing = || {
+            (0..shared.piece_count().div_ceil(64)).flat_map(move |w| {
+                let mut bits = !shared.verified.word(w);
+                std::iter::from_fn(move || {
+                    (bits != 0).then(|| {
+                        let i = w * 64 + bits.trailing_zeros();
+                        bits &= bits - 1;
+                        i
+                    })
+                })
+                .take_while(move |&i| i < shared.piece_count())
+            })
+        };
+        if missing().any(|p| share.contains(p) && lacking(p)) {
+            return;
+        }
+        for p in missing() {
+            let held_outside = shared
+                .availability
+                .get(p as usize)
+                .is_some_and(|a| a.load(Ordering::Relaxed) > 0);
+            if held_outside && lacking(p) {
+                shared.note_seen_outside(p, now);
+            }
+        }
+    }
+
     /// No rack peer has `piece`, and none said lately it fetches it from outside.
     fn rack_lacks(&self, piece: u32, now: Instant) -> bool {
         let shared = &self.shared;

@@ -805,6 +805,43 @@ fn rack_setup() -> (T, PeerKey) {
 }
 
 #[test]
+fn pieces_only_a_seed_outside_holds_get_their_turns_once_our_share_is_fetched() {
+    let (mut t, x) = rack_setup();
+    // The origin opens with HAVE ALL: no HAVE starts a clock for its pieces.
+    t.msg(t.t0, x, Message::HaveAll).unwrap();
+    t.prove(x);
+    let stamps = |t: &T| -> Vec<u64> {
+        [9, 11, 13, 15]
+            .iter()
+            .map(|&i| t.shared.seen_outside[i].load(Ordering::Relaxed))
+            .collect()
+    };
+    // Our share (the even pieces the rack lacks) is not fetched yet: nothing is stamped.
+    t.tick(t.at(ms(100)));
+    assert_eq!(stamps(&t), vec![0; 4]);
+    t.verify([8, 10, 12]);
+    t.tick(t.at(ms(200)));
+    assert_eq!(stamps(&t), vec![0; 4], "piece 14 is still ours to fetch");
+    // Fetched: the odd pieces, another host's share that nobody announced, are stamped
+    // now; the rack's hosts take their turns at them from here.
+    t.verify([14]);
+    let now = t.at(ms(300));
+    t.tick(now);
+    let stamp = t.shared.seen_outside_clock(now);
+    assert_eq!(stamps(&t), vec![stamp; 4]);
+    // Pieces a rack peer has are not stamped: they come from the rack.
+    assert_eq!(t.shared.seen_outside[3].load(Ordering::Relaxed), 0);
+    // A turn later (we are second in the order for odd pieces), they are asked of the
+    // origin.
+    t.acts();
+    t.msg(now, x, Message::Unchoke).unwrap();
+    assert!(requests(&t.acts(), x).is_empty(), "not before our turn");
+    t.tick(t.at(ms(300) + super::requests::SHARE_GRACE_MAX));
+    let asked = pieces_of(&requests(&t.acts(), x));
+    assert!(asked.iter().any(|p| p % 2 == 1), "{asked:?}");
+}
+
+#[test]
 fn a_remote_peer_is_asked_only_for_what_the_rack_lacks_our_share_first() {
     let (mut t, x) = rack_setup();
     t.msg(t.t0, x, Message::HaveAll).unwrap();

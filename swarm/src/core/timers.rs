@@ -75,6 +75,7 @@ impl Swarm {
         }
         self.share_grace = super::requests::share_grace(self.meta.info.total_length, rate);
         self.renew_fetching_words(now);
+        self.stamp_unannounced(now);
         let mut rack = self
             .order
             .iter()
