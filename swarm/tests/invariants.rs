@@ -455,7 +455,8 @@ impl World {
             ),
             Op::Sent { slot } => {
                 if let Some(m) = self.peers.get(&slot) {
-                    self.sw.blocks_sent(m.key, 1, u64::from(BLOCK_SIZE));
+                    self.sw
+                        .blocks_sent(self.now, m.key, 1, u64::from(BLOCK_SIZE));
                 }
             }
             Op::Request { slot, piece, block } => self.message(

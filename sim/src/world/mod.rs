@@ -347,7 +347,7 @@ impl World {
         self.queue.push(at, ev);
     }
 
-    fn instant(&self, t: u64) -> Instant {
+    pub(super) fn instant(&self, t: u64) -> Instant {
         self.epoch + Duration::from_nanos(t)
     }
 

@@ -143,10 +143,11 @@ impl World {
             loop {
                 if d.block.is_none() {
                     // The next block the core queued for this peer.
+                    let now = self.instant(t + (used * 1e9) as u64);
                     let host = &mut self.hosts[d.from as usize];
                     let next = d.key.and_then(|k| {
                         let b = host.swarm.uploads(k)?.front().copied()?;
-                        host.swarm.blocks_sent(k, 1, u64::from(b.len));
+                        host.swarm.blocks_sent(now, k, 1, u64::from(b.len));
                         Some(b)
                     });
                     match next {

@@ -58,13 +58,17 @@ impl Swarm {
 
     /// The driver sent the first `count` blocks of the peer's upload queue (`bytes` of
     /// payload).
-    pub fn blocks_sent(&mut self, key: PeerKey, count: usize, bytes: u64) {
+    pub fn blocks_sent(&mut self, now: Instant, key: PeerKey, count: usize, bytes: u64) {
         let shared = self.shared.clone();
         let Some(peer) = self.peer_mut(key) else {
             return;
         };
         let count = count.min(peer.uploads.len());
-        peer.uploads.drain(..count);
+        for b in peer.uploads.drain(..count) {
+            if peer.granted.get(b.piece) {
+                shared.note_grant_progress(b.piece, now);
+            }
+        }
         peer.uploaded_to += bytes;
         shared.counters.uploaded.fetch_add(bytes, Ordering::Relaxed);
         if peer.locality != crate::locality::Locality::Rack {

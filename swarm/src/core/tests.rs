@@ -1827,7 +1827,7 @@ fn an_unchoked_peer_that_keeps_asking_keeps_its_slot_when_nobody_waits() {
     for s in 1..=12u64 {
         let now = t.at(secs(s));
         t.request(now, k, blk(0, 0)).unwrap();
-        t.sw.blocks_sent(k, 1, u64::from(BLOCK_SIZE));
+        t.sw.blocks_sent(t.t0, k, 1, u64::from(BLOCK_SIZE));
         t.tick(now + ms(10));
     }
     assert!(!sent(&t.acts(), k).contains(&Out::Choke));
@@ -1985,7 +1985,7 @@ fn a_cancel_removes_a_queued_upload_and_blocks_sent_drain_the_queue() {
     .unwrap();
     let q: Vec<BlockRef> = t.sw.uploads(k).unwrap().iter().copied().collect();
     assert_eq!(q, vec![blk(2, 0), blk(2, 2)]);
-    t.sw.blocks_sent(k, 1, u64::from(BLOCK_SIZE));
+    t.sw.blocks_sent(t.t0, k, 1, u64::from(BLOCK_SIZE));
     let q: Vec<BlockRef> = t.sw.uploads(k).unwrap().iter().copied().collect();
     assert_eq!(q, vec![blk(2, 2)]);
     assert_eq!(
@@ -2565,7 +2565,7 @@ fn inputs_for_an_unknown_or_stale_connection_are_refused_or_ignored() {
         let e = t.sw.handshake(t.t0, k, &hs_for(&t, 7)).unwrap_err();
         assert!(e.contains("unknown connection"), "{e}");
         assert_eq!(t.sw.block_fragment(k, 0, 0, BLOCK_SIZE), None);
-        t.sw.blocks_sent(k, 1, 100);
+        t.sw.blocks_sent(t.t0, k, 1, 100);
         t.sw.peer_closed(t.t0, k);
     }
     assert!(t.acts().is_empty());
@@ -3072,7 +3072,7 @@ fn a_poisoned_peer_book_refuses_new_peers_but_lets_a_connected_one_finish_and_le
     t.verify_all();
     let k = t.leecher(1);
     t.request(t.t0, k, blk(0, 0)).unwrap();
-    t.sw.blocks_sent(k, 1, u64::from(BLOCK_SIZE));
+    t.sw.blocks_sent(t.t0, k, 1, u64::from(BLOCK_SIZE));
     t.acts();
     poison_peer_book(&t.shared);
     // Completing from us cannot be recorded; it is no error.

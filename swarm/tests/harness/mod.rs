@@ -719,11 +719,12 @@ impl Net {
             if !self.conns[conn].alive {
                 continue;
             }
+            let now = self.now;
             let swarm = &mut self.hosts[h].cores[c].swarm;
             let Some(&b) = swarm.uploads(key).and_then(|q| q.front()) else {
                 continue;
             };
-            swarm.blocks_sent(key, 1, u64::from(b.len));
+            swarm.blocks_sent(now, key, 1, u64::from(b.len));
             let more = swarm.uploads(key).is_some_and(|q| !q.is_empty());
             if more {
                 self.hosts[h].serving.push_back((c, key));

@@ -182,9 +182,12 @@ impl Ctx {
         if !blocks.is_empty() {
             if let Some(t) = conn.torrent {
                 let uploaded: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
-                self.torrents[t]
-                    .core
-                    .blocks_sent(conn.key(index), blocks.len(), uploaded);
+                self.torrents[t].core.blocks_sent(
+                    Instant::now(),
+                    conn.key(index),
+                    blocks.len(),
+                    uploaded,
+                );
             }
         }
         let ctrl = std::mem::take(&mut conn.ctrl_out);
