@@ -89,8 +89,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_url_names_per_address: Option<usize>,
 
-    /// Peers from other racks always included while the announcer's rack has no seed
-    /// [default: 16].
+    /// Peers from other racks always included while the announcer's rack has no seed (at
+    /// most half of its numwant) [default: 16].
     #[arg(long, value_name = "N")]
     pub min_remote: Option<usize>,
 

@@ -41,7 +41,8 @@
 //!    lists (see *Storage*).
 //! 5. Remote minimum: while the announcer's rack has no seed of its family ("no complete
 //!    copy"), the rack class gives at most `numwant − min_remote` peers, so at least
-//!    [`StoreConfig::min_remote`] (default 16) come from other racks when other racks have
+//!    [`StoreConfig::min_remote`] (default 16; at most half of `numwant`, so an announcer
+//!    asking for a few peers still meets its rack) come from other racks when other racks have
 //!    peers. Likewise, while the announcer's dc has no seed, the rack and dc classes give
 //!    at most `numwant − min_remote` peers between them, so at least `min_remote` come from
 //!    other dcs when they have peers: a dc without the blob must meet the dcs that have it
@@ -1773,6 +1774,7 @@ fn fill_flat(
     if want == 0 || len == 0 {
         return;
     }
+    let min_remote = min_remote.min(want / 2);
     for l in lists.iter_mut() {
         l.clear();
     }
@@ -1872,6 +1874,7 @@ fn fill(
     if want == 0 {
         return;
     }
+    let min_remote = min_remote.min(want / 2);
     let groups = ctx.groups;
     let n = groups.len();
     let own = groups.get(own_g);
