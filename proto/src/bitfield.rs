@@ -200,6 +200,21 @@ impl AtomicBitfield {
             .map_or(0, |x| x.load(Ordering::Acquire))
     }
 
+    /// Indices of clear bits, ascending (each word read once, as the walk reaches it).
+    pub fn zeros(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len.div_ceil(64)).flat_map(move |w| {
+            let mut bits = !self.word(w);
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    w * 64 + b
+                })
+            })
+            .take_while(move |&i| i < self.len)
+        })
+    }
+
     /// Positions set in neither `self` nor `other` (of the same length).
     pub fn count_neither(&self, other: &AtomicBitfield) -> u32 {
         let full_words = (self.len / 64) as usize;
@@ -244,6 +259,8 @@ mod tests {
             }
             let want: Vec<u32> = (0..len).filter(|&i| b.get(i)).collect();
             prop_assert_eq!(b.ones().collect::<Vec<_>>(), want);
+            let clear: Vec<u32> = (0..len).filter(|&i| !b.get(i)).collect();
+            prop_assert_eq!(a.zeros().collect::<Vec<_>>(), clear);
             for w in 0..b.words() + 1 {
                 prop_assert_eq!(b.word(w), a.word(w), "word {}", w);
                 for k in 0..64 {

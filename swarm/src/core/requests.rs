@@ -499,23 +499,14 @@ impl Swarm {
                 .get(p as usize)
                 .is_some_and(|a| a.load(Ordering::Relaxed) == 0)
         };
-        let missing = || {
-            (0..shared.piece_count().div_ceil(64)).flat_map(move |w| {
-                let mut bits = !shared.verified.word(w);
-                std::iter::from_fn(move || {
-                    (bits != 0).then(|| {
-                        let i = w * 64 + bits.trailing_zeros();
-                        bits &= bits - 1;
-                        i
-                    })
-                })
-                .take_while(move |&i| i < shared.piece_count())
-            })
-        };
-        if missing().any(|p| share.contains(p) && lacking(p)) {
+        if shared
+            .verified
+            .zeros()
+            .any(|p| share.contains(p) && lacking(p))
+        {
             return;
         }
-        for p in missing() {
+        for p in shared.verified.zeros() {
             let held_outside = shared
                 .availability
                 .get(p as usize)
