@@ -191,6 +191,12 @@ impl Peer {
         self.locality == Locality::Remote && self.our_place.is_some()
     }
 
+    /// Requests out and no block of them for [`super::requests::STALLING`].
+    pub fn stalling(&self, now: Instant) -> bool {
+        self.requests_out > 0
+            && now.saturating_duration_since(self.last_block) >= super::requests::STALLING
+    }
+
     pub fn is_refusing(&self, piece: u32) -> bool {
         self.refused_since.is_some() && self.refused.get(piece)
     }

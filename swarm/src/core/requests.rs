@@ -459,11 +459,18 @@ impl Swarm {
     }
 
     /// In the endgame, a remote peer may lend a hand with `piece` when no rack peer could:
-    /// none has it, or every rack peer here that has it is choking us, refusing it or
-    /// being closed (a slow remote peer holding the piece would otherwise hold the
+    /// none has it, or every rack peer here that has it is choking us, refusing it, being
+    /// closed or stalling (a slow remote peer holding the piece would otherwise hold the
     /// download). A rack peer that has it on another core of this host counts as able: the
     /// availability says it is there, and that core fetches it (perf/fleet: letting remote
     /// peers in whenever no rack peer *here* had it took 1.14-1.18 × the blob into a rack).
+    ///
+    /// Stalling (requests out, no block for [`STALLING`]) is what a holder that died
+    /// without a FIN looks like: its connection stays open and unchoked until the stall
+    /// limit, and with nothing else left to fetch that limit is [`super::timers::STALL_CEILING`]
+    /// (`ringswarm sim`, 300 hosts in racks of 50 with 1 % dead and 1 % slow: a rack
+    /// whose only holder of its last piece died waited 14 s for it, the last healthy host
+    /// at 4.52 × the bound).
     fn rack_cannot_serve(&self, piece: u32, now: Instant) -> bool {
         if self.rack_lacks(piece, now) {
             return true;
@@ -475,7 +482,8 @@ impl Swarm {
             .filter(|p| p.locality == Locality::Rack && p.have.get(piece))
             .peekable();
         holders.peek().is_some()
-            && holders.all(|p| p.peer_choking || p.closing || p.is_refusing(piece))
+            && holders
+                .all(|p| p.peer_choking || p.closing || p.is_refusing(piece) || p.stalling(now))
     }
 
     /// Once our share of the rack's pieces is fetched, stamps as seen outside now the

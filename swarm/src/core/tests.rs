@@ -2504,6 +2504,45 @@ fn a_rack_peer_that_chokes_us_or_is_being_closed_does_not_keep_a_remote_rescuer_
     );
 }
 
+/// Our place east/r1, piece 0 of 2 verified; a proven rack peer R holding piece 1 and
+/// unchoking us, asked for its blocks at t0 and silent since (a host that died without a
+/// FIN); a fast proven remote seed S. What S asks for at `at`.
+fn rescue_from_a_silent_rack_peer(at: Duration) -> Vec<BlockRef> {
+    let mut t = T::new(2);
+    t.verify([0]);
+    let r = t.connect_as(0x90, placed(0x90, place("east", "r1")), true, t.t0);
+    t.msg(t.t0, r, Message::HaveAll).unwrap();
+    t.prove(r);
+    t.msg(t.t0, r, Message::Unchoke).unwrap();
+    assert_eq!(pieces_of(&requests(&t.acts(), r)), vec![1]);
+    let s = t.connect_as(2, placed(2, place("west", "w2")), true, t.t0);
+    t.msg(t.t0, s, Message::HaveAll).unwrap();
+    t.prove(s);
+    t.set_rate(s, 4 << 20, t.t0);
+    t.msg(t.t0, s, Message::Unchoke).unwrap();
+    assert!(
+        requests(&t.acts(), s).is_empty(),
+        "the rack peer fetches it"
+    );
+    t.sw.fill(t.at(at), s, &mut t.bufs);
+    requests(&t.acts(), s)
+}
+
+#[test]
+fn a_rack_peer_that_stalls_on_the_last_piece_does_not_keep_a_remote_rescuer_out() {
+    assert!(
+        rescue_from_a_silent_rack_peer(ms(500)).is_empty(),
+        "silent for less than STALLING: the rack peer may still deliver"
+    );
+    assert_eq!(
+        pieces_of(&rescue_from_a_silent_rack_peer(
+            requests::STALLING + ms(100)
+        )),
+        vec![1],
+        "silent for STALLING: the remote seed steals (not STALL_CEILING later)"
+    );
+}
+
 // ---- coverage of the remaining decisions (issue 12) --------------------------------------
 
 /// `values[i]` of per-piece counters.
