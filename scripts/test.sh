@@ -33,6 +33,7 @@ PKGS=(
   "util-linux|command -v fincore"
   "time|test -x /usr/bin/time"
   "iproute2|command -v ip"
+  "ethtool|command -v ethtool || test -x /usr/sbin/ethtool"
   "systemd|command -v systemd-analyze"
   "chromium|command -v chromium"
 )

@@ -99,6 +99,14 @@ pub struct LimitArgs {
     /// How long an address that sent corrupt data stays banned (30m, 1h, 1d).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub ban_duration: Duration,
+
+    /// Peers served at once per torrent (upload slots; a peer that asks for nothing
+    /// loses its slot). The default covers every peer a tracker hands out, so every
+    /// rack peer is served.
+    #[arg(long, value_name = "N",
+          default_value_t = ringswarm_engine::session::DEFAULT_UPLOAD_SLOTS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub upload_slots: u32,
 }
 
 /// Where this host stands, for rack-local preference (`--topology`, `--dc`, `--rack`).
@@ -156,6 +164,7 @@ pub fn start_session(cores: usize, listen: Option<SocketAddr>) -> Result<Session
         max_peers: defaults.max_peers,
         max_peers_per_ip: defaults.max_peers_per_ip,
         ban_duration: defaults.ban_duration,
+        upload_slots: defaults.upload_slots as u32,
     };
     start_placed_session(cores, listen, Locator::default(), &limits)
 }
@@ -176,6 +185,7 @@ pub fn start_placed_session(
         max_peers: limits.max_peers,
         max_peers_per_ip: limits.max_peers_per_ip,
         ban_duration: limits.ban_duration,
+        upload_slots: limits.upload_slots as usize,
         ..SessionConfig::default()
     };
     Session::start(config).with_context(|| match listen {

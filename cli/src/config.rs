@@ -192,6 +192,7 @@ pub fn peer_settings(args: &PeerArgs, file: PeerFile) -> Result<PeerSettings> {
         max_peers: args.limits.max_peers,
         max_peers_per_ip: args.limits.max_peers_per_ip,
         ban_duration: args.limits.ban_duration,
+        upload_slots: args.limits.upload_slots as usize,
         ..SessionConfig::default()
     };
     Ok(PeerSettings {

@@ -81,15 +81,21 @@ fn accepted_refused(line: &str) -> (usize, usize) {
 }
 
 /// Item 5: 70 peers (from ten addresses, under the per-address cap) say INTERESTED and
-/// never request. Today's main gives them all 64 upload slots for good and never unchokes
-/// a real getter; now the idle peers lose their slots and the getter runs at full speed.
+/// never request, against a seed with 64 upload slots. Today's main gives them all 64
+/// slots for good and never unchokes a real getter; now the idle peers lose their slots
+/// and the getter runs at full speed.
 #[test]
 fn idle_interested_peers_do_not_starve_a_seed() {
     let dir = scratch("idle");
     let d = dir.path();
     write_blob(d, "blob.bin", 8 * MIB);
     create(d, "blob.bin", "1M");
-    let (seed, addr) = start_seed(d, "2");
+    let mut args = seed_args("t.torrent", ".", "2").to_vec();
+    args.extend(["--upload-slots", "64"]);
+    let mut seed = Guard::spawn("seed", rs(&args, d), d);
+    let addr = seed
+        .wait_listening(Duration::from_secs(60), &[])
+        .to_string();
     let alone = timed_get(d, "alone", &addr, "60s", &[&seed]);
 
     let sources: Vec<String> = (2..12).map(|i| format!("127.0.0.{i}")).collect();

@@ -77,7 +77,8 @@ pub struct Model {
     pub hash_rate: u64,
     /// Bytes per second a piece is written at (each write takes piece ÷ rate).
     pub disk_rate: u64,
-    /// Upload slots per host (`ringswarm get`'s default: 64).
+    /// Upload slots per host (`ringswarm get`'s default,
+    /// [`ringswarm_engine::session::DEFAULT_UPLOAD_SLOTS`]).
     pub upload_slots: u32,
     /// The share of a link's bytes that is payload: TCP over Ethernet with a 1500-byte
     /// MTU carries 1448 payload bytes (TCP timestamps on) in a 1514-byte frame (what
@@ -103,7 +104,7 @@ impl Default for Model {
             tcp_window: 4 << 20,
             hash_rate: 1_900_000_000,
             disk_rate: 4_000_000_000,
-            upload_slots: 64,
+            upload_slots: ringswarm_engine::session::DEFAULT_UPLOAD_SLOTS as u32,
             payload_share: 1448.0 / 1514.0,
             numwant: 50,
             max_time_ns: None,
