@@ -36,7 +36,14 @@ fn write_blob(dir: &Path, name: &str, len: usize) {
 }
 
 fn start_seed(dir: &Path, cores: &str) -> (Guard, String) {
-    let mut seed = Guard::spawn("seed", rs(&seed_args("t.torrent", ".", cores), dir), dir);
+    start_seed_with(dir, cores, &[])
+}
+
+/// [`start_seed`], with `extra` arguments.
+fn start_seed_with(dir: &Path, cores: &str, extra: &[&str]) -> (Guard, String) {
+    let mut args = seed_args("t.torrent", ".", cores).to_vec();
+    args.extend_from_slice(extra);
+    let mut seed = Guard::spawn("seed", rs(&args, dir), dir);
     let addr = seed.wait_listening(Duration::from_secs(60), &[]);
     (seed, addr.to_string())
 }
@@ -90,12 +97,7 @@ fn idle_interested_peers_do_not_starve_a_seed() {
     let d = dir.path();
     write_blob(d, "blob.bin", 8 * MIB);
     create(d, "blob.bin", "1M");
-    let mut args = seed_args("t.torrent", ".", "2").to_vec();
-    args.extend(["--upload-slots", "64"]);
-    let mut seed = Guard::spawn("seed", rs(&args, d), d);
-    let addr = seed
-        .wait_listening(Duration::from_secs(60), &[])
-        .to_string();
+    let (seed, addr) = start_seed_with(d, "2", &["--upload-slots", "64"]);
     let alone = timed_get(d, "alone", &addr, "60s", &[&seed]);
 
     let sources: Vec<String> = (2..12).map(|i| format!("127.0.0.{i}")).collect();
